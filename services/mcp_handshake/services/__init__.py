@@ -1,0 +1,1 @@
+"""The mediator's worker services: authorize, execute, executor (and the dev stack)."""

@@ -1,0 +1,1 @@
+"""Authorize workers: phase 1 of the handshake and the tool catalog."""

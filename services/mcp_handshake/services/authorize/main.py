@@ -1,0 +1,55 @@
+"""Wiring of an authorize worker (queue group ``authorize``)."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from nats.aio.client import Client as NATS
+
+from mcp_handshake.shared.settings import Settings
+from mcp_handshake.shared.subjects import QueueGroups
+from mcp_handshake.shared.wire import AuthorizeRequest, EmptyRequest
+
+from ..common import VERSION, load_common, load_sessions, redis_client
+from ..runtime import Endpoint, MicroService
+from ..runtime.worker import Worker
+from ..tokens import TokenStore
+from .handler import AuthorizeDeps, handle_authorize, handle_tools
+
+
+async def build(settings: Settings, nc: NATS) -> Worker:
+    common = load_common(settings)
+    redis = redis_client(settings)
+    deps = AuthorizeDeps(
+        sessions=await load_sessions(common),
+        tools=common.tools,
+        policy=common.policy,
+        store=TokenStore(redis),
+    )
+    subjects = settings.subjects
+    limits = {
+        "max_payload": settings.max_payload,
+        "max_inflight": common.config.service.max_inflight,
+    }
+    endpoints = [
+        Endpoint(
+            "authorize",
+            subjects.authorize,
+            QueueGroups.AUTHORIZE,
+            AuthorizeRequest,
+            partial(handle_authorize, deps=deps),
+            **limits,
+        ),
+        Endpoint(
+            "tools",
+            subjects.tools,
+            QueueGroups.AUTHORIZE,
+            EmptyRequest,
+            partial(handle_tools, deps=deps),
+            **limits,
+        ),
+    ]
+    service = MicroService(
+        "handshake-authorize", VERSION, "Handshake phase 1 and the tool catalog", endpoints
+    )
+    return Worker(service, closers=[redis.aclose])

@@ -1,0 +1,146 @@
+"""``mcp-handshake``: run workers and the dev stack, mint dev sessions, act as an agent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from mcp_handshake.shared.errors import HandshakeError
+from mcp_handshake.shared.settings import Settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+token_app = typer.Typer(no_args_is_help=True, help="Session tokens from the dev identity provider.")
+app.add_typer(token_app, name="token")
+console = Console()
+err = Console(stderr=True)
+
+
+class Kind(StrEnum):
+    authorize = "authorize"
+    execute = "execute"
+    executor = "executor"
+
+
+@app.command()
+def worker(
+    kind: Kind,
+    target: Annotated[
+        list[str] | None, typer.Option(help="Executor only: target(s) to serve (default: all).")
+    ] = None,
+) -> None:
+    """Run one worker of the given kind until SIGINT/SIGTERM."""
+    from ..runtime.logs import setup_logging
+    from ..runtime.worker import run, serve
+
+    settings = Settings.from_env()
+    setup_logging(settings.log_level, settings.log_format)
+    if kind is Kind.authorize:
+        from ..authorize.main import build
+    elif kind is Kind.execute:
+        from ..execute.main import build
+    else:
+        from ..executor.main import builder
+
+        build = builder(list(target or []))
+    run(serve(settings, kind.value, build))
+
+
+@app.command()
+def up(
+    authorize: Annotated[int, typer.Option(help="Authorize workers.")] = 1,
+    execute: Annotated[int, typer.Option(help="Execute workers.")] = 1,
+    executor: Annotated[int, typer.Option(help="Executor workers.")] = 1,
+) -> None:
+    """Start the whole stack locally (NATS, Redis, demo target, workers) until Ctrl-C."""
+    from ._stack import run_up
+
+    run_up(authorize, execute, executor)
+
+
+@app.command()
+def demo() -> None:
+    """Start the embedded stack, play a scripted agent, stop everything."""
+    from ._demo import run_demo
+
+    raise typer.Exit(run_demo())
+
+
+@token_app.command("mint")
+def token_mint(
+    sub: Annotated[str, typer.Option(help="Subject (user id).")],
+    role: Annotated[list[str] | None, typer.Option(help="Role (repeatable).")] = None,
+    scope: Annotated[list[str] | None, typer.Option(help="OAuth scope (repeatable).")] = None,
+    ttl: Annotated[int, typer.Option(help="Lifetime in seconds.")] = 3600,
+) -> None:
+    """Print a session JWT signed by the dev identity provider under HANDSHAKE_HOME."""
+    from ..devhome import mint_session
+
+    settings = Settings.from_env()
+    if not (settings.home / "handshake.toml").exists():
+        err.print(f"no dev home at {settings.home}: run 'mcp-handshake up' first")
+        raise typer.Exit(2)
+    print(mint_session(settings.home, sub, roles=role, scopes=scope, ttl_s=ttl))
+
+
+SessionOpt = Annotated[
+    str | None,
+    typer.Option("--session", envvar="HANDSHAKE_SESSION", help="Session JWT.", show_default=False),
+]
+
+
+async def _with_client(session: str | None, fn: Any) -> Any:
+    from mcp_handshake.client import HandshakeClient
+
+    settings = Settings.from_env()
+    if not session:
+        raise HandshakeError("no session token: pass --session or set HANDSHAKE_SESSION")
+    async with HandshakeClient(
+        settings.nats_url.split(","), session=session, prefix=settings.subject_prefix
+    ) as hs:
+        return await fn(hs)
+
+
+def _run_client(session: str | None, fn: Any) -> Any:
+    try:
+        return asyncio.run(_with_client(session, fn))
+    except HandshakeError as exc:
+        code = getattr(exc, "code", "error")
+        err.print(f"[red]{code}[/red]: {exc.message}")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def tools(session: SessionOpt = None) -> None:
+    """List the tools this session may use."""
+    result = _run_client(session, lambda hs: hs.tools())
+    for t in result:
+        console.print(f"[bold]{t.name}[/bold] [dim]({t.tier})[/dim]  {t.description}")
+
+
+@app.command()
+def call(
+    tool: str,
+    params: Annotated[str, typer.Option(help="Params as a JSON object.")] = "{}",
+    session: SessionOpt = None,
+) -> None:
+    """Authorize and execute one tool call, as an agent would; print result and receipt."""
+    try:
+        parsed = json.loads(params)
+    except ValueError:
+        err.print("--params must be a JSON object")
+        raise typer.Exit(2) from None
+    res = _run_client(session, lambda hs: hs.call(tool, parsed))
+    print(json.dumps({"transaction_id": res.transaction_id, "result": res.result,
+                      "receipt": res.claims}, indent=2))  # fmt: skip
+
+
+def main() -> None:
+    app()
+
+

@@ -1,0 +1,52 @@
+"""``mcp-handshake up``: the embedded dev stack in the foreground."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+
+from rich.console import Console
+
+from mcp_handshake.shared.settings import Settings
+
+from ..devstack import Stack, StackSpec
+
+console = Console()
+
+
+def make_stack(settings: Settings, spec: StackSpec) -> Stack:
+    """A stack in the settings' home, on given servers when both URLs are set."""
+    if settings.external_servers:
+        return Stack(settings.home.resolve(), spec, settings.nats_url, settings.redis_url)
+    return Stack(settings.home.resolve(), spec)
+
+
+def run_up(authorize: int, execute: int, executor: int) -> None:
+    settings = Settings.from_env()
+    stack = make_stack(settings, StackSpec(authorize, execute, executor))
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stack.start()
+        console.print("[bold green]mcp-handshake is up[/bold green]")
+        console.print(f"  NATS         {stack.nats_url}")
+        console.print(f"  Redis        {stack.redis_url}")
+        console.print(f"  demo target  {stack.target_url}")
+        console.print(f"  home         {stack.home}  (logs in {stack.logs})")
+        console.print(
+            "  try: [cyan]export HANDSHAKE_SESSION=$(mcp-handshake token mint --sub alice "
+            "--role billing)[/cyan]\n       [cyan]mcp-handshake call payments.list_invoices[/cyan]"
+        )
+        console.print("Ctrl-C stops everything.")
+        await stop.wait()
+
+    try:
+        asyncio.run(main())
+    finally:
+        with contextlib.suppress(Exception):
+            console.print("stopping...")
+        stack.stop()

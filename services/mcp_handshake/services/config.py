@@ -1,0 +1,148 @@
+"""Service configuration: one TOML file, validated once at start-up.
+
+Relative paths in the file are resolved against the file's own directory, so
+a configuration directory can be moved as a whole. Secrets are never in this
+file, only the paths or environment variable names where executors find them.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+
+__all__ = [
+    "HandshakeConfig",
+    "KeysConfig",
+    "SessionConfig",
+    "TargetAuth",
+    "TargetConfig",
+    "load_config",
+]
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    pass
+
+
+class ServiceSection(_Section):
+    #: Service id: the ``iss`` of receipts.
+    id: str = "mcp-handshake"
+    #: How long an execute worker waits for an executor before ``outcome_unknown``.
+    executor_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0
+    #: Most requests one worker handles at once, per endpoint.
+    max_inflight: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1024
+
+
+class SessionConfig(_Section):
+    """How session JWTs from the identity provider are verified."""
+
+    issuer: str
+    audience: str
+    #: JWKS file (path) or URL; exactly one.
+    jwks_file: str | None = None
+    jwks_url: str | None = None
+    #: Accepted JWS algorithms. ``none`` and HMAC algorithms are never accepted.
+    algorithms: list[Literal["EdDSA", "ES256", "ES384", "RS256", "PS256"]] = msgspec.field(
+        default_factory=lambda: ["EdDSA", "ES256", "RS256"]
+    )
+    #: Clock skew tolerated on exp/nbf/iat, seconds (at most 30).
+    leeway_s: Annotated[float, msgspec.Meta(ge=0, le=30)] = 10.0
+    #: Session tokens longer than this are refused before parsing.
+    max_token_bytes: Annotated[int, msgspec.Meta(ge=256, le=65536)] = 8192
+    #: Claim holding the caller's roles (a list or a space-separated string).
+    roles_claim: str = "roles"
+    #: Claim holding the caller's scopes (OAuth ``scope`` string or ``scp`` list).
+    scopes_claim: str = "scope"
+
+
+class KeysConfig(_Section):
+    #: Receipt signing key (execute workers).
+    receipt: str = "keys/receipt.pem"
+    #: Dispatch signing key (execute workers).
+    dispatch: str = "keys/dispatch.pem"
+    #: Public JWKS of dispatch keys (executors verify with it).
+    dispatch_public: str = "keys/dispatch.jwks.json"
+
+
+class TargetAuth(_Section):
+    type: Literal["none", "api_key", "bearer", "oauth2_client_credentials"] = "none"
+    #: Header carrying the API key (``api_key``).
+    header: str = "X-API-Key"
+    #: Where the secret is: a file or an environment variable (API key, bearer
+    #: token, or OAuth2 client secret).
+    secret_file: str | None = None
+    secret_env: str | None = None
+    #: OAuth2 client credentials.
+    token_url: str | None = None
+    client_id: str | None = None
+    scope: str | None = None
+
+
+class TargetConfig(_Section):
+    base_url: str
+    auth: TargetAuth = msgspec.field(default_factory=TargetAuth)
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=300)] = 5.0
+    connect_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 2.0
+    #: Retries for idempotent operations only (connection errors and 5xx).
+    retries: Annotated[int, msgspec.Meta(ge=0, le=5)] = 1
+    #: TLS: CA bundle to trust, and client certificate/key for mTLS.
+    ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+
+
+class ToolsSection(_Section):
+    #: Python modules each exposing ``TOOLS``: a list of tool definitions.
+    modules: list[str] = msgspec.field(default_factory=list)
+
+
+class _File(_Section):
+    session: SessionConfig
+    service: ServiceSection = msgspec.field(default_factory=ServiceSection)
+    tools: ToolsSection = msgspec.field(default_factory=ToolsSection)
+    policy_file: str = "policy.toml"
+    keys: KeysConfig = msgspec.field(default_factory=KeysConfig)
+    targets: dict[str, TargetConfig] = msgspec.field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeConfig:
+    """The loaded configuration, with paths resolved."""
+
+    path: Path
+    service: ServiceSection
+    session: SessionConfig
+    tool_modules: tuple[str, ...]
+    policy_file: Path
+    keys: KeysConfig
+    targets: dict[str, TargetConfig]
+
+    def resolve(self, relative: str) -> Path:
+        p = Path(relative)
+        return p if p.is_absolute() else self.path.parent / p
+
+
+def load_config(path: Path) -> HandshakeConfig:
+    """Read and validate a configuration file; raises ``ValueError`` with the reason."""
+    try:
+        raw = tomllib.loads(path.read_text())
+        data = msgspec.convert(raw, _File)
+    except (OSError, tomllib.TOMLDecodeError, msgspec.ValidationError) as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+    if (data.session.jwks_file is None) == (data.session.jwks_url is None):
+        raise ValueError(f"{path}: [session] needs exactly one of jwks_file or jwks_url")
+    base = path.resolve()
+    policy = Path(data.policy_file)
+    return HandshakeConfig(
+        path=base,
+        service=data.service,
+        session=data.session,
+        tool_modules=tuple(data.tools.modules),
+        policy_file=policy if policy.is_absolute() else base.parent / policy,
+        keys=data.keys,
+        targets=data.targets,
+    )

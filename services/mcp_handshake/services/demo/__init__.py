@@ -1,0 +1,1 @@
+"""The demo deployment: a payments target API, its tools, config and policy."""

@@ -1,0 +1,95 @@
+"""The dev home: local keys, secrets and configuration under ``HANDSHAKE_HOME``.
+
+``mcp-handshake up`` and the tests create it; ``token mint`` issues session
+JWTs from its dev identity provider key, which the workers started from the
+same home trust. Production deployments bring their own IdP, keys and config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+import uuid
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+from mcp_handshake.shared.keys import (
+    load_or_create_private_key,
+    load_private_key,
+    public_jwk,
+)
+
+from .config import load_config
+
+__all__ = ["ensure_home", "mint_session"]
+
+IDP_KEY = "keys/idp.pem"
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
+def _demo_file(name: str) -> str:
+    return resources.files("mcp_handshake.services.demo").joinpath(name).read_text()
+
+
+def ensure_home(home: Path, target_url: str) -> Path:
+    """Create what is missing (keys, API key, policy) and write the config; return its path."""
+    home.mkdir(parents=True, exist_ok=True)
+    keys = home / "keys"
+    idp = load_or_create_private_key(home / IDP_KEY)
+    (keys / "idp.jwks.json").write_text(json.dumps({"keys": [public_jwk(idp)]}, indent=2))
+    load_or_create_private_key(keys / "receipt.pem")
+    dispatch = load_or_create_private_key(keys / "dispatch.pem")
+    (keys / "dispatch.jwks.json").write_text(json.dumps({"keys": [public_jwk(dispatch)]}, indent=2))
+    api_key = home / "secrets" / "payments_api_key"
+    if not api_key.exists():
+        _write_private(api_key, secrets.token_urlsafe(32))
+    policy = home / "policy.toml"
+    if not policy.exists():
+        policy.write_text(_demo_file("policy.toml"))
+    config = home / "handshake.toml"
+    config.write_text(_demo_file("handshake.toml").replace("{target_url}", target_url))
+    return config
+
+
+def mint_session(
+    home: Path,
+    sub: str,
+    *,
+    roles: list[str] | None = None,
+    scopes: list[str] | None = None,
+    ttl_s: int = 3600,
+    jkt: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """A session JWT from the dev identity provider of ``home``."""
+    cfg = load_config(home / "handshake.toml")
+    key = load_private_key(home / IDP_KEY)
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": cfg.session.issuer,
+        "aud": cfg.session.audience,
+        "sub": sub,
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl_s,
+        "jti": str(uuid.uuid4()),
+        "roles": roles or [],
+    }
+    if scopes:
+        claims["scope"] = " ".join(scopes)
+    if jkt:
+        claims["cnf"] = {"jkt": jkt}
+    claims.update(extra or {})
+    return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": public_jwk(key)["kid"]})
+

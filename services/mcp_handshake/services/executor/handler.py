@@ -1,0 +1,67 @@
+"""Run one signed dispatch against the target API."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from mcp_handshake.shared.errors import Forbidden, InternalError
+from mcp_handshake.shared.wire import Dispatch, DispatchReply
+
+from ..runtime import Request
+from ..signing import DISPATCH_HEADER, DispatchVerifier
+from ..tools import HttpOperation, ToolRegistry
+from .targets import OperationContext, TargetClient
+
+__all__ = ["ExecutorDeps", "handle_dispatch"]
+
+log = logging.getLogger(__name__)
+
+#: Clock skew tolerated on a dispatch's ``iat``.
+_SKEW_S = 5.0
+
+
+@dataclass(slots=True)
+class ExecutorDeps:
+    verifier: DispatchVerifier
+    tools: ToolRegistry
+    targets: dict[str, TargetClient]
+    #: Transactions this process has run, until their dispatch expires: a
+    #: replayed dispatch is refused here (and the target sees the same
+    #: Idempotency-Key anyway).
+    seen: OrderedDict[str, float] = field(default_factory=OrderedDict)
+
+    def first_time(self, txn: str, exp: float, now: float) -> bool:
+        while self.seen and next(iter(self.seen.values())) < now:
+            self.seen.popitem(last=False)
+        if txn in self.seen:
+            return False
+        self.seen[txn] = exp
+        return True
+
+
+async def handle_dispatch(req: Request[Dispatch], deps: ExecutorDeps) -> DispatchReply:
+    if not deps.verifier.verify(req.header(DISPATCH_HEADER), req.data):
+        log.warning("refused a dispatch without a valid signature")
+        raise Forbidden("dispatch signature missing or invalid")
+    d = req.body
+    now = time.time()
+    if d.exp < now or d.iat > now + _SKEW_S:
+        raise Forbidden("dispatch expired", transaction_id=d.txn)
+    tool = deps.tools.find(d.tool)
+    target = deps.targets.get(d.target)
+    if tool is None or target is None or tool.target != d.target:
+        log.error("dispatch for a tool this executor does not run", extra={"txn": d.txn})
+        raise InternalError(transaction_id=d.txn)
+    if not deps.first_time(d.txn, d.exp, now):
+        raise Forbidden("dispatch already run", transaction_id=d.txn)
+    op = tool.operation
+    if isinstance(op, HttpOperation):
+        result: Any = await target.call(op, d.params, d.txn)
+    else:
+        result = await op(d.params, OperationContext(target.client, d.txn))
+    log.info("executed %s", d.tool, extra={"txn": d.txn, "tool": d.tool})
+    return DispatchReply(txn=d.txn, result=result)

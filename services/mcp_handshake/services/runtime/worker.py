@@ -1,0 +1,95 @@
+"""The run loop every worker kind shares: connect, serve, stop cleanly on a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+
+from mcp_handshake.shared.settings import Settings
+
+from .service import MicroService
+
+__all__ = ["Worker", "connect_nats", "run", "serve"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Worker:
+    """What a worker kind builds at start-up: its service and what to close after."""
+
+    service: MicroService
+    closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
+    background: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
+
+
+async def connect_nats(settings: Settings, name: str) -> NATS:
+    async def on_error(exc: Exception) -> None:
+        log.warning("NATS error: %s", type(exc).__name__)
+
+    async def on_disconnect() -> None:
+        log.warning("NATS disconnected; reconnecting")
+
+    async def on_reconnect() -> None:
+        log.info("NATS reconnected")
+
+    return await nats.connect(
+        servers=settings.nats_url.split(","),
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=5,
+        error_cb=on_error,
+        disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect,
+    )
+
+
+async def serve(
+    settings: Settings,
+    kind: str,
+    build: Callable[[Settings, NATS], Awaitable[Worker]],
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run one worker until SIGINT/SIGTERM (or ``stop`` is set), then drain."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    nc = await connect_nats(settings, f"handshake-{kind}")
+    worker = await build(settings, nc)
+    await worker.service.start(nc)
+    tasks = [asyncio.create_task(job()) for job in worker.background]
+    log.info("%s worker ready (id %s)", kind, worker.service.id, extra={"worker": kind})
+    try:
+        await stop.wait()
+    finally:
+        log.info("%s worker stopping", kind, extra={"worker": kind})
+        await worker.service.stop()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for close in worker.closers:
+            with contextlib.suppress(Exception):
+                await close()
+        with contextlib.suppress(Exception):
+            await nc.drain()
+
+
+def run(main: Awaitable[None]) -> None:
+    """Run a coroutine on uvloop where available."""
+    try:
+        import uvloop
+
+        uvloop.run(main)  # type: ignore[arg-type]
+    except ImportError:
+        asyncio.run(main)  # type: ignore[arg-type]

@@ -1,0 +1,109 @@
+"""Receipts and dispatch signatures (JWS via PyJWT; keys via ``cryptography``).
+
+* Receipts: compact JWS, ``typ: handshake-receipt+jwt``, EdDSA, verifiable by
+  anyone holding the JWKS served on ``handshake.v1.keys``.
+* Dispatches: every message an execute worker sends to an executor carries a
+  detached JWS over the exact body bytes; executors hold only the public key
+  and run nothing whose signature does not verify.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+from mcp_handshake.shared.keys import (
+    PrivateKey,
+    algorithm_for,
+    load_private_key,
+    public_jwk,
+)
+
+__all__ = [
+    "DISPATCH_HEADER",
+    "DispatchSigner",
+    "DispatchVerifier",
+    "ReceiptSigner",
+    "write_public_jwks",
+]
+
+DISPATCH_HEADER = "Handshake-Dispatch-Signature"
+RECEIPT_TYP = "handshake-receipt+jwt"
+DISPATCH_TYP = "handshake-dispatch+jws"
+
+
+class ReceiptSigner:
+    def __init__(self, key: PrivateKey, issuer: str) -> None:
+        self._key = key
+        self._alg = algorithm_for(key)
+        self.jwk = public_jwk(key)
+        self._headers = {"typ": RECEIPT_TYP, "kid": self.jwk["kid"]}
+        self.issuer = issuer
+
+    @classmethod
+    def from_file(cls, path: Path, issuer: str) -> ReceiptSigner:
+        return cls(load_private_key(path), issuer)
+
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": [self.jwk]}
+
+    def sign(self, claims: Mapping[str, Any]) -> str:
+        return jwt.encode({"iss": self.issuer, **claims}, self._key, self._alg, self._headers)
+
+
+class DispatchSigner:
+    def __init__(self, key: PrivateKey) -> None:
+        self._key = key
+        self._alg = algorithm_for(key)
+        self.jwk = public_jwk(key)
+        self._headers = {"typ": DISPATCH_TYP, "kid": self.jwk["kid"]}
+
+    @classmethod
+    def from_file(cls, path: Path) -> DispatchSigner:
+        return cls(load_private_key(path))
+
+    def sign(self, body: bytes) -> str:
+        return jwt.api_jws.encode(
+            body, self._key, self._alg, self._headers, is_payload_detached=True
+        )
+
+
+class DispatchVerifier:
+    """Verifies dispatch signatures with public keys only."""
+
+    def __init__(self, jwks: Mapping[str, Any]) -> None:
+        self._keys: dict[str, jwt.PyJWK] = {}
+        for data in jwks.get("keys", []):
+            key = jwt.PyJWK(data)
+            if data.get("kid"):
+                self._keys[data["kid"]] = key
+        if not self._keys:
+            raise ValueError("dispatch key set is empty")
+
+    @classmethod
+    def from_file(cls, path: Path) -> DispatchVerifier:
+        return cls(json.loads(path.read_text()))
+
+    def verify(self, signature: str | None, body: bytes) -> bool:
+        if not signature:
+            return False
+        try:
+            header = jwt.get_unverified_header(signature)
+            key = self._keys.get(header.get("kid", ""))
+            if key is None or header.get("typ") != DISPATCH_TYP:
+                return False
+            jwt.api_jws.decode_complete(
+                signature, key.key, algorithms=[key.algorithm_name], detached_payload=body
+            )
+        except jwt.PyJWTError:
+            return False
+        return True
+
+
+def write_public_jwks(path: Path, keys: Sequence[PrivateKey]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"keys": [public_jwk(k) for k in keys]}, indent=2))

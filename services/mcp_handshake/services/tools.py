@@ -1,0 +1,137 @@
+"""Tool definitions and the registry that loads them.
+
+A tool is defined once: name, description, a pydantic params model, a
+sensitivity tier, and the target operation it runs. Services use the model to
+validate and normalize params; clients see its JSON Schema through
+``handshake.v1.tools``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import pydantic
+
+from mcp_handshake.shared.errors import InvalidParams, UnknownTool
+
+__all__ = [
+    "FunctionOperation",
+    "HttpOperation",
+    "Tier",
+    "Tool",
+    "ToolRegistry",
+]
+
+
+class Tier(StrEnum):
+    PUBLIC = "public"
+    INTERNAL = "internal"
+    CONFIDENTIAL = "confidential"
+    RESTRICTED = "restricted"
+
+    @property
+    def rank(self) -> int:
+        return _TIER_RANK[self]
+
+
+_TIER_RANK = {Tier.PUBLIC: 0, Tier.INTERNAL: 1, Tier.CONFIDENTIAL: 2, Tier.RESTRICTED: 3}
+
+
+@dataclass(frozen=True, slots=True)
+class HttpOperation:
+    """A call to the target's HTTP API.
+
+    ``path`` is a template whose ``{name}`` parts are filled from params (URL
+    quoted); ``query`` and ``body`` name the params sent as query string and
+    JSON body. ``None`` values are left out.
+    """
+
+    method: str
+    path: str
+    query: tuple[str, ...] = ()
+    body: tuple[str, ...] = ()
+
+    @property
+    def idempotent(self) -> bool:
+        return self.method.upper() in {"GET", "HEAD", "OPTIONS", "PUT", "DELETE"}
+
+
+#: Custom logic: ``async def op(params, ctx) -> result`` where ``ctx`` gives the
+#: target's authenticated HTTP client and the transaction id.
+FunctionOperation = Callable[[Mapping[str, Any], Any], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    name: str
+    description: str
+    params: type[pydantic.BaseModel]
+    tier: Tier
+    target: str
+    operation: HttpOperation | FunctionOperation
+    #: Extra data for tier checks and masking (used by the tier validators).
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def normalize(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """Validated params with defaults filled and types coerced, as JSON values."""
+        try:
+            model = self.params.model_validate(raw)
+        except pydantic.ValidationError as exc:
+            raise InvalidParams(_describe(exc)) from None
+        return model.model_dump(mode="json")
+
+    def params_schema(self) -> dict[str, Any]:
+        return self.params.model_json_schema()
+
+
+def _describe(exc: pydantic.ValidationError) -> str:
+    """A safe summary of what is wrong: field paths and rule names, never the values."""
+    parts = []
+    for err in exc.errors(include_url=False, include_input=False)[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or "params"
+        parts.append(f"{loc}: {err['type']}")
+    return "params do not match the tool schema (" + "; ".join(parts) + ")"
+
+
+class ToolRegistry:
+    """All tools known to this deployment, loaded once at start-up."""
+
+    def __init__(self, tools: Iterable[Tool]) -> None:
+        self._tools: dict[str, Tool] = {}
+        for tool in tools:
+            if tool.name in self._tools:
+                raise ValueError(f"tool {tool.name!r} defined twice")
+            if tool.params.model_config.get("extra") != "forbid":
+                raise ValueError(f"tool {tool.name!r}: params model must forbid extra fields")
+            self._tools[tool.name] = tool
+        self._schemas = {name: t.params_schema() for name, t in self._tools.items()}
+
+    @classmethod
+    def from_modules(cls, modules: Iterable[str]) -> ToolRegistry:
+        tools: list[Tool] = []
+        for name in modules:
+            module = importlib.import_module(name)
+            tools.extend(module.TOOLS)
+        return cls(tools)
+
+    def get(self, name: str) -> Tool:
+        try:
+            return self._tools[name]
+        except KeyError:
+            raise UnknownTool() from None
+
+    def find(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    def schema(self, name: str) -> dict[str, Any]:
+        return self._schemas[name]
+
+    def __iter__(self) -> Any:
+        return iter(self._tools.values())
+
+    def __len__(self) -> int:
+        return len(self._tools)

@@ -1,0 +1,85 @@
+"""Settings shared by every process, read from the environment in one place.
+
+Library code never reads environment variables; entry points call
+:meth:`Settings.from_env` once and pass the result down.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .subjects import DEFAULT_INTERNAL_PREFIX, DEFAULT_PREFIX, Subjects
+
+__all__ = ["STACK_FILE", "Settings"]
+
+#: Written under ``HANDSHAKE_HOME`` by ``mcp-handshake up`` so other commands find the stack.
+STACK_FILE = "stack.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Where things are. Every field has a safe local default."""
+
+    #: NATS server URL(s), comma separated.
+    nats_url: str = "nats://127.0.0.1:4222"
+    #: Redis URL for the token store (services only).
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    #: State directory: dev keys, generated config, logs, audit log.
+    home: Path = field(default_factory=lambda: Path(".handshake"))
+    #: Service configuration file (TOML); default ``<home>/handshake.toml``.
+    config_file: Path | None = None
+    #: Agent-facing subject prefix.
+    subject_prefix: str = DEFAULT_PREFIX
+    #: Service-only subject prefix.
+    internal_prefix: str = DEFAULT_INTERNAL_PREFIX
+    #: Largest request body accepted, in bytes.
+    max_payload: int = 64 * 1024
+    #: ``text`` or ``json`` log lines.
+    log_format: str = "text"
+    #: Log level name.
+    log_level: str = "INFO"
+    #: Whether NATS/Redis URLs were given explicitly (``up`` then uses them).
+    external_servers: bool = False
+
+    @property
+    def subjects(self) -> Subjects:
+        return Subjects(self.subject_prefix, self.internal_prefix)
+
+    @property
+    def config_path(self) -> Path:
+        return self.config_file or self.home / "handshake.toml"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read ``HANDSHAKE_*`` variables; fall back to a running dev stack's file."""
+        env = os.environ if environ is None else environ
+        home = Path(env.get("HANDSHAKE_HOME", ".handshake"))
+        stack: dict[str, str] = {}
+        stack_file = home / STACK_FILE
+        if stack_file.is_file():
+            try:
+                stack = json.loads(stack_file.read_text())
+            except (OSError, ValueError):
+                stack = {}
+        nats_env = env.get("HANDSHAKE_NATS_URL")
+        redis_env = env.get("HANDSHAKE_REDIS_URL")
+        config = env.get("HANDSHAKE_CONFIG")
+        return cls(
+            nats_url=nats_env or stack.get("nats_url") or cls.nats_url,
+            redis_url=redis_env or stack.get("redis_url") or cls.redis_url,
+            home=home,
+            config_file=Path(config) if config else None,
+            subject_prefix=env.get("HANDSHAKE_SUBJECT_PREFIX", DEFAULT_PREFIX),
+            internal_prefix=env.get("HANDSHAKE_INTERNAL_PREFIX", DEFAULT_INTERNAL_PREFIX),
+            max_payload=int(env.get("HANDSHAKE_MAX_PAYLOAD", str(64 * 1024))),
+            log_format=env.get("HANDSHAKE_LOG_FORMAT", "text"),
+            log_level=env.get("HANDSHAKE_LOG_LEVEL", "INFO").upper(),
+            external_servers=bool(nats_env and redis_env),
+        )
+
+    def with_(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]

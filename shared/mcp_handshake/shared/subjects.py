@@ -1,0 +1,82 @@
+"""Subject names, queue groups and Redis keys, defined once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "DEFAULT_INTERNAL_PREFIX",
+    "DEFAULT_PREFIX",
+    "Keys",
+    "QueueGroups",
+    "Subjects",
+]
+
+DEFAULT_PREFIX = "handshake.v1"
+DEFAULT_INTERNAL_PREFIX = "handshake.internal"
+
+
+class QueueGroups:
+    AUTHORIZE = "authorize"
+    EXECUTE = "execute"
+    APPROVAL = "approval"
+    AUDIT = "audit"
+
+    @staticmethod
+    def executor(target: str) -> str:
+        return f"executor-{target}"
+
+
+@dataclass(frozen=True, slots=True)
+class Subjects:
+    """Every subject the system uses, derived from two prefixes."""
+
+    prefix: str = DEFAULT_PREFIX
+    internal: str = DEFAULT_INTERNAL_PREFIX
+
+    @property
+    def authorize(self) -> str:
+        return f"{self.prefix}.authorize"
+
+    @property
+    def execute(self) -> str:
+        return f"{self.prefix}.execute"
+
+    @property
+    def tools(self) -> str:
+        return f"{self.prefix}.tools"
+
+    @property
+    def status(self) -> str:
+        return f"{self.prefix}.status"
+
+    @property
+    def keys(self) -> str:
+        return f"{self.prefix}.keys"
+
+    @property
+    def approvals_list(self) -> str:
+        return f"{self.prefix}.approvals.list"
+
+    @property
+    def approvals_decide(self) -> str:
+        return f"{self.prefix}.approvals.decide"
+
+    def executor(self, target: str) -> str:
+        return f"{self.internal}.executor.{target}"
+
+
+class Keys:
+    """Redis keys. The part in braces is the Cluster hash tag."""
+
+    PREFIX = "handshake"
+
+    @staticmethod
+    def tx(token_hash: str) -> str:
+        """Transaction state, keyed by the SHA-256 of the token (never the token)."""
+        return f"handshake:tx:{{{token_hash}}}"
+
+    @staticmethod
+    def status(transaction_id: str) -> str:
+        """Public status of a transaction, for ``handshake.v1.status``."""
+        return f"handshake:status:{{{transaction_id}}}"

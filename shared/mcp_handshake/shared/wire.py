@@ -1,0 +1,153 @@
+"""Wire messages of protocol v1 as msgspec Structs.
+
+Requests are decoded with ``forbid_unknown_fields=True`` so a field the
+protocol does not know is a ``bad_request``, never silently ignored. Replies
+are encoded with the same structs, so what goes out is exactly the contract.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+__all__ = [
+    "AuthorizeContext",
+    "AuthorizeRequest",
+    "Dispatch",
+    "DispatchReply",
+    "EmptyRequest",
+    "ErrorDetail",
+    "ErrorReply",
+    "ExecuteReply",
+    "ExecuteRequest",
+    "Grant",
+    "Jwks",
+    "StatusReply",
+    "StatusRequest",
+    "Tier",
+    "ToolInfo",
+    "ToolsReply",
+]
+
+Tier = Literal["public", "internal", "confidential", "restricted"]
+TxStatus = Literal[
+    "granted",
+    "pending_approval",
+    "approved",
+    "denied",
+    "expired",
+    "executing",
+    "succeeded",
+    "failed",
+    "outcome_unknown",
+]
+
+ShortText = Annotated[str, msgspec.Meta(max_length=200)]
+ToolName = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+TxnId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+class _Request(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    pass
+
+
+class AuthorizeContext(_Request):
+    """Why the agent asks; recorded as given, never trusted for policy."""
+
+    agent: ShortText | None = None
+    reason: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
+
+
+class AuthorizeRequest(_Request):
+    tool: ToolName
+    params: dict[str, Any]
+    context: AuthorizeContext | None = None
+
+
+class ExecuteRequest(_Request):
+    transaction_id: TxnId
+    tool: ToolName
+    params: dict[str, Any]
+
+
+class EmptyRequest(_Request):
+    """Body of ``tools`` and ``keys``: an empty object."""
+
+
+class StatusRequest(_Request):
+    transaction_id: TxnId
+    wait_s: Annotated[float, msgspec.Meta(ge=0)] | None = None
+
+
+class Grant(msgspec.Struct, frozen=True):
+    transaction_id: str
+    token: str
+    status: str
+    tier: str
+    params_hash: str
+    expires_at: float
+
+
+class ExecuteReply(msgspec.Struct, frozen=True):
+    transaction_id: str
+    result: Any
+    receipt: str
+
+
+class ToolInfo(msgspec.Struct, frozen=True):
+    name: str
+    description: str
+    tier: str
+    params_schema: dict[str, Any]
+
+
+class ToolsReply(msgspec.Struct, frozen=True):
+    tools: list[ToolInfo]
+
+
+class StatusReply(msgspec.Struct, frozen=True, omit_defaults=True):
+    transaction_id: str
+    status: str
+    expires_at: float
+    decided_by: str | None = None
+
+
+class Jwks(msgspec.Struct, frozen=True):
+    keys: list[dict[str, Any]]
+
+
+class ErrorDetail(msgspec.Struct, frozen=True):
+    code: str
+    message: str
+    transaction_id: str | None = None
+    retryable: bool = False
+    # Additive extension: seconds to wait before retrying (rate_limited, approval_pending).
+    retry_after_s: float | None = None
+
+
+class ErrorReply(msgspec.Struct, frozen=True):
+    error: ErrorDetail
+
+
+# Internal messages (handshake.internal.>): services only.
+
+
+class Dispatch(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """What an execute worker asks an executor to run; signed (see ``dispatch``)."""
+
+    txn: str
+    sub: str
+    tool: str
+    target: str
+    params: dict[str, Any]
+    ph: str
+    iat: float
+    exp: float
+
+
+class DispatchReply(msgspec.Struct, frozen=True):
+    """An executor's success reply; failures come back as ``ErrorReply``."""
+
+    txn: str
+    result: Any
