@@ -49,7 +49,9 @@ def redis_client(settings: Settings) -> Redis:
         settings.redis_url,
         socket_timeout=1.0,
         socket_connect_timeout=0.5,
-        retry=Retry(NoBackoff(), 0),
+        # One immediate retry: a pooled connection broken by a Redis restart is replaced
+        # at once. Safe for every script we run (a re-run consume finds the token gone).
+        retry=Retry(NoBackoff(), 1),
         max_connections=256,
         health_check_interval=0,
     )

@@ -20,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -91,6 +91,10 @@ class Stack:
     target_url: str = ""
     redis_port: int = 0
     nats_port: int = 0
+    #: Extra environment for every child (e.g. PYTHONPATH for extra tool modules).
+    extra_env: dict[str, str] = field(default_factory=dict)
+    #: Applied to the generated ``handshake.toml`` text before workers start.
+    config_edit: Callable[[str], str] | None = None
 
     @property
     def logs(self) -> Path:
@@ -104,6 +108,7 @@ class Stack:
             HANDSHAKE_REDIS_URL=self.redis_url or "",
             HANDSHAKE_CONFIG=str(self.home / "handshake.toml"),
         )
+        env.update(self.extra_env)
         return env
 
     def _spawn(self, name: str, argv: list[str]) -> Proc:
@@ -156,7 +161,9 @@ class Stack:
     def start_target(self) -> None:
         port = free_port()
         self.target_url = f"http://127.0.0.1:{port}"
-        ensure_home(self.home, self.target_url)
+        config = ensure_home(self.home, self.target_url)
+        if self.config_edit is not None:
+            config.write_text(self.config_edit(config.read_text()))
         self._spawn(
             "target",
             [sys.executable, "-m", "mcp_handshake.services.demo.target", "--port", str(port),
@@ -206,7 +213,12 @@ class Stack:
             await nc.close()
 
     def stop(self) -> None:
-        _terminate(list(reversed(self.procs)))
+        """Stop workers first (they drain through NATS), then the target, then the servers."""
+        servers = {"nats-server", "redis-server"}
+        workers = [p for p in self.procs if p.name not in servers | {"target"}]
+        for group in (workers, [p for p in self.procs if p.name == "target"],
+                      [p for p in self.procs if p.name in servers]):  # fmt: skip
+            _terminate(group)
         self.procs.clear()
         with contextlib.suppress(FileNotFoundError):
             (self.home / STACK_FILE).unlink()

@@ -119,7 +119,8 @@ def create_app(api_key: str) -> Starlette:
         async def wrapped(request: Request) -> JSONResponse:
             if not authorized(request):
                 return _error(401, "unauthorized", "missing or wrong API key")
-            ledger.calls[handler.__name__] += 1
+            if handler is not stats:
+                ledger.calls[handler.__name__] += 1
             key = request.headers.get("idempotency-key")
             if request.method == "POST" and key and key in ledger.idempotent:
                 return JSONResponse(ledger.idempotent[key])

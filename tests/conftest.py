@@ -1,0 +1,150 @@
+"""Fixtures: real nats-server and redis-server on free ports, the whole stack as processes.
+
+Nothing here touches servers on the standard ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import nats
+import pytest
+from redis.asyncio import Redis
+
+from mcp_handshake.services.devhome import mint_session
+from mcp_handshake.services.devstack import Stack, StackSpec
+from mcp_handshake.shared.subjects import Subjects
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TEST_POLICY = """
+[tools."test.echo"]
+roles = ["*"]
+token_ttl_s = 1
+
+[tools."test.sleep"]
+roles = ["*"]
+"""
+
+
+def _test_config(text: str) -> str:
+    text = text.replace(
+        'modules = ["mcp_handshake.services.demo.tools"]',
+        'modules = ["mcp_handshake.services.demo.tools", "tests.support.testtools"]',
+    )
+    return text.replace("executor_timeout_s = 10.0", "executor_timeout_s = 2.0")
+
+
+def make_stack(home: Path, spec: StackSpec, **kw: Any) -> Stack:
+    demo_policy = resources.files("mcp_handshake.services.demo").joinpath("policy.toml")
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "policy.toml").write_text(demo_policy.read_text() + TEST_POLICY)
+    return Stack(
+        home,
+        spec,
+        extra_env={"PYTHONPATH": str(ROOT), "HANDSHAKE_LOG_LEVEL": "INFO"},
+        config_edit=_test_config,
+        **kw,
+    )
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    st = make_stack(tmp_path_factory.mktemp("home"), StackSpec(authorize=2, execute=2, executor=1))
+    try:
+        asyncio.run(st.start())
+        yield st
+    finally:
+        st.stop()
+
+
+@dataclass
+class Reply:
+    """A raw reply: protocol error code (or None) and the decoded JSON body."""
+
+    error: str | None
+    status: str | None
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+class Raw:
+    """Speaks protocol v1 with plain nats-py, no project client involved."""
+
+    def __init__(self, nc: nats.NATS, stack: Stack) -> None:
+        self.nc = nc
+        self.stack = stack
+        self.s = Subjects()
+
+    def session(self, sub: str, *roles: str, **kw: Any) -> str:
+        return mint_session(self.stack.home, sub, roles=list(roles), **kw)
+
+    async def request(
+        self,
+        subject: str,
+        body: dict[str, Any] | bytes,
+        session: str | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 10.0,
+    ) -> Reply:
+        hdrs = dict(headers or {})
+        if session is not None:
+            hdrs["Authorization"] = f"Bearer {session}"
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        msg = await self.nc.request(subject, data, timeout=timeout, headers=hdrs or None)
+        h = dict(msg.headers or {})
+        parsed = json.loads(msg.data) if msg.data else {}
+        err = parsed.get("error", {}).get("code") if "Nats-Service-Error" in h else None
+        return Reply(err, h.get("Nats-Service-Error-Code"), parsed, h)
+
+    async def authorize(self, session: str, tool: str, params: dict[str, Any]) -> Reply:
+        return await self.request(self.s.authorize, {"tool": tool, "params": params}, session)
+
+    async def execute(
+        self,
+        session: str,
+        grant: dict[str, Any],
+        tool: str,
+        params: dict[str, Any],
+        extra_headers: dict[str, str] | None = None,
+    ) -> Reply:
+        headers = {"Handshake-Transaction-Token": grant["token"], **(extra_headers or {})}
+        body = {"transaction_id": grant["transaction_id"], "tool": tool, "params": params}
+        return await self.request(self.s.execute, body, session, headers)
+
+    async def target_stats(self) -> dict[str, Any]:
+        key = (self.stack.home / "secrets" / "payments_api_key").read_text().strip()
+        async with httpx.AsyncClient() as client:
+            resp = await client.get(f"{self.stack.target_url}/_stats", headers={"X-API-Key": key})
+            data: dict[str, Any] = resp.json()
+            return data
+
+
+@pytest.fixture
+async def raw(stack: Stack) -> AsyncIterator[Raw]:
+    nc = await nats.connect(stack.nats_url or "")
+    try:
+        yield Raw(nc, stack)
+    finally:
+        await nc.close()
+
+
+@pytest.fixture
+async def redis(stack: Stack) -> AsyncIterator[Redis]:
+    client = Redis.from_url(stack.redis_url or "")
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+def decode(data: bytes) -> Any:
+    return msgspec.json.decode(data)

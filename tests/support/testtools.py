@@ -1,0 +1,36 @@
+"""Tools that exist only in the test deployment (loaded by the workers via PYTHONPATH)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mcp_handshake.services.tools import Tier, Tool
+
+
+class EchoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(max_length=100)
+
+
+class SleepParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seconds: float = Field(ge=0, le=30)
+
+
+async def echo(params: Mapping[str, Any], ctx: Any) -> Any:
+    return {"echo": params["text"], "txn": ctx.txn}
+
+
+async def sleep(params: Mapping[str, Any], ctx: Any) -> Any:
+    await asyncio.sleep(params["seconds"])
+    return {"slept": params["seconds"]}
+
+
+TOOLS = [
+    Tool("test.echo", "Echo text back.", EchoParams, Tier.PUBLIC, "payments", echo),
+    Tool("test.sleep", "Sleep, then answer.", SleepParams, Tier.PUBLIC, "payments", sleep),
+]

@@ -1,0 +1,305 @@
+"""Security properties, tested as attacks over raw NATS against the real servers."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+
+import jwt
+import pytest
+from redis.asyncio import Redis
+
+from mcp_handshake.services.devhome import IDP_KEY
+from mcp_handshake.shared.keys import generate_private_key, load_private_key, public_jwk
+from tests.conftest import Raw
+
+RATE = {"base": "EUR", "quote": "USD"}
+INVOICE = {"customer_id": "cus_8f3k2m9q", "amount": 12.5, "currency": "EUR"}
+
+
+async def _grant(raw: Raw, session: str, tool: str, params: dict[str, Any]) -> dict[str, Any]:
+    r = await raw.authorize(session, tool, params)
+    assert r.error is None, r.body
+    return r.body
+
+
+@pytest.mark.slow
+async def test_sequential_replays_are_all_refused(raw: Raw) -> None:
+    alice = raw.session("alice", "billing")
+    accepted = 0
+    for _ in range(1000):
+        g = await _grant(raw, alice, "payments.get_exchange_rate", RATE)
+        first = await raw.execute(alice, g, "payments.get_exchange_rate", RATE)
+        assert first.error is None, first.body
+        replay = await raw.execute(alice, g, "payments.get_exchange_rate", RATE)
+        assert replay.error == "invalid_transaction"
+        accepted += replay.error is None
+    assert accepted == 0
+
+
+async def _execute_stats(raw: Raw) -> dict[str, int]:
+    inbox = raw.nc.new_inbox()
+    sub = await raw.nc.subscribe(inbox)
+    await raw.nc.publish("$SRV.STATS.handshake-execute", b"", reply=inbox)
+    per_worker: dict[str, int] = {}
+    end = time.monotonic() + 0.5
+    while (left := end - time.monotonic()) > 0:
+        try:
+            msg = await sub.next_msg(timeout=left)
+        except Exception:
+            break
+        if msg.data:
+            s = json.loads(msg.data)
+            ep = next(e for e in s["endpoints"] if e["name"] == "execute")
+            per_worker[s["id"]] = ep["num_requests"]
+    await sub.unsubscribe()
+    return per_worker
+
+
+@pytest.mark.slow
+async def test_concurrent_double_execute_runs_each_token_once(raw: Raw) -> None:
+    alice = raw.session("alice", "billing")
+    before = await raw.target_stats()
+    workers_before = await _execute_stats(raw)
+    assert len(workers_before) >= 2, "the race must go through at least two execute processes"
+    successes = 0
+    refused: dict[str, int] = {}
+    for _batch in range(20):
+        grants = await asyncio.gather(
+            *[_grant(raw, alice, "payments.create_invoice", INVOICE) for _ in range(50)]
+        )
+        replies = await asyncio.gather(
+            *[
+                raw.execute(alice, g, "payments.create_invoice", INVOICE)
+                for g in grants
+                for _ in range(8)
+            ]
+        )
+        for r in replies:
+            if r.error is None:
+                successes += 1
+            else:
+                refused[r.error] = refused.get(r.error, 0) + 1
+    after = await raw.target_stats()
+    workers_after = await _execute_stats(raw)
+    assert successes == 1000
+    assert refused == {"invalid_transaction": 7000}
+    assert after["side_effects"] - before["side_effects"] == 1000
+    assert after["calls"]["create_invoice"] - before["calls"].get("create_invoice", 0) == 1000
+    served = [workers_after[w] - workers_before.get(w, 0) for w in workers_after]
+    assert sum(1 for n in served if n > 0) >= 2, served
+
+
+async def _assert_burnt(raw: Raw, session: str, g: dict[str, Any], tool: str, params: Any) -> None:
+    legit = await raw.execute(session, g, tool, params)
+    assert legit.error == "invalid_transaction", "a refused attempt must burn the token"
+
+
+async def test_param_substitution_burns_the_token(raw: Raw) -> None:
+    alice = raw.session("alice", "billing")
+    g = await _grant(raw, alice, "payments.create_invoice", INVOICE)
+    evil = {**INVOICE, "amount": 9999}
+    assert (await raw.execute(alice, g, "payments.create_invoice", evil)).error == (
+        "invalid_transaction"
+    )
+    await _assert_burnt(raw, alice, g, "payments.create_invoice", INVOICE)
+
+
+async def test_schema_invalid_params_at_execute_burn_the_token(raw: Raw) -> None:
+    alice = raw.session("alice", "billing")
+    g = await _grant(raw, alice, "payments.create_invoice", INVOICE)
+    bad = {**INVOICE, "extra": "field"}
+    r = await raw.execute(alice, g, "payments.create_invoice", bad)
+    assert r.error == "invalid_transaction"
+    await _assert_burnt(raw, alice, g, "payments.create_invoice", INVOICE)
+
+
+async def test_tool_substitution_burns_the_token(raw: Raw) -> None:
+    alice = raw.session("alice", "billing")
+    g = await _grant(raw, alice, "payments.list_invoices", {})
+    r = await raw.execute(alice, g, "payments.create_invoice", INVOICE)
+    assert r.error == "invalid_transaction"
+    r = await raw.execute(alice, g, "payments.no_such_tool", {})
+    assert r.error == "invalid_transaction"
+    await _assert_burnt(raw, alice, g, "payments.list_invoices", {})
+
+
+async def test_transaction_id_substitution_burns_the_token(raw: Raw) -> None:
+    alice = raw.session("alice", "billing")
+    g = await _grant(raw, alice, "payments.list_invoices", {})
+    other = await _grant(raw, alice, "payments.list_invoices", {})
+    forged = {**g, "transaction_id": other["transaction_id"]}
+    assert (await raw.execute(alice, forged, "payments.list_invoices", {})).error == (
+        "invalid_transaction"
+    )
+    await _assert_burnt(raw, alice, g, "payments.list_invoices", {})
+    ok = await raw.execute(alice, other, "payments.list_invoices", {})
+    assert ok.error is None
+
+
+async def test_another_users_token_is_refused_and_burnt(raw: Raw) -> None:
+    alice = raw.session("alice", "billing")
+    bob = raw.session("bob", "billing")
+    g = await _grant(raw, alice, "payments.create_invoice", INVOICE)
+    assert (await raw.execute(bob, g, "payments.create_invoice", INVOICE)).error == (
+        "invalid_transaction"
+    )
+    await _assert_burnt(raw, alice, g, "payments.create_invoice", INVOICE)
+
+
+async def test_expired_token_is_refused(raw: Raw) -> None:
+    alice = raw.session("alice")
+    g = await _grant(raw, alice, "test.echo", {"text": "hi"})  # policy TTL: 1 s
+    await asyncio.sleep(1.3)
+    assert (await raw.execute(alice, g, "test.echo", {"text": "hi"})).error == (
+        "invalid_transaction"
+    )
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unsigned(header: dict[str, Any], claims: dict[str, Any]) -> str:
+    return _b64(json.dumps(header).encode()) + "." + _b64(json.dumps(claims).encode())
+
+
+def _jwt_attacks(raw: Raw) -> dict[str, str]:
+    home = raw.stack.home
+    key = load_private_key(home / IDP_KEY)
+    kid = public_jwk(key)["kid"]
+    now = int(time.time())
+    good = {"iss": "https://idp.handshake.local", "aud": "mcp-handshake", "sub": "alice",
+            "iat": now, "exp": now + 600, "roles": ["billing", "treasury"]}  # fmt: skip
+
+    def signed(claims: dict[str, Any], **header: Any) -> str:
+        return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": kid, **header})
+
+    public = json.loads((home / "keys" / "idp.jwks.json").read_text())["keys"][0]
+    hs_input = _unsigned({"alg": "HS256", "typ": "JWT", "kid": kid}, good)
+    hs_sig = _b64(hmac.new(json.dumps(public).encode(), hs_input.encode(), hashlib.sha256).digest())
+    hs_x = _b64(hmac.new(public["x"].encode(), hs_input.encode(), hashlib.sha256).digest())
+    attacks = {
+        "alg none": _unsigned({"alg": "none", "typ": "JWT"}, good) + ".",
+        "alg none with kid": _unsigned({"alg": "none", "kid": kid}, good) + ".",
+        "HS256 keyed with the public JWK": f"{hs_input}.{hs_sig}",
+        "HS256 keyed with the public x": f"{hs_input}.{hs_x}",
+        "wrong aud": signed({**good, "aud": "someone-else"}),
+        "wrong iss": signed({**good, "iss": "https://evil.example"}),
+        "expired": signed({**good, "iat": now - 7200, "exp": now - 3600}),
+        "nbf in the future": signed({**good, "nbf": now + 3600}),
+        "unknown kid": jwt.encode(good, key, algorithm="EdDSA", headers={"kid": "nope"}),
+        "other key": jwt.encode(good, generate_private_key(), algorithm="EdDSA",
+                                headers={"kid": kid}),
+        "oversized": signed({**good, "pad": "x" * 9000}),
+        "garbage": "not-a-jwt",
+        "empty": "",
+        "truncated signature": signed(good)[:-10],
+    }  # fmt: skip
+    for claim in ("exp", "iat", "sub", "iss", "aud"):
+        attacks[f"missing {claim}"] = signed({k: v for k, v in good.items() if k != claim})
+    return attacks
+
+
+async def _redis_calls(redis: Redis) -> int:
+    stats = await redis.info("commandstats")
+    return sum(v["calls"] for k, v in stats.items() if k not in {"cmdstat_info"})
+
+
+async def test_jwt_attacks_are_unauthenticated_and_never_touch_redis(
+    raw: Raw, redis: Redis
+) -> None:
+    alice = raw.session("alice", "billing")
+    g = await _grant(raw, alice, "payments.create_invoice", INVOICE)
+    before = await _redis_calls(redis)
+    for name, token in _jwt_attacks(raw).items():
+        for subject, body, headers in (
+            (raw.s.authorize, {"tool": "payments.create_invoice", "params": INVOICE}, {}),
+            (raw.s.execute, {"transaction_id": g["transaction_id"],
+                             "tool": "payments.create_invoice", "params": INVOICE},
+             {"Handshake-Transaction-Token": g["token"]}),
+            (raw.s.tools, {}, {}),
+        ):  # fmt: skip
+            r = await raw.request(subject, body, headers={**headers, "Authorization":
+                                                          f"Bearer {token}"})  # fmt: skip
+            assert r.error == "unauthenticated", (name, subject, r.body)
+    assert await _redis_calls(redis) == before, "a refused session must not reach Redis"
+    # the attacked token is still intact for its owner
+    assert (await raw.execute(alice, g, "payments.create_invoice", INVOICE)).error is None
+
+
+async def test_direct_publish_to_executor_executes_nothing(raw: Raw) -> None:
+    before = await raw.target_stats()
+    subject = "handshake.internal.executor.payments"
+    now = time.time()
+    dispatch = {"txn": "11111111-1111-1111-1111-111111111111", "sub": "mallory",
+                "tool": "payments.send_payment", "target": "payments",
+                "params": {"to_account": "acct_mallory1", "amount": 1e6, "currency": "USD"},
+                "ph": "sha256:" + "0" * 64, "iat": now, "exp": now + 30}  # fmt: skip
+    body = json.dumps(dispatch).encode()
+    rogue = generate_private_key()
+    forged = jwt.api_jws.encode(
+        body, rogue, "EdDSA", {"typ": "handshake-dispatch+jws", "kid": public_jwk(rogue)["kid"]},
+        is_payload_detached=True,
+    )  # fmt: skip
+    for headers in (None, {"Handshake-Dispatch-Signature": "garbage"},
+                    {"Handshake-Dispatch-Signature": forged}):  # fmt: skip
+        msg = await raw.nc.request(subject, body, timeout=5, headers=headers)
+        assert msg.headers and msg.headers.get("Nats-Service-Error") == "forbidden"
+    after = await raw.target_stats()
+    assert after == before
+
+
+async def test_replayed_signed_dispatch_executes_nothing_new(raw: Raw) -> None:
+    """Someone who can read the internal subject replays a genuine dispatch."""
+    alice = raw.session("alice", "billing")
+    captured: list[Any] = []
+    sub = await raw.nc.subscribe("handshake.internal.executor.payments", cb=_append(captured))
+    await raw.nc.flush()
+    g = await _grant(raw, alice, "payments.create_invoice", INVOICE)
+    assert (await raw.execute(alice, g, "payments.create_invoice", INVOICE)).error is None
+    await sub.unsubscribe()
+    assert len(captured) == 1
+    before = await raw.target_stats()
+    msg = captured[0]
+    replay = await raw.nc.request(msg.subject, msg.data, timeout=5, headers=msg.headers)
+    assert replay.headers and replay.headers.get("Nats-Service-Error") == "forbidden"
+    tampered = msg.data.replace(b"12.5", b"99.5")
+    replay = await raw.nc.request(msg.subject, tampered, timeout=5, headers=msg.headers)
+    assert replay.headers and replay.headers.get("Nats-Service-Error") == "forbidden"
+    assert (await raw.target_stats())["side_effects"] == before["side_effects"]
+
+
+def _append(sink: list[Any]) -> Any:
+    async def cb(msg: Any) -> None:
+        sink.append(msg)
+
+    return cb
+
+
+async def test_redis_holds_no_raw_token(raw: Raw, redis: Redis) -> None:
+    alice = raw.session("alice", "billing")
+    tokens = []
+    for i in range(20):
+        g = await _grant(raw, alice, "payments.create_invoice", INVOICE)
+        tokens.append(g["token"])
+        if i % 2:  # half used, half still live
+            assert (await raw.execute(alice, g, "payments.create_invoice", INVOICE)).error is None
+    dump = bytearray()
+    async for key in redis.scan_iter(count=1000):
+        dump += key
+        kind = (await redis.type(key)).decode()
+        if kind == "hash":
+            for k, v in (await redis.hgetall(key)).items():
+                dump += k + v
+        elif kind == "string":
+            dump += await redis.get(key) or b""
+    assert dump, "expected transaction state in Redis"
+    for token in tokens:
+        assert token.encode() not in dump
+        assert base64.urlsafe_b64decode(token + "=") not in dump

@@ -1,0 +1,164 @@
+"""Every protocol error this deployment can produce, reached with raw nats-py requests."""
+
+from __future__ import annotations
+
+import json
+
+from tests.conftest import Raw
+
+RATE = {"base": "EUR", "quote": "USD"}
+
+
+def _assert_error(reply, code: str, status: str) -> None:  # type: ignore[no-untyped-def]
+    assert reply.error == code, reply.body
+    assert reply.status == status
+    err = reply.body["error"]
+    assert set(err) >= {"code", "message", "transaction_id", "retryable"}
+    assert err["code"] == code
+    assert isinstance(err["message"], str) and err["message"]
+    assert "Traceback" not in err["message"]
+
+
+async def test_authorize_grant_shape(raw: Raw) -> None:
+    alice = raw.session("alice", "billing")
+    r = await raw.authorize(alice, "payments.get_exchange_rate", RATE)
+    assert r.error is None, r.body
+    g = r.body
+    assert set(g) == {"transaction_id", "token", "status", "tier", "params_hash", "expires_at"}
+    assert g["status"] == "granted" and g["tier"] == "public"
+    assert g["params_hash"].startswith("sha256:") and len(g["params_hash"]) == 7 + 64
+    assert len(g["token"]) == 43  # base64url of 32 bytes, unpadded
+
+
+async def test_malformed_json_is_bad_request(raw: Raw) -> None:
+    alice = raw.session("alice", "billing")
+    for body in (b"{not json", b"[1,2]", b"\xff\xfe", b'"str"'):
+        r = await raw.request(raw.s.authorize, body, alice)
+        _assert_error(r, "bad_request", "400")
+    # and the worker keeps serving
+    assert (await raw.authorize(alice, "payments.get_exchange_rate", RATE)).error is None
+
+
+async def test_unknown_fields_and_wrong_types_are_bad_request(raw: Raw) -> None:
+    alice = raw.session("alice", "billing")
+    bodies = [
+        {"tool": "payments.get_exchange_rate", "params": RATE, "extra": 1},
+        {"tool": 42, "params": RATE},
+        {"tool": "payments.get_exchange_rate", "params": [1]},
+        {"params": RATE},
+        {"tool": "payments.get_exchange_rate", "params": RATE, "context": {"agent": 5}},
+    ]
+    for body in bodies:
+        _assert_error(await raw.request(raw.s.authorize, body, alice), "bad_request", "400")
+    exe = {"transaction_id": "x", "tool": "payments.get_exchange_rate", "params": RATE, "x": 1}
+    r = await raw.request(raw.s.execute, exe, alice, {"Handshake-Transaction-Token": "t"})
+    _assert_error(r, "bad_request", "400")
+
+
+async def test_missing_token_header_is_bad_request(raw: Raw) -> None:
+    alice = raw.session("alice", "billing")
+    body = {"transaction_id": "x", "tool": "payments.get_exchange_rate", "params": RATE}
+    _assert_error(await raw.request(raw.s.execute, body, alice), "bad_request", "400")
+
+
+async def test_oversized_body_is_payload_too_large(raw: Raw) -> None:
+    alice = raw.session("alice", "billing")
+    big = json.dumps({"tool": "test.echo", "params": {"text": "x" * (70 * 1024)}}).encode()
+    _assert_error(await raw.request(raw.s.authorize, big, alice), "payload_too_large", "413")
+    _assert_error(await raw.request(raw.s.execute, big, alice), "payload_too_large", "413")
+    assert (await raw.authorize(alice, "payments.get_exchange_rate", RATE)).error is None
+
+
+async def test_missing_session_is_unauthenticated(raw: Raw) -> None:
+    body = {"tool": "payments.get_exchange_rate", "params": RATE}
+    _assert_error(await raw.request(raw.s.authorize, body), "unauthenticated", "401")
+    _assert_error(
+        await raw.request(raw.s.authorize, body, headers={"Authorization": "Basic abc"}),
+        "unauthenticated",
+        "401",
+    )
+    _assert_error(await raw.request(raw.s.tools, {}), "unauthenticated", "401")
+
+
+async def test_policy_denial_is_forbidden(raw: Raw) -> None:
+    alice = raw.session("alice", "billing")
+    r = await raw.authorize(alice, "customers.get_customer", {"customer_id": "cus_8f3k2m9q"})
+    _assert_error(r, "forbidden", "403")
+    nobody = raw.session("eve")
+    r = await raw.authorize(nobody, "payments.list_invoices", {})
+    _assert_error(r, "forbidden", "403")
+
+
+async def test_unknown_tool(raw: Raw) -> None:
+    alice = raw.session("alice", "billing")
+    _assert_error(await raw.authorize(alice, "payments.nope", {}), "unknown_tool", "404")
+
+
+async def test_invalid_params(raw: Raw) -> None:
+    alice = raw.session("alice", "billing")
+    cases = [
+        ("payments.get_exchange_rate", {"base": "EURO", "quote": "USD"}),
+        ("payments.get_exchange_rate", {"base": "EUR"}),
+        ("payments.get_exchange_rate", {**RATE, "surprise": 1}),  # never silently dropped
+        ("payments.list_invoices", {"limit": 1000}),
+        ("payments.create_invoice", {"customer_id": "bob", "amount": 5, "currency": "EUR"}),
+        ("payments.create_invoice", {"customer_id": "cus_8f3k2m9q", "amount": -5,
+                                     "currency": "EUR"}),
+    ]  # fmt: skip
+    for tool, params in cases:
+        r = await raw.authorize(alice, tool, params)
+        _assert_error(r, "invalid_params", "422")
+        assert "EURO" not in r.body["error"]["message"]  # values are never echoed
+
+
+async def test_params_are_normalized(raw: Raw) -> None:
+    alice = raw.session("alice", "billing")
+    a = await raw.authorize(alice, "payments.list_invoices", {})
+    b = await raw.authorize(alice, "payments.list_invoices", {"limit": "20", "status": None})
+    assert a.error is None and b.error is None
+    assert a.body["params_hash"] == b.body["params_hash"]
+
+
+async def test_target_error_is_sanitized(raw: Raw) -> None:
+    carol = raw.session("carol", "support")
+    params = {"customer_id": "cus_doesnotexist"}
+    g = (await raw.authorize(carol, "customers.get_customer", params)).body
+    r = await raw.execute(carol, g, "customers.get_customer", params)
+    _assert_error(r, "target_error", "502")
+    assert r.body["error"]["transaction_id"] == g["transaction_id"]
+    assert "customer_not_found" in r.body["error"]["message"]
+    key = (raw.stack.home / "secrets" / "payments_api_key").read_text().strip()
+    assert key not in json.dumps(r.body)
+
+
+async def test_outcome_unknown_when_executor_is_late(raw: Raw) -> None:
+    alice = raw.session("alice")
+    params = {"seconds": 3}
+    g = (await raw.authorize(alice, "test.sleep", params)).body
+    r = await raw.execute(alice, g, "test.sleep", params)
+    _assert_error(r, "outcome_unknown", "504")
+    assert r.body["error"]["transaction_id"] == g["transaction_id"]
+
+
+async def test_invalid_transaction_for_garbage_token(raw: Raw) -> None:
+    alice = raw.session("alice")
+    g = {"transaction_id": "00000000-0000-0000-0000-000000000000", "token": "A" * 43}
+    r = await raw.execute(alice, g, "payments.get_exchange_rate", RATE)
+    _assert_error(r, "invalid_transaction", "409")
+
+
+async def test_tools_catalog_is_filtered_by_policy(raw: Raw) -> None:
+    r = await raw.request(raw.s.tools, {}, raw.session("carol", "support"))
+    names = {t["name"] for t in r.body["tools"]}
+    assert names == {"payments.get_exchange_rate", "customers.get_customer", "test.echo",
+                     "test.sleep"}  # fmt: skip
+    for t in r.body["tools"]:
+        assert set(t) == {"name", "description", "tier", "params_schema"}
+        assert t["params_schema"]["type"] == "object"
+
+
+async def test_keys_is_a_jwks(raw: Raw) -> None:
+    r = await raw.request(raw.s.keys, {})
+    assert r.error is None
+    (key,) = r.body["keys"]
+    assert key["kty"] == "OKP" and key["crv"] == "Ed25519" and "d" not in key
