@@ -1,4 +1,4 @@
-"""Fail closed: Redis down means `unavailable` fast and zero executions; back up, service resumes."""
+"""Fail closed: Redis down means fast `unavailable` and zero executions; then it resumes."""
 
 from __future__ import annotations
 

@@ -108,7 +108,9 @@ class HandshakeClient:
         if auth:
             hdrs["Authorization"] = f"Bearer {await self._session.token()}"
         try:
-            msg = await self._nc.request(subject, _encode(body), timeout=self._timeout, headers=hdrs)
+            msg = await self._nc.request(
+                subject, _encode(body), timeout=self._timeout, headers=hdrs
+            )
         except NoRespondersError:
             raise Unavailable("no mediator worker is serving this request") from None
         except NatsTimeout:

@@ -28,7 +28,7 @@ class _Section(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     pass
 
 
-class ServiceSection(_Section):
+class ServiceSection(_Section, frozen=True):
     #: Service id: the ``iss`` of receipts.
     id: str = "mcp-handshake"
     #: How long an execute worker waits for an executor before ``outcome_unknown``.
@@ -37,7 +37,7 @@ class ServiceSection(_Section):
     max_inflight: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1024
 
 
-class SessionConfig(_Section):
+class SessionConfig(_Section, frozen=True):
     """How session JWTs from the identity provider are verified."""
 
     issuer: str
@@ -59,7 +59,7 @@ class SessionConfig(_Section):
     scopes_claim: str = "scope"
 
 
-class KeysConfig(_Section):
+class KeysConfig(_Section, frozen=True):
     #: Receipt signing key (execute workers).
     receipt: str = "keys/receipt.pem"
     #: Dispatch signing key (execute workers).
@@ -68,7 +68,7 @@ class KeysConfig(_Section):
     dispatch_public: str = "keys/dispatch.jwks.json"
 
 
-class TargetAuth(_Section):
+class TargetAuth(_Section, frozen=True):
     type: Literal["none", "api_key", "bearer", "oauth2_client_credentials"] = "none"
     #: Header carrying the API key (``api_key``).
     header: str = "X-API-Key"
@@ -82,7 +82,7 @@ class TargetAuth(_Section):
     scope: str | None = None
 
 
-class TargetConfig(_Section):
+class TargetConfig(_Section, frozen=True):
     base_url: str
     auth: TargetAuth = msgspec.field(default_factory=TargetAuth)
     timeout_s: Annotated[float, msgspec.Meta(gt=0, le=300)] = 5.0
@@ -95,12 +95,12 @@ class TargetConfig(_Section):
     client_key: str | None = None
 
 
-class ToolsSection(_Section):
+class ToolsSection(_Section, frozen=True):
     #: Python modules each exposing ``TOOLS``: a list of tool definitions.
     modules: list[str] = msgspec.field(default_factory=list)
 
 
-class _File(_Section):
+class _File(_Section, frozen=True):
     session: SessionConfig
     service: ServiceSection = msgspec.field(default_factory=ServiceSection)
     tools: ToolsSection = msgspec.field(default_factory=ToolsSection)

@@ -92,4 +92,3 @@ def mint_session(
         claims["cnf"] = {"jkt": jkt}
     claims.update(extra or {})
     return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": public_jwk(key)["kid"]})
-

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO
 
 import nats
+from nats.aio.client import Client as NATS
 
 from mcp_handshake.shared.settings import STACK_FILE, Settings
 
@@ -113,14 +114,14 @@ class Stack:
 
     def _spawn(self, name: str, argv: list[str]) -> Proc:
         self.logs.mkdir(parents=True, exist_ok=True)
-        out = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
+        out = open(self.logs / f"{name}.log", "ab")
         popen = subprocess.Popen(  # noqa: S603 - our own binaries and interpreter
             argv,
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=self.env(),
-            preexec_fn=_die_with_parent,  # noqa: PLW1509
+            preexec_fn=_die_with_parent,
         )
         proc = Proc(name, popen, out)
         self.procs.append(proc)
@@ -227,7 +228,7 @@ class Stack:
         return Settings.from_env(self.env())
 
 
-async def ping_counts(nc: nats.NATS, wait: float = 0.25) -> dict[str, int]:
+async def ping_counts(nc: NATS, wait: float = 0.25) -> dict[str, int]:
     """How many instances of each micro service answer a ping."""
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox)

@@ -43,19 +43,19 @@ class _Section(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
 Seconds = Annotated[float, msgspec.Meta(gt=0, le=86_400)]
 
 
-class Escalation(_Section):
+class Escalation(_Section, frozen=True):
     """Params that escalate a tool to the approval flow (e.g. amount above 1000)."""
 
     param: str
     above: float
 
 
-class RateLimit(_Section):
+class RateLimit(_Section, frozen=True):
     requests: Annotated[int, msgspec.Meta(ge=1)]
     per_s: Seconds = 60.0
 
 
-class ToolPolicy(_Section):
+class ToolPolicy(_Section, frozen=True):
     roles: frozenset[str] = frozenset()
     scopes: frozenset[str] = frozenset()
     token_ttl_s: Seconds | None = None
@@ -66,7 +66,7 @@ class ToolPolicy(_Section):
     rate_limit: RateLimit | None = None
 
 
-class Defaults(_Section):
+class Defaults(_Section, frozen=True):
     #: Lifetime of a granted transaction token.
     token_ttl_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = 30.0
     #: How long a transaction may wait for approval; expiry counts as denial.
@@ -75,7 +75,7 @@ class Defaults(_Section):
     rate_limit: RateLimit | None = None
 
 
-class Policy(_Section):
+class Policy(_Section, frozen=True):
     defaults: Defaults = msgspec.field(default_factory=Defaults)
     tools: dict[str, ToolPolicy] = msgspec.field(default_factory=dict)
 

@@ -10,6 +10,7 @@ Any Redis failure becomes ``Unavailable``: we fail closed, never execute.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import msgspec
@@ -64,11 +65,11 @@ class TxStatusRecord(msgspec.Struct, frozen=True, kw_only=True):
     decided_by: str = ""
     token_hash: str = ""
 
-    def to_redis(self) -> dict[str, str]:
+    def to_redis(self) -> dict[Any, Any]:
         return {f: str(getattr(self, f)) for f in self.__struct_fields__}
 
     @classmethod
-    def from_redis(cls, raw: dict[bytes, bytes]) -> TxStatusRecord:
+    def from_redis(cls, raw: Mapping[Any, Any]) -> TxStatusRecord:
         data: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
         data["expires_at"] = float(data.get("expires_at", 0))
         return msgspec.convert(data, cls)
@@ -150,7 +151,7 @@ class TokenStore:
                     ],
                     client=pipe,
                 )
-                pipe.hset(Keys.status(state.txn), mapping=record.to_redis())  # type: ignore[arg-type]
+                pipe.hset(Keys.status(state.txn), mapping=record.to_redis())
                 pipe.expire(Keys.status(state.txn), STATUS_RECORD_TTL_S)
                 await pipe.execute()
         except RedisError:
@@ -175,7 +176,7 @@ class TokenStore:
 
     async def status(self, txn: str) -> TxStatusRecord | None:
         try:
-            raw = await self._redis.hgetall(Keys.status(txn))  # type: ignore[misc]
+            raw = await self._redis.hgetall(Keys.status(txn))
         except RedisError:
             raise Unavailable("token store unavailable") from None
         return TxStatusRecord.from_redis(raw) if raw else None

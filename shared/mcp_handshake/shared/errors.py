@@ -140,7 +140,9 @@ class Unavailable(HandshakeError):
 
 class OutcomeUnknown(HandshakeError):
     code, status = "outcome_unknown", 504
-    default_message = "the target did not answer in time; the operation may or may not have happened"
+    default_message = (
+        "the target did not answer in time; the operation may or may not have happened"
+    )
 
 
 ERRORS_BY_CODE: dict[str, type[HandshakeError]] = {

@@ -13,6 +13,8 @@ from typing import Any
 
 import rfc8785
 
+from .errors import InvalidParams
+
 __all__ = [
     "TOKEN_BYTES",
     "canonical_json",
@@ -35,8 +37,15 @@ def sha256_tagged(data: bytes) -> str:
 
 
 def params_hash(params: Any) -> str:
-    """``sha256:<hex>`` over the JCS form of normalized params (protocol.md, Params hash)."""
-    return sha256_tagged(canonical_json(params))
+    """``sha256:<hex>`` over the JCS form of normalized params (protocol.md, Params hash).
+
+    Params JCS cannot represent (integers beyond 2**53, NaN, infinities) are
+    ``InvalidParams``: they could not be hashed the same way by every client.
+    """
+    try:
+        return sha256_tagged(canonical_json(params))
+    except rfc8785.CanonicalizationError:
+        raise InvalidParams("params hold a number outside the interoperable JSON range") from None
 
 
 def new_token() -> str:

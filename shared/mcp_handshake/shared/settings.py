@@ -19,15 +19,18 @@ __all__ = ["STACK_FILE", "Settings"]
 #: Written under ``HANDSHAKE_HOME`` by ``mcp-handshake up`` so other commands find the stack.
 STACK_FILE = "stack.json"
 
+_DEFAULT_NATS = "nats://127.0.0.1:4222"
+_DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Where things are. Every field has a safe local default."""
 
     #: NATS server URL(s), comma separated.
-    nats_url: str = "nats://127.0.0.1:4222"
+    nats_url: str = _DEFAULT_NATS
     #: Redis URL for the token store (services only).
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = _DEFAULT_REDIS
     #: State directory: dev keys, generated config, logs, audit log.
     home: Path = field(default_factory=lambda: Path(".handshake"))
     #: Service configuration file (TOML); default ``<home>/handshake.toml``.
@@ -69,8 +72,8 @@ class Settings:
         redis_env = env.get("HANDSHAKE_REDIS_URL")
         config = env.get("HANDSHAKE_CONFIG")
         return cls(
-            nats_url=nats_env or stack.get("nats_url") or cls.nats_url,
-            redis_url=redis_env or stack.get("redis_url") or cls.redis_url,
+            nats_url=nats_env or stack.get("nats_url") or _DEFAULT_NATS,
+            redis_url=redis_env or stack.get("redis_url") or _DEFAULT_REDIS,
             home=home,
             config_file=Path(config) if config else None,
             subject_prefix=env.get("HANDSHAKE_SUBJECT_PREFIX", DEFAULT_PREFIX),

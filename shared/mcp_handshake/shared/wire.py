@@ -52,30 +52,30 @@ class _Request(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     pass
 
 
-class AuthorizeContext(_Request):
+class AuthorizeContext(_Request, frozen=True):
     """Why the agent asks; recorded as given, never trusted for policy."""
 
     agent: ShortText | None = None
     reason: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
 
 
-class AuthorizeRequest(_Request):
+class AuthorizeRequest(_Request, frozen=True):
     tool: ToolName
     params: dict[str, Any]
     context: AuthorizeContext | None = None
 
 
-class ExecuteRequest(_Request):
+class ExecuteRequest(_Request, frozen=True):
     transaction_id: TxnId
     tool: ToolName
     params: dict[str, Any]
 
 
-class EmptyRequest(_Request):
+class EmptyRequest(_Request, frozen=True):
     """Body of ``tools`` and ``keys``: an empty object."""
 
 
-class StatusRequest(_Request):
+class StatusRequest(_Request, frozen=True):
     transaction_id: TxnId
     wait_s: Annotated[float, msgspec.Meta(ge=0)] | None = None
 

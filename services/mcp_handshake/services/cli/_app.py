@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 from enum import StrEnum
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -142,5 +141,3 @@ def call(
 
 def main() -> None:
     app()
-
-

@@ -89,32 +89,61 @@ async def _script(home: Path, nats_url: str) -> bool:
             f"{grant.transaction_id[:8]}…, tier {grant.tier}, expires in "
             f"{grant.expires_at - time.time():.0f}s"
         )
-        results.append(await _expect_ok(
-            "alice: execute it", lambda: a.execute(grant, "payments.create_invoice", invoice)))
-        results.append(await _expect_refused(
-            "alice: replay the same token", "invalid_transaction",
-            lambda: a.execute(grant, "payments.create_invoice", invoice)))
+        results.append(
+            await _expect_ok(
+                "alice: execute it", lambda: a.execute(grant, "payments.create_invoice", invoice)
+            )
+        )
+        results.append(
+            await _expect_refused(
+                "alice: replay the same token",
+                "invalid_transaction",
+                lambda: a.execute(grant, "payments.create_invoice", invoice),
+            )
+        )
         g2 = await a.authorize("payments.create_invoice", invoice)
         evil = {**invoice, "amount": 999}
-        results.append(await _expect_refused(
-            "alice: execute with the amount changed to 999", "invalid_transaction",
-            lambda: a.execute(g2, "payments.create_invoice", evil)))
+        results.append(
+            await _expect_refused(
+                "alice: execute with the amount changed to 999",
+                "invalid_transaction",
+                lambda: a.execute(g2, "payments.create_invoice", evil),
+            )
+        )
         g3 = await a.authorize("payments.create_invoice", invoice)
-        results.append(await _expect_refused(
-            "bob: execute alice's token", "invalid_transaction",
-            lambda: b.execute(g3, "payments.create_invoice", invoice)))
-        results.append(await _expect_refused(
-            "anyone: authorize with a forged session (right claims, wrong key)",
-            "unauthenticated", lambda: f.authorize("payments.send_payment", invoice)))
-        results.append(await _expect_refused(
-            "alice: customers.get_customer without the support role", "forbidden",
-            lambda: a.call("customers.get_customer", {"customer_id": "cus_8f3k2m9q"})))
-        results.append(await _expect_ok(
-            "carol (support): customers.get_customer (confidential)",
-            lambda: c.call("customers.get_customer", {"customer_id": "cus_8f3k2m9q"})))
-        results.append(await _expect_ok(
-            "dan (analyst): reports.run_query 'sum(amount) / count()'",
-            lambda: d.call("reports.run_query", {"expression": "sum(amount) / count()"})))
+        results.append(
+            await _expect_refused(
+                "bob: execute alice's token",
+                "invalid_transaction",
+                lambda: b.execute(g3, "payments.create_invoice", invoice),
+            )
+        )
+        results.append(
+            await _expect_refused(
+                "anyone: authorize with a forged session (right claims, wrong key)",
+                "unauthenticated",
+                lambda: f.authorize("payments.send_payment", invoice),
+            )
+        )
+        results.append(
+            await _expect_refused(
+                "alice: customers.get_customer without the support role",
+                "forbidden",
+                lambda: a.call("customers.get_customer", {"customer_id": "cus_8f3k2m9q"}),
+            )
+        )
+        results.append(
+            await _expect_ok(
+                "carol (support): customers.get_customer (confidential)",
+                lambda: c.call("customers.get_customer", {"customer_id": "cus_8f3k2m9q"}),
+            )
+        )
+        results.append(
+            await _expect_ok(
+                "dan (analyst): reports.run_query 'sum(amount) / count()'",
+                lambda: d.call("reports.run_query", {"expression": "sum(amount) / count()"}),
+            )
+        )
     return all(results)
 
 

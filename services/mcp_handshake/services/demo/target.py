@@ -15,6 +15,7 @@ import itertools
 import json
 import operator
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,9 +70,9 @@ class _Ledger:
         return f"{prefix}_{next(self._ids):04d}"
 
 
-_AGGREGATES = {
+_AGGREGATES: dict[str, Callable[[list[float]], float]] = {
     "sum": lambda xs: float(sum(xs)),
-    "count": lambda xs: len(xs),
+    "count": lambda xs: float(len(xs)),
     "avg": lambda xs: float(sum(xs)) / len(xs) if xs else 0.0,
     "min": lambda xs: min(xs) if xs else 0.0,
     "max": lambda xs: max(xs) if xs else 0.0,
@@ -97,7 +98,7 @@ def _evaluate(expr: str, invoices: list[dict[str, Any]]) -> float:
             if fn is None or node.keywords or len(node.args) > 1:
                 raise ValueError("unsupported function")
             if not node.args:
-                return float(fn([1 for _ in invoices])) if node.func.id == "count" else 0.0
+                return fn([1.0 for _ in invoices]) if node.func.id == "count" else 0.0
             field = node.args[0]
             if not isinstance(field, ast.Name) or field.id not in {"amount"}:
                 raise ValueError("unsupported field")
@@ -107,19 +108,22 @@ def _evaluate(expr: str, invoices: list[dict[str, Any]]) -> float:
     return ev(ast.parse(expr, mode="eval"))
 
 
-def create_app(api_key: str) -> Starlette:
-    ledger = _Ledger()
-    expected = api_key.encode()
+class _Api:
+    """The handlers, over one in-memory ledger."""
 
-    def authorized(request: Request) -> bool:
-        given = request.headers.get("x-api-key", "").encode()
-        return hmac.compare_digest(given, expected)
+    def __init__(self, api_key: str) -> None:
+        self.ledger = _Ledger()
+        self._expected = api_key.encode()
 
-    def guard(handler: Any) -> Any:
+    def guard(self, handler: Any, counted: bool = True) -> Any:
+        """API key check, call counting and Idempotency-Key replay for POSTs."""
+        ledger = self.ledger
+
         async def wrapped(request: Request) -> JSONResponse:
-            if not authorized(request):
+            given = request.headers.get("x-api-key", "").encode()
+            if not hmac.compare_digest(given, self._expected):
                 return _error(401, "unauthorized", "missing or wrong API key")
-            if handler is not stats:
+            if counted:
                 ledger.calls[handler.__name__] += 1
             key = request.headers.get("idempotency-key")
             if request.method == "POST" and key and key in ledger.idempotent:
@@ -131,57 +135,63 @@ def create_app(api_key: str) -> Starlette:
 
         return wrapped
 
-    async def rates(request: Request) -> JSONResponse:
+    async def rates(self, request: Request) -> JSONResponse:
         base, quote = request.query_params.get("base"), request.query_params.get("quote")
         if base not in _RATES or quote not in _RATES:
             return _error(404, "unknown_currency", "unknown currency")
-        return JSONResponse({"base": base, "quote": quote, "rate": round(_RATES[quote] / _RATES[base], 6)})
+        rate = round(_RATES[quote] / _RATES[base], 6)
+        return JSONResponse({"base": base, "quote": quote, "rate": rate})
 
-    async def list_invoices(request: Request) -> JSONResponse:
+    async def list_invoices(self, request: Request) -> JSONResponse:
         status = request.query_params.get("status")
         limit = int(request.query_params.get("limit", "20"))
-        rows = [i for i in ledger.invoices if status in (None, i["status"])]
+        rows = [i for i in self.ledger.invoices if status in (None, i["status"])]
         return JSONResponse({"invoices": rows[:limit], "total": len(rows)})
 
-    async def create_invoice(request: Request) -> JSONResponse:
+    async def create_invoice(self, request: Request) -> JSONResponse:
         body = await request.json()
-        invoice = {"id": ledger.next_id("inv"), "status": "open", "memo": None, **body}
-        ledger.invoices.append(invoice)
-        ledger.side_effects += 1
+        invoice = {"id": self.ledger.next_id("inv"), "status": "open", "memo": None, **body}
+        self.ledger.invoices.append(invoice)
+        self.ledger.side_effects += 1
         return JSONResponse(invoice, status_code=201)
 
-    async def get_customer(request: Request) -> JSONResponse:
+    async def get_customer(self, request: Request) -> JSONResponse:
         customer = _CUSTOMERS.get(request.path_params["customer_id"])
         if customer is None:
             return _error(404, "customer_not_found", "no such customer")
         return JSONResponse(customer)
 
-    async def run_query(request: Request) -> JSONResponse:
+    async def run_query(self, request: Request) -> JSONResponse:
         body = await request.json()
         try:
-            value = _evaluate(str(body.get("expression", "")), ledger.invoices)
+            value = _evaluate(str(body.get("expression", "")), self.ledger.invoices)
         except (ValueError, SyntaxError, ZeroDivisionError):
             return _error(400, "bad_expression", "expression not supported")
-        return JSONResponse({"value": value, "rows": len(ledger.invoices)})
+        return JSONResponse({"value": value, "rows": len(self.ledger.invoices)})
 
-    async def send_payment(request: Request) -> JSONResponse:
+    async def send_payment(self, request: Request) -> JSONResponse:
         body = await request.json()
-        payment = {"id": ledger.next_id("pay"), "status": "sent", **body}
-        ledger.payments.append(payment)
-        ledger.side_effects += 1
+        payment = {"id": self.ledger.next_id("pay"), "status": "sent", **body}
+        self.ledger.payments.append(payment)
+        self.ledger.side_effects += 1
         return JSONResponse(payment, status_code=201)
 
-    async def stats(request: Request) -> JSONResponse:
+    async def stats(self, request: Request) -> JSONResponse:
+        ledger = self.ledger
         return JSONResponse({"side_effects": ledger.side_effects, "calls": dict(ledger.calls)})
 
+
+def create_app(api_key: str) -> Starlette:
+    api = _Api(api_key)
+    g = api.guard
     routes = [
-        Route("/v1/rates", guard(rates), methods=["GET"]),
-        Route("/v1/invoices", guard(list_invoices), methods=["GET"]),
-        Route("/v1/invoices", guard(create_invoice), methods=["POST"]),
-        Route("/v1/customers/{customer_id}", guard(get_customer), methods=["GET"]),
-        Route("/v1/reports/query", guard(run_query), methods=["POST"]),
-        Route("/v1/payments", guard(send_payment), methods=["POST"]),
-        Route("/_stats", guard(stats), methods=["GET"]),
+        Route("/v1/rates", g(api.rates), methods=["GET"]),
+        Route("/v1/invoices", g(api.list_invoices), methods=["GET"]),
+        Route("/v1/invoices", g(api.create_invoice), methods=["POST"]),
+        Route("/v1/customers/{customer_id}", g(api.get_customer), methods=["GET"]),
+        Route("/v1/reports/query", g(api.run_query), methods=["POST"]),
+        Route("/v1/payments", g(api.send_payment), methods=["POST"]),
+        Route("/_stats", g(api.stats, counted=False), methods=["GET"]),
     ]
     return Starlette(routes=routes)
 

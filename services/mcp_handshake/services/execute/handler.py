@@ -46,7 +46,7 @@ __all__ = ["ExecuteDeps", "handle_execute", "handle_keys"]
 
 log = logging.getLogger(__name__)
 
-TOKEN_HEADER = "Handshake-Transaction-Token"
+TOKEN_HEADER = "Handshake-Transaction-Token"  # noqa: S105 - a header name
 #: Executor errors an agent may see as they are; anything else is a bug of ours.
 _PASSTHROUGH = {TargetError.code, OutcomeUnknown.code, Unavailable.code}
 
@@ -100,6 +100,13 @@ async def handle_execute(req: Request[ExecuteRequest], deps: ExecuteDeps) -> Exe
     if tool is None or not ph:
         raise InvalidTransaction(transaction_id=body.transaction_id)
     result = await _dispatch(deps, tool, state, tool.normalize(body.params))
+    try:
+        rh = sha256_tagged(canonical_json(result))
+    except ValueError:
+        log.error("target result cannot be canonicalized", extra={"txn": state.txn})
+        raise TargetError(
+            "the target's answer holds values that cannot be signed", transaction_id=state.txn
+        ) from None
     executed_at = time.time()
     receipt = deps.receipts.sign(
         {
@@ -108,7 +115,7 @@ async def handle_execute(req: Request[ExecuteRequest], deps: ExecuteDeps) -> Exe
             "tool": state.tool,
             "tier": state.tier,
             "ph": state.ph,
-            "rh": sha256_tagged(canonical_json(result)),
+            "rh": rh,
             "iat": executed_at,
             "auth_at": state.auth_at,
             "approvals": [{"by": a.by, "at": a.at} for a in state.approvals],

@@ -105,7 +105,7 @@ class TargetClient:
             verify = str(base / cfg.ca_file)
         cert = None
         if cfg.client_cert:
-            cert = (str(base / cfg.client_cert), str(base / cfg.client_key or cfg.client_cert))
+            cert = (str(base / cfg.client_cert), str(base / (cfg.client_key or cfg.client_cert)))
         self.client = httpx.AsyncClient(
             base_url=cfg.base_url,
             headers=headers,

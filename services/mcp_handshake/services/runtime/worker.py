@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +28,7 @@ class Worker:
 
     service: MicroService
     closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
-    background: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
+    background: list[Callable[[], Coroutine[Any, Any, Any]]] = field(default_factory=list)
 
 
 async def connect_nats(settings: Settings, name: str) -> NATS:

