@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 import msgspec
 import nats
 import pytest
@@ -122,9 +122,11 @@ class Raw:
 
     async def target_stats(self) -> dict[str, Any]:
         key = (self.stack.home / "secrets" / "payments_api_key").read_text().strip()
-        async with httpx.AsyncClient() as client:
-            resp = await client.get(f"{self.stack.target_url}/_stats", headers={"X-API-Key": key})
-            data: dict[str, Any] = resp.json()
+        async with (
+            aiohttp.ClientSession() as client,
+            client.get(f"{self.stack.target_url}/_stats", headers={"X-API-Key": key}) as resp,
+        ):
+            data: dict[str, Any] = await resp.json()
             return data
 
 

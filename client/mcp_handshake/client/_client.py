@@ -165,21 +165,21 @@ class HandshakeClient:
         self, receipt: str, result: Any, grant: Grant, tool: str
     ) -> dict[str, Any]:
         """Check the receipt's signature and that it covers this transaction and result."""
-        try:
-            header = jwt.get_unverified_header(receipt)
-        except jwt.PyJWTError:
-            raise ValidationFailed("receipt is not a JWS") from None
         if not self._verify_receipts:
             return dict(jwt.decode(receipt, options={"verify_signature": False}))
-        kid = header.get("kid", "")
         keys = await self.keys()
-        if kid not in keys:
-            keys = await self.keys(refresh=True)
-        key = keys.get(kid)
-        if key is None or header.get("typ") != _RECEIPT_TYP:
-            raise ValidationFailed("receipt signed by an unknown key")
         try:
-            claims: dict[str, Any] = jwt.decode(
+            if len(keys) == 1:
+                # One key: decode once with it (header parsing is costly in PyJWT)
+                ((kid, key),) = keys.items()
+            else:
+                kid = jwt.get_unverified_header(receipt).get("kid", "")
+                if kid not in keys:
+                    keys = await self.keys(refresh=True)
+                key = keys.get(kid)  # type: ignore[assignment]
+                if key is None:
+                    raise ValidationFailed("receipt signed by an unknown key")
+            decoded = jwt.api_jwt.decode_complete(
                 receipt,
                 key.key,
                 algorithms=[key.algorithm_name],
@@ -188,6 +188,10 @@ class HandshakeClient:
             )
         except jwt.PyJWTError:
             raise ValidationFailed("receipt signature does not verify") from None
+        header = decoded["header"]
+        if header.get("typ") != _RECEIPT_TYP or header.get("kid") != kid:
+            raise ValidationFailed("receipt header is not a handshake receipt's")
+        claims: dict[str, Any] = decoded["payload"]
         expected = {
             "txn": grant.transaction_id,
             "tool": tool,

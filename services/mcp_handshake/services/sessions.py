@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 import jwt
 
 from mcp_handshake.shared.errors import Unauthenticated
@@ -51,10 +53,14 @@ def _as_set(value: Any) -> frozenset[str]:
 class SessionVerifier:
     """Verifies session JWTs against the configured key set; CPU only, no I/O."""
 
-    def __init__(self, cfg: SessionConfig, jwks: Mapping[str, Any]) -> None:
+    def __init__(
+        self, cfg: SessionConfig, jwks: Mapping[str, Any], cache_size: int = 10_000
+    ) -> None:
         self._cfg = cfg
         self._algorithms = [a for a in cfg.algorithms if a not in _NEVER]
         self._keys: dict[str | None, jwt.PyJWK] = {}
+        self._cache: OrderedDict[str, tuple[Caller, float, float]] = OrderedDict()
+        self._cache_size = cache_size
         self.load_jwks(jwks)
 
     @classmethod
@@ -65,10 +71,12 @@ class SessionVerifier:
             path = path if path.is_absolute() else base / path
             return cls(cfg, json.loads(path.read_text()))
         assert cfg.jwks_url is not None
-        async with httpx.AsyncClient(timeout=5.0) as client:
-            resp = await client.get(cfg.jwks_url)
-            resp.raise_for_status()
-            return cls(cfg, resp.json())
+        timeout = aiohttp.ClientTimeout(total=5.0)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as client,
+            client.get(cfg.jwks_url, raise_for_status=True) as resp,
+        ):
+            return cls(cfg, await resp.json())
 
     def load_jwks(self, jwks: Mapping[str, Any]) -> None:
         keys: dict[str | None, jwt.PyJWK] = {}
@@ -84,12 +92,40 @@ class SessionVerifier:
         if not keys:
             raise ValueError("session key set holds no usable signing key")
         self._keys = keys
+        self._cache.clear()  # a removed key must stop vouching for its tokens at once
 
     def verify(self, authorization: str | None) -> Caller:
-        """The caller behind an ``Authorization`` header, or ``Unauthenticated``."""
+        """The caller behind an ``Authorization`` header, or ``Unauthenticated``.
+
+        A token whose signature and claims verified once is remembered (bounded
+        LRU) until it expires: agents send the same session on every request,
+        and the signature check is the costliest step. Time-based claims are
+        checked again on every use.
+        """
         token = bearer_token(authorization)
         if len(token) > self._cfg.max_token_bytes:
             raise Unauthenticated("session token too large")
+        hit = self._cache.get(token)
+        if hit is not None:
+            caller, exp, nbf = hit
+            now = time.time()
+            if now > exp + self._cfg.leeway_s:
+                del self._cache[token]
+                raise Unauthenticated("session token expired")
+            if now < nbf - self._cfg.leeway_s:
+                raise Unauthenticated("session token not yet valid")
+            self._cache.move_to_end(token)
+            return caller
+        caller, claims = self._verify_signed(token)
+        exp = claims["exp"]
+        nbf = claims.get("nbf", 0)
+        if isinstance(exp, int | float) and isinstance(nbf, int | float):
+            self._cache[token] = (caller, float(exp), float(nbf))
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return caller
+
+    def _verify_signed(self, token: str) -> tuple[Caller, dict[str, Any]]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -126,9 +162,10 @@ class SessionVerifier:
             raise Unauthenticated("session token has no usable subject")
         cnf = claims.get("cnf")
         jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
-        return Caller(
+        caller = Caller(
             sub=sub,
             roles=_as_set(claims.get(self._cfg.roles_claim)),
             scopes=_as_set(claims.get(self._cfg.scopes_claim)) | _as_set(claims.get("scp")),
             jkt=jkt if isinstance(jkt, str) else None,
         )
+        return caller, claims

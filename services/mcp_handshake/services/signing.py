@@ -92,16 +92,20 @@ class DispatchVerifier:
         if not signature:
             return False
         try:
-            header = jwt.get_unverified_header(signature)
-            key = self._keys.get(header.get("kid", ""))
-            if key is None or header.get("typ") != DISPATCH_TYP:
-                return False
-            jwt.api_jws.decode_complete(
+            if len(self._keys) == 1:
+                # One key: decode once with it (header parsing is costly in PyJWT)
+                ((kid, key),) = self._keys.items()
+            else:
+                kid = jwt.get_unverified_header(signature).get("kid", "")
+                if kid not in self._keys:
+                    return False
+                key = self._keys[kid]
+            header = jwt.api_jws.decode_complete(
                 signature, key.key, algorithms=[key.algorithm_name], detached_payload=body
-            )
+            )["header"]
         except jwt.PyJWTError:
             return False
-        return True
+        return bool(header.get("typ") == DISPATCH_TYP and header.get("kid") == kid)
 
 
 def write_public_jwks(path: Path, keys: Sequence[PrivateKey]) -> None:

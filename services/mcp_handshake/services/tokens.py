@@ -1,21 +1,24 @@
 """The token store: transaction state in Redis, keyed by the token's hash.
 
 Redis never sees a token, only its SHA-256, so a dump of Redis yields nothing
-usable. Issuing is one round trip (a pipelined script and status write);
-consuming is one Lua script that reads, checks the binding and status, and
-deletes in one atomic step. A mismatching attempt still burns the token.
+usable. One hash per transaction holds the binding (sub, tool, txn, params
+hash), the state authorize decided, and the status. Issuing is one round trip
+(the state script plus the txn-id index, pipelined); consuming is one Lua
+script that reads, checks binding and status, and marks the token used in one
+atomic step. A mismatching attempt burns the token. A used token's record
+stays a while (``RETENTION_S``) so ``status`` can still answer, then expires.
 Any Redis failure becomes ``Unavailable``: we fail closed, never execute.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import time
 from typing import Any, Literal
 
 import msgspec
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from mcp_handshake.shared.errors import (
     ApprovalDenied,
@@ -25,9 +28,12 @@ from mcp_handshake.shared.errors import (
 )
 from mcp_handshake.shared.subjects import Keys
 
-__all__ = ["Approval", "TokenStore", "TxState", "TxStatusRecord"]
+__all__ = ["RETENTION_S", "Approval", "TokenStore", "TxState", "TxStatus"]
 
 log = logging.getLogger(__name__)
+
+#: How long a transaction's record outlives its token, for status questions.
+RETENTION_S = 900
 
 
 class Approval(msgspec.Struct, frozen=True):
@@ -51,55 +57,48 @@ class TxState(msgspec.Struct, frozen=True, kw_only=True):
     agent: str | None = None
 
 
-class TxStatusRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """The public story of a transaction, readable by its transaction id.
-
-    Stored as a Redis hash so a status change is one ``HSET``.
-    """
+class TxStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """The public story of a transaction, as ``handshake.v1.status`` tells it."""
 
     txn: str
     sub: str
     tool: str
     status: str
     expires_at: float
-    decided_by: str = ""
-    token_hash: str = ""
-
-    def to_redis(self) -> dict[Any, Any]:
-        return {f: str(getattr(self, f)) for f in self.__struct_fields__}
-
-    @classmethod
-    def from_redis(cls, raw: Mapping[Any, Any]) -> TxStatusRecord:
-        data: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
-        data["expires_at"] = float(data.get("expires_at", 0))
-        return msgspec.convert(data, cls)
+    decided_by: str | None = None
 
 
 # Write the state hash and its TTL atomically, so a key can never live forever.
 _ISSUE = """
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'sub', ARGV[2], 'tool', ARGV[3],
-           'txn', ARGV[4], 'ph', ARGV[5], 'state', ARGV[6])
+           'txn', ARGV[4], 'ph', ARGV[5], 'state', ARGV[6], 'expires_at', ARGV[8])
 redis.call('PEXPIRE', KEYS[1], ARGV[7])
 return 1
 """
 
-# Read, check binding and status, delete: one atomic step. A binding mismatch
-# burns the token; a pending approval leaves it in place for a later try.
+# Check binding and status, then mark the token used: one atomic step.
+# ARGV: sub, tool, txn, ph, retention ms, now.
 _CONSUME = """
 local f = redis.call('HMGET', KEYS[1], 'status', 'sub', 'tool', 'txn', 'ph', 'state')
-if not f[1] then return {'missing'} end
+local status = f[1]
+if not status then return {'missing'} end
+local live = status == 'granted' or status == 'pending_approval'
 if f[2] ~= ARGV[1] or f[3] ~= ARGV[2] or f[4] ~= ARGV[3] or f[5] ~= ARGV[4] then
-  redis.call('DEL', KEYS[1])
+  if live then
+    redis.call('HSET', KEYS[1], 'status', 'burnt')
+    redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  end
   return {'mismatch'}
 end
-if f[1] == 'pending_approval' then return {'pending'} end
-redis.call('DEL', KEYS[1])
-if f[1] == 'denied' then return {'denied'} end
-if f[1] ~= 'granted' then return {'mismatch'} end
+if status == 'pending_approval' then return {'pending'} end
+if status == 'denied' then return {'denied'} end
+if status ~= 'granted' then return {'used'} end
+redis.call('HSET', KEYS[1], 'status', 'executed', 'executed_at', ARGV[6])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return {'ok', f[6]}
 """
 
-# Change a status record only while it exists (never resurrect an expired one).
+# Change the status of a record that still exists (never resurrect an expired one).
 _SET_STATUS = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1])
@@ -109,9 +108,6 @@ return 1
 
 _state_decoder = msgspec.json.Decoder(TxState)
 _encode = msgspec.json.encode
-
-#: Status records outlive tokens so late questions about a transaction still get an answer.
-STATUS_RECORD_TTL_S = 24 * 3600
 
 
 class TokenStore:
@@ -128,40 +124,32 @@ class TokenStore:
         status: Literal["granted", "pending_approval"],
         ttl_s: float,
     ) -> None:
-        record = TxStatusRecord(
-            txn=state.txn,
-            sub=state.sub,
-            tool=state.tool,
-            status=status,
-            expires_at=state.expires_at,
-            token_hash=token_hash,
-        )
+        args: list[str | bytes | int] = [status, state.sub, state.tool, state.txn, state.ph,
+                                         _encode(state), int(ttl_s * 1000),
+                                         repr(state.expires_at)]  # fmt: skip
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                await self._issue(
-                    keys=[Keys.tx(token_hash)],
-                    args=[
-                        status,
-                        state.sub,
-                        state.tool,
-                        state.txn,
-                        state.ph,
-                        _encode(state),
-                        int(ttl_s * 1000),
-                    ],
-                    client=pipe,
-                )
-                pipe.hset(Keys.status(state.txn), mapping=record.to_redis())
-                pipe.expire(Keys.status(state.txn), STATUS_RECORD_TTL_S)
-                await pipe.execute()
+            for attempt in (1, 2):
+                # EVALSHA directly: a pipelined Script object would ask SCRIPT EXISTS
+                # first, an extra round trip on every grant.
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    pipe.evalsha(self._issue.sha, 1, Keys.tx(token_hash), *args)
+                    pipe.set(Keys.txn(state.txn), token_hash, ex=int(ttl_s) + RETENTION_S)
+                    try:
+                        await pipe.execute()
+                        break
+                    except NoScriptError:
+                        if attempt == 2:
+                            raise
+                        await self._redis.script_load(_ISSUE)  # Redis restarted or flushed
         except RedisError:
             log.warning("token store unavailable while issuing", extra={"txn": state.txn})
             raise Unavailable("token store unavailable; nothing was granted") from None
 
     async def consume(self, token_hash: str, *, sub: str, tool: str, txn: str, ph: str) -> TxState:
-        """Burn the token and return its state, or raise the protocol error."""
+        """Use the token up and return its state, or raise the protocol error."""
+        args: list[str | int] = [sub, tool, txn, ph, RETENTION_S * 1000, repr(time.time())]
         try:
-            res: Any = await self._consume(keys=[Keys.tx(token_hash)], args=[sub, tool, txn, ph])
+            res: Any = await self._consume(keys=[Keys.tx(token_hash)], args=args)
         except RedisError:
             log.warning("token store unavailable while consuming", extra={"txn": txn})
             raise Unavailable("token store unavailable; nothing was executed") from None
@@ -174,16 +162,39 @@ class TokenStore:
             raise ApprovalDenied(transaction_id=txn)
         raise InvalidTransaction(transaction_id=txn)
 
-    async def status(self, txn: str) -> TxStatusRecord | None:
+    async def token_hash_of(self, txn: str) -> str | None:
         try:
-            raw = await self._redis.hgetall(Keys.status(txn))
+            raw = await self._redis.get(Keys.txn(txn))
         except RedisError:
             raise Unavailable("token store unavailable") from None
-        return TxStatusRecord.from_redis(raw) if raw else None
+        return raw.decode() if isinstance(raw, bytes) else raw
 
-    async def set_status(self, txn: str, status: str, *, decided_by: str = "") -> None:
+    async def status(self, txn: str) -> TxStatus | None:
+        """What is known of a transaction; ``None`` if it never existed or is long gone."""
+        th = await self.token_hash_of(txn)
+        if th is None:
+            return None
+        try:
+            raw = await self._redis.hmget(
+                Keys.tx(th), ["txn", "sub", "tool", "status", "expires_at", "decided_by"]
+            )
+        except RedisError:
+            raise Unavailable("token store unavailable") from None
+        got = [v.decode() if isinstance(v, bytes) else v for v in raw]
+        if got[0] != txn:
+            return None
+        return TxStatus(
+            txn=txn,
+            sub=got[1] or "",
+            tool=got[2] or "",
+            status=got[3] or "",
+            expires_at=float(got[4] or 0),
+            decided_by=got[5] or None,
+        )
+
+    async def set_status(self, token_hash: str, status: str, *, decided_by: str = "") -> None:
         """Record a transaction's later status (best effort: the outcome is already decided)."""
         try:
-            await self._set_status(keys=[Keys.status(txn)], args=[status, decided_by])
+            await self._set_status(keys=[Keys.tx(token_hash)], args=[status, decided_by])
         except RedisError:
-            log.warning("could not record transaction status", extra={"txn": txn})
+            log.warning("could not record a transaction status")

@@ -73,10 +73,10 @@ class Keys:
 
     @staticmethod
     def tx(token_hash: str) -> str:
-        """Transaction state, keyed by the SHA-256 of the token (never the token)."""
+        """Transaction state and status, keyed by the SHA-256 of the token (never the token)."""
         return f"handshake:tx:{{{token_hash}}}"
 
     @staticmethod
-    def status(transaction_id: str) -> str:
-        """Public status of a transaction, for ``handshake.v1.status``."""
-        return f"handshake:status:{{{transaction_id}}}"
+    def txn(transaction_id: str) -> str:
+        """Transaction id -> token hash, so status and approvals can find a transaction."""
+        return f"handshake:txn:{{{transaction_id}}}"

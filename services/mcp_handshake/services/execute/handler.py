@@ -74,14 +74,15 @@ class ExecuteDeps:
         task.add_done_callback(self.background.discard)
 
 
-def _bound_params_hash(tool: Tool | None, params: dict[str, Any]) -> str:
-    """The hash the token must be bound to; '' (never matches) when params are not valid."""
+def _normalized(tool: Tool | None, params: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """Normalized params and their hash; hash '' (never matches) when they are not valid."""
     if tool is None:
-        return ""
+        return params, ""
     try:
-        return params_hash(tool.normalize(params))
+        normalized = tool.normalize(params)
+        return normalized, params_hash(normalized)
     except HandshakeError:
-        return ""
+        return params, ""
 
 
 async def handle_execute(req: Request[ExecuteRequest], deps: ExecuteDeps) -> ExecuteReply:
@@ -93,13 +94,14 @@ async def handle_execute(req: Request[ExecuteRequest], deps: ExecuteDeps) -> Exe
     tool = deps.tools.find(body.tool)
     # An unknown tool or params that fail the schema cannot be what was
     # authorized: they still go through consume, so the token is burnt.
-    ph = _bound_params_hash(tool, body.params)
+    params, ph = _normalized(tool, body.params)
+    th = token_hash(token)
     state = await deps.store.consume(
-        token_hash(token), sub=caller.sub, tool=body.tool, txn=body.transaction_id, ph=ph
+        th, sub=caller.sub, tool=body.tool, txn=body.transaction_id, ph=ph
     )
     if tool is None or not ph:
         raise InvalidTransaction(transaction_id=body.transaction_id)
-    result = await _dispatch(deps, tool, state, tool.normalize(body.params))
+    result = await _dispatch(deps, tool, state, params, th)
     try:
         rh = sha256_tagged(canonical_json(result))
     except ValueError:
@@ -121,11 +123,12 @@ async def handle_execute(req: Request[ExecuteRequest], deps: ExecuteDeps) -> Exe
             "approvals": [{"by": a.by, "at": a.at} for a in state.approvals],
         }
     )
-    deps.later(deps.store.set_status(state.txn, "succeeded"))
     return ExecuteReply(transaction_id=state.txn, result=result, receipt=receipt)
 
 
-async def _dispatch(deps: ExecuteDeps, tool: Tool, state: TxState, params: dict[str, Any]) -> Any:
+async def _dispatch(
+    deps: ExecuteDeps, tool: Tool, state: TxState, params: dict[str, Any], th: str
+) -> Any:
     now = time.time()
     body = _encode(
         Dispatch(
@@ -148,31 +151,31 @@ async def _dispatch(deps: ExecuteDeps, tool: Tool, state: TxState, params: dict[
             headers=headers,
         )
     except NoRespondersError:
-        deps.later(deps.store.set_status(state.txn, "failed"))
+        deps.later(deps.store.set_status(th, "failed"))
         raise Unavailable(
             "no executor is serving this operation; nothing was executed",
             transaction_id=state.txn,
         ) from None
     except NatsTimeout:
-        deps.later(deps.store.set_status(state.txn, "outcome_unknown"))
+        deps.later(deps.store.set_status(th, "outcome_unknown"))
         log.warning("executor did not answer in time", extra={"txn": state.txn})
         raise OutcomeUnknown(transaction_id=state.txn) from None
     if msg.headers and ERROR_HEADER in msg.headers:
-        raise _executor_error(msg.data, state.txn, deps)
+        raise _executor_error(msg.data, state.txn, th, deps)
     return _dispatch_reply.decode(msg.data).result
 
 
-def _executor_error(data: bytes, txn: str, deps: ExecuteDeps) -> HandshakeError:
+def _executor_error(data: bytes, txn: str, th: str, deps: ExecuteDeps) -> HandshakeError:
     try:
         detail = _error_reply.decode(data).error
     except msgspec.DecodeError:
         detail = None
     if detail is None or detail.code not in _PASSTHROUGH:
         log.error("executor refused a dispatch", extra={"txn": txn, "code": detail and detail.code})
-        deps.later(deps.store.set_status(txn, "failed"))
+        deps.later(deps.store.set_status(th, "failed"))
         return InternalError(transaction_id=txn)
     status = "outcome_unknown" if detail.code == OutcomeUnknown.code else "failed"
-    deps.later(deps.store.set_status(txn, status))
+    deps.later(deps.store.set_status(th, status))
     return error_from_wire(detail.code, detail.message, txn)
 
 

@@ -62,6 +62,6 @@ async def handle_dispatch(req: Request[Dispatch], deps: ExecutorDeps) -> Dispatc
     if isinstance(op, HttpOperation):
         result: Any = await target.call(op, d.params, d.txn)
     else:
-        result = await op(d.params, OperationContext(target.client, d.txn))
-    log.info("executed %s", d.tool, extra={"txn": d.txn, "tool": d.tool})
+        result = await op(d.params, OperationContext(target, d.txn))
+    log.debug("executed %s", d.tool, extra={"txn": d.txn, "tool": d.tool})
     return DispatchReply(txn=d.txn, result=result)
