@@ -6,7 +6,11 @@ Nothing here touches servers on the standard ports.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
+import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -14,9 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import jwt
 import msgspec
 import nats
 import pytest
+import rfc8785
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from redis.asyncio import Redis
 
 from mcp_handshake.services.devhome import mint_session
@@ -32,6 +39,19 @@ token_ttl_s = 1
 
 [tools."test.sleep"]
 roles = ["*"]
+
+[tools."test.two_approvers"]
+roles = ["*"]
+approver_roles = ["approver"]
+quorum = 2
+
+[tools."test.short_approval"]
+roles = ["*"]
+approval_ttl_s = 2
+
+[tools."test.limited"]
+roles = ["*"]
+rate_limit = { requests = 3, per_s = 5 }
 """
 
 
@@ -76,16 +96,46 @@ class Reply:
     headers: dict[str, str]
 
 
+class AgentKey:
+    """An agent's Ed25519 key, and proofs built with plain PyJWT (protocol.md)."""
+
+    def __init__(self) -> None:
+        self.private = Ed25519PrivateKey.generate()
+        self.jwk = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(self.private.public_key()))
+        members = json.dumps({k: self.jwk[k] for k in ("crv", "kty", "x")}, separators=(",", ":"))
+        digest = hashlib.sha256(members.encode()).digest()
+        self.thumbprint = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+    def proof(self, txn: str, tool: str, ph: str, **override: Any) -> str:
+        claims = {"txn": txn, "tool": tool, "ph": ph, "iat": int(time.time()),
+                  "jti": uuid.uuid4().hex}  # fmt: skip
+        headers = {"typ": "handshake-proof+jwt", "kid": self.thumbprint, "jwk": self.jwk}
+        headers.update(override.pop("headers", {}))
+        claims.update(override)
+        return jwt.encode(claims, self.private, algorithm="EdDSA", headers=headers)
+
+
 class Raw:
-    """Speaks protocol v1 with plain nats-py, no project client involved."""
+    """Speaks protocol v1 with plain nats-py and PyJWT, no project client involved."""
 
     def __init__(self, nc: nats.NATS, stack: Stack) -> None:
         self.nc = nc
         self.stack = stack
         self.s = Subjects()
+        self.keys: dict[str, AgentKey] = {}
+        self._session_keys: dict[str, AgentKey] = {}
 
-    def session(self, sub: str, *roles: str, **kw: Any) -> str:
-        return mint_session(self.stack.home, sub, roles=list(roles), **kw)
+    def key(self, sub: str) -> AgentKey:
+        return self.keys.setdefault(sub, AgentKey())
+
+    def session(self, sub: str, *roles: str, bind: bool = True, **kw: Any) -> str:
+        """A dev session for ``sub``, bound (cnf.jkt) to that subject's agent key."""
+        key = self.key(sub)
+        token = mint_session(
+            self.stack.home, sub, roles=list(roles), jkt=key.thumbprint if bind else None, **kw
+        )
+        self._session_keys[token] = key
+        return token
 
     async def request(
         self,
@@ -115,8 +165,17 @@ class Raw:
         tool: str,
         params: dict[str, Any],
         extra_headers: dict[str, str] | None = None,
+        proof: bool = True,
+        signed_params: dict[str, Any] | None = None,
     ) -> Reply:
+        """Execute; above the public tier a proof by the session's key is attached, over
+        the grant's params hash, or over ``signed_params`` (an attacker signing what it
+        sends)."""
         headers = {"Handshake-Transaction-Token": grant["token"], **(extra_headers or {})}
+        key = self._session_keys.get(session)
+        if proof and key and grant.get("tier", "public") != "public":
+            ph = ph_of(signed_params) if signed_params is not None else grant["params_hash"]
+            headers.setdefault("Handshake-Proof", key.proof(grant["transaction_id"], tool, ph))
         body = {"transaction_id": grant["transaction_id"], "tool": tool, "params": params}
         return await self.request(self.s.execute, body, session, headers)
 
@@ -150,3 +209,8 @@ async def redis(stack: Stack) -> AsyncIterator[Redis]:
 
 def decode(data: bytes) -> Any:
     return msgspec.json.decode(data)
+
+
+def ph_of(params: dict[str, Any]) -> str:
+    """protocol.md's params hash of already-normalized params: SHA-256 over JCS."""
+    return "sha256:" + hashlib.sha256(rfc8785.dumps(params)).hexdigest()

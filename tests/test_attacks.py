@@ -19,7 +19,8 @@ from mcp_handshake.shared.keys import generate_private_key, load_private_key, pu
 from tests.conftest import Raw
 
 RATE = {"base": "EUR", "quote": "USD"}
-INVOICE = {"customer_id": "cus_8f3k2m9q", "amount": 12.5, "currency": "EUR"}
+# Already normalized, so an attacker can sign proofs over exactly what it sends.
+INVOICE = {"customer_id": "cus_8f3k2m9q", "amount": 12.5, "currency": "EUR", "memo": None}
 
 
 async def _grant(raw: Raw, session: str, tool: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -104,9 +105,8 @@ async def test_param_substitution_burns_the_token(raw: Raw) -> None:
     alice = raw.session("alice", "billing")
     g = await _grant(raw, alice, "payments.create_invoice", INVOICE)
     evil = {**INVOICE, "amount": 9999}
-    assert (await raw.execute(alice, g, "payments.create_invoice", evil)).error == (
-        "invalid_transaction"
-    )
+    r = await raw.execute(alice, g, "payments.create_invoice", evil, signed_params=evil)
+    assert r.error == "invalid_transaction"
     await _assert_burnt(raw, alice, g, "payments.create_invoice", INVOICE)
 
 
@@ -122,7 +122,7 @@ async def test_schema_invalid_params_at_execute_burn_the_token(raw: Raw) -> None
 async def test_tool_substitution_burns_the_token(raw: Raw) -> None:
     alice = raw.session("alice", "billing")
     g = await _grant(raw, alice, "payments.list_invoices", {})
-    r = await raw.execute(alice, g, "payments.create_invoice", INVOICE)
+    r = await raw.execute(alice, g, "payments.create_invoice", INVOICE, signed_params=INVOICE)
     assert r.error == "invalid_transaction"
     r = await raw.execute(alice, g, "payments.no_such_tool", {})
     assert r.error == "invalid_transaction"

@@ -10,6 +10,7 @@ import pytest
 
 from mcp_handshake.client import (
     CallableSession,
+    ProofKey,
     FileSession,
     Forbidden,
     HandshakeClient,
@@ -21,13 +22,20 @@ from mcp_handshake.client import (
 from mcp_handshake.services.devhome import mint_session
 from mcp_handshake.services.devstack import Stack
 from mcp_handshake.shared.hashing import canonical_json, sha256_tagged
+from mcp_handshake.shared.keys import generate_private_key
 
 RATE = {"base": "EUR", "quote": "USD"}
 
 
+def agent(stack: Stack, sub: str, *roles: str, **kw: object) -> HandshakeClient:
+    """A client for ``sub`` with its own proof key, its session bound to that key."""
+    key = ProofKey(generate_private_key())
+    token = mint_session(stack.home, sub, roles=list(roles), jkt=key.thumbprint)
+    return HandshakeClient(stack.nats_url or "", session=token, proof_key=key, **kw)  # type: ignore[arg-type]
+
+
 async def test_call_returns_result_with_verified_receipt(stack: Stack) -> None:
-    token = mint_session(stack.home, "alice", roles=["billing"])
-    async with HandshakeClient(stack.nats_url or "", session=token) as hs:
+    async with agent(stack, "alice", "billing") as hs:
         res = await hs.call("payments.get_exchange_rate", RATE)
         assert res.result["base"] == "EUR" and res.result["rate"] > 0
         c = res.claims
@@ -41,8 +49,7 @@ async def test_call_returns_result_with_verified_receipt(stack: Stack) -> None:
 
 
 async def test_receipt_verifies_offline_with_the_jwks(stack: Stack) -> None:
-    token = mint_session(stack.home, "alice", roles=["billing"])
-    async with HandshakeClient(stack.nats_url or "", session=token) as hs:
+    async with agent(stack, "alice", "billing") as hs:
         res = await hs.call("payments.list_invoices", {"limit": 1})
         keys = await hs.keys()
     kid = jwt.get_unverified_header(res.receipt)["kid"]
@@ -51,8 +58,7 @@ async def test_receipt_verifies_offline_with_the_jwks(stack: Stack) -> None:
 
 
 async def test_tampered_result_or_receipt_is_detected(stack: Stack) -> None:
-    token = mint_session(stack.home, "alice", roles=["billing"])
-    async with HandshakeClient(stack.nats_url or "", session=token) as hs:
+    async with agent(stack, "alice", "billing") as hs:
         grant = await hs.authorize("payments.get_exchange_rate", RATE)
         res = await hs.execute(grant, "payments.get_exchange_rate", RATE)
         with pytest.raises(InvalidTransaction):
@@ -65,8 +71,7 @@ async def test_tampered_result_or_receipt_is_detected(stack: Stack) -> None:
 
 
 async def test_errors_are_typed(stack: Stack) -> None:
-    token = mint_session(stack.home, "alice", roles=["billing"])
-    async with HandshakeClient(stack.nats_url or "", session=token) as hs:
+    async with agent(stack, "alice", "billing") as hs:
         with pytest.raises(UnknownTool):
             await hs.call("nope.nothing", {})
         with pytest.raises(Forbidden):
@@ -77,8 +82,7 @@ async def test_errors_are_typed(stack: Stack) -> None:
 
 
 async def test_tools_lists_schemas(stack: Stack) -> None:
-    token = mint_session(stack.home, "dan", roles=["analyst"])
-    async with HandshakeClient(stack.nats_url or "", session=token) as hs:
+    async with agent(stack, "dan", "analyst") as hs:
         tools = {t.name: t for t in await hs.tools()}
     assert "reports.run_query" in tools and "payments.list_invoices" not in tools
     schema = tools["reports.run_query"].params_schema
@@ -89,7 +93,7 @@ async def test_session_providers_refresh(stack: Stack, tmp_path: Path) -> None:
     path = tmp_path / "session.jwt"
     path.write_text(mint_session(stack.home, "alice", roles=["billing"], ttl_s=20))
     async with HandshakeClient(stack.nats_url or "", session=FileSession(path)) as hs:
-        assert (await hs.call("payments.list_invoices", {})).claims["sub"] == "alice"
+        assert (await hs.call("payments.get_exchange_rate", RATE)).claims["sub"] == "alice"
     calls = []
 
     def provider() -> str:
@@ -98,8 +102,8 @@ async def test_session_providers_refresh(stack: Stack, tmp_path: Path) -> None:
 
     # ttl 20 s is inside the 30 s refresh margin: every use fetches a fresh token
     async with HandshakeClient(stack.nats_url or "", session=CallableSession(provider)) as hs:
-        await hs.call("payments.list_invoices", {})
-        await hs.call("payments.list_invoices", {})
+        await hs.call("payments.get_exchange_rate", RATE)
+        await hs.call("payments.get_exchange_rate", RATE)
     assert len(calls) >= 2
 
 
@@ -111,9 +115,9 @@ def test_public_api_is_pinned() -> None:
         "ApprovalDenied", "ApprovalPending", "BadRequest", "CallResult", "CallableSession",
         "CommandSession", "EnvSession", "FileSession", "Forbidden", "Grant", "HandshakeClient",
         "HandshakeError", "InternalError", "InvalidParams", "InvalidTransaction",
-        "OutcomeUnknown", "PayloadTooLarge", "RateLimited", "SessionProvider",
-        "StaticSession", "TargetError", "ToolInfo", "Unauthenticated", "Unavailable",
-        "UnknownTool", "ValidationFailed"]""")
+        "OutcomeUnknown", "PayloadTooLarge", "PendingCall", "ProofKey", "RateLimited",
+        "SessionProvider", "StaticSession", "StatusReply", "TargetError", "ToolInfo",
+        "Unauthenticated", "Unavailable", "UnknownTool", "ValidationFailed"]""")
     )
     for name in client.__all__:
         assert hasattr(client, name)

@@ -149,9 +149,8 @@ async def test_invalid_transaction_for_garbage_token(raw: Raw) -> None:
 
 async def test_tools_catalog_is_filtered_by_policy(raw: Raw) -> None:
     r = await raw.request(raw.s.tools, {}, raw.session("carol", "support"))
-    names = {t["name"] for t in r.body["tools"]}
-    assert names == {"payments.get_exchange_rate", "customers.get_customer", "test.echo",
-                     "test.sleep"}  # fmt: skip
+    names = {t["name"] for t in r.body["tools"] if not t["name"].startswith("test.")}
+    assert names == {"payments.get_exchange_rate", "customers.get_customer"}
     for t in r.body["tools"]:
         assert set(t) == {"name", "description", "tier", "params_schema"}
         assert t["params_schema"]["type"] == "object"

@@ -33,4 +33,9 @@ async def sleep(params: Mapping[str, Any], ctx: Any) -> Any:
 TOOLS = [
     Tool("test.echo", "Echo text back.", EchoParams, Tier.PUBLIC, "payments", echo),
     Tool("test.sleep", "Sleep, then answer.", SleepParams, Tier.PUBLIC, "payments", sleep),
-]
+    Tool("test.two_approvers", "Needs two approvers.", EchoParams, Tier.RESTRICTED, "payments",
+         echo),
+    Tool("test.short_approval", "Approval expires fast.", EchoParams, Tier.RESTRICTED,
+         "payments", echo),
+    Tool("test.limited", "Rate limited.", EchoParams, Tier.PUBLIC, "payments", echo),
+]  # fmt: skip

@@ -31,9 +31,10 @@ from mcp_handshake.shared.errors import (
     UnknownTool,
     ValidationFailed,
 )
-from mcp_handshake.shared.wire import Grant, ToolInfo
+from mcp_handshake.shared.proofs import ProofKey
+from mcp_handshake.shared.wire import Grant, StatusReply, ToolInfo
 
-from ._client import CallResult, HandshakeClient
+from ._client import CallResult, HandshakeClient, PendingCall
 from ._session import (
     CallableSession,
     CommandSession,
@@ -61,9 +62,12 @@ __all__ = [
     "InvalidTransaction",
     "OutcomeUnknown",
     "PayloadTooLarge",
+    "PendingCall",
+    "ProofKey",
     "RateLimited",
     "SessionProvider",
     "StaticSession",
+    "StatusReply",
     "TargetError",
     "ToolInfo",
     "Unauthenticated",

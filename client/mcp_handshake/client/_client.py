@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +16,10 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from mcp_handshake.shared.errors import (
+    ApprovalDenied,
+    ApprovalPending,
     HandshakeError,
+    InternalError,
     InvalidTransaction,
     OutcomeUnknown,
     Unavailable,
@@ -22,19 +27,42 @@ from mcp_handshake.shared.errors import (
     error_from_wire,
 )
 from mcp_handshake.shared.hashing import canonical_json, sha256_tagged
+from mcp_handshake.shared.proofs import PROOF_HEADER, ProofKey
 from mcp_handshake.shared.subjects import DEFAULT_PREFIX, Subjects
-from mcp_handshake.shared.wire import ErrorReply, ExecuteReply, Grant, Jwks, ToolInfo, ToolsReply
+from mcp_handshake.shared.wire import (
+    ErrorReply,
+    ExecuteReply,
+    Grant,
+    Jwks,
+    StatusReply,
+    ToolInfo,
+    ToolsReply,
+)
 
 from ._session import SessionProvider, as_provider
 
-__all__ = ["CallResult", "HandshakeClient"]
+__all__ = ["CallResult", "HandshakeClient", "PendingCall"]
 
 _ERROR_HEADER = "Nats-Service-Error"
 _RECEIPT_TYP = "handshake-receipt+jwt"
 _encode = msgspec.json.encode
 _decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {
-    t: msgspec.json.Decoder(t) for t in (Grant, ExecuteReply, ToolsReply, Jwks, ErrorReply)
+    t: msgspec.json.Decoder(t)
+    for t in (Grant, ExecuteReply, ToolsReply, Jwks, ErrorReply, StatusReply)
 }
+
+
+@dataclass(frozen=True, slots=True)
+class PendingCall:
+    """A submitted operation: authorized, possibly waiting for approval."""
+
+    tool: str
+    params: dict[str, Any]
+    grant: Grant
+
+    @property
+    def transaction_id(self) -> str:
+        return self.grant.transaction_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +94,8 @@ class HandshakeClient:
         timeout_s: float = 15.0,
         verify_receipts: bool = True,
         nc: NATS | None = None,
+        proof_key: ProofKey | None = None,
+        approval_timeout_s: float = 600.0,
     ) -> None:
         self._servers = [servers] if isinstance(servers, str) else servers
         self._session: SessionProvider = as_provider(session)
@@ -75,6 +105,8 @@ class HandshakeClient:
         self._nc = nc
         self._own_nc = nc is None
         self._keys: dict[str, jwt.PyJWK] = {}
+        self._proof_key = proof_key
+        self._approval_timeout = approval_timeout_s
 
     async def __aenter__(self) -> HandshakeClient:
         await self.connect()
@@ -138,8 +170,18 @@ class HandshakeClient:
         return grant
 
     async def execute(self, grant: Grant, tool: str, params: dict[str, Any]) -> CallResult:
-        """Phase 2: run the operation the grant is for; verify the receipt."""
+        """Phase 2: run the operation the grant is for; verify the receipt.
+
+        Tiers above public need a proof of possession, signed here with the
+        client's ``proof_key``.
+        """
         headers = {"Handshake-Transaction-Token": grant.token}
+        if grant.tier != "public":
+            if self._proof_key is None:
+                raise ValidationFailed(f"{tool} needs a proof key (HandshakeClient(proof_key=...))")
+            headers[PROOF_HEADER] = self._proof_key.sign(
+                grant.transaction_id, tool, grant.params_hash
+            )
         body = {"transaction_id": grant.transaction_id, "tool": tool, "params": params}
         reply: ExecuteReply = await self._request(
             self._subjects.execute, body, ExecuteReply, headers, timeout_error=OutcomeUnknown
@@ -150,9 +192,91 @@ class HandshakeClient:
     async def call(
         self, tool: str, params: dict[str, Any], context: dict[str, Any] | None = None
     ) -> CallResult:
-        """Both phases of the handshake for one operation."""
-        grant = await self.authorize(tool, params, context)
-        return await self.execute(grant, tool, params)
+        """Both phases of the handshake for one operation, waiting for approval if needed."""
+        return await self.wait(await self.submit(tool, params, context))
+
+    async def submit(
+        self, tool: str, params: dict[str, Any], context: dict[str, Any] | None = None
+    ) -> PendingCall:
+        """Phase 1 only: a handle to ``wait()`` on (restricted operations wait for approval)."""
+        return PendingCall(tool, params, await self.authorize(tool, params, context))
+
+    async def status(self, transaction_id: str, wait_s: float | None = None) -> StatusReply:
+        """Where a transaction stands; with ``wait_s`` (max 30), answers as soon as a
+        pending approval is decided."""
+        body: dict[str, Any] = {"transaction_id": transaction_id}
+        if wait_s:
+            body["wait_s"] = wait_s
+        reply: StatusReply = await self._request(self._subjects.status, body, StatusReply)
+        return reply
+
+    async def wait_for_approval(self, grant: Grant, timeout_s: float | None = None) -> None:
+        """Return once ``grant`` is approved; ``ApprovalDenied`` if denied or expired,
+        ``ApprovalPending`` if still undecided after ``timeout_s``."""
+        deadline = time.monotonic() + (timeout_s or self._approval_timeout)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ApprovalPending(transaction_id=grant.transaction_id)
+            st = await self.status(grant.transaction_id, wait_s=min(left, 25.0))
+            if st.status in {"approved", "granted"}:
+                return
+            if st.status in {"denied", "expired"}:
+                raise ApprovalDenied(
+                    f"the operation was {st.status}", transaction_id=grant.transaction_id
+                )
+            if st.status != "pending_approval":
+                raise InvalidTransaction(transaction_id=grant.transaction_id)
+
+    async def wait(self, pending: PendingCall, timeout_s: float | None = None) -> CallResult:
+        """Wait for approval if needed, then execute."""
+        if pending.grant.status == "pending_approval":
+            await self.wait_for_approval(pending.grant, timeout_s)
+        return await self.execute(pending.grant, pending.tool, pending.params)
+
+    async def as_completed(
+        self, pendings: list[PendingCall], timeout_s: float | None = None
+    ) -> AsyncIterator[tuple[PendingCall, CallResult | HandshakeError]]:
+        """Execute submitted operations as their decisions arrive; yields each with its
+        result or its error (denied, expired, failed)."""
+
+        async def one(p: PendingCall) -> tuple[PendingCall, CallResult | HandshakeError]:
+            try:
+                return p, await self.wait(p, timeout_s)
+            except HandshakeError as exc:
+                return p, exc
+
+        for next_done in asyncio.as_completed([one(p) for p in pendings]):
+            yield await next_done
+
+    async def call_many(
+        self,
+        calls: list[tuple[str, dict[str, Any]]],
+        *,
+        concurrency: int = 16,
+        progress: bool = False,
+    ) -> list[CallResult | HandshakeError]:
+        """Run many operations with bounded concurrency; results in input order, errors
+        returned in place rather than raised. ``progress`` shows a progress bar."""
+        slots = asyncio.Semaphore(concurrency)
+        results: list[CallResult | HandshakeError] = [InternalError()] * len(calls)
+        bar = _Progress(len(calls)) if progress else None
+
+        async def one(i: int, tool: str, params: dict[str, Any]) -> None:
+            async with slots:
+                try:
+                    results[i] = await self.call(tool, params)
+                except HandshakeError as exc:
+                    results[i] = exc
+                if bar is not None:
+                    bar.advance()
+
+        try:
+            await asyncio.gather(*(one(i, t, p) for i, (t, p) in enumerate(calls)))
+        finally:
+            if bar is not None:
+                bar.close()
+        return results
 
     async def keys(self, refresh: bool = False) -> dict[str, jwt.PyJWK]:
         """The mediator's receipt-signing keys (JWKS from ``handshake.v1.keys``)."""
@@ -204,3 +328,20 @@ class HandshakeClient:
         if claims["iat"] > time.time() + 60:
             raise ValidationFailed("receipt issued in the future")
         return claims
+
+
+class _Progress:
+    """A rich progress bar, imported only when asked for."""
+
+    def __init__(self, total: int) -> None:
+        from rich.progress import Progress
+
+        self._progress = Progress(transient=True)
+        self._progress.start()
+        self._task = self._progress.add_task("handshakes", total=total)
+
+    def advance(self) -> None:
+        self._progress.advance(self._task)
+
+    def close(self) -> None:
+        self._progress.stop()

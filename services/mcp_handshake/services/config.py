@@ -66,6 +66,10 @@ class KeysConfig(_Section, frozen=True):
     dispatch: str = "keys/dispatch.pem"
     #: Public JWKS of dispatch keys (executors verify with it).
     dispatch_public: str = "keys/dispatch.jwks.json"
+    #: Signing key for other internal messages (authorize workers: approval requests).
+    internal: str = "keys/internal.pem"
+    #: Public JWKS of internal keys (approval workers verify with it).
+    internal_public: str = "keys/internal.jwks.json"
 
 
 class TargetAuth(_Section, frozen=True):
@@ -95,6 +99,11 @@ class TargetConfig(_Section, frozen=True):
     client_key: str | None = None
 
 
+class ApprovalSection(_Section, frozen=True):
+    #: ``module:factory`` of a confirmation agent (default: the rule-based one).
+    agent: str | None = None
+
+
 class ToolsSection(_Section, frozen=True):
     #: Python modules each exposing ``TOOLS``: a list of tool definitions.
     modules: list[str] = msgspec.field(default_factory=list)
@@ -107,6 +116,7 @@ class _File(_Section, frozen=True):
     policy_file: str = "policy.toml"
     keys: KeysConfig = msgspec.field(default_factory=KeysConfig)
     targets: dict[str, TargetConfig] = msgspec.field(default_factory=dict)
+    approval: ApprovalSection = msgspec.field(default_factory=ApprovalSection)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +130,7 @@ class HandshakeConfig:
     policy_file: Path
     keys: KeysConfig
     targets: dict[str, TargetConfig]
+    approval_agent: str | None = None
 
     def resolve(self, relative: str) -> Path:
         p = Path(relative)
@@ -145,4 +156,5 @@ def load_config(path: Path) -> HandshakeConfig:
         policy_file=policy if policy.is_absolute() else base.parent / policy,
         keys=data.keys,
         targets=data.targets,
+        approval_agent=data.approval.agent,
     )

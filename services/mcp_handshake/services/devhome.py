@@ -49,8 +49,9 @@ def ensure_home(home: Path, target_url: str) -> Path:
     idp = load_or_create_private_key(home / IDP_KEY)
     (keys / "idp.jwks.json").write_text(json.dumps({"keys": [public_jwk(idp)]}, indent=2))
     load_or_create_private_key(keys / "receipt.pem")
-    dispatch = load_or_create_private_key(keys / "dispatch.pem")
-    (keys / "dispatch.jwks.json").write_text(json.dumps({"keys": [public_jwk(dispatch)]}, indent=2))
+    for name in ("dispatch", "internal"):
+        key = load_or_create_private_key(keys / f"{name}.pem")
+        (keys / f"{name}.jwks.json").write_text(json.dumps({"keys": [public_jwk(key)]}, indent=2))
     api_key = home / "secrets" / "payments_api_key"
     if not api_key.exists():
         _write_private(api_key, secrets.token_urlsafe(32))

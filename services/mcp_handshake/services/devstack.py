@@ -71,6 +71,7 @@ class StackSpec:
     authorize: int = 1
     execute: int = 1
     executor: int = 1
+    approval: int = 1
     #: Extra worker kinds started once each (e.g. approval, audit) when available.
     extra_kinds: Sequence[str] = ()
 
@@ -183,7 +184,7 @@ class Stack:
             self.start_redis()
         self.start_target()
         kinds = [("authorize", self.spec.authorize), ("execute", self.spec.execute),
-                 ("executor", self.spec.executor)]  # fmt: skip
+                 ("executor", self.spec.executor), ("approval", self.spec.approval)]  # fmt: skip
         kinds += [(k, 1) for k in self.spec.extra_kinds]
         for kind, count in kinds:
             for i in range(count):

@@ -16,11 +16,14 @@ scopes = ["payments:write"]  # alternatively, any of these OAuth scopes
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
+
+from .checks import ParamCheck
 
 __all__ = ["Caller", "Policy", "ToolPolicy", "load_policy"]
 
@@ -51,23 +54,50 @@ class Escalation(_Section, frozen=True):
 
 
 class RateLimit(_Section, frozen=True):
+    """At most ``requests`` authorizations per caller per ``per_s`` seconds."""
+
     requests: Annotated[int, msgspec.Meta(ge=1)]
     per_s: Seconds = 60.0
+
+
+class ConfirmationRules(_Section, frozen=True):
+    """The rule-based confirmation agent's rules for one tool.
+
+    Deny above ``deny_above`` or past the velocity limit; approve at or below
+    ``auto_approve_max`` when the recipient (if an allow-list is set) is on
+    it; otherwise pass the decision to human approvers.
+    """
+
+    amount_param: str = "amount"
+    auto_approve_max: float | None = None
+    deny_above: float | None = None
+    recipient_param: str | None = None
+    allowed_recipients: frozenset[str] = frozenset()
+    #: Most restricted requests per requester per window before denial.
+    velocity_max: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    velocity_window_s: Seconds = 3600.0
 
 
 class ToolPolicy(_Section, frozen=True):
     roles: frozenset[str] = frozenset()
     scopes: frozenset[str] = frozenset()
     token_ttl_s: Seconds | None = None
+    #: Param thresholds that send a lower tier through approval.
     escalate: tuple[Escalation, ...] = ()
     approver_roles: frozenset[str] = frozenset()
+    #: Distinct approvers needed.
     quorum: Annotated[int, msgspec.Meta(ge=1, le=10)] = 1
     approval_ttl_s: Seconds | None = None
     rate_limit: RateLimit | None = None
+    #: Extra confidential-tier checks (added to the tool's own).
+    checks: tuple[ParamCheck, ...] = ()
+    #: Extra result masks (added to the tool's own): path -> rule.
+    mask: dict[str, str] = msgspec.field(default_factory=dict)
+    confirmation: ConfirmationRules | None = None
 
 
 class Defaults(_Section, frozen=True):
-    #: Lifetime of a granted transaction token.
+    #: Lifetime of a granted transaction token (also after approval).
     token_ttl_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = 30.0
     #: How long a transaction may wait for approval; expiry counts as denial.
     approval_ttl_s: Seconds = 600.0
@@ -96,10 +126,40 @@ class Policy(_Section, frozen=True):
             return rule.token_ttl_s
         return self.defaults.token_ttl_s
 
+    def approval_ttl_s(self, tool: str) -> float:
+        rule = self.tools.get(tool)
+        if rule is not None and rule.approval_ttl_s is not None:
+            return rule.approval_ttl_s
+        return self.defaults.approval_ttl_s
+
+    def approver_roles(self, tool: str) -> frozenset[str]:
+        rule = self.tools.get(tool)
+        if rule is not None and rule.approver_roles:
+            return rule.approver_roles
+        return self.defaults.approver_roles
+
+    def rate_limit(self, tool: str) -> RateLimit | None:
+        rule = self.tools.get(tool)
+        if rule is not None and rule.rate_limit is not None:
+            return rule.rate_limit
+        return self.defaults.rate_limit
+
+    def escalation(self, tool: str, params: Mapping[str, Any]) -> str | None:
+        """Why these params need approval, if they do (e.g. ``amount above 1000``)."""
+        rule = self.tools.get(tool)
+        for esc in rule.escalate if rule else ():
+            value = params.get(esc.param)
+            if isinstance(value, int | float) and not isinstance(value, bool) and value > esc.above:
+                return f"{esc.param} above {esc.above:g}"
+        return None
+
     @property
-    def max_token_ttl_s(self) -> float:
-        ttls = [r.token_ttl_s for r in self.tools.values() if r.token_ttl_s is not None]
-        return max([self.defaults.token_ttl_s, *ttls])
+    def max_lifetime_s(self) -> float:
+        """The longest a transaction can stay usable: pending approval, then its token."""
+        rules = list(self.tools.values())
+        approval = max([self.defaults.approval_ttl_s, *(r.approval_ttl_s or 0 for r in rules)])
+        token = max([self.defaults.token_ttl_s, *(r.token_ttl_s or 0 for r in rules)])
+        return approval + token
 
 
 def load_policy(path: Path) -> Policy:

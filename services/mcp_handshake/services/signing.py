@@ -24,7 +24,9 @@ from mcp_handshake.shared.keys import (
 )
 
 __all__ = [
+    "APPROVAL_TYP",
     "DISPATCH_HEADER",
+    "INTERNAL_HEADER",
     "DispatchSigner",
     "DispatchVerifier",
     "ReceiptSigner",
@@ -32,8 +34,11 @@ __all__ = [
 ]
 
 DISPATCH_HEADER = "Handshake-Dispatch-Signature"
+#: Internal messages between services other than dispatches (approval requests).
+INTERNAL_HEADER = "Handshake-Internal-Signature"
 RECEIPT_TYP = "handshake-receipt+jwt"
 DISPATCH_TYP = "handshake-dispatch+jws"
+APPROVAL_TYP = "handshake-approval-request+jws"
 
 
 class ReceiptSigner:
@@ -56,15 +61,17 @@ class ReceiptSigner:
 
 
 class DispatchSigner:
-    def __init__(self, key: PrivateKey) -> None:
+    """Signs internal message bodies (detached JWS); ``typ`` tells the message kind."""
+
+    def __init__(self, key: PrivateKey, typ: str = DISPATCH_TYP) -> None:
         self._key = key
         self._alg = algorithm_for(key)
         self.jwk = public_jwk(key)
-        self._headers = {"typ": DISPATCH_TYP, "kid": self.jwk["kid"]}
+        self._headers = {"typ": typ, "kid": self.jwk["kid"]}
 
     @classmethod
-    def from_file(cls, path: Path) -> DispatchSigner:
-        return cls(load_private_key(path))
+    def from_file(cls, path: Path, typ: str = DISPATCH_TYP) -> DispatchSigner:
+        return cls(load_private_key(path), typ)
 
     def sign(self, body: bytes) -> str:
         return jwt.api_jws.encode(
@@ -75,7 +82,8 @@ class DispatchSigner:
 class DispatchVerifier:
     """Verifies dispatch signatures with public keys only."""
 
-    def __init__(self, jwks: Mapping[str, Any]) -> None:
+    def __init__(self, jwks: Mapping[str, Any], typ: str = DISPATCH_TYP) -> None:
+        self._typ = typ
         self._keys: dict[str, jwt.PyJWK] = {}
         for data in jwks.get("keys", []):
             key = jwt.PyJWK(data)
@@ -85,8 +93,8 @@ class DispatchVerifier:
             raise ValueError("dispatch key set is empty")
 
     @classmethod
-    def from_file(cls, path: Path) -> DispatchVerifier:
-        return cls(json.loads(path.read_text()))
+    def from_file(cls, path: Path, typ: str = DISPATCH_TYP) -> DispatchVerifier:
+        return cls(json.loads(path.read_text()), typ)
 
     def verify(self, signature: str | None, body: bytes) -> bool:
         if not signature:
@@ -105,7 +113,7 @@ class DispatchVerifier:
             )["header"]
         except jwt.PyJWTError:
             return False
-        return bool(header.get("typ") == DISPATCH_TYP and header.get("kid") == kid)
+        return bool(header.get("typ") == self._typ and header.get("kid") == kid)
 
 
 def write_public_jwks(path: Path, keys: Sequence[PrivateKey]) -> None:

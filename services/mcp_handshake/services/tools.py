@@ -18,6 +18,8 @@ import pydantic
 
 from mcp_handshake.shared.errors import InvalidParams, UnknownTool
 
+from .checks import ParamCheck
+
 __all__ = [
     "FunctionOperation",
     "HttpOperation",
@@ -36,6 +38,9 @@ class Tier(StrEnum):
     @property
     def rank(self) -> int:
         return _TIER_RANK[self]
+
+    def at_least(self, other: Tier) -> bool:
+        return self.rank >= other.rank
 
 
 _TIER_RANK = {Tier.PUBLIC: 0, Tier.INTERNAL: 1, Tier.CONFIDENTIAL: 2, Tier.RESTRICTED: 3}
@@ -73,8 +78,12 @@ class Tool:
     tier: Tier
     target: str
     operation: HttpOperation | FunctionOperation
-    #: Extra data for tier checks and masking (used by the tier validators).
-    options: Mapping[str, Any] = field(default_factory=dict)
+    #: Confidential tier and above: param checks run at authorize and execute.
+    checks: tuple[ParamCheck, ...] = ()
+    #: Confidential tier and above: result path -> mask rule (see ``masking``).
+    mask: Mapping[str, str] = field(default_factory=dict)
+    #: What human approvers see of the params: param path -> mask rule.
+    preview_mask: Mapping[str, str] = field(default_factory=dict)
 
     def normalize(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """Validated params with defaults filled and types coerced, as JSON values."""

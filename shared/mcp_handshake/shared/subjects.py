@@ -65,6 +65,15 @@ class Subjects:
     def executor(self, target: str) -> str:
         return f"{self.internal}.executor.{target}"
 
+    @property
+    def approval_requests(self) -> str:
+        """JetStream subject of approval requests (stream ``HANDSHAKE_APPROVALS``)."""
+        return f"{self.internal}.approval.request"
+
+    def approval_decided(self, txn: str) -> str:
+        """Core NATS wake-up after a decision, for ``status`` long-polls."""
+        return f"{self.internal}.approval.decided.{txn}"
+
 
 class Keys:
     """Redis keys. The part in braces is the Cluster hash tag."""

@@ -12,8 +12,12 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 __all__ = [
+    "ApprovalRequest",
+    "ApprovalsReply",
     "AuthorizeContext",
     "AuthorizeRequest",
+    "DecideReply",
+    "DecideRequest",
     "Dispatch",
     "DispatchReply",
     "EmptyRequest",
@@ -23,6 +27,7 @@ __all__ = [
     "ExecuteRequest",
     "Grant",
     "Jwks",
+    "PendingApproval",
     "StatusReply",
     "StatusRequest",
     "Tier",
@@ -80,6 +85,12 @@ class StatusRequest(_Request, frozen=True):
     wait_s: Annotated[float, msgspec.Meta(ge=0)] | None = None
 
 
+class DecideRequest(_Request, frozen=True):
+    transaction_id: TxnId
+    decision: Literal["approve", "deny"]
+    reason: Annotated[str, msgspec.Meta(max_length=500)] | None = None
+
+
 class Grant(msgspec.Struct, frozen=True):
     transaction_id: str
     token: str
@@ -111,6 +122,43 @@ class StatusReply(msgspec.Struct, frozen=True, omit_defaults=True):
     status: str
     expires_at: float
     decided_by: str | None = None
+
+
+class PendingApproval(msgspec.Struct, frozen=True):
+    """A transaction an approver may decide, as ``approvals.list`` shows it."""
+
+    transaction_id: str
+    sub: str
+    tool: str
+    tier: str
+    #: The params with sensitive parts masked; its hash is recorded with decisions.
+    preview: Any
+    preview_hash: str
+    requested_at: float
+    expires_at: float
+    approvals: int
+    quorum: int
+    escalated: str | None = None
+    agent: str | None = None
+    reason: str | None = None
+
+
+class ApprovalsReply(msgspec.Struct, frozen=True):
+    approvals: list[PendingApproval]
+
+
+class DecideReply(msgspec.Struct, frozen=True):
+    transaction_id: str
+    status: str
+    approvals: int
+    quorum: int
+
+
+class ApprovalRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Internal: what authorize queues for approval workers (details stay in Redis)."""
+
+    txn: str
+    requested_at: float
 
 
 class Jwks(msgspec.Struct, frozen=True):

@@ -10,21 +10,27 @@ from mcp_handshake.shared.settings import Settings
 from mcp_handshake.shared.subjects import QueueGroups
 from mcp_handshake.shared.wire import AuthorizeRequest, EmptyRequest
 
+from ..approval.queue import ApprovalQueue, ensure_stream
 from ..common import VERSION, load_common, load_sessions, redis_client
 from ..runtime import Endpoint, MicroService
 from ..runtime.worker import Worker
+from ..signing import APPROVAL_TYP, DispatchSigner
 from ..tokens import TokenStore
 from .handler import AuthorizeDeps, handle_authorize, handle_tools
 
 
 async def build(settings: Settings, nc: NATS) -> Worker:
     common = load_common(settings)
+    cfg = common.config
     redis = redis_client(settings)
+    await ensure_stream(nc.jetstream(), settings.subjects, common.policy.max_lifetime_s + 60)
+    signer = DispatchSigner.from_file(cfg.resolve(cfg.keys.internal), APPROVAL_TYP)
     deps = AuthorizeDeps(
         sessions=await load_sessions(common),
         tools=common.tools,
         policy=common.policy,
         store=TokenStore(redis),
+        approvals=ApprovalQueue(nc, settings.subjects, signer),
     )
     subjects = settings.subjects
     limits = {

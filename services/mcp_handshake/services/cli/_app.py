@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -16,6 +17,13 @@ from mcp_handshake.shared.settings import Settings
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 token_app = typer.Typer(no_args_is_help=True, help="Session tokens from the dev identity provider.")
 app.add_typer(token_app, name="token")
+keys_app = typer.Typer(no_args_is_help=True, help="Agents' proof-of-possession keys.")
+app.add_typer(keys_app, name="keys")
+approvals_app = typer.Typer(no_args_is_help=True, help="Decide restricted transactions.")
+app.add_typer(approvals_app, name="approvals")
+
+#: The agent's proof key under HANDSHAKE_HOME, used by `call` and `token mint --bind-key`.
+AGENT_KEY = "keys/agent.pem"
 console = Console()
 err = Console(stderr=True)
 
@@ -24,6 +32,7 @@ class Kind(StrEnum):
     authorize = "authorize"
     execute = "execute"
     executor = "executor"
+    approval = "approval"
 
 
 @app.command()
@@ -43,6 +52,8 @@ def worker(
         from ..authorize.main import build
     elif kind is Kind.execute:
         from ..execute.main import build
+    elif kind is Kind.approval:
+        from ..approval.main import build
     else:
         from ..executor.main import builder
 
@@ -55,11 +66,12 @@ def up(
     authorize: Annotated[int, typer.Option(help="Authorize workers.")] = 1,
     execute: Annotated[int, typer.Option(help="Execute workers.")] = 1,
     executor: Annotated[int, typer.Option(help="Executor workers.")] = 1,
+    approval: Annotated[int, typer.Option(help="Approval workers.")] = 1,
 ) -> None:
     """Start the whole stack locally (NATS, Redis, demo target, workers) until Ctrl-C."""
     from ._stack import run_up
 
-    run_up(authorize, execute, executor)
+    run_up(authorize, execute, executor, approval)
 
 
 @app.command()
@@ -76,15 +88,32 @@ def token_mint(
     role: Annotated[list[str] | None, typer.Option(help="Role (repeatable).")] = None,
     scope: Annotated[list[str] | None, typer.Option(help="OAuth scope (repeatable).")] = None,
     ttl: Annotated[int, typer.Option(help="Lifetime in seconds.")] = 3600,
+    bind_key: Annotated[
+        bool, typer.Option(help="Bind the session to the agent key (cnf.jkt).")
+    ] = False,
 ) -> None:
     """Print a session JWT signed by the dev identity provider under HANDSHAKE_HOME."""
+    from mcp_handshake.shared.proofs import ProofKey
+
     from ..devhome import mint_session
 
     settings = Settings.from_env()
     if not (settings.home / "handshake.toml").exists():
         err.print(f"no dev home at {settings.home}: run 'mcp-handshake up' first")
         raise typer.Exit(2)
-    print(mint_session(settings.home, sub, roles=role, scopes=scope, ttl_s=ttl))
+    jkt = ProofKey.load_or_create(settings.home / AGENT_KEY).thumbprint if bind_key else None
+    print(mint_session(settings.home, sub, roles=role, scopes=scope, ttl_s=ttl, jkt=jkt))
+
+
+@keys_app.command("register")
+def keys_register(
+    sub: Annotated[str, typer.Option(help="The subject the key belongs to.")],
+    file: Annotated[Path, typer.Argument(help="Public key: PEM (or private PEM) or JWK JSON.")],
+) -> None:
+    """Register an agent's public key for proofs of possession (stored by the service)."""
+    from ._keys import register
+
+    print(asyncio.run(register(Settings.from_env(), sub, file)))
 
 
 SessionOpt = Annotated[
@@ -94,13 +123,16 @@ SessionOpt = Annotated[
 
 
 async def _with_client(session: str | None, fn: Any) -> Any:
-    from mcp_handshake.client import HandshakeClient
+    from mcp_handshake.client import HandshakeClient, ProofKey
 
     settings = Settings.from_env()
     if not session:
         raise HandshakeError("no session token: pass --session or set HANDSHAKE_SESSION")
     async with HandshakeClient(
-        settings.nats_url.split(","), session=session, prefix=settings.subject_prefix
+        settings.nats_url.split(","),
+        session=session,
+        prefix=settings.subject_prefix,
+        proof_key=ProofKey.load_or_create(settings.home / AGENT_KEY),
     ) as hs:
         return await fn(hs)
 
@@ -137,6 +169,46 @@ def call(
     res = _run_client(session, lambda hs: hs.call(tool, parsed))
     print(json.dumps({"transaction_id": res.transaction_id, "result": res.result,
                       "receipt": res.claims}, indent=2))  # fmt: skip
+
+
+@approvals_app.command("list")
+def approvals_list(session: SessionOpt = None) -> None:
+    """Transactions waiting for your decision."""
+    from ._approvals import list_pending
+
+    _run_client(session, list_pending)
+
+
+@approvals_app.command("show")
+def approvals_show(txn: str, session: SessionOpt = None) -> None:
+    """One pending transaction: requester, tool, the params preview and its hash."""
+    from ._approvals import show
+
+    _run_client(session, lambda hs: show(hs, txn))
+
+
+@approvals_app.command("approve")
+def approvals_approve(
+    txn: str,
+    reason: Annotated[str | None, typer.Option(help="Why (recorded).")] = None,
+    session: SessionOpt = None,
+) -> None:
+    """Approve a transaction (you may not approve your own)."""
+    from ._approvals import decide
+
+    _run_client(session, lambda hs: decide(hs, txn, "approve", reason))
+
+
+@approvals_app.command("deny")
+def approvals_deny(
+    txn: str,
+    reason: Annotated[str | None, typer.Option(help="Why (recorded).")] = None,
+    session: SessionOpt = None,
+) -> None:
+    """Deny a transaction."""
+    from ._approvals import decide
+
+    _run_client(session, lambda hs: decide(hs, txn, "deny", reason))
 
 
 def main() -> None:

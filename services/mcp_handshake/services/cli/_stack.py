@@ -22,9 +22,9 @@ def make_stack(settings: Settings, spec: StackSpec) -> Stack:
     return Stack(settings.home.resolve(), spec)
 
 
-def run_up(authorize: int, execute: int, executor: int) -> None:
+def run_up(authorize: int, execute: int, executor: int, approval: int) -> None:
     settings = Settings.from_env()
-    stack = make_stack(settings, StackSpec(authorize, execute, executor))
+    stack = make_stack(settings, StackSpec(authorize, execute, executor, approval))
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -39,7 +39,8 @@ def run_up(authorize: int, execute: int, executor: int) -> None:
         console.print(f"  home         {stack.home}  (logs in {stack.logs})")
         console.print(
             "  try: [cyan]export HANDSHAKE_SESSION=$(mcp-handshake token mint --sub alice "
-            "--role billing)[/cyan]\n       [cyan]mcp-handshake call payments.list_invoices[/cyan]"
+            "--role billing --bind-key)[/cyan]\n"
+            "       [cyan]mcp-handshake call payments.list_invoices[/cyan]"
         )
         console.print("Ctrl-C stops everything.")
         await stop.wait()

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
+from ..checks import AstRule, ParamCheck
 from ..tools import HttpOperation, Tier, Tool
 
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code, e.g. EUR")]
@@ -42,16 +43,29 @@ class CreateInvoiceParams(_Params):
 
 
 class GetCustomerParams(_Params):
-    customer_id: CustomerId
+    # The shape is loose on purpose: the confidential tier's checks decide what
+    # is acceptable (see CUSTOMER_CHECKS), and refuse with validation_failed.
+    customer_id: str = Field(min_length=1, max_length=1000, description="e.g. cus_8f3k2m9q")
 
 
 class RunQueryParams(_Params):
     expression: str = Field(
         min_length=1,
-        max_length=500,
+        max_length=2000,
         description="Arithmetic/aggregate expression over invoice fields, "
         "e.g. 'sum(amount) / count()'",
     )
+
+
+CUSTOMER_CHECKS = (ParamCheck("customer_id", pattern=r"cus_[A-Za-z0-9]{8,32}", max_length=40),)
+QUERY_CHECKS = (
+    ParamCheck(
+        "expression",
+        max_length=300,
+        ast=AstRule(functions=frozenset({"sum", "count", "avg", "min", "max"}),
+                    names=frozenset({"amount"})),
+    ),
+)  # fmt: skip
 
 
 class SendPaymentParams(_Params):
@@ -88,6 +102,7 @@ TOOLS = [
         operation=HttpOperation(
             "POST", "/v1/invoices", body=("customer_id", "amount", "currency", "memo")
         ),
+        preview_mask={"customer_id": "last4"},
     ),
     Tool(
         name="customers.get_customer",
@@ -96,6 +111,8 @@ TOOLS = [
         tier=Tier.CONFIDENTIAL,
         target=TARGET,
         operation=HttpOperation("GET", "/v1/customers/{customer_id}"),
+        checks=CUSTOMER_CHECKS,
+        mask={"email": "email", "card_number": "last4", "national_id": "full"},
     ),
     Tool(
         name="reports.run_query",
@@ -105,6 +122,7 @@ TOOLS = [
         tier=Tier.CONFIDENTIAL,
         target=TARGET,
         operation=HttpOperation("POST", "/v1/reports/query", body=("expression",)),
+        checks=QUERY_CHECKS,
     ),
     Tool(
         name="payments.send_payment",
@@ -113,5 +131,6 @@ TOOLS = [
         tier=Tier.RESTRICTED,
         target=TARGET,
         operation=HttpOperation("POST", "/v1/payments", body=("to_account", "amount", "currency")),
+        preview_mask={"to_account": "last4"},
     ),
 ]

@@ -21,9 +21,11 @@ from mcp_handshake.shared.errors import (
     OutcomeUnknown,
     TargetError,
     Unavailable,
+    ValidationFailed,
     error_from_wire,
 )
 from mcp_handshake.shared.hashing import canonical_json, params_hash, sha256_tagged, token_hash
+from mcp_handshake.shared.proofs import PROOF_HEADER
 from mcp_handshake.shared.subjects import Subjects
 from mcp_handshake.shared.wire import (
     Dispatch,
@@ -35,12 +37,15 @@ from mcp_handshake.shared.wire import (
     Jwks,
 )
 
+from ..policy import Policy
+from ..proofs import ProofVerifier
 from ..runtime import Request
 from ..runtime.endpoint import ERROR_HEADER
 from ..sessions import SessionVerifier
 from ..signing import DISPATCH_HEADER, DispatchSigner, ReceiptSigner
+from ..tiers import plan
 from ..tokens import TokenStore, TxState
-from ..tools import Tool, ToolRegistry
+from ..tools import Tier, Tool, ToolRegistry
 
 __all__ = ["ExecuteDeps", "handle_execute", "handle_keys"]
 
@@ -61,7 +66,9 @@ class ExecuteDeps:
     subjects: Subjects
     sessions: SessionVerifier
     tools: ToolRegistry
+    policy: Policy
     store: TokenStore
+    proofs: ProofVerifier
     receipts: ReceiptSigner
     dispatcher: DispatchSigner
     executor_timeout_s: float
@@ -91,17 +98,40 @@ async def handle_execute(req: Request[ExecuteRequest], deps: ExecuteDeps) -> Exe
         raise BadRequest(f"missing {TOKEN_HEADER} header")
     caller = deps.sessions.verify(req.header("Authorization"))
     body = req.body
+    txn = body.transaction_id
     tool = deps.tools.find(body.tool)
     # An unknown tool or params that fail the schema cannot be what was
     # authorized: they still go through consume, so the token is burnt.
     params, ph = _normalized(tool, body.params)
     th = token_hash(token)
+    tiers = plan(tool, deps.policy, params) if tool is not None and ph else None
+    proof = None
+    try:
+        if tiers is not None:
+            tiers.check_params(params)
+        raw_proof = req.header(PROOF_HEADER)
+        if raw_proof is not None and ph:
+            proof = await deps.proofs.verify(raw_proof, caller, txn=txn, tool=body.tool, ph=ph)
+    except ValidationFailed as exc:
+        await deps.store.burn(th)  # a refused attempt uses the token up
+        exc.transaction_id = txn
+        raise
     state = await deps.store.consume(
-        th, sub=caller.sub, tool=body.tool, txn=body.transaction_id, ph=ph
+        th,
+        sub=caller.sub,
+        tool=body.tool,
+        txn=txn,
+        ph=ph,
+        proof=proof is not None,
+        jti=proof.jti if proof else "",
+        thumbprint=proof.thumbprint if proof else "",
     )
-    if tool is None or not ph:
-        raise InvalidTransaction(transaction_id=body.transaction_id)
-    result = await _dispatch(deps, tool, state, params, th)
+    if tool is None or tiers is None:
+        raise InvalidTransaction(transaction_id=txn)
+    if Tier(state.tier).rank > tiers.tier.rank:  # policy changed between the phases
+        tiers = plan(tool, deps.policy, params, stored_tier=state.tier)
+        tiers.check_params(params)
+    result = tiers.mask_result(await _dispatch(deps, tool, state, params, th))
     try:
         rh = sha256_tagged(canonical_json(result))
     except ValueError:
@@ -109,7 +139,6 @@ async def handle_execute(req: Request[ExecuteRequest], deps: ExecuteDeps) -> Exe
         raise TargetError(
             "the target's answer holds values that cannot be signed", transaction_id=state.txn
         ) from None
-    executed_at = time.time()
     receipt = deps.receipts.sign(
         {
             "sub": state.sub,
@@ -118,7 +147,7 @@ async def handle_execute(req: Request[ExecuteRequest], deps: ExecuteDeps) -> Exe
             "tier": state.tier,
             "ph": state.ph,
             "rh": rh,
-            "iat": executed_at,
+            "iat": time.time(),
             "auth_at": state.auth_at,
             "approvals": [{"by": a.by, "at": a.at} for a in state.approvals],
         }

@@ -11,6 +11,7 @@ from mcp_handshake.shared.subjects import QueueGroups
 from mcp_handshake.shared.wire import EmptyRequest, ExecuteRequest
 
 from ..common import VERSION, load_common, load_sessions, redis_client
+from ..proofs import KeyRegistry, ProofVerifier
 from ..runtime import Endpoint, MicroService
 from ..runtime.worker import Worker
 from ..signing import DispatchSigner, ReceiptSigner
@@ -27,7 +28,9 @@ async def build(settings: Settings, nc: NATS) -> Worker:
         subjects=settings.subjects,
         sessions=await load_sessions(common),
         tools=common.tools,
+        policy=common.policy,
         store=TokenStore(redis),
+        proofs=ProofVerifier(KeyRegistry(redis)),
         receipts=ReceiptSigner.from_file(cfg.resolve(cfg.keys.receipt), cfg.service.id),
         dispatcher=DispatchSigner.from_file(cfg.resolve(cfg.keys.dispatch)),
         executor_timeout_s=cfg.service.executor_timeout_s,

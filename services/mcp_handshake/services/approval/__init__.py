@@ -1,0 +1,1 @@
+"""Approval workers: the confirmation agent, human decisions, and status long-polls."""

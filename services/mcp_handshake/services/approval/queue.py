@@ -1,0 +1,69 @@
+"""The durable approval queue: JetStream stream ``HANDSHAKE_APPROVALS``.
+
+Authorize workers publish one signed request per restricted transaction
+(``Nats-Msg-Id`` = transaction id, so a retried publish is stored once) and
+wait for the stream's ack; approval workers share one durable pull consumer,
+so each request is handled by one worker, and requests published while no
+approval worker runs wait in the stream. The request carries only the
+transaction id: params stay in Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from mcp_handshake.shared.errors import Unavailable
+from mcp_handshake.shared.subjects import Subjects
+from mcp_handshake.shared.wire import ApprovalRequest
+
+from ..signing import INTERNAL_HEADER, DispatchSigner
+
+__all__ = ["STREAM", "ApprovalQueue", "ensure_stream"]
+
+log = logging.getLogger(__name__)
+
+STREAM = "HANDSHAKE_APPROVALS"
+DURABLE = "approval-workers"
+
+
+async def ensure_stream(js: JetStreamContext, subjects: Subjects, max_age_s: float) -> None:
+    config = StreamConfig(
+        name=STREAM,
+        subjects=[subjects.approval_requests],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD,
+        max_age=max_age_s,
+        duplicate_window=120.0,
+    )
+    try:
+        await js.stream_info(STREAM)
+        await js.update_stream(config)
+    except NotFoundError:
+        await js.add_stream(config)
+
+
+class ApprovalQueue:
+    def __init__(self, nc: NATS, subjects: Subjects, signer: DispatchSigner) -> None:
+        self._js = nc.jetstream()
+        self._subjects = subjects
+        self._signer = signer
+
+    async def publish(self, txn: str) -> None:
+        body = msgspec.json.encode(ApprovalRequest(txn=txn, requested_at=time.time()))
+        headers = {"Nats-Msg-Id": txn, INTERNAL_HEADER: self._signer.sign(body)}
+        try:
+            await self._js.publish(
+                self._subjects.approval_requests, body, timeout=2.0, headers=headers
+            )
+        except (NatsError, TimeoutError):
+            log.warning("approval queue unavailable", extra={"txn": txn})
+            raise Unavailable("approval queue unavailable; nothing was requested") from None

@@ -1,0 +1,144 @@
+"""Checking proofs of possession (internal tier and above).
+
+A proof is accepted when it is a ``handshake-proof+jwt`` JWS (EdDSA or ES256
+only), signed by a key bound to the caller (the session's ``cnf.jkt``
+thumbprint, RFC 7638, or a key registered for the caller's subject), with
+claims for exactly this transaction, tool and params hash, and ``iat`` within
+60 s of now. ``jti`` single use is enforced by the token store, in the same
+atomic step that consumes the token.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import jwt
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from mcp_handshake.shared.errors import Unavailable, ValidationFailed
+from mcp_handshake.shared.keys import jwk_thumbprint
+from mcp_handshake.shared.proofs import PROOF_ALGORITHMS, PROOF_TYP
+
+from .policy import Caller
+
+__all__ = ["KeyRegistry", "ProofVerifier", "VerifiedProof"]
+
+log = logging.getLogger(__name__)
+
+MAX_PROOF_BYTES = 4096
+IAT_WINDOW_S = 60
+
+
+class KeyRegistry:
+    """Public keys registered per subject (``mcp-handshake keys register``)."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    @staticmethod
+    def key(sub: str) -> str:
+        return f"handshake:pubkeys:{{{sub}}}"
+
+    async def register(self, sub: str, jwk: dict[str, Any]) -> str:
+        public = {k: v for k, v in jwk.items() if k in {"kty", "crv", "x", "y"}}
+        jwt.PyJWK(public)  # refuse anything PyJWT cannot use
+        kid = jwk_thumbprint(public)
+        await self._redis.hset(self.key(sub), kid, json.dumps(public))
+        return kid
+
+    async def revoke(self, sub: str, kid: str) -> bool:
+        return bool(await self._redis.hdel(self.key(sub), kid))
+
+    async def lookup(self, sub: str, kid: str) -> dict[str, Any] | None:
+        try:
+            raw = await self._redis.hget(self.key(sub), kid)
+        except RedisError:
+            raise Unavailable("key registry unavailable; nothing was executed") from None
+        return None if raw is None else json.loads(raw)
+
+
+class VerifiedProof:
+    __slots__ = ("jti", "thumbprint")
+
+    def __init__(self, jti: str, thumbprint: str) -> None:
+        self.jti = jti
+        self.thumbprint = thumbprint
+
+
+class ProofVerifier:
+    def __init__(self, registry: KeyRegistry) -> None:
+        self._registry = registry
+
+    async def verify(
+        self, proof: str | None, caller: Caller, *, txn: str, tool: str, ph: str
+    ) -> VerifiedProof:
+        if not proof:
+            raise ValidationFailed("proof of possession required (Handshake-Proof header)")
+        if len(proof) > MAX_PROOF_BYTES:
+            raise ValidationFailed("proof too large")
+        try:
+            header = jwt.get_unverified_header(proof)
+        except jwt.PyJWTError:
+            raise ValidationFailed("proof is not a JWS") from None
+        alg = header.get("alg")
+        if header.get("typ") != PROOF_TYP or alg not in PROOF_ALGORITHMS:
+            raise ValidationFailed("proof must be a handshake-proof+jwt signed with EdDSA or ES256")
+        jwk, thumbprint = await self._bound_key(header, caller)
+        try:
+            key = jwt.PyJWK(jwk)
+            if key.algorithm_name != alg:
+                raise ValidationFailed("proof algorithm does not match its key")
+            claims = jwt.decode(
+                proof,
+                key.key,
+                algorithms=[alg],
+                options={"require": ["txn", "tool", "ph", "iat", "jti"]},
+                leeway=IAT_WINDOW_S,
+            )
+        except jwt.PyJWTError:
+            raise ValidationFailed("proof signature or claims invalid") from None
+        iat = claims["iat"]
+        if not isinstance(iat, int | float) or abs(time.time() - iat) > IAT_WINDOW_S:
+            raise ValidationFailed("proof iat outside the accepted window")
+        if claims["txn"] != txn or claims["tool"] != tool or claims["ph"] != ph:
+            raise ValidationFailed("proof is for another transaction, tool or params")
+        jti = claims["jti"]
+        if not isinstance(jti, str) or not 8 <= len(jti) <= 128:
+            raise ValidationFailed("proof jti invalid")
+        return VerifiedProof(jti, thumbprint)
+
+    async def _bound_key(
+        self, header: dict[str, Any], caller: Caller
+    ) -> tuple[dict[str, Any], str]:
+        """The proof's key, if it is bound to the caller; else ``ValidationFailed``.
+
+        A session with ``cnf.jkt`` is bound to exactly that key (RFC 9449
+        semantics); otherwise the key must be registered for the subject.
+        """
+        embedded = header.get("jwk")
+        if caller.jkt is not None:
+            if not isinstance(embedded, dict):
+                raise ValidationFailed("proof must carry the session-bound key (jwk header)")
+            try:
+                thumbprint = jwk_thumbprint(embedded)
+            except (KeyError, ValueError):
+                raise ValidationFailed("proof jwk unusable") from None
+            if thumbprint != caller.jkt:
+                raise ValidationFailed("proof key is not the key this session is bound to")
+            return embedded, thumbprint
+        kid = header.get("kid")
+        if isinstance(embedded, dict):
+            try:
+                kid = jwk_thumbprint(embedded)
+            except (KeyError, ValueError):
+                raise ValidationFailed("proof jwk unusable") from None
+        if not isinstance(kid, str):
+            raise ValidationFailed("proof names no key")
+        registered = await self._registry.lookup(caller.sub, kid)
+        if registered is None:
+            raise ValidationFailed("proof key is not registered for this caller")
+        return registered, kid

@@ -1,0 +1,67 @@
+"""What a tier demands of one operation: the effective tier, checks, masks, preview.
+
+Tiers are cumulative (protocol.md): internal adds proof of possession;
+confidential adds param checks and result masking; restricted adds approval.
+Policy escalation can raise a tool to restricted for given params (e.g. an
+invoice above 1000).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .checks import run_checks
+from .masking import apply_masks
+from .policy import Policy
+from .tools import Tier, Tool
+
+__all__ = ["TierPlan", "plan"]
+
+
+@dataclass(frozen=True, slots=True)
+class TierPlan:
+    tool: Tool
+    tier: Tier
+    #: Why the tool was escalated to approval, if it was.
+    escalated: str | None
+    policy: Policy
+
+    @property
+    def needs_proof(self) -> bool:
+        return self.tier.at_least(Tier.INTERNAL)
+
+    @property
+    def needs_approval(self) -> bool:
+        return self.tier.at_least(Tier.RESTRICTED)
+
+    def check_params(self, params: Mapping[str, Any]) -> None:
+        """Confidential and above: the tool's and policy's checks; ``ValidationFailed``."""
+        if self.tier.at_least(Tier.CONFIDENTIAL):
+            rule = self.policy.for_tool(self.tool.name)
+            extra = rule.checks if rule else ()
+            run_checks(params, (*self.tool.checks, *extra))
+
+    def mask_result(self, result: Any) -> Any:
+        rule = self.policy.for_tool(self.tool.name)
+        masks = {**self.tool.mask, **(rule.mask if rule else {})}
+        return apply_masks(result, masks) if masks else result
+
+    def preview(self, params: Mapping[str, Any]) -> Any:
+        """What approvers see: the params with the tool's preview masks applied."""
+        return apply_masks(dict(params), self.tool.preview_mask)
+
+
+def plan(
+    tool: Tool, policy: Policy, params: Mapping[str, Any], stored_tier: str | None = None
+) -> TierPlan:
+    """The tier for these params; at execute, ``stored_tier`` (what authorize decided) wins
+    when it is higher, so a policy change between phases can never lower it."""
+    tier = tool.tier
+    reason = policy.escalation(tool.name, params)
+    if reason is not None and not tier.at_least(Tier.RESTRICTED):
+        tier = Tier.RESTRICTED
+    if stored_tier is not None and Tier(stored_tier).rank > tier.rank:
+        tier = Tier(stored_tier)
+    return TierPlan(tool, tier, reason, policy)

@@ -1,0 +1,50 @@
+"""Proof of possession (protocol.md): a JWS over txn, tool, params hash, iat, jti.
+
+The client signs with its own key (Ed25519 or P-256); the service checks the
+key is the caller's (session ``cnf.jkt`` or the key registry) and the claims
+match the transaction. PyJWT does all JWS work.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+from .keys import PrivateKey, algorithm_for, load_or_create_private_key, public_jwk
+
+__all__ = ["PROOF_ALGORITHMS", "PROOF_HEADER", "PROOF_TYP", "ProofKey"]
+
+PROOF_HEADER = "Handshake-Proof"
+PROOF_TYP = "handshake-proof+jwt"
+PROOF_ALGORITHMS = ("EdDSA", "ES256")
+
+
+class ProofKey:
+    """The agent's key: signs proofs, and its thumbprint binds sessions to it."""
+
+    def __init__(self, key: PrivateKey) -> None:
+        self._key = key
+        self.alg = algorithm_for(key)
+        full = public_jwk(key)
+        self.thumbprint: str = full["kid"]
+        #: The public JWK sent in proof headers (key members only).
+        self.public_jwk = {k: v for k, v in full.items() if k in {"kty", "crv", "x", "y"}}
+        self._headers = {"typ": PROOF_TYP, "kid": self.thumbprint, "jwk": self.public_jwk}
+
+    @classmethod
+    def load_or_create(cls, path: Path, alg: str = "EdDSA") -> ProofKey:
+        return cls(load_or_create_private_key(path, alg))
+
+    def sign(self, txn: str, tool: str, params_hash: str) -> str:
+        claims: dict[str, Any] = {
+            "txn": txn,
+            "tool": tool,
+            "ph": params_hash,
+            "iat": int(time.time()),
+            "jti": uuid.uuid4().hex,
+        }
+        return jwt.encode(claims, self._key, self.alg, self._headers)
