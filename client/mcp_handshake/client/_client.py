@@ -30,10 +30,13 @@ from mcp_handshake.shared.hashing import canonical_json, sha256_tagged
 from mcp_handshake.shared.proofs import PROOF_HEADER, ProofKey
 from mcp_handshake.shared.subjects import DEFAULT_PREFIX, Subjects
 from mcp_handshake.shared.wire import (
+    ApprovalsReply,
+    DecideReply,
     ErrorReply,
     ExecuteReply,
     Grant,
     Jwks,
+    PendingApproval,
     StatusReply,
     ToolInfo,
     ToolsReply,
@@ -46,10 +49,15 @@ __all__ = ["CallResult", "HandshakeClient", "PendingCall"]
 _ERROR_HEADER = "Nats-Service-Error"
 _RECEIPT_TYP = "handshake-receipt+jwt"
 _encode = msgspec.json.encode
-_decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {
-    t: msgspec.json.Decoder(t)
-    for t in (Grant, ExecuteReply, ToolsReply, Jwks, ErrorReply, StatusReply)
-}
+_decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
+
+
+def _decoder(reply_type: type[Any]) -> msgspec.json.Decoder[Any]:
+    """One Decoder per reply type, built on first use."""
+    dec = _decoders.get(reply_type)
+    if dec is None:
+        dec = _decoders[reply_type] = msgspec.json.Decoder(reply_type)
+    return dec
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,11 +156,11 @@ class HandshakeClient:
         except NatsTimeout:
             raise timeout_error("the mediator did not answer in time") from None
         if msg.headers and _ERROR_HEADER in msg.headers:
-            detail = _decoders[ErrorReply].decode(msg.data).error
+            detail = _decoder(ErrorReply).decode(msg.data).error
             raise error_from_wire(
                 detail.code, detail.message, detail.transaction_id, detail.retry_after_s
             )
-        return _decoders[reply_type].decode(msg.data)
+        return _decoder(reply_type).decode(msg.data)
 
     async def tools(self) -> list[ToolInfo]:
         """The tools this caller may use, with their params JSON Schemas."""
@@ -208,6 +216,23 @@ class HandshakeClient:
         if wait_s:
             body["wait_s"] = wait_s
         reply: StatusReply = await self._request(self._subjects.status, body, StatusReply)
+        return reply
+
+    async def approvals(self) -> list[PendingApproval]:
+        """Approvers: the transactions waiting for this caller's decision."""
+        reply: ApprovalsReply = await self._request(
+            self._subjects.approvals_list, {}, ApprovalsReply
+        )
+        return reply.approvals
+
+    async def decide(
+        self, transaction_id: str, decision: str, reason: str | None = None
+    ) -> DecideReply:
+        """Approvers: ``approve`` or ``deny`` a pending transaction (never one's own)."""
+        body: dict[str, Any] = {"transaction_id": transaction_id, "decision": decision}
+        if reason:
+            body["reason"] = reason
+        reply: DecideReply = await self._request(self._subjects.approvals_decide, body, DecideReply)
         return reply
 
     async def wait_for_approval(self, grant: Grant, timeout_s: float | None = None) -> None:

@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 
 #: How long a transaction's record outlives its token, for status questions.
 RETENTION_S = 900
+#: How long a proof's jti is remembered: beyond the proof's accepted iat window.
+JTI_TTL_S = 180
 #: Sorted set of transactions waiting for a human decision (score: expiry).
 PENDING_KEY = "handshake:approvals:pending"
 
@@ -114,10 +116,9 @@ redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 """
 
-# KEYS: record, jti marker (same hash tag). ARGV: sub, tool, txn, ph, retention ms,
-# now, proof ('1' when a valid proof came with the request), jti, jti ttl ms,
-# thumbprint of the proof's key. A session bound to a key at authorize (jkt)
-# can only be executed with a proof by that key.
+# KEYS: record. ARGV: sub, tool, txn, ph, retention ms, now, proof ('1' when a
+# valid proof came with the request), thumbprint of the proof's key. A session
+# bound to a key at authorize (jkt) can only be executed with a proof by that key.
 _CONSUME = """
 local f = redis.call('HMGET', KEYS[1], 'status', 'sub', 'tool', 'txn', 'ph', 'state',
                      'tier', 'approvals', 'jkt')
@@ -135,10 +136,7 @@ if status == 'pending_approval' then return {'pending'} end
 if status == 'denied' then return {'denied'} end
 if status ~= 'granted' then return {'used'} end
 if f[7] ~= 'public' and ARGV[7] ~= '1' then burn() return {'no_proof'} end
-if f[9] and f[9] ~= '' and ARGV[7] == '1' and f[9] ~= ARGV[10] then burn() return {'wrong_key'} end
-if ARGV[8] ~= '' then
-  if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[9]) then burn() return {'jti'} end
-end
+if f[9] and f[9] ~= '' and ARGV[7] == '1' and f[9] ~= ARGV[8] then burn() return {'wrong_key'} end
 redis.call('HSET', KEYS[1], 'status', 'executed', 'executed_at', ARGV[6])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return {'ok', f[6], f[8] or '[]'}
@@ -293,16 +291,28 @@ class TokenStore:
         jti: str = "",
         thumbprint: str = "",
     ) -> TxState:
-        """Use the token up and return its state, or raise the protocol error."""
-        keys = [Keys.tx(token_hash), f"handshake:jti:{{{token_hash}}}:{jti}"]
+        """Use the token up and return its state, or raise the protocol error.
+
+        With a proof, its ``jti`` is claimed (per key, for ``JTI_TTL_S``) in the same
+        round trip. A reused ``jti`` is refused and the token it came with is burnt.
+        """
+        key = Keys.tx(token_hash)
         args: list[str | int] = [sub, tool, txn, ph, RETENTION_S * 1000, repr(time.time()),
-                                 "1" if proof else "0", jti, 120_000, thumbprint]  # fmt: skip
+                                 "1" if proof else "0", thumbprint]  # fmt: skip
+        fresh_jti = True
         try:
-            res: Any = await self._consume(keys=keys, args=args)
+            if proof and jti:
+                fresh_jti, res = await self._consume_with_jti(key, args, thumbprint, jti)
+            else:
+                res = await self._consume(keys=[key], args=args)
         except RedisError:
             log.warning("token store unavailable while consuming", extra={"txn": txn})
             raise Unavailable("token store unavailable; nothing was executed") from None
         outcome = _text(res[0])
+        if not fresh_jti:
+            if outcome == "ok":
+                await self.set_status(token_hash, "burnt")
+            raise ValidationFailed("proof jti already used", transaction_id=txn)
         if outcome == "ok":
             state = _state_decoder.decode(res[1])
             approvals = _approvals(res[2])
@@ -317,13 +327,34 @@ class TokenStore:
             raise ValidationFailed(
                 "proof of possession required (Handshake-Proof header)", transaction_id=txn
             )
-        if outcome == "jti":
-            raise ValidationFailed("proof jti already used", transaction_id=txn)
         if outcome == "wrong_key":
             raise ValidationFailed(
                 "proof key is not the key the transaction was authorized for", transaction_id=txn
             )
         raise InvalidTransaction(transaction_id=txn)
+
+    async def _consume_with_jti(
+        self, key: str, args: list[str | int], thumbprint: str, jti: str
+    ) -> tuple[bool, Any]:
+        """SET NX of the jti marker and the consume script, pipelined (one round trip).
+
+        The marker is keyed by the proof key, so it lives in another Cluster slot
+        than the record and cannot share the script; a replayed jti still consumed
+        the token, which the caller then burns: the failure is on the safe side.
+        """
+        marker = f"handshake:jti:{{{thumbprint}}}:{jti}"
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.set(marker, b"1", nx=True, px=JTI_TTL_S * 1000)
+            pipe.evalsha(self._consume.sha, 1, key, *args)
+            claimed, res = await pipe.execute(raise_on_error=False)
+        if isinstance(claimed, Exception):
+            raise claimed
+        if isinstance(res, NoScriptError):
+            await self._redis.script_load(_CONSUME)  # Redis restarted or flushed
+            res = await self._consume(keys=[key], args=args)
+        elif isinstance(res, Exception):
+            raise res
+        return bool(claimed), res
 
     async def burn(self, token_hash: str) -> None:
         try:

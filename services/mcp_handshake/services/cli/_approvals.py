@@ -10,18 +10,12 @@ from rich.console import Console
 
 from mcp_handshake.client import HandshakeClient
 from mcp_handshake.shared.errors import InvalidTransaction
-from mcp_handshake.shared.wire import ApprovalsReply, DecideReply, PendingApproval
 
 console = Console()
 
 
-async def _pending(hs: HandshakeClient) -> list[PendingApproval]:
-    reply: ApprovalsReply = await hs._request(hs._subjects.approvals_list, {}, ApprovalsReply)
-    return reply.approvals
-
-
 async def list_pending(hs: HandshakeClient) -> None:
-    items = await _pending(hs)
+    items = await hs.approvals()
     if not items:
         console.print("nothing waiting for you")
     for a in items:
@@ -34,7 +28,7 @@ async def list_pending(hs: HandshakeClient) -> None:
 
 
 async def show(hs: HandshakeClient, txn: str) -> None:
-    for a in await _pending(hs):
+    for a in await hs.approvals():
         if a.transaction_id == txn:
             console.print(f"[bold]{a.tool}[/bold] requested by {a.sub}")
             if a.agent or a.reason:
@@ -47,9 +41,6 @@ async def show(hs: HandshakeClient, txn: str) -> None:
 
 
 async def decide(hs: HandshakeClient, txn: str, decision: str, reason: str | None) -> Any:
-    body: dict[str, Any] = {"transaction_id": txn, "decision": decision}
-    if reason:
-        body["reason"] = reason
-    reply: DecideReply = await hs._request(hs._subjects.approvals_decide, body, DecideReply)
+    reply = await hs.decide(txn, decision, reason)
     console.print(f"{reply.transaction_id}: {reply.status} ({reply.approvals}/{reply.quorum})")
     return reply

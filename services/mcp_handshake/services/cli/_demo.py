@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -11,14 +12,15 @@ from typing import Any
 
 import jwt
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 
-from mcp_handshake.client import CallResult, HandshakeClient, HandshakeError
+from mcp_handshake.client import CallResult, HandshakeClient, HandshakeError, ProofKey
 from mcp_handshake.shared.keys import generate_private_key
 from mcp_handshake.shared.settings import Settings
 
 from ..devhome import mint_session
-from ..devstack import StackSpec
+from ..devstack import Stack, StackSpec
 from ._stack import make_stack
 
 console = Console()
@@ -26,10 +28,11 @@ console = Console()
 
 def _show(res: CallResult) -> None:
     c = res.claims
-    console.print(f"    result   {res.result}")
+    console.print(f"    result   {escape(str(res.result))}")
+    approved = ", ".join(a["by"] for a in c.get("approvals", [])) or "-"
     console.print(
         f"    receipt  [green]verified[/green] txn={c['txn'][:8]}… tool={c['tool']} "
-        f"tier={c['tier']} sub={c['sub']} ph={c['ph'][:19]}…"
+        f"tier={c['tier']} sub={c['sub']} approvals={approved}"
     )
 
 
@@ -56,33 +59,79 @@ async def _expect_refused(title: str, code: str, action: Callable[[], Awaitable[
     return False
 
 
-async def _script(home: Path, nats_url: str) -> bool:
-    alice = mint_session(home, "alice", roles=["billing"])
-    bob = mint_session(home, "bob", roles=["billing"])
-    carol = mint_session(home, "carol", roles=["support"])
-    dan = mint_session(home, "dan", roles=["analyst"])
+def _agent(home: Path, nats_url: str, sub: str, *roles: str) -> HandshakeClient:
+    """A user's agent: its own proof key, the user's session bound to it."""
+    key = ProofKey(generate_private_key())
+    session = mint_session(home, sub, roles=list(roles), jkt=key.thumbprint)
+    return HandshakeClient(nats_url, session=session, proof_key=key, approval_timeout_s=30)
+
+
+async def _cli_decide(stack: Stack, approver_session: str, txn: str, decision: str) -> None:
+    """A human approver at the command line: ``mcp-handshake approvals approve|deny TXN``."""
+    env = {**stack.env(), "HANDSHAKE_SESSION": approver_session}
+    argv = [sys.executable, "-m", "mcp_handshake.services.cli", "approvals", decision, txn,
+            "--reason", "checked with the requester"]  # fmt: skip
+    console.print(f"    [dim]$ mcp-handshake approvals {decision} {txn[:8]}…  (as victor)[/dim]")
+    proc = await asyncio.create_subprocess_exec(
+        *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await proc.communicate()
+    for line in out.decode().splitlines():
+        console.print(f"    [dim]{line}[/dim]")
+
+
+async def _pending_then(
+    stack: Stack, hs: HandshakeClient, approver: str, params: dict[str, Any], decision: str
+) -> CallResult:
+    pending = await hs.submit("payments.send_payment", params)
+    console.print(f"    status {pending.grant.status}, txn {pending.transaction_id[:8]}…")
+    waiting = asyncio.create_task(hs.wait(pending))
+    st = await hs.status(pending.transaction_id, wait_s=2)  # the confirmation agent goes first
+    console.print(f"    confirmation agent: passed to humans ({st.status})")
+    await _cli_decide(stack, approver, pending.transaction_id, decision)
+    return await waiting
+
+
+async def _script(stack: Stack) -> bool:
+    home, nats_url = stack.home, stack.nats_url or ""
     now = int(time.time())
     forged = jwt.encode(
         {"iss": "https://idp.handshake.local", "aud": "mcp-handshake", "sub": "alice",
          "iat": now, "exp": now + 600, "roles": ["treasury"]},
         generate_private_key(), algorithm="EdDSA",
     )  # fmt: skip
+    victor = mint_session(home, "victor", roles=["approver"])
     results: list[bool] = []
     async with (
-        HandshakeClient(nats_url, session=alice) as a,
-        HandshakeClient(nats_url, session=bob) as b,
-        HandshakeClient(nats_url, session=carol) as c,
-        HandshakeClient(nats_url, session=dan) as d,
+        _agent(home, nats_url, "alice", "billing") as a,
+        _agent(home, nats_url, "bob", "billing") as b,
+        _agent(home, nats_url, "carol", "support") as c,
+        _agent(home, nats_url, "dan", "analyst") as d,
+        _agent(home, nats_url, "tess", "treasury") as t,
         HandshakeClient(nats_url, session=forged) as f,
     ):
         names = ", ".join(t.name for t in await a.tools())
         console.print(f"[bold]▶ alice (billing) may use:[/bold] {names}")
+        console.rule("public and internal tiers")
         rate = {"base": "EUR", "quote": "USD"}
-        results.append(await _expect_ok(
-            "alice: payments.get_exchange_rate (public)",
-            lambda: a.call("payments.get_exchange_rate", rate)))  # fmt: skip
-        invoice = {"customer_id": "cus_8f3k2m9q", "amount": 250, "currency": "EUR",
-                   "memo": "October consulting"}  # fmt: skip
+        results.append(
+            await _expect_ok(
+                "alice: payments.get_exchange_rate (public)",
+                lambda: a.call("payments.get_exchange_rate", rate),
+            )
+        )
+        results.append(
+            await _expect_ok(
+                "alice: payments.list_invoices (internal: proof of possession signed by her key)",
+                lambda: a.call("payments.list_invoices", {"status": "open", "limit": 5}),
+            )
+        )
+        invoice = {
+            "customer_id": "cus_8f3k2m9q",
+            "amount": 250,
+            "currency": "EUR",
+            "memo": "October consulting",
+        }
         grant = await a.authorize("payments.create_invoice", invoice)
         console.print(
             f"[bold]▶ alice: authorize payments.create_invoice[/bold] → token for txn "
@@ -94,6 +143,7 @@ async def _script(home: Path, nats_url: str) -> bool:
                 "alice: execute it", lambda: a.execute(grant, "payments.create_invoice", invoice)
             )
         )
+        console.rule("attacks")
         results.append(
             await _expect_refused(
                 "alice: replay the same token",
@@ -105,15 +155,23 @@ async def _script(home: Path, nats_url: str) -> bool:
         evil = {**invoice, "amount": 999}
         results.append(
             await _expect_refused(
-                "alice: execute with the amount changed to 999",
-                "invalid_transaction",
+                "alice's agent, hijacked: execute with the amount changed to 999 "
+                "(token and proof cover 250)",
+                "validation_failed",
                 lambda: a.execute(g2, "payments.create_invoice", evil),
+            )
+        )
+        results.append(
+            await _expect_refused(
+                "alice: then the original params with that token (burnt by the attempt)",
+                "invalid_transaction",
+                lambda: a.execute(g2, "payments.create_invoice", invoice),
             )
         )
         g3 = await a.authorize("payments.create_invoice", invoice)
         results.append(
             await _expect_refused(
-                "bob: execute alice's token",
+                "bob: execute alice's token (his own key, his own session)",
                 "invalid_transaction",
                 lambda: b.execute(g3, "payments.create_invoice", invoice),
             )
@@ -132,16 +190,81 @@ async def _script(home: Path, nats_url: str) -> bool:
                 lambda: a.call("customers.get_customer", {"customer_id": "cus_8f3k2m9q"}),
             )
         )
+        console.rule("confidential tier")
         results.append(
             await _expect_ok(
-                "carol (support): customers.get_customer (confidential)",
+                "carol (support): customers.get_customer (result masked before the receipt)",
                 lambda: c.call("customers.get_customer", {"customer_id": "cus_8f3k2m9q"}),
             )
         )
         results.append(
+            await _expect_refused(
+                "carol: customers.get_customer with a path traversal id",
+                "validation_failed",
+                lambda: c.call("customers.get_customer", {"customer_id": "../../admin"}),
+            )
+        )
+        results.append(
             await _expect_ok(
-                "dan (analyst): reports.run_query 'sum(amount) / count()'",
+                "dan (analyst): reports.run_query 'sum(amount) / count()' (AST-checked)",
                 lambda: d.call("reports.run_query", {"expression": "sum(amount) / count()"}),
+            )
+        )
+        results.append(
+            await _expect_refused(
+                "dan: reports.run_query \"__import__('os').system('id')\"",
+                "validation_failed",
+                lambda: d.call(
+                    "reports.run_query", {"expression": "__import__('os').system('id')"}
+                ),
+            )
+        )
+        console.rule("restricted tier")
+        results.append(
+            await _expect_ok(
+                "tess (treasury): send 50 EUR to a known account (the confirmation agent approves)",
+                lambda: t.call(
+                    "payments.send_payment",
+                    {"to_account": "acct_4f9d2a", "amount": 50, "currency": "EUR"},
+                ),
+            )
+        )
+        console.print("[bold]▶ tess: send 2,500 EUR (above the automatic limit)[/bold]")
+        try:
+            res = await _pending_then(
+                stack,
+                t,
+                victor,
+                {"to_account": "acct_4f9d2a", "amount": 2500, "currency": "EUR"},
+                "approve",
+            )
+            _show(res)
+            results.append(res.claims["approvals"][0]["by"] == "victor")
+        except HandshakeError as exc:
+            console.print(f"    [red]unexpected {exc.code}[/red]: {exc.message}")
+            results.append(False)
+        console.print("[bold]▶ tess: send 900 EUR to an unknown account[/bold]")
+        try:
+            await _pending_then(
+                stack,
+                t,
+                victor,
+                {"to_account": "acct_zz9999", "amount": 900, "currency": "EUR"},
+                "deny",
+            )
+            console.print("    [red]NOT refused[/red]")
+            results.append(False)
+        except HandshakeError as exc:
+            console.print(f"    [green]refused[/green] {exc.code}: {exc.message}")
+            results.append(exc.code == "approval_denied")
+        results.append(
+            await _expect_refused(
+                "tess: send 75,000 EUR (the confirmation agent refuses)",
+                "approval_denied",
+                lambda: t.call(
+                    "payments.send_payment",
+                    {"to_account": "acct_4f9d2a", "amount": 75000, "currency": "EUR"},
+                ),
             )
         )
     return all(results)
@@ -158,7 +281,7 @@ def run_demo() -> int:
             asyncio.run(stack.start())
             console.print(f"stack up: NATS {stack.nats_url}, Redis {stack.redis_url}, "
                           f"target {stack.target_url}\n")  # fmt: skip
-            ok = asyncio.run(_script(stack.home, stack.nats_url or ""))
+            ok = asyncio.run(_script(stack))
         finally:
             stack.stop()
     console.print("\n[bold green]demo complete[/bold green]" if ok else "[red]demo failed[/red]")
