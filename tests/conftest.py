@@ -78,7 +78,9 @@ def make_stack(home: Path, spec: StackSpec, **kw: Any) -> Stack:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    st = make_stack(tmp_path_factory.mktemp("home"), StackSpec(authorize=2, execute=2, executor=1))
+    st = make_stack(
+        tmp_path_factory.mktemp("home"), StackSpec(authorize=2, execute=2, executor=1, approval=2)
+    )
     try:
         asyncio.run(st.start())
         yield st
@@ -107,8 +109,13 @@ class AgentKey:
         self.thumbprint = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
     def proof(self, txn: str, tool: str, ph: str, **override: Any) -> str:
-        claims = {"txn": txn, "tool": tool, "ph": ph, "iat": int(time.time()),
-                  "jti": uuid.uuid4().hex}  # fmt: skip
+        claims = {
+            "txn": txn,
+            "tool": tool,
+            "ph": ph,
+            "iat": int(time.time()),
+            "jti": uuid.uuid4().hex,
+        }
         headers = {"typ": "handshake-proof+jwt", "kid": self.thumbprint, "jwk": self.jwk}
         headers.update(override.pop("headers", {}))
         claims.update(override)

@@ -174,8 +174,14 @@ def _jwt_attacks(raw: Raw) -> dict[str, str]:
     key = load_private_key(home / IDP_KEY)
     kid = public_jwk(key)["kid"]
     now = int(time.time())
-    good = {"iss": "https://idp.handshake.local", "aud": "mcp-handshake", "sub": "alice",
-            "iat": now, "exp": now + 600, "roles": ["billing", "treasury"]}  # fmt: skip
+    good = {
+        "iss": "https://idp.handshake.local",
+        "aud": "mcp-handshake",
+        "sub": "alice",
+        "iat": now,
+        "exp": now + 600,
+        "roles": ["billing", "treasury"],
+    }
 
     def signed(claims: dict[str, Any], **header: Any) -> str:
         return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": kid, **header})
@@ -194,13 +200,14 @@ def _jwt_attacks(raw: Raw) -> dict[str, str]:
         "expired": signed({**good, "iat": now - 7200, "exp": now - 3600}),
         "nbf in the future": signed({**good, "nbf": now + 3600}),
         "unknown kid": jwt.encode(good, key, algorithm="EdDSA", headers={"kid": "nope"}),
-        "other key": jwt.encode(good, generate_private_key(), algorithm="EdDSA",
-                                headers={"kid": kid}),
+        "other key": jwt.encode(
+            good, generate_private_key(), algorithm="EdDSA", headers={"kid": kid}
+        ),
         "oversized": signed({**good, "pad": "x" * 9000}),
         "garbage": "not-a-jwt",
         "empty": "",
         "truncated signature": signed(good)[:-10],
-    }  # fmt: skip
+    }
     for claim in ("exp", "iat", "sub", "iss", "aud"):
         attacks[f"missing {claim}"] = signed({k: v for k, v in good.items() if k != claim})
     return attacks
@@ -220,13 +227,20 @@ async def test_jwt_attacks_are_unauthenticated_and_never_touch_redis(
     for name, token in _jwt_attacks(raw).items():
         for subject, body, headers in (
             (raw.s.authorize, {"tool": "payments.create_invoice", "params": INVOICE}, {}),
-            (raw.s.execute, {"transaction_id": g["transaction_id"],
-                             "tool": "payments.create_invoice", "params": INVOICE},
-             {"Handshake-Transaction-Token": g["token"]}),
+            (
+                raw.s.execute,
+                {
+                    "transaction_id": g["transaction_id"],
+                    "tool": "payments.create_invoice",
+                    "params": INVOICE,
+                },
+                {"Handshake-Transaction-Token": g["token"]},
+            ),
             (raw.s.tools, {}, {}),
-        ):  # fmt: skip
-            r = await raw.request(subject, body, headers={**headers, "Authorization":
-                                                          f"Bearer {token}"})  # fmt: skip
+        ):
+            r = await raw.request(
+                subject, body, headers={**headers, "Authorization": f"Bearer {token}"}
+            )
             assert r.error == "unauthenticated", (name, subject, r.body)
     assert await _redis_calls(redis) == before, "a refused session must not reach Redis"
     # the attacked token is still intact for its owner
@@ -237,18 +251,30 @@ async def test_direct_publish_to_executor_executes_nothing(raw: Raw) -> None:
     before = await raw.target_stats()
     subject = "handshake.internal.executor.payments"
     now = time.time()
-    dispatch = {"txn": "11111111-1111-1111-1111-111111111111", "sub": "mallory",
-                "tool": "payments.send_payment", "target": "payments",
-                "params": {"to_account": "acct_mallory1", "amount": 1e6, "currency": "USD"},
-                "ph": "sha256:" + "0" * 64, "iat": now, "exp": now + 30}  # fmt: skip
+    dispatch = {
+        "txn": "11111111-1111-1111-1111-111111111111",
+        "sub": "mallory",
+        "tool": "payments.send_payment",
+        "target": "payments",
+        "params": {"to_account": "acct_mallory1", "amount": 1e6, "currency": "USD"},
+        "ph": "sha256:" + "0" * 64,
+        "iat": now,
+        "exp": now + 30,
+    }
     body = json.dumps(dispatch).encode()
     rogue = generate_private_key()
     forged = jwt.api_jws.encode(
-        body, rogue, "EdDSA", {"typ": "handshake-dispatch+jws", "kid": public_jwk(rogue)["kid"]},
+        body,
+        rogue,
+        "EdDSA",
+        {"typ": "handshake-dispatch+jws", "kid": public_jwk(rogue)["kid"]},
         is_payload_detached=True,
-    )  # fmt: skip
-    for headers in (None, {"Handshake-Dispatch-Signature": "garbage"},
-                    {"Handshake-Dispatch-Signature": forged}):  # fmt: skip
+    )
+    for headers in (
+        None,
+        {"Handshake-Dispatch-Signature": "garbage"},
+        {"Handshake-Dispatch-Signature": forged},
+    ):
         msg = await raw.nc.request(subject, body, timeout=5, headers=headers)
         assert msg.headers and msg.headers.get("Nats-Service-Error") == "forbidden"
     after = await raw.target_stats()

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import sys
 from pathlib import Path
 
 import jwt
 import pytest
 
 from mcp_handshake.client import (
+    ApprovalDenied,
     CallableSession,
-    ProofKey,
+    CallResult,
     FileSession,
     Forbidden,
     HandshakeClient,
     InvalidParams,
     InvalidTransaction,
+    ProofKey,
     UnknownTool,
     ValidationFailed,
 )
@@ -62,8 +67,9 @@ async def test_tampered_result_or_receipt_is_detected(stack: Stack) -> None:
         grant = await hs.authorize("payments.get_exchange_rate", RATE)
         res = await hs.execute(grant, "payments.get_exchange_rate", RATE)
         with pytest.raises(InvalidTransaction):
-            await hs.verify_receipt(res.receipt, {**res.result, "rate": 99}, grant,
-                                    "payments.get_exchange_rate")  # fmt: skip
+            await hs.verify_receipt(
+                res.receipt, {**res.result, "rate": 99}, grant, "payments.get_exchange_rate"
+            )
         head, body, sig = res.receipt.split(".")
         forged = f"{head}.{body}.{sig[:-4]}AAAA"
         with pytest.raises(ValidationFailed):
@@ -121,3 +127,96 @@ def test_public_api_is_pinned() -> None:
     )
     for name in client.__all__:
         assert hasattr(client, name)
+
+
+async def test_call_waits_for_approval_transparently(stack: Stack) -> None:
+    async with agent(stack, "tess-w", "treasury") as hs:
+        res = await hs.call(
+            "payments.send_payment", {"to_account": "acct_4f9d2a", "amount": 5, "currency": "EUR"}
+        )
+    assert res.claims["approvals"][0]["by"] == "confirmation-agent"
+
+
+async def test_batch_submit_and_collect_as_decisions_arrive(stack: Stack) -> None:
+    def pay(amount: float, to: str = "acct_4f9d2a") -> dict[str, object]:
+        return {"to_account": to, "amount": amount, "currency": "EUR"}
+
+    victor = HandshakeClient(
+        stack.nats_url or "", session=mint_session(stack.home, "victor", roles=["approver"])
+    )
+    async with agent(stack, "tess-batch", "treasury", approval_timeout_s=20) as hs, victor:
+        pendings = [
+            await hs.submit("payments.send_payment", p)
+            for p in (pay(1), pay(2), pay(3), pay(90_000), pay(700, "acct_stranger"))
+        ]
+        human = pendings[-1]
+
+        async def approver() -> None:
+            for _ in range(50):
+                waiting = {a.transaction_id for a in await victor.approvals()}
+                if human.transaction_id in waiting:
+                    await victor.decide(human.transaction_id, "approve", "known supplier")
+                    return
+                await asyncio.sleep(0.1)
+
+        task = asyncio.create_task(approver())
+        outcomes = {p.transaction_id: r async for p, r in hs.as_completed(pendings)}
+        await task
+    assert isinstance(outcomes[pendings[3].transaction_id], ApprovalDenied)
+    for p in (*pendings[:3], human):
+        assert isinstance(outcomes[p.transaction_id], CallResult), outcomes[p.transaction_id]
+    human_result = outcomes[human.transaction_id]
+    assert isinstance(human_result, CallResult)
+    assert human_result.claims["approvals"][0]["by"] == "victor"
+
+
+async def test_call_many_keeps_order_and_returns_errors(stack: Stack) -> None:
+    async with agent(stack, "alice", "billing") as hs:
+        calls = [("payments.get_exchange_rate", RATE)] * 5 + [("nope.nothing", {})]
+        results = await hs.call_many(calls, concurrency=3)
+    assert all(isinstance(r, CallResult) for r in results[:5])
+    assert isinstance(results[5], UnknownTool)
+
+
+async def test_cli_approves_a_pending_payment(stack: Stack) -> None:
+    async with agent(stack, "tess-cli", "treasury") as hs:
+        pending = await hs.submit(
+            "payments.send_payment",
+            {"to_account": "acct_4f9d2a", "amount": 1500, "currency": "EUR"},
+        )
+        env = {
+            **os.environ,
+            **stack.env(),
+            "HANDSHAKE_SESSION": mint_session(stack.home, "victor", roles=["approver"]),
+        }
+        for _ in range(30):  # the confirmation agent passes it on first
+            if (await hs.status(pending.transaction_id)).status == "pending_approval":
+                listed = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "mcp_handshake.services.cli",
+                    "approvals",
+                    "list",
+                    env=env,
+                    stdout=asyncio.subprocess.PIPE,
+                )
+                out, _ = await listed.communicate()
+                if pending.transaction_id in out.decode():
+                    break
+            await asyncio.sleep(0.1)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "mcp_handshake.services.cli",
+            "approvals",
+            "approve",
+            pending.transaction_id,
+            "--reason",
+            "invoice checked",
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await proc.communicate()
+        assert proc.returncode == 0 and "approved" in out.decode()
+        res = await hs.wait(pending)
+    assert res.claims["approvals"][0]["by"] == "victor"

@@ -102,9 +102,11 @@ async def test_invalid_params(raw: Raw) -> None:
         ("payments.get_exchange_rate", {**RATE, "surprise": 1}),  # never silently dropped
         ("payments.list_invoices", {"limit": 1000}),
         ("payments.create_invoice", {"customer_id": "bob", "amount": 5, "currency": "EUR"}),
-        ("payments.create_invoice", {"customer_id": "cus_8f3k2m9q", "amount": -5,
-                                     "currency": "EUR"}),
-    ]  # fmt: skip
+        (
+            "payments.create_invoice",
+            {"customer_id": "cus_8f3k2m9q", "amount": -5, "currency": "EUR"},
+        ),
+    ]
     for tool, params in cases:
         r = await raw.authorize(alice, tool, params)
         _assert_error(r, "invalid_params", "422")

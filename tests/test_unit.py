@@ -116,12 +116,22 @@ def test_config_rejects_unknown_settings(tmp_path: Path) -> None:
 
 def test_error_tree_matches_protocol_table() -> None:
     table = {
-        "bad_request": 400, "unauthenticated": 401, "forbidden": 403, "unknown_tool": 404,
-        "invalid_transaction": 409, "approval_pending": 409, "approval_denied": 403,
-        "payload_too_large": 413, "invalid_params": 422, "validation_failed": 422,
-        "rate_limited": 429, "internal": 500, "target_error": 502, "unavailable": 503,
+        "bad_request": 400,
+        "unauthenticated": 401,
+        "forbidden": 403,
+        "unknown_tool": 404,
+        "invalid_transaction": 409,
+        "approval_pending": 409,
+        "approval_denied": 403,
+        "payload_too_large": 413,
+        "invalid_params": 422,
+        "validation_failed": 422,
+        "rate_limited": 429,
+        "internal": 500,
+        "target_error": 502,
+        "unavailable": 503,
         "outcome_unknown": 504,
-    }  # fmt: skip
+    }
     assert {c: cls.status for c, cls in ERRORS_BY_CODE.items()} == table
     retryable = {c for c, cls in ERRORS_BY_CODE.items() if cls.retryable}
     assert retryable == {"approval_pending", "rate_limited", "unavailable"}
@@ -154,10 +164,20 @@ def test_verifier_accepts_a_good_session() -> None:
     v, key = _verifier()
     now = int(time.time())
     tok = jwt.encode(
-        {"iss": "iss", "aud": "aud", "sub": "alice", "iat": now, "exp": now + 60,
-         "roles": ["a", "b"], "scope": "x y", "cnf": {"jkt": "T"}},
-        key, algorithm="EdDSA", headers={"kid": public_jwk(key)["kid"]},
-    )  # fmt: skip
+        {
+            "iss": "iss",
+            "aud": "aud",
+            "sub": "alice",
+            "iat": now,
+            "exp": now + 60,
+            "roles": ["a", "b"],
+            "scope": "x y",
+            "cnf": {"jkt": "T"},
+        },
+        key,
+        algorithm="EdDSA",
+        headers={"kid": public_jwk(key)["kid"]},
+    )
     caller = v.verify(f"Bearer {tok}")
     assert caller == Caller("alice", frozenset({"a", "b"}), frozenset({"x", "y"}), "T")
 

@@ -1,0 +1,233 @@
+"""Restricted tier: the confirmation agent, human approvers, quorum, expiry, durability."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import nats
+import pytest
+import rfc8785
+
+from mcp_handshake.services.devstack import Stack, StackSpec
+from tests.conftest import Raw, make_stack
+
+KNOWN = "acct_4f9d2a"
+
+
+def payment(amount: float, to: str = KNOWN) -> dict[str, Any]:
+    return {"to_account": to, "amount": amount, "currency": "EUR"}
+
+
+async def _pending(raw: Raw, session: str, tool: str, params: dict[str, Any]) -> dict[str, Any]:
+    r = await raw.authorize(session, tool, params)
+    assert r.error is None, r.body
+    assert r.body["status"] == "pending_approval" and r.body["tier"] == "restricted"
+    return r.body
+
+
+async def _status(raw: Raw, session: str, txn: str, wait_s: float = 0) -> dict[str, Any]:
+    body: dict[str, Any] = {"transaction_id": txn}
+    if wait_s:
+        body["wait_s"] = wait_s
+    r = await raw.request(raw.s.status, body, session, timeout=wait_s + 10)
+    assert r.error is None, r.body
+    return r.body
+
+
+async def _decide(raw: Raw, session: str, txn: str, decision: str) -> Any:
+    body = {"transaction_id": txn, "decision": decision, "reason": "looked fine"}
+    return await raw.request(raw.s.approvals_decide, body, session)
+
+
+async def test_agent_approves_small_known_payment(raw: Raw) -> None:
+    tess = raw.session("tess-a", "treasury")
+    g = await _pending(raw, tess, "payments.send_payment", payment(20))
+    st = await _status(raw, tess, g["transaction_id"], wait_s=10)
+    assert st["status"] == "approved" and st["decided_by"] == "confirmation-agent"
+    r = await raw.execute(tess, g, "payments.send_payment", payment(20))
+    assert r.error is None, r.body
+    claims = jwt.decode(r.body["receipt"], options={"verify_signature": False})
+    assert [a["by"] for a in claims["approvals"]] == ["confirmation-agent"]
+    assert claims["tier"] == "restricted"
+
+
+async def test_agent_denies_huge_payment(raw: Raw) -> None:
+    tess = raw.session("tess-b", "treasury")
+    before = await raw.target_stats()
+    g = await _pending(raw, tess, "payments.send_payment", payment(75_000))
+    st = await _status(raw, tess, g["transaction_id"], wait_s=10)
+    assert st["status"] == "denied"
+    r = await raw.execute(tess, g, "payments.send_payment", payment(75_000))
+    assert r.error == "approval_denied"
+    assert (await raw.target_stats())["side_effects"] == before["side_effects"]
+
+
+async def test_human_approval_with_preview_and_self_approval_refused(raw: Raw, redis: Any) -> None:
+    tess = raw.session("tess-c", "treasury", "approver")  # may approve, but not herself
+    victor = raw.session("victor", "approver")
+    params = payment(2500)
+    g = await _pending(raw, tess, "payments.send_payment", params)
+    txn = g["transaction_id"]
+    # not executable yet
+    early = await raw.execute(tess, g, "payments.send_payment", params)
+    assert early.error == "approval_pending" and early.body["error"]["retryable"] is True
+    # the agent passes it to humans; the approver sees a redacted preview
+    await asyncio.sleep(0.5)
+    listed = await raw.request(raw.s.approvals_list, {}, victor)
+    item = next(a for a in listed.body["approvals"] if a["transaction_id"] == txn)
+    assert item["preview"]["to_account"] == "*******9d2a"
+    assert item["preview"]["amount"] == 2500
+    assert (
+        item["preview_hash"]
+        == "sha256:" + hashlib.sha256(rfc8785.dumps(item["preview"])).hexdigest()
+    )
+    own = await raw.request(raw.s.approvals_list, {}, tess)
+    assert txn not in {a["transaction_id"] for a in own.body["approvals"]}
+    refused = await _decide(raw, tess, txn, "approve")
+    assert refused.error == "forbidden"
+    not_approver = await _decide(raw, raw.session("mallory", "treasury"), txn, "approve")
+    assert not_approver.error == "forbidden"
+    # a long-poll answers as soon as the decision lands
+    poll = asyncio.create_task(_status(raw, tess, txn, wait_s=20))
+    await asyncio.sleep(0.3)
+    t0 = time.monotonic()
+    ok = await _decide(raw, victor, txn, "approve")
+    assert ok.error is None and ok.body["status"] == "approved"
+    st = await poll
+    assert st["status"] == "approved" and st["decided_by"] == "victor"
+    assert time.monotonic() - t0 < 3
+    r = await raw.execute(tess, g, "payments.send_payment", params)
+    assert r.error is None, r.body
+    claims = jwt.decode(r.body["receipt"], options={"verify_signature": False})
+    assert [a["by"] for a in claims["approvals"]] == ["victor"]
+    # the decision recorded the preview hash the approver saw
+    th = (await redis.get(f"handshake:txn:{{{txn}}}")).decode().split()[0]
+    decisions = json.loads(await redis.hget(f"handshake:tx:{{{th}}}", "decisions"))
+    assert decisions[-1]["by"] == "victor" and decisions[-1]["preview_hash"] == item["preview_hash"]
+
+
+async def test_human_denial(raw: Raw) -> None:
+    tess = raw.session("tess-d", "treasury")
+    g = await _pending(raw, tess, "payments.send_payment", payment(900, "acct_unknown1"))
+    await asyncio.sleep(0.3)
+    r = await _decide(raw, raw.session("victor", "approver"), g["transaction_id"], "deny")
+    assert r.error is None and r.body["status"] == "denied"
+    assert (await _status(raw, tess, g["transaction_id"]))["status"] == "denied"
+    r = await raw.execute(tess, g, "payments.send_payment", payment(900, "acct_unknown1"))
+    assert r.error == "approval_denied"
+
+
+async def test_quorum_of_two_and_votes_count_once(raw: Raw) -> None:
+    req = raw.session("quinn")
+    params = {"text": "two keys"}
+    g = await _pending(raw, req, "test.two_approvers", params)
+    txn = g["transaction_id"]
+    victor = raw.session("victor", "approver")
+    # the same approver, many times at once, through both approval workers
+    replies = await asyncio.gather(*(_decide(raw, victor, txn, "approve") for _ in range(10)))
+    assert all(r.error is None for r in replies)
+    assert {r.body["approvals"] for r in replies} == {1}
+    st = await _status(raw, req, txn)
+    assert st["status"] == "pending_approval"
+    assert (await raw.execute(req, g, "test.two_approvers", params)).error == "approval_pending"
+    # two different approvers at once: both votes count, quorum met once
+    g2 = await _pending(raw, req, "test.two_approvers", params)
+    wendy = raw.session("wendy", "approver")
+    both = await asyncio.gather(
+        _decide(raw, victor, g2["transaction_id"], "approve"),
+        _decide(raw, wendy, g2["transaction_id"], "approve"),
+    )
+    assert sorted(r.body["status"] for r in both) == ["approved", "pending_approval"]
+    assert (await _status(raw, req, g2["transaction_id"]))["status"] == "approved"
+    await _decide(raw, wendy, txn, "approve")
+    assert (await _status(raw, req, txn))["status"] == "approved"
+    r = await raw.execute(req, g, "test.two_approvers", params)
+    assert r.error is None, r.body
+    claims = jwt.decode(r.body["receipt"], options={"verify_signature": False})
+    assert sorted(a["by"] for a in claims["approvals"]) == ["victor", "wendy"]
+
+
+async def test_expiry_counts_as_denial(raw: Raw) -> None:
+    req = raw.session("quinn")
+    params = {"text": "slow"}
+    g = await _pending(raw, req, "test.short_approval", params)  # approval TTL 2 s
+    st = await _status(raw, req, g["transaction_id"], wait_s=5)
+    assert st["status"] == "expired"
+    r = await raw.execute(req, g, "test.short_approval", params)
+    assert r.error == "invalid_transaction"
+    late = await _decide(raw, raw.session("victor", "approver"), g["transaction_id"], "approve")
+    assert late.error == "invalid_transaction"
+
+
+async def test_escalation_above_threshold(raw: Raw) -> None:
+    alice = raw.session("alice", "billing")
+    small = {"customer_id": "cus_8f3k2m9q", "amount": 999, "currency": "EUR", "memo": None}
+    assert (await raw.authorize(alice, "payments.create_invoice", small)).body["tier"] == "internal"
+    big = {**small, "amount": 5000}
+    g = await _pending(raw, alice, "payments.create_invoice", big)
+    await asyncio.sleep(0.3)
+    listed = await raw.request(raw.s.approvals_list, {}, raw.session("victor", "approver"))
+    item = next(a for a in listed.body["approvals"] if a["transaction_id"] == g["transaction_id"])
+    assert item["escalated"] == "amount above 1000"
+    await _decide(raw, raw.session("victor", "approver"), g["transaction_id"], "approve")
+    r = await raw.execute(alice, g, "payments.create_invoice", big)
+    assert r.error is None, r.body
+
+
+async def test_status_of_someone_elses_transaction_is_not_revealed(raw: Raw) -> None:
+    tess = raw.session("tess-e", "treasury")
+    g = await _pending(raw, tess, "payments.send_payment", payment(20))
+    r = await raw.request(
+        raw.s.status, {"transaction_id": g["transaction_id"]}, raw.session("mallory", "billing")
+    )
+    assert r.error == "invalid_transaction"
+
+
+async def test_rate_limit(raw: Raw) -> None:
+    sub = raw.session(f"rl-{time.time_ns()}")
+    codes = [(await raw.authorize(sub, "test.limited", {"text": "x"})) for _ in range(4)]
+    assert [c.error for c in codes] == [None, None, None, "rate_limited"]
+    err = codes[-1].body["error"]
+    assert err["retryable"] is True and 0 < err["retry_after_s"] <= 5
+
+
+@pytest.fixture
+def own_stack(tmp_path: Path) -> Iterator[Stack]:
+    st = make_stack(tmp_path / "home", StackSpec())
+    try:
+        asyncio.run(st.start())
+        yield st
+    finally:
+        st.stop()
+
+
+@pytest.mark.fault
+async def test_requests_wait_for_stopped_approval_workers(own_stack: Stack) -> None:
+    nc = await nats.connect(own_stack.nats_url or "")
+    raw = Raw(nc, own_stack)
+    try:
+        own_stack.stop_proc("approval-0")
+        grants = []
+        for i in range(20):
+            tess = raw.session(f"tess-{i}", "treasury")
+            grants.append((tess, await _pending(raw, tess, "payments.send_payment", payment(10))))
+        await asyncio.sleep(1.0)
+        for tess, g in grants[:3]:
+            r = await raw.execute(tess, g, "payments.send_payment", payment(10))
+            assert r.error == "approval_pending"
+        own_stack.start_worker("approval", 0)
+        await own_stack.wait_ready({"handshake-approval": 1})
+        for tess, g in grants:
+            st = await _status(raw, tess, g["transaction_id"], wait_s=15)
+            assert st["status"] == "approved", st
+            r = await raw.execute(tess, g, "payments.send_payment", payment(10))
+            assert r.error is None, r.body
+    finally:
+        await nc.close()
