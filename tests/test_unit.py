@@ -204,3 +204,41 @@ async def test_endpoint_maps_errors_without_leaking() -> None:
     assert ep.stats.outcomes["internal"] == 1
     with pytest.raises(msgspec.ValidationError):
         msgspec.json.decode(b'{"tool": "x", "params": {}, "z": 1}', type=AuthorizeRequest)
+
+
+def test_masks() -> None:
+    from mcp_handshake.services.masking import apply_masks
+
+    data = {
+        "email": "jane.doe@example.com",
+        "card": "4242424242424242",
+        "id": "123-45-6789",
+        "rows": [{"email": "a@b.c"}, {"email": None}],
+        "nested": {"x": {"acct": "acct_4f9d2a"}},
+    }
+    out = apply_masks(
+        data,
+        {
+            "email": "email",
+            "card": "last4",
+            "id": "full",
+            "rows.*.email": "email",
+            "nested.*.acct": "partial",
+            "missing.path": "full",
+        },
+    )
+    assert out == {
+        "email": "j***@example.com",
+        "card": "************4242",
+        "id": "[redacted]",
+        "rows": [{"email": "a***@b.c"}, {"email": None}],
+        "nested": {"x": {"acct": "ac***"}},
+    }
+    assert data["email"] == "jane.doe@example.com"  # the input is not changed
+
+
+def test_safe_text_allows_ordinary_text() -> None:
+    from mcp_handshake.services.checks import safe_text
+
+    for ok in ("October consulting", "Café Müller, 2nd floor", "50% off", "a.b/c"):
+        safe_text("memo", ok)

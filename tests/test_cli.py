@@ -1,0 +1,56 @@
+"""The command line, as a user runs it against the running stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from mcp_handshake.services.devstack import Stack
+
+
+def cli(stack: Stack, *args: str, session: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **stack.env()}
+    env.pop("HANDSHAKE_SESSION", None)
+    if session:
+        env["HANDSHAKE_SESSION"] = session
+    return subprocess.run(
+        [sys.executable, "-m", "mcp_handshake.services.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_mint_bound_session_then_call_internal_tool(stack: Stack) -> None:
+    minted = cli(stack, "token", "mint", "--sub", "cli-alice", "--role", "billing", "--bind-key")
+    assert minted.returncode == 0, minted.stderr
+    session = minted.stdout.strip()
+    out = cli(stack, "call", "payments.list_invoices", "--params", '{"limit": 1}', session=session)
+    assert out.returncode == 0, out.stderr
+    body = json.loads(out.stdout)
+    assert body["receipt"]["sub"] == "cli-alice" and body["receipt"]["tier"] == "internal"
+    tools = cli(stack, "tools", session=session)
+    assert "payments.create_invoice" in tools.stdout
+
+
+def test_register_key_for_unbound_session(stack: Stack) -> None:
+    session = cli(stack, "token", "mint", "--sub", "cli-erin", "--role", "billing").stdout.strip()
+    refused = cli(stack, "call", "payments.list_invoices", session=session)
+    assert refused.returncode == 1 and "validation_failed" in refused.stderr
+    agent_key = str(stack.home / "keys" / "agent.pem")
+    reg = cli(stack, "keys", "register", "--sub", "cli-erin", agent_key)
+    assert reg.returncode == 0, reg.stderr
+    ok = cli(stack, "call", "payments.list_invoices", session=session)
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_errors_are_one_line_without_traceback(stack: Stack) -> None:
+    out = cli(stack, "call", "payments.list_invoices", session="garbage")
+    assert out.returncode == 1
+    assert "unauthenticated" in out.stderr and "Traceback" not in out.stderr
+    out = cli(stack, "call", "payments.list_invoices", "--params", "[1", session="garbage")
+    assert out.returncode == 2
