@@ -15,7 +15,14 @@ from .policy import Policy, load_policy
 from .sessions import SessionVerifier
 from .tools import ToolRegistry
 
-__all__ = ["VERSION", "Common", "load_common", "load_sessions", "redis_client"]
+__all__ = [
+    "VERSION",
+    "Common",
+    "duplicate_window",
+    "load_common",
+    "load_sessions",
+    "redis_client",
+]
 
 VERSION = "0.1.0"
 
@@ -40,6 +47,12 @@ def load_common(settings: Settings) -> Common:
 
 async def load_sessions(common: Common) -> SessionVerifier:
     return await SessionVerifier.create(common.config.session, common.config.path.parent)
+
+
+def duplicate_window(policy: Policy) -> float:
+    """The audit stream's duplicate window: longer than any transaction can stay usable,
+    so a replayed execute intent is always recognized."""
+    return policy.max_lifetime_s + 300
 
 
 def redis_client(settings: Settings) -> Redis:

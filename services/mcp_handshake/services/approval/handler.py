@@ -22,8 +22,10 @@ from mcp_handshake.shared.wire import (
     StatusRequest,
 )
 
+from ..audit.events import Audit
 from ..policy import Caller, Policy
 from ..runtime import Request
+from ..runtime.context import RequestContext, current
 from ..sessions import SessionVerifier
 from ..tokens import ApprovalRecord, TokenStore
 from .agent import ConfirmationAgent
@@ -53,6 +55,7 @@ class ApprovalDeps:
     policy: Policy
     store: TokenStore
     agent: ConfirmationAgent
+    audit: Audit
     #: Long-polls waiting for a decision, by transaction id.
     waiters: dict[str, set[asyncio.Future[None]]] = field(default_factory=lambda: defaultdict(set))
 
@@ -145,9 +148,15 @@ async def handle_list(req: Request[EmptyRequest], deps: ApprovalDeps) -> Approva
 
 
 async def handle_decide(req: Request[DecideRequest], deps: ApprovalDeps) -> DecideReply:
+    ctx = current()
+    ctx.txn = req.body.transaction_id
     caller = deps.sessions.verify(req.header("Authorization"))
+    ctx.extra["by"] = caller.sub
     body = req.body
     rec = await deps.store.approval_record(body.transaction_id)
+    if rec is not None:
+        ctx.sub, ctx.tool, ctx.tier = rec.sub, rec.tool, rec.tier
+        ctx.extra["preview_hash"] = rec.preview_hash
     if rec is None or rec.status != "pending_approval":
         raise InvalidTransaction(
             "no pending approval with this id", transaction_id=body.transaction_id
@@ -171,11 +180,9 @@ async def handle_decide(req: Request[DecideRequest], deps: ApprovalDeps) -> Deci
         log.info("approval %s by a human", outcome, extra={"txn": rec.txn})
     after = await deps.store.approval_record(rec.txn)
     approvals = len(after.approvals) if after else len(rec.approvals)
+    ctx.status = public_status(status, caller.sub if outcome == "approved" else None)
     return DecideReply(
-        transaction_id=rec.txn,
-        status=public_status(status, caller.sub if outcome == "approved" else None),
-        approvals=approvals,
-        quorum=rec.quorum,
+        transaction_id=rec.txn, status=ctx.status, approvals=approvals, quorum=rec.quorum
     )
 
 
@@ -185,8 +192,11 @@ async def run_agent(txn: str, deps: ApprovalDeps) -> str:
     if rec is None or rec.status != "pending_approval":
         return "gone"
     decision = await deps.agent.decide(rec)
+    ctx = RequestContext("confirmation-agent", txn=txn, sub=rec.sub, tool=rec.tool, tier=rec.tier)
     if decision.action == "humans":
         log.info("approval passed to humans: %s", decision.reason, extra={"txn": txn})
+        deps.audit.emit(deps.audit.event("approval.passed", ctx, "ok", by=AGENT_ID,
+                                         detail=decision.reason))  # fmt: skip
         return "humans"
     outcome, _ = await deps.store.decide(
         txn,
@@ -200,4 +210,8 @@ async def run_agent(txn: str, deps: ApprovalDeps) -> str:
     if outcome in {"approved", "denied"}:
         await deps.announce(txn)
         log.info("confirmation agent: %s (%s)", outcome, decision.reason, extra={"txn": txn})
+        ctx.status = outcome
+        deps.audit.emit(deps.audit.event("approval.decided", ctx, "ok", by=AGENT_ID,
+                                         id_suffix=AGENT_ID, detail=decision.reason,
+                                         preview_hash=rec.preview_hash))  # fmt: skip
     return outcome

@@ -19,7 +19,9 @@ from mcp_handshake.shared.settings import Settings
 from mcp_handshake.shared.subjects import QueueGroups
 from mcp_handshake.shared.wire import ApprovalRequest, DecideRequest, EmptyRequest, StatusRequest
 
-from ..common import VERSION, load_common, load_sessions, redis_client
+from ..audit.events import Audit, ensure_audit_stream
+from ..audit.hooks import approval_hook, worker_id
+from ..common import VERSION, duplicate_window, load_common, load_sessions, redis_client
 from ..runtime import Endpoint, MicroService
 from ..runtime.worker import Worker
 from ..signing import APPROVAL_TYP, INTERNAL_HEADER, DispatchVerifier
@@ -89,6 +91,8 @@ async def build(settings: Settings, nc: NATS) -> Worker:
     redis = redis_client(settings)
     store = TokenStore(redis)
     await ensure_stream(nc.jetstream(), settings.subjects, common.policy.max_lifetime_s + 60)
+    await ensure_audit_stream(nc.jetstream(), duplicate_window(common.policy))
+    audit = Audit(nc, worker_id("approval"))
     deps = ApprovalDeps(
         nc=nc,
         subjects=settings.subjects,
@@ -96,6 +100,7 @@ async def build(settings: Settings, nc: NATS) -> Worker:
         policy=common.policy,
         store=store,
         agent=_load_agent(cfg.approval_agent, common.policy, store),
+        audit=audit,
     )
     verifier = DispatchVerifier.from_file(cfg.resolve(cfg.keys.internal_public), APPROVAL_TYP)
 
@@ -104,7 +109,9 @@ async def build(settings: Settings, nc: NATS) -> Worker:
 
     decided = await nc.subscribe(settings.subjects.approval_decided("*"), cb=on_decided)
     subjects = settings.subjects
-    limits = {"max_payload": settings.max_payload, "max_inflight": cfg.service.max_inflight}
+    limits: dict[str, Any] = {"max_payload": settings.max_payload,
+                              "max_inflight": cfg.service.max_inflight,
+                              "on_done": approval_hook(audit)}  # fmt: skip
     endpoints = [
         Endpoint("status", subjects.status, QueueGroups.APPROVAL, StatusRequest,
                  partial(handle_status, deps=deps), **limits),
@@ -121,6 +128,6 @@ async def build(settings: Settings, nc: NATS) -> Worker:
     )
     return Worker(
         service,
-        closers=[decided.unsubscribe, redis.aclose],
+        closers=[decided.unsubscribe, audit.drain, redis.aclose],
         background=[partial(_consume, nc, deps, verifier)],
     )

@@ -14,6 +14,7 @@ from mcp_handshake.shared.wire import AuthorizeRequest, EmptyRequest, Grant, Too
 from ..approval.queue import ApprovalQueue
 from ..policy import Policy
 from ..runtime import Request
+from ..runtime.context import current
 from ..sessions import SessionVerifier
 from ..tiers import plan
 from ..tokens import ApprovalRecord, TokenStore, TxState
@@ -32,8 +33,10 @@ class AuthorizeDeps:
 
 
 async def handle_authorize(req: Request[AuthorizeRequest], deps: AuthorizeDeps) -> Grant:
+    ctx = current()
     caller = deps.sessions.verify(req.header("Authorization"))
     body = req.body
+    ctx.sub, ctx.tool = caller.sub, body.tool
     tool = deps.tools.get(body.tool)
     policy = deps.policy
     if not policy.allows(caller, tool.name):
@@ -47,6 +50,7 @@ async def handle_authorize(req: Request[AuthorizeRequest], deps: AuthorizeDeps) 
     ph = params_hash(params)
     now = time.time()
     txn = str(uuid.uuid4())
+    ctx.txn, ctx.tier, ctx.ph = txn, tiers.tier.value, ph
     token = new_token()
     th = token_hash(token)
     context = body.context
@@ -88,6 +92,9 @@ async def handle_authorize(req: Request[AuthorizeRequest], deps: AuthorizeDeps) 
         escalated=tiers.escalated,
     )
     status: Literal["granted", "pending_approval"] = "pending_approval" if approval else "granted"
+    ctx.status = status
+    if tiers.escalated:
+        ctx.extra["detail"] = tiers.escalated
     await deps.store.issue(th, state, status, ttl, approval)
     if approval is not None:
         try:

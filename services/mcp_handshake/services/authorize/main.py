@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 from nats.aio.client import Client as NATS
 
@@ -11,7 +12,9 @@ from mcp_handshake.shared.subjects import QueueGroups
 from mcp_handshake.shared.wire import AuthorizeRequest, EmptyRequest
 
 from ..approval.queue import ApprovalQueue, ensure_stream
-from ..common import VERSION, load_common, load_sessions, redis_client
+from ..audit.events import Audit, ensure_audit_stream
+from ..audit.hooks import authorize_hook, worker_id
+from ..common import VERSION, duplicate_window, load_common, load_sessions, redis_client
 from ..runtime import Endpoint, MicroService
 from ..runtime.worker import Worker
 from ..signing import APPROVAL_TYP, DispatchSigner
@@ -24,6 +27,8 @@ async def build(settings: Settings, nc: NATS) -> Worker:
     cfg = common.config
     redis = redis_client(settings)
     await ensure_stream(nc.jetstream(), settings.subjects, common.policy.max_lifetime_s + 60)
+    await ensure_audit_stream(nc.jetstream(), duplicate_window(common.policy))
+    audit = Audit(nc, worker_id("authorize"))
     signer = DispatchSigner.from_file(cfg.resolve(cfg.keys.internal), APPROVAL_TYP)
     deps = AuthorizeDeps(
         sessions=await load_sessions(common),
@@ -33,9 +38,10 @@ async def build(settings: Settings, nc: NATS) -> Worker:
         approvals=ApprovalQueue(nc, settings.subjects, signer),
     )
     subjects = settings.subjects
-    limits = {
+    limits: dict[str, Any] = {
         "max_payload": settings.max_payload,
         "max_inflight": common.config.service.max_inflight,
+        "on_done": authorize_hook(audit),
     }
     endpoints = [
         Endpoint(
@@ -58,4 +64,4 @@ async def build(settings: Settings, nc: NATS) -> Worker:
     service = MicroService(
         "handshake-authorize", VERSION, "Handshake phase 1 and the tool catalog", endpoints
     )
-    return Worker(service, closers=[redis.aclose])
+    return Worker(service, closers=[audit.drain, redis.aclose])

@@ -37,9 +37,11 @@ from mcp_handshake.shared.wire import (
     Jwks,
 )
 
+from ..audit.events import Audit
 from ..policy import Policy
 from ..proofs import ProofVerifier
 from ..runtime import Request
+from ..runtime.context import current
 from ..runtime.endpoint import ERROR_HEADER
 from ..sessions import SessionVerifier
 from ..signing import DISPATCH_HEADER, DispatchSigner, ReceiptSigner
@@ -69,6 +71,7 @@ class ExecuteDeps:
     policy: Policy
     store: TokenStore
     proofs: ProofVerifier
+    audit: Audit
     receipts: ReceiptSigner
     dispatcher: DispatchSigner
     executor_timeout_s: float
@@ -96,9 +99,12 @@ async def handle_execute(req: Request[ExecuteRequest], deps: ExecuteDeps) -> Exe
     token = req.header(TOKEN_HEADER)
     if not token:
         raise BadRequest(f"missing {TOKEN_HEADER} header")
+    ctx = current()
+    ctx.txn = req.body.transaction_id
     caller = deps.sessions.verify(req.header("Authorization"))
     body = req.body
     txn = body.transaction_id
+    ctx.sub, ctx.tool = caller.sub, body.tool
     tool = deps.tools.find(body.tool)
     # An unknown tool or params that fail the schema cannot be what was
     # authorized: they still go through consume, so the token is burnt.
@@ -126,11 +132,17 @@ async def handle_execute(req: Request[ExecuteRequest], deps: ExecuteDeps) -> Exe
         jti=proof.jti if proof else "",
         thumbprint=proof.thumbprint if proof else "",
     )
+    ctx.tier, ctx.ph = state.tier, state.ph
     if tool is None or tiers is None:
         raise InvalidTransaction(transaction_id=txn)
     if Tier(state.tier).rank > tiers.tier.rank:  # policy changed between the phases
         tiers = plan(tool, deps.policy, params, stored_tier=state.tier)
         tiers.check_params(params)
+    try:
+        await deps.audit.intent(ctx)  # nothing runs without a durable intent
+    except HandshakeError:
+        deps.later(deps.store.set_status(th, "failed"))
+        raise
     result = tiers.mask_result(await _dispatch(deps, tool, state, params, th))
     try:
         rh = sha256_tagged(canonical_json(result))
@@ -139,6 +151,7 @@ async def handle_execute(req: Request[ExecuteRequest], deps: ExecuteDeps) -> Exe
         raise TargetError(
             "the target's answer holds values that cannot be signed", transaction_id=state.txn
         ) from None
+    ctx.rh = rh
     receipt = deps.receipts.sign(
         {
             "sub": state.sub,

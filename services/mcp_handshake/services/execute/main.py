@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 from nats.aio.client import Client as NATS
 
@@ -10,7 +11,9 @@ from mcp_handshake.shared.settings import Settings
 from mcp_handshake.shared.subjects import QueueGroups
 from mcp_handshake.shared.wire import EmptyRequest, ExecuteRequest
 
-from ..common import VERSION, load_common, load_sessions, redis_client
+from ..audit.events import Audit, ensure_audit_stream
+from ..audit.hooks import execute_hook, worker_id
+from ..common import VERSION, duplicate_window, load_common, load_sessions, redis_client
 from ..proofs import KeyRegistry, ProofVerifier
 from ..runtime import Endpoint, MicroService
 from ..runtime.worker import Worker
@@ -23,6 +26,8 @@ async def build(settings: Settings, nc: NATS) -> Worker:
     common = load_common(settings)
     cfg = common.config
     redis = redis_client(settings)
+    await ensure_audit_stream(nc.jetstream(), duplicate_window(common.policy))
+    audit = Audit(nc, worker_id("execute"))
     deps = ExecuteDeps(
         nc=nc,
         subjects=settings.subjects,
@@ -31,11 +36,14 @@ async def build(settings: Settings, nc: NATS) -> Worker:
         policy=common.policy,
         store=TokenStore(redis),
         proofs=ProofVerifier(KeyRegistry(redis)),
+        audit=audit,
         receipts=ReceiptSigner.from_file(cfg.resolve(cfg.keys.receipt), cfg.service.id),
         dispatcher=DispatchSigner.from_file(cfg.resolve(cfg.keys.dispatch)),
         executor_timeout_s=cfg.service.executor_timeout_s,
     )
-    limits = {"max_payload": settings.max_payload, "max_inflight": cfg.service.max_inflight}
+    limits: dict[str, Any] = {"max_payload": settings.max_payload,
+                              "max_inflight": cfg.service.max_inflight,
+                              "on_done": execute_hook(audit)}  # fmt: skip
     endpoints = [
         Endpoint(
             "execute",
@@ -57,4 +65,4 @@ async def build(settings: Settings, nc: NATS) -> Worker:
     service = MicroService(
         "handshake-execute", VERSION, "Handshake phase 2, receipts and receipt keys", endpoints
     )
-    return Worker(service, closers=[redis.aclose])
+    return Worker(service, closers=[audit.drain, redis.aclose])

@@ -33,6 +33,8 @@ from mcp_handshake.shared.errors import (
 )
 from mcp_handshake.shared.wire import ErrorDetail, ErrorReply
 
+from .context import RequestContext, open_context
+
 __all__ = ["Endpoint", "EndpointStats", "Request", "error_reply"]
 
 log = logging.getLogger(__name__)
@@ -87,6 +89,8 @@ class EndpointStats:
 
 
 Handler = Callable[[Request[Any]], Awaitable[msgspec.Struct]]
+#: Called after every request with its context and outcome code ("ok" or an error code).
+OutcomeHook = Callable[[RequestContext, str], None]
 
 
 class Endpoint:
@@ -102,6 +106,7 @@ class Endpoint:
         *,
         max_payload: int,
         max_inflight: int = 1024,
+        on_done: OutcomeHook | None = None,
     ) -> None:
         self.name = name
         self.subject = subject
@@ -113,6 +118,7 @@ class Endpoint:
         self._tasks: set[asyncio.Task[None]] = set()
         self._sub: Any = None
         self._nc: NATS | None = None
+        self._on_done = on_done
         self.stats = EndpointStats()
 
     async def start(self, nc: NATS) -> None:
@@ -142,6 +148,7 @@ class Endpoint:
 
     async def _serve(self, msg: Msg) -> None:
         start = time.perf_counter_ns()
+        ctx = open_context(self.name)
         headers: dict[str, str] | None = None
         try:
             reply = await self._dispatch(msg)
@@ -161,6 +168,11 @@ class Endpoint:
             stats.num_errors += 1
             stats.last_error = code
         stats.processing_time_ns += time.perf_counter_ns() - start
+        if self._on_done is not None:
+            try:
+                self._on_done(ctx, code)
+            except Exception:
+                log.exception("outcome hook failed on %s", self.name)
         if msg.reply and self._nc is not None:
             try:
                 await self._nc.publish(msg.reply, data, headers=headers)

@@ -1,0 +1,1 @@
+"""The audit trail: events on JetStream, gated execute intents, a hash-chained signed log."""

@@ -1,0 +1,151 @@
+"""Audit events: what happened, never the secrets it happened with.
+
+Every step of every transaction becomes one event on JetStream stream
+``HANDSHAKE_AUDIT`` (subject ``handshake.audit.<kind>``, ``Nats-Msg-Id`` =
+``<transaction id>.<kind>``, so a retried publish is stored once). Events hold
+who, which tool, tier, params hash, outcome code, worker id and time; never
+raw params, tokens, session JWTs or target credentials.
+
+The execute intent is special: the execute worker waits for the stream's ack
+before it dispatches. No ack means ``unavailable`` and nothing runs; a
+*duplicate* ack means this transaction was executed before (a consume lost in
+a Redis failover), so it is refused. The stream's duplicate window outlives
+every token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from mcp_handshake.shared.errors import InvalidTransaction, Unavailable
+
+from ..runtime.context import RequestContext
+
+__all__ = ["STREAM", "Audit", "AuditEvent", "ensure_audit_stream"]
+
+log = logging.getLogger(__name__)
+
+STREAM = "HANDSHAKE_AUDIT"
+SUBJECT_PREFIX = "handshake.audit"
+
+
+class AuditEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    kind: str
+    id: str
+    at: float
+    worker: str
+    outcome: str
+    txn: str | None = None
+    sub: str | None = None
+    tool: str | None = None
+    tier: str | None = None
+    ph: str | None = None
+    rh: str | None = None
+    by: str | None = None
+    preview_hash: str | None = None
+    status: str | None = None
+    detail: str | None = None
+    trace_id: str | None = None
+    v: int = 1
+
+
+async def ensure_audit_stream(
+    js: JetStreamContext, duplicate_window_s: float, max_age_s: float = 30 * 86400
+) -> None:
+    config = StreamConfig(
+        name=STREAM,
+        subjects=[f"{SUBJECT_PREFIX}.>"],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD,
+        max_age=max_age_s,
+        duplicate_window=duplicate_window_s,
+    )
+    try:
+        await js.stream_info(STREAM)
+        await js.update_stream(config)
+    except NotFoundError:
+        await js.add_stream(config)
+
+
+_encode = msgspec.json.encode
+
+
+class Audit:
+    """Emits a worker's audit events: gated (the execute intent) or in the background."""
+
+    def __init__(self, nc: NATS, worker: str) -> None:
+        self._js = nc.jetstream()
+        self.worker = worker
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.published = 0
+        self.failed = 0
+
+    def event(
+        self, kind: str, ctx: RequestContext | None, outcome: str, **extra: Any
+    ) -> AuditEvent:
+        fields: dict[str, Any] = {}
+        if ctx is not None:
+            fields = {"txn": ctx.txn, "sub": ctx.sub, "tool": ctx.tool, "tier": ctx.tier,
+                      "ph": ctx.ph, "rh": ctx.rh, "status": ctx.status,
+                      "trace_id": ctx.trace_id}  # fmt: skip
+        fields.update(extra)
+        txn = fields.get("txn")
+        suffix = fields.pop("id_suffix", None)
+        event_id = f"{txn or uuid.uuid4()}.{kind}" + (f".{suffix}" if suffix else "")
+        return AuditEvent(kind=kind, id=event_id, at=time.time(), worker=self.worker,
+                          outcome=outcome, **fields)  # fmt: skip
+
+    async def _publish(self, event: AuditEvent, timeout: float) -> Any:
+        return await self._js.publish(
+            f"{SUBJECT_PREFIX}.{event.kind}",
+            _encode(event),
+            timeout=timeout,
+            headers={"Nats-Msg-Id": event.id},
+        )
+
+    def emit(self, event: AuditEvent) -> None:
+        """Publish in the background; a failure is logged and counted, never silent."""
+        task = asyncio.get_running_loop().create_task(self._background(event))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _background(self, event: AuditEvent) -> None:
+        try:
+            await self._publish(event, timeout=5.0)
+            self.published += 1
+        except (NatsError, TimeoutError):
+            self.failed += 1
+            log.error("audit event not recorded: %s", event.kind, extra={"txn": event.txn})
+
+    async def intent(self, ctx: RequestContext) -> None:
+        """Record ``execute.intent`` durably before anything runs (see module docstring)."""
+        event = self.event("execute.intent", ctx, "ok")
+        try:
+            ack = await self._publish(event, timeout=2.0)
+        except (NatsError, TimeoutError):
+            self.failed += 1
+            log.error("audit stream unavailable: execute refused", extra={"txn": ctx.txn})
+            raise Unavailable(
+                "audit trail unavailable; nothing was executed", transaction_id=ctx.txn
+            ) from None
+        if ack.duplicate:
+            log.error("execute intent seen before: refusing a replay", extra={"txn": ctx.txn})
+            raise InvalidTransaction(transaction_id=ctx.txn)
+        self.published += 1
+        ctx.intent_recorded = True
+
+    async def drain(self, timeout: float = 5.0) -> None:
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=timeout)

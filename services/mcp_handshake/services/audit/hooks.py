@@ -1,0 +1,67 @@
+"""Which audit events each worker kind's requests produce (the endpoint outcome hooks)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+from ..runtime.context import RequestContext
+from ..runtime.endpoint import OutcomeHook
+from .events import Audit
+
+__all__ = ["approval_hook", "authorize_hook", "execute_hook", "worker_id"]
+
+
+def worker_id(kind: str) -> str:
+    return f"{kind}@{socket.gethostname()}:{os.getpid()}"
+
+
+def _unique() -> str:
+    """Repeated events of one kind for one transaction (replays, refusals) all count."""
+    return uuid.uuid4().hex[:12]
+
+
+def authorize_hook(audit: Audit) -> OutcomeHook:
+    def hook(ctx: RequestContext, code: str) -> None:
+        if ctx.endpoint != "authorize":
+            return
+        if code != "ok":
+            audit.emit(audit.event("authorize.denied", ctx, code, id_suffix=_unique()))
+            return
+        audit.emit(audit.event("authorize.granted", ctx, "ok"))
+        if ctx.status == "pending_approval":
+            detail = ctx.extra.get("detail")
+            audit.emit(audit.event("approval.requested", ctx, "ok", detail=detail))
+
+    return hook
+
+
+def execute_hook(audit: Audit) -> OutcomeHook:
+    def hook(ctx: RequestContext, code: str) -> None:
+        if ctx.endpoint != "execute":
+            return
+        if code == "ok":
+            audit.emit(audit.event("execute.succeeded", ctx, "ok"))
+            audit.emit(audit.event("receipt.issued", ctx, "ok"))
+        elif ctx.intent_recorded:
+            audit.emit(audit.event("execute.failed", ctx, code))
+        else:
+            audit.emit(audit.event("execute.denied", ctx, code, id_suffix=_unique()))
+
+    return hook
+
+
+def approval_hook(audit: Audit) -> OutcomeHook:
+    def hook(ctx: RequestContext, code: str) -> None:
+        if ctx.endpoint != "approvals-decide":
+            return
+        by = ctx.extra.get("by")
+        if code != "ok":
+            audit.emit(audit.event("approval.refused", ctx, code, by=by, id_suffix=_unique()))
+            return
+        kind = "approval.decided" if ctx.status in {"approved", "denied"} else "approval.voted"
+        audit.emit(audit.event(kind, ctx, "ok", by=by, id_suffix=by,
+                               preview_hash=ctx.extra.get("preview_hash")))  # fmt: skip
+
+    return hook
