@@ -70,6 +70,9 @@ class KeysConfig(_Section, frozen=True):
     internal: str = "keys/internal.pem"
     #: Public JWKS of internal keys (approval workers verify with it).
     internal_public: str = "keys/internal.jwks.json"
+    #: Audit checkpoint signing key (audit workers), and its public JWKS (verifiers).
+    audit: str = "keys/audit.pem"
+    audit_public: str = "keys/audit.jwks.json"
 
 
 class TargetAuth(_Section, frozen=True):

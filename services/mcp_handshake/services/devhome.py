@@ -49,7 +49,7 @@ def ensure_home(home: Path, target_url: str) -> Path:
     idp = load_or_create_private_key(home / IDP_KEY)
     (keys / "idp.jwks.json").write_text(json.dumps({"keys": [public_jwk(idp)]}, indent=2))
     load_or_create_private_key(keys / "receipt.pem")
-    for name in ("dispatch", "internal"):
+    for name in ("dispatch", "internal", "audit"):
         key = load_or_create_private_key(keys / f"{name}.pem")
         (keys / f"{name}.jwks.json").write_text(json.dumps({"keys": [public_jwk(key)]}, indent=2))
     api_key = home / "secrets" / "payments_api_key"

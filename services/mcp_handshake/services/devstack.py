@@ -72,6 +72,7 @@ class StackSpec:
     execute: int = 1
     executor: int = 1
     approval: int = 1
+    audit: int = 1
     #: Extra worker kinds started once each (e.g. approval, audit) when available.
     extra_kinds: Sequence[str] = ()
 
@@ -184,7 +185,8 @@ class Stack:
             self.start_redis()
         self.start_target()
         kinds = [("authorize", self.spec.authorize), ("execute", self.spec.execute),
-                 ("executor", self.spec.executor), ("approval", self.spec.approval)]  # fmt: skip
+                 ("executor", self.spec.executor), ("approval", self.spec.approval),
+                 ("audit", self.spec.audit)]  # fmt: skip
         kinds += [(k, 1) for k in self.spec.extra_kinds]
         for kind, count in kinds:
             for i in range(count):

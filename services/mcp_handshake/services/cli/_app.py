@@ -21,6 +21,8 @@ keys_app = typer.Typer(no_args_is_help=True, help="Agents' proof-of-possession k
 app.add_typer(keys_app, name="keys")
 approvals_app = typer.Typer(no_args_is_help=True, help="Decide restricted transactions.")
 app.add_typer(approvals_app, name="approvals")
+audit_app = typer.Typer(no_args_is_help=True, help="The audit trail.")
+app.add_typer(audit_app, name="audit")
 
 #: The agent's proof key under HANDSHAKE_HOME, used by `call` and `token mint --bind-key`.
 AGENT_KEY = "keys/agent.pem"
@@ -33,6 +35,7 @@ class Kind(StrEnum):
     execute = "execute"
     executor = "executor"
     approval = "approval"
+    audit = "audit"
 
 
 @app.command()
@@ -54,6 +57,8 @@ def worker(
         from ..execute.main import build
     elif kind is Kind.approval:
         from ..approval.main import build
+    elif kind is Kind.audit:
+        from ..audit.main import build
     else:
         from ..executor.main import builder
 
@@ -209,6 +214,48 @@ def approvals_deny(
     from ._approvals import decide
 
     _run_client(session, lambda hs: decide(hs, txn, "deny", reason))
+
+
+@audit_app.command("verify")
+def audit_verify(
+    log: Annotated[
+        Path | None, typer.Option(help="Log file (default: under HANDSHAKE_HOME).")
+    ] = None,
+) -> None:
+    """Check the whole hash chain and every checkpoint signature; report the first bad line."""
+    from ._audit import verify
+
+    raise typer.Exit(verify(Settings.from_env(), log))
+
+
+@audit_app.command("show")
+def audit_show(txn: str) -> None:
+    """The whole story of one transaction, from the audit log."""
+    from ._audit import show
+
+    raise typer.Exit(show(Settings.from_env(), txn))
+
+
+@audit_app.command("export")
+def audit_export(
+    since: Annotated[
+        str, typer.Option(help="ISO 8601 time, or seconds ago (e.g. 3600).")
+    ] = "86400",
+) -> None:
+    """Events since a time, as JSON lines (for a SIEM)."""
+    from ._audit import export
+
+    raise typer.Exit(export(Settings.from_env(), since))
+
+
+@audit_app.command("tail")
+def audit_tail(
+    all_: Annotated[bool, typer.Option("--all", help="Start from the oldest event.")] = False,
+) -> None:
+    """Follow the audit stream live, one readable line per event (Ctrl-C stops)."""
+    from ._audit import tail
+
+    asyncio.run(tail(Settings.from_env(), from_start=all_))
 
 
 def main() -> None:

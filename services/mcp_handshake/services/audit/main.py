@@ -1,0 +1,118 @@
+"""Wiring of an audit worker: the one writer of the audit log (others stand by).
+
+The writer reads ``HANDSHAKE_AUDIT`` in order from the first stream sequence
+not yet in the log (an ordered consumer), so events published while no audit
+worker ran are written when one starts, and an event seen twice is written
+once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from mcp_handshake.shared.keys import load_private_key
+from mcp_handshake.shared.settings import Settings
+
+from ..common import VERSION, duplicate_window, load_common
+from ..runtime import MicroService
+from ..runtime.worker import Worker
+from .events import STREAM, SUBJECT_PREFIX, ensure_audit_stream
+from .log import AuditLogWriter
+
+__all__ = ["audit_log_path", "build"]
+
+log = logging.getLogger(__name__)
+
+BATCH = 512
+
+
+def audit_log_path(settings: Settings) -> Path:
+    return settings.home / "audit" / "audit.log"
+
+
+@dataclass
+class _State:
+    role: str = "standby"
+    stream_last: int = 0
+
+
+async def _write_forever(nc: NATS, writer: AuditLogWriter, state: _State) -> None:
+    # flock has no async wake-up; polling twice a second is the standby's whole job.
+    while not writer.try_lock():  # noqa: ASYNC110
+        await asyncio.sleep(0.5)
+    writer.open()
+    state.role = "active"
+    log.info("audit writer active from stream sequence %d", writer.last_stream_seq + 1)
+    queue: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def on_msg(msg: Msg) -> None:
+        await queue.put(msg)
+
+    config = ConsumerConfig(
+        deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=writer.last_stream_seq + 1
+    )
+    js = nc.jetstream()
+    sub = await js.subscribe(
+        f"{SUBJECT_PREFIX}.>", stream=STREAM, cb=on_msg, ordered_consumer=True, config=config
+    )
+    try:
+        while True:
+            try:
+                first = await asyncio.wait_for(queue.get(), timeout=1.0)
+            except TimeoutError:
+                writer.sync()  # time-based checkpoint when idle
+                continue
+            batch = [first]
+            while len(batch) < BATCH and not queue.empty():
+                batch.append(queue.get_nowait())
+            for msg in batch:
+                try:
+                    event: Any = json.loads(msg.data)
+                except ValueError:
+                    event = {"unreadable": True}
+                writer.append(msg.metadata.sequence.stream, event)
+            writer.sync()
+    finally:
+        try:
+            await sub.unsubscribe()
+        except NatsError:
+            pass
+
+
+async def build(settings: Settings, nc: NATS) -> Worker:
+    common = load_common(settings)
+    cfg = common.config
+    js = nc.jetstream()
+    await ensure_audit_stream(js, duplicate_window(common.policy))
+    writer = AuditLogWriter(audit_log_path(settings), load_private_key(cfg.resolve(cfg.keys.audit)))
+    state = _State()
+
+    def stats() -> dict[str, Any]:
+        return {
+            "role": state.role,
+            "written": writer.written,
+            "last_stream_seq": writer.last_stream_seq,
+            "log": str(writer.path),
+        }
+
+    async def close() -> None:
+        writer.close()
+
+    service = MicroService(
+        "handshake-audit",
+        VERSION,
+        "Writes the hash-chained, signed audit log",
+        [],
+        extra_stats=stats,
+    )
+    return Worker(service, closers=[close], background=[lambda: _write_forever(nc, writer, state)])

@@ -1,0 +1,102 @@
+"""``mcp-handshake audit``: verify, show, export and tail the audit trail."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import nats
+from nats.js.api import DeliverPolicy
+from rich.console import Console
+from rich.markup import escape
+
+from mcp_handshake.shared.settings import Settings
+
+from ..audit.events import STREAM, SUBJECT_PREFIX
+from ..audit.log import read_entries, verify_log
+from ..audit.main import audit_log_path
+from ..config import load_config
+
+console = Console()
+
+
+def verify(settings: Settings, log: Path | None) -> int:
+    cfg = load_config(settings.config_path)
+    jwks = json.loads(cfg.resolve(cfg.keys.audit_public).read_text())
+    path = log or audit_log_path(settings)
+    result = verify_log(path, jwks)
+    if result.ok:
+        console.print(
+            f"[green]OK[/green] {path}: {result.entries} entries, "
+            f"{result.checkpoints} signed checkpoints, chain intact"
+        )
+        return 0
+    where = f"line {result.bad_line}" if result.bad_line else "checkpoint file"
+    console.print(f"[red]TAMPERED[/red] {path}: first bad {where}: {escape(result.reason)}")
+    return 1
+
+
+def _line(event: dict[str, Any]) -> str:
+    at = datetime.fromtimestamp(event.get("at", 0), UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    parts = [at, f"{event.get('kind', '?'):<20}", f"{event.get('outcome', '?'):<20}"]
+    for key in ("txn", "sub", "tool", "tier", "by", "status", "detail"):
+        if event.get(key):
+            parts.append(f"{key}={event[key]}")
+    return "  ".join(parts)
+
+
+def _events(settings: Settings) -> list[dict[str, Any]]:
+    return [e["body"]["event"] for e in read_entries(audit_log_path(settings))
+            if e.get("kind") == "event"]  # fmt: skip
+
+
+def show(settings: Settings, txn: str) -> int:
+    story = [e for e in _events(settings) if e.get("txn") == txn]
+    if not story:
+        console.print(f"no audit events for {escape(txn)}")
+        return 1
+    for event in sorted(story, key=lambda e: e.get("at", 0)):
+        console.print(escape(_line(event)))
+    return 0
+
+
+def _since(value: str) -> float:
+    try:
+        return time.time() - float(value)
+    except ValueError:
+        stamp = datetime.fromisoformat(value)
+        return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
+
+
+def export(settings: Settings, since: str) -> int:
+    start = _since(since)
+    for event in _events(settings):
+        if event.get("at", 0) >= start:
+            print(json.dumps(event, separators=(",", ":")))
+    return 0
+
+
+async def tail(settings: Settings, from_start: bool) -> None:
+    nc = await nats.connect(settings.nats_url.split(","))
+    done = asyncio.Event()
+
+    async def on_msg(msg: Any) -> None:
+        try:
+            console.print(escape(_line(json.loads(msg.data))))
+        except ValueError:
+            console.print("(unreadable event)")
+
+    policy = DeliverPolicy.ALL if from_start else DeliverPolicy.NEW
+    sub = await nc.jetstream().subscribe(
+        f"{SUBJECT_PREFIX}.>", stream=STREAM, cb=on_msg, ordered_consumer=True,
+        deliver_policy=policy,
+    )  # fmt: skip
+    try:
+        await done.wait()
+    finally:
+        await sub.unsubscribe()
+        await nc.close()
