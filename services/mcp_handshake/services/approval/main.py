@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import logging
 from functools import partial
@@ -74,15 +75,19 @@ async def _consume(nc: NATS, deps: ApprovalDeps, verifier: DispatchVerifier) -> 
             break
         except (NatsError, TimeoutError):
             await asyncio.sleep(0.5)
-    while True:
-        try:
-            msgs = await psub.fetch(batch=32, timeout=1.0)
-        except TimeoutError:
-            continue
-        except NatsError:
-            await asyncio.sleep(0.5)
-            continue
-        await asyncio.gather(*(_handle_queued(m, deps, verifier) for m in msgs))
+    try:
+        while True:
+            try:
+                msgs = await psub.fetch(batch=32, timeout=1.0)
+            except TimeoutError:
+                continue
+            except NatsError:
+                await asyncio.sleep(0.5)
+                continue
+            await asyncio.gather(*(_handle_queued(m, deps, verifier) for m in msgs))
+    finally:
+        with contextlib.suppress(Exception):
+            await psub.unsubscribe()
 
 
 async def build(settings: Settings, nc: NATS) -> Worker:

@@ -69,20 +69,45 @@ async def serve(
     worker = await build(settings, nc)
     await worker.service.start(nc)
     tasks = [asyncio.create_task(job()) for job in worker.background]
+    for task in tasks:
+        task.add_done_callback(_report_crash(stop))
     log.info("%s worker ready (id %s)", kind, worker.service.id, extra={"worker": kind})
     try:
         await stop.wait()
     finally:
         log.info("%s worker stopping", kind, extra={"worker": kind})
         await worker.service.stop()
+        log.debug("endpoints stopped")
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        log.debug("background jobs stopped")
         for close in worker.closers:
             with contextlib.suppress(Exception):
                 await close()
+            log.debug("closed %s", close)
+        # Endpoints already finished their requests; flush the last replies and
+        # close. (A drain would also wait on JetStream pull subscriptions whose
+        # late status messages nobody reads, for its whole timeout.)
         with contextlib.suppress(Exception):
-            await nc.drain()
+            await nc.flush(timeout=2)
+        with contextlib.suppress(Exception):
+            await nc.close()
+
+
+def _report_crash(stop: asyncio.Event) -> Callable[[asyncio.Task[Any]], None]:
+    """A background job that dies takes the worker down loudly (its supervisor restarts it),
+    instead of leaving a process that looks alive and does nothing."""
+
+    def done(task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("background job failed; stopping", exc_info=exc)
+            stop.set()
+
+    return done
 
 
 def run(main: Awaitable[None]) -> None:
