@@ -15,6 +15,7 @@ from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
+from mcp_handshake.shared import tracing
 from mcp_handshake.shared.errors import (
     ApprovalDenied,
     ApprovalPending,
@@ -201,7 +202,11 @@ class HandshakeClient:
         self, tool: str, params: dict[str, Any], context: dict[str, Any] | None = None
     ) -> CallResult:
         """Both phases of the handshake for one operation, waiting for approval if needed."""
-        return await self.wait(await self.submit(tool, params, context))
+        with tracing.span(f"handshake {tool}", attributes={"handshake.tool": tool}) as span:
+            result = await self.wait(await self.submit(tool, params, context))
+            if span is not None:
+                span.set_attribute("handshake.transaction_id", result.transaction_id)
+            return result
 
     async def submit(
         self, tool: str, params: dict[str, Any], context: dict[str, Any] | None = None

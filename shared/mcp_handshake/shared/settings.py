@@ -47,6 +47,9 @@ class Settings:
     log_level: str = "INFO"
     #: Whether NATS/Redis URLs were given explicitly (``up`` then uses them).
     external_servers: bool = False
+    #: OpenTelemetry exporters: ``none``, ``console`` or ``otlp`` (standard OTEL_* variables).
+    traces_exporter: str = "none"
+    metrics_exporter: str = "none"
 
     @property
     def subjects(self) -> Subjects:
@@ -82,6 +85,8 @@ class Settings:
             log_format=env.get("HANDSHAKE_LOG_FORMAT", "text"),
             log_level=env.get("HANDSHAKE_LOG_LEVEL", "INFO").upper(),
             external_servers=bool(nats_env and redis_env),
+            traces_exporter=env.get("OTEL_TRACES_EXPORTER", "none").lower(),
+            metrics_exporter=env.get("OTEL_METRICS_EXPORTER", "none").lower(),
         )
 
     def with_(self, **changes: object) -> Settings:

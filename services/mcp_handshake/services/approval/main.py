@@ -14,6 +14,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig
+from redis.exceptions import RedisError
 
 from mcp_handshake.shared.errors import HandshakeError
 from mcp_handshake.shared.settings import Settings
@@ -24,9 +25,10 @@ from ..audit.events import Audit, ensure_audit_stream
 from ..audit.hooks import approval_hook, worker_id
 from ..common import VERSION, duplicate_window, load_common, load_sessions, redis_client
 from ..runtime import Endpoint, MicroService
+from ..runtime.telemetry import Metrics
 from ..runtime.worker import Worker
 from ..signing import APPROVAL_TYP, INTERNAL_HEADER, DispatchVerifier
-from ..tokens import TokenStore
+from ..tokens import PENDING_KEY, TokenStore
 from .agent import ConfirmationAgent, RuleBasedAgent
 from .handler import ApprovalDeps, handle_decide, handle_list, handle_status, run_agent
 from .queue import DURABLE, STREAM, ensure_stream
@@ -114,9 +116,19 @@ async def build(settings: Settings, nc: NATS) -> Worker:
 
     decided = await nc.subscribe(settings.subjects.approval_decided("*"), cb=on_decided)
     subjects = settings.subjects
+    metrics = Metrics("approval")
     limits: dict[str, Any] = {"max_payload": settings.max_payload,
                               "max_inflight": cfg.service.max_inflight,
-                              "on_done": approval_hook(audit)}  # fmt: skip
+                              "on_done": approval_hook(audit), "metrics": metrics}  # fmt: skip
+
+    async def watch_pending() -> None:
+        while True:
+            try:
+                metrics.gauges["approvals_pending"] = float(await redis.zcard(PENDING_KEY))
+            except RedisError:
+                metrics.gauges.pop("approvals_pending", None)
+            await asyncio.sleep(5.0)
+
     endpoints = [
         Endpoint("status", subjects.status, QueueGroups.APPROVAL, StatusRequest,
                  partial(handle_status, deps=deps), **limits),
@@ -130,9 +142,10 @@ async def build(settings: Settings, nc: NATS) -> Worker:
         VERSION,
         "Confirmation agent, human approvals and transaction status",
         endpoints,
+        extra_stats=lambda: {"approvals_pending": metrics.gauges.get("approvals_pending")},
     )
     return Worker(
         service,
         closers=[decided.unsubscribe, audit.drain, redis.aclose],
-        background=[partial(_consume, nc, deps, verifier)],
+        background=[partial(_consume, nc, deps, verifier), watch_pending],
     )

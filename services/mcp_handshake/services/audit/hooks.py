@@ -8,6 +8,7 @@ import uuid
 
 from ..runtime.context import RequestContext
 from ..runtime.endpoint import OutcomeHook
+from ..runtime.telemetry import Metrics
 from .events import Audit
 
 __all__ = ["approval_hook", "authorize_hook", "execute_hook", "worker_id"]
@@ -22,13 +23,15 @@ def _unique() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def authorize_hook(audit: Audit) -> OutcomeHook:
+def authorize_hook(audit: Audit, metrics: Metrics | None = None) -> OutcomeHook:
     def hook(ctx: RequestContext, code: str) -> None:
         if ctx.endpoint != "authorize":
             return
         if code != "ok":
             audit.emit(audit.event("authorize.denied", ctx, code, id_suffix=_unique()))
             return
+        if metrics is not None:
+            metrics.tokens.add(1, {"event": "issued", "tier": ctx.tier or ""})
         audit.emit(audit.event("authorize.granted", ctx, "ok"))
         if ctx.status == "pending_approval":
             detail = ctx.extra.get("detail")
@@ -37,10 +40,12 @@ def authorize_hook(audit: Audit) -> OutcomeHook:
     return hook
 
 
-def execute_hook(audit: Audit) -> OutcomeHook:
+def execute_hook(audit: Audit, metrics: Metrics | None = None) -> OutcomeHook:
     def hook(ctx: RequestContext, code: str) -> None:
         if ctx.endpoint != "execute":
             return
+        if metrics is not None and ctx.tier is not None:  # the token was used up
+            metrics.tokens.add(1, {"event": "consumed", "tier": ctx.tier})
         if code == "ok":
             audit.emit(audit.event("execute.succeeded", ctx, "ok"))
             audit.emit(audit.event("receipt.issued", ctx, "ok"))

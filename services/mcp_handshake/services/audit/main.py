@@ -25,6 +25,7 @@ from mcp_handshake.shared.settings import Settings
 
 from ..common import VERSION, duplicate_window, load_common
 from ..runtime import MicroService
+from ..runtime.telemetry import Metrics
 from ..runtime.worker import Worker
 from .events import STREAM, SUBJECT_PREFIX, ensure_audit_stream
 from .log import AuditLogWriter
@@ -97,13 +98,27 @@ async def build(settings: Settings, nc: NATS) -> Worker:
     writer = AuditLogWriter(audit_log_path(settings), load_private_key(cfg.resolve(cfg.keys.audit)))
     state = _State()
 
+    metrics = Metrics("audit")
+
     def stats() -> dict[str, Any]:
         return {
             "role": state.role,
             "written": writer.written,
             "last_stream_seq": writer.last_stream_seq,
+            "lag": metrics.gauges.get("audit_lag"),
             "log": str(writer.path),
         }
+
+    async def watch_lag() -> None:
+        while True:
+            if state.role == "active":
+                try:
+                    info = await js.stream_info(STREAM)
+                    lag = max(info.state.last_seq - writer.last_stream_seq, 0)
+                    metrics.gauges["audit_lag"] = float(lag)
+                except (NatsError, TimeoutError):
+                    metrics.gauges.pop("audit_lag", None)
+            await asyncio.sleep(2.0)
 
     async def close() -> None:
         writer.close()
@@ -115,4 +130,6 @@ async def build(settings: Settings, nc: NATS) -> Worker:
         [],
         extra_stats=stats,
     )
-    return Worker(service, closers=[close], background=[lambda: _write_forever(nc, writer, state)])
+    return Worker(
+        service, closers=[close], background=[lambda: _write_forever(nc, writer, state), watch_lag]
+    )

@@ -16,6 +16,7 @@ from ..audit.events import Audit, ensure_audit_stream
 from ..audit.hooks import authorize_hook, worker_id
 from ..common import VERSION, duplicate_window, load_common, load_sessions, redis_client
 from ..runtime import Endpoint, MicroService
+from ..runtime.telemetry import Metrics
 from ..runtime.worker import Worker
 from ..signing import APPROVAL_TYP, DispatchSigner
 from ..tokens import TokenStore
@@ -29,6 +30,7 @@ async def build(settings: Settings, nc: NATS) -> Worker:
     await ensure_stream(nc.jetstream(), settings.subjects, common.policy.max_lifetime_s + 60)
     await ensure_audit_stream(nc.jetstream(), duplicate_window(common.policy))
     audit = Audit(nc, worker_id("authorize"))
+    metrics = Metrics("authorize")
     signer = DispatchSigner.from_file(cfg.resolve(cfg.keys.internal), APPROVAL_TYP)
     deps = AuthorizeDeps(
         sessions=await load_sessions(common),
@@ -41,7 +43,8 @@ async def build(settings: Settings, nc: NATS) -> Worker:
     limits: dict[str, Any] = {
         "max_payload": settings.max_payload,
         "max_inflight": common.config.service.max_inflight,
-        "on_done": authorize_hook(audit),
+        "on_done": authorize_hook(audit, metrics),
+        "metrics": metrics,
     }
     endpoints = [
         Endpoint(

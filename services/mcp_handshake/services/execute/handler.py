@@ -13,6 +13,7 @@ from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
+from mcp_handshake.shared import tracing
 from mcp_handshake.shared.errors import (
     BadRequest,
     HandshakeError,
@@ -185,13 +186,12 @@ async def _dispatch(
         )
     )
     headers = {DISPATCH_HEADER: deps.dispatcher.sign(body)}
+    subject = deps.subjects.executor(tool.target)
     try:
-        msg = await deps.nc.request(
-            deps.subjects.executor(tool.target),
-            body,
-            timeout=deps.executor_timeout_s,
-            headers=headers,
-        )
+        with tracing.send_span(subject, **{"handshake.transaction_id": state.txn}):
+            msg = await deps.nc.request(
+                subject, body, timeout=deps.executor_timeout_s, headers=tracing.inject(headers)
+            )
     except NoRespondersError:
         deps.later(deps.store.set_status(th, "failed"))
         raise Unavailable(

@@ -16,6 +16,7 @@ from ..audit.hooks import execute_hook, worker_id
 from ..common import VERSION, duplicate_window, load_common, load_sessions, redis_client
 from ..proofs import KeyRegistry, ProofVerifier
 from ..runtime import Endpoint, MicroService
+from ..runtime.telemetry import Metrics
 from ..runtime.worker import Worker
 from ..signing import DispatchSigner, ReceiptSigner
 from ..tokens import TokenStore
@@ -28,6 +29,7 @@ async def build(settings: Settings, nc: NATS) -> Worker:
     redis = redis_client(settings)
     await ensure_audit_stream(nc.jetstream(), duplicate_window(common.policy))
     audit = Audit(nc, worker_id("execute"))
+    metrics = Metrics("execute")
     deps = ExecuteDeps(
         nc=nc,
         subjects=settings.subjects,
@@ -43,7 +45,8 @@ async def build(settings: Settings, nc: NATS) -> Worker:
     )
     limits: dict[str, Any] = {"max_payload": settings.max_payload,
                               "max_inflight": cfg.service.max_inflight,
-                              "on_done": execute_hook(audit)}  # fmt: skip
+                              "on_done": execute_hook(audit, metrics),
+                              "metrics": metrics}  # fmt: skip
     endpoints = [
         Endpoint(
             "execute",

@@ -12,6 +12,7 @@ from mcp_handshake.shared.wire import Dispatch
 
 from ..common import VERSION, load_common
 from ..runtime import Endpoint, MicroService
+from ..runtime.telemetry import Metrics
 from ..runtime.worker import Worker
 from ..signing import DispatchVerifier
 from .handler import ExecutorDeps, handle_dispatch
@@ -23,6 +24,7 @@ def builder(targets: list[str]):  # type: ignore[no-untyped-def]
         common = load_common(settings)
         cfg = common.config
         names = targets or sorted(cfg.targets)
+        metrics = Metrics("executor")
         clients = TargetClient.all_from(cfg, names)
         deps = ExecutorDeps(
             verifier=DispatchVerifier.from_file(cfg.resolve(cfg.keys.dispatch_public)),
@@ -38,6 +40,7 @@ def builder(targets: list[str]):  # type: ignore[no-untyped-def]
                 partial(handle_dispatch, deps=deps),
                 max_payload=settings.max_payload * 2,
                 max_inflight=cfg.service.max_inflight,
+                metrics=metrics,
             )
             for name in names
         ]

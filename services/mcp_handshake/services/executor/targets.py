@@ -23,7 +23,9 @@ from urllib.parse import quote
 
 import aiohttp
 import msgspec
+from opentelemetry.trace import SpanKind
 
+from mcp_handshake.shared import tracing
 from mcp_handshake.shared.errors import OutcomeUnknown, TargetError, Unavailable
 
 from ..config import HandshakeConfig, TargetAuth, TargetConfig
@@ -172,12 +174,20 @@ class TargetClient:
         headers = {"Idempotency-Key": txn}
         if self._oauth is not None:
             headers["Authorization"] = await self._oauth.header(session)
+        # The span names the operation, never the URL's query (it holds params).
+        attrs = {"http.request.method": method, "url.template": path.split("?")[0],
+                 "server.address": self._base_url, "handshake.target": self.name,
+                 "handshake.transaction_id": txn}  # fmt: skip
         try:
-            async with session.request(
-                method, self._base_url + path, headers=headers, allow_redirects=False, **kw
-            ) as resp:
-                data = await resp.read()
-                status = resp.status
+            with tracing.span(method, SpanKind.CLIENT, attrs) as span:
+                async with session.request(
+                    method, self._base_url + path, headers=tracing.inject(headers),
+                    allow_redirects=False, **kw,
+                ) as resp:  # fmt: skip
+                    data = await resp.read()
+                    status = resp.status
+                    if span is not None:
+                        span.set_attribute("http.response.status_code", status)
                 if status >= 500:
                     raise _Retryable(TargetError(_target_message(status, data), transaction_id=txn))
                 return _result(status, data, txn)

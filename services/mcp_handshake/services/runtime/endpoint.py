@@ -25,6 +25,7 @@ import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from mcp_handshake.shared import tracing
 from mcp_handshake.shared.errors import (
     BadRequest,
     HandshakeError,
@@ -34,6 +35,7 @@ from mcp_handshake.shared.errors import (
 from mcp_handshake.shared.wire import ErrorDetail, ErrorReply
 
 from .context import RequestContext, open_context
+from .telemetry import Metrics
 
 __all__ = ["Endpoint", "EndpointStats", "Request", "error_reply"]
 
@@ -107,6 +109,7 @@ class Endpoint:
         max_payload: int,
         max_inflight: int = 1024,
         on_done: OutcomeHook | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.name = name
         self.subject = subject
@@ -119,6 +122,7 @@ class Endpoint:
         self._sub: Any = None
         self._nc: NATS | None = None
         self._on_done = on_done
+        self._metrics = metrics
         self.stats = EndpointStats()
 
     async def start(self, nc: NATS) -> None:
@@ -150,24 +154,38 @@ class Endpoint:
         start = time.perf_counter_ns()
         ctx = open_context(self.name)
         headers: dict[str, str] | None = None
-        try:
-            reply = await self._dispatch(msg)
-            data = _encode(reply)
-            code = "ok"
-        except HandshakeError as err:
-            data, headers = error_reply(err)
-            code = err.code
-        except Exception:
-            log.exception("unhandled error on %s", self.name)
-            data, headers = error_reply(InternalError())
-            code = InternalError.code
+        with tracing.process_span(self.subject, msg.headers) as span:
+            ctx.trace_id = tracing.trace_id()
+            try:
+                reply = await self._dispatch(msg)
+                data = _encode(reply)
+                code = "ok"
+            except HandshakeError as err:
+                data, headers = error_reply(err)
+                code = err.code
+            except Exception:
+                log.exception("unhandled error on %s", self.name)
+                data, headers = error_reply(InternalError())
+                code = InternalError.code
+            if span is not None:
+                for key, value in (
+                    ("handshake.transaction_id", ctx.txn),
+                    ("handshake.tool", ctx.tool),
+                    ("handshake.tier", ctx.tier),
+                ):
+                    if value:
+                        span.set_attribute(key, value)
+                tracing.set_error(span, code)
         stats = self.stats
         stats.num_requests += 1
         stats.outcomes[code] += 1
         if code != "ok":
             stats.num_errors += 1
             stats.last_error = code
-        stats.processing_time_ns += time.perf_counter_ns() - start
+        elapsed = time.perf_counter_ns() - start
+        stats.processing_time_ns += elapsed
+        if self._metrics is not None:
+            self._metrics.request(self.name, code, elapsed / 1e6)
         if self._on_done is not None:
             try:
                 self._on_done(ctx, code)

@@ -10,6 +10,8 @@ import json
 import logging
 import sys
 
+from .context import _current
+
 __all__ = ["setup_logging"]
 
 _FIELDS = ("txn", "trace_id", "code", "tool", "worker")
@@ -44,8 +46,22 @@ class TextFormatter(logging.Formatter):
         return super().format(record)
 
 
+class ContextFilter(logging.Filter):
+    """Adds the running request's transaction id and trace id to every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        ctx = _current.get()
+        if ctx is not None:
+            if getattr(record, "txn", None) is None and ctx.txn:
+                record.txn = ctx.txn
+            if getattr(record, "trace_id", None) is None and ctx.trace_id:
+                record.trace_id = ctx.trace_id
+        return True
+
+
 def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(ContextFilter())
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -16,6 +16,7 @@ from nats.aio.client import Client as NATS
 from mcp_handshake.shared.settings import Settings
 
 from .service import MicroService
+from .telemetry import setup_telemetry
 
 __all__ = ["Worker", "connect_nats", "run", "serve"]
 
@@ -58,13 +59,19 @@ async def serve(
     kind: str,
     build: Callable[[Settings, NATS], Awaitable[Worker]],
     stop: asyncio.Event | None = None,
+    *,
+    install_signals: bool = True,
 ) -> None:
-    """Run one worker until SIGINT/SIGTERM (or ``stop`` is set), then drain."""
+    """Run one worker until SIGINT/SIGTERM (or ``stop`` is set), then stop cleanly."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    if install_signals:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        shutdown_telemetry = setup_telemetry(settings, kind)
+    else:  # embedded (tests): the host process owns signals and telemetry
+        shutdown_telemetry = lambda: None  # noqa: E731
     nc = await connect_nats(settings, f"handshake-{kind}")
     worker = await build(settings, nc)
     await worker.service.start(nc)
@@ -93,6 +100,7 @@ async def serve(
             await nc.flush(timeout=2)
         with contextlib.suppress(Exception):
             await nc.close()
+        shutdown_telemetry()
 
 
 def _report_crash(stop: asyncio.Event) -> Callable[[asyncio.Task[Any]], None]:

@@ -1,0 +1,129 @@
+"""Canaries: recognizable secrets in params, tokens, sessions and the target API key
+appear nowhere: not in the audit log, the audit stream, worker logs or error replies."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import nats
+import pytest
+from nats.js.api import DeliverPolicy
+
+from mcp_handshake.services.audit.events import STREAM
+from mcp_handshake.services.devstack import Stack, StackSpec
+from tests.conftest import Raw, make_stack
+
+PARAM_CANARY = "CANARYPARAM7f3a9"
+
+
+@pytest.fixture
+def own_stack(tmp_path: Path) -> Iterator[Stack]:
+    st = make_stack(tmp_path / "home", StackSpec())
+    st.extra_env["HANDSHAKE_LOG_LEVEL"] = "DEBUG"
+    try:
+        asyncio.run(st.start())
+        yield st
+    finally:
+        st.stop()
+
+
+async def _stream_dump(nc: nats.NATS) -> bytes:
+    got: list[bytes] = []
+
+    async def cb(msg: nats.aio.msg.Msg) -> None:
+        got.append(msg.data + json.dumps(dict(msg.headers or {})).encode())
+
+    sub = await nc.jetstream().subscribe(
+        "handshake.audit.>",
+        stream=STREAM,
+        cb=cb,
+        ordered_consumer=True,
+        deliver_policy=DeliverPolicy.ALL,
+    )
+    await asyncio.sleep(1.0)
+    await sub.unsubscribe()
+    return b"\n".join(got)
+
+
+async def test_no_canary_leaks(own_stack: Stack) -> None:
+    nc = await nats.connect(own_stack.nats_url or "")
+    raw = Raw(nc, own_stack)
+    replies: list[str] = []
+    secrets: dict[str, str] = {}
+    try:
+        alice = raw.session("alice", "billing")
+        secrets["session"] = alice
+        secrets["api key"] = (own_stack.home / "secrets" / "payments_api_key").read_text().strip()
+        invoice = {
+            "customer_id": "cus_8f3k2m9q",
+            "amount": 42,
+            "currency": "EUR",
+            "memo": f"memo {PARAM_CANARY}",
+        }
+        g = (await raw.authorize(alice, "payments.create_invoice", invoice)).body
+        secrets["token"] = g["token"]
+        r = await raw.execute(alice, g, "payments.create_invoice", invoice)
+        assert r.error is None, r.body
+        replay = await raw.execute(alice, g, "payments.create_invoice", invoice)
+        replies.append(json.dumps(replay.body))
+        # refusals that carry the canary in what they refuse
+        bad = [
+            {**invoice, "currency": PARAM_CANARY},
+            {**invoice, "memo": PARAM_CANARY * 20},
+            {**invoice, "customer_id": PARAM_CANARY},
+        ]
+        for params in bad:
+            replies.append(
+                json.dumps((await raw.authorize(alice, "payments.create_invoice", params)).body)
+            )
+        carol = raw.session("carol", "support")
+        for cid in (f"../{PARAM_CANARY}", f"cus_{PARAM_CANARY}"):
+            reply = await raw.authorize(carol, "customers.get_customer", {"customer_id": cid})
+            replies.append(json.dumps(reply.body))
+            if reply.error is None:
+                done = await raw.execute(
+                    carol, reply.body, "customers.get_customer", {"customer_id": cid}
+                )
+                replies.append(json.dumps(done.body))
+        g2 = (await raw.authorize(alice, "payments.create_invoice", invoice)).body
+        secrets["unused token"] = g2["token"]
+        wrong = await raw.execute(
+            alice, {**g2, "token": g["token"]}, "payments.create_invoice", invoice
+        )
+        replies.append(json.dumps(wrong.body))
+        replies.append(
+            json.dumps(
+                (
+                    await raw.request(
+                        raw.s.authorize,
+                        {"tool": "payments.create_invoice", "params": invoice},
+                        headers={"Authorization": f"Bearer {alice}x"},
+                    )
+                ).body
+            )
+        )
+        await asyncio.sleep(1.5)  # let the audit worker write
+        stream = await _stream_dump(nc)
+    finally:
+        await nc.close()
+    own_stack.stop()  # flush logs and the final checkpoint
+    audit_log = (own_stack.home / "audit" / "audit.log").read_bytes()
+    assert b"execute.succeeded" in audit_log and stream
+    worker_logs = b"".join(
+        p.read_bytes()
+        for p in (own_stack.home / "logs").glob("*.log")
+        if p.name not in {"nats-server.log", "redis-server.log"}
+    )
+    places = {
+        "audit log": audit_log,
+        "audit stream": stream,
+        "worker logs": worker_logs,
+        "error replies": "\n".join(replies).encode(),
+    }
+    canaries = {"param": PARAM_CANARY, **secrets}
+    for where, data in places.items():
+        for what, canary in canaries.items():
+            assert canary.encode() not in data, f"{what} found in {where}"
