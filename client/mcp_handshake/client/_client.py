@@ -149,9 +149,10 @@ class HandshakeClient:
         if auth:
             hdrs["Authorization"] = f"Bearer {await self._session.token()}"
         try:
-            msg = await self._nc.request(
-                subject, _encode(body), timeout=self._timeout, headers=hdrs
-            )
+            with tracing.send_span(subject):
+                msg = await self._nc.request(
+                    subject, _encode(body), timeout=self._timeout, headers=tracing.inject(hdrs)
+                )
         except NoRespondersError:
             raise Unavailable("no mediator worker is serving this request") from None
         except NatsTimeout:
