@@ -12,6 +12,7 @@ from mcp_handshake.shared.errors import Forbidden, InternalError
 from mcp_handshake.shared.wire import Dispatch, DispatchReply
 
 from ..runtime import Request
+from ..runtime.context import current
 from ..signing import DISPATCH_HEADER, DispatchVerifier
 from ..tools import HttpOperation, ToolRegistry
 from .targets import OperationContext, TargetClient
@@ -48,6 +49,8 @@ async def handle_dispatch(req: Request[Dispatch], deps: ExecutorDeps) -> Dispatc
         log.warning("refused a dispatch without a valid signature")
         raise Forbidden("dispatch signature missing or invalid")
     d = req.body
+    ctx = current()
+    ctx.txn, ctx.sub, ctx.tool = d.txn, d.sub, d.tool
     now = time.time()
     if d.exp < now or d.iat > now + _SKEW_S:
         raise Forbidden("dispatch expired", transaction_id=d.txn)
