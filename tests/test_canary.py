@@ -17,12 +17,14 @@ from mcp_handshake.services.devstack import Stack, StackSpec
 from tests.conftest import Raw, make_stack
 
 PARAM_CANARY = "CANARYPARAM7f3a9"
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
 @pytest.fixture
 def own_stack(tmp_path: Path) -> Iterator[Stack]:
     st = make_stack(tmp_path / "home", StackSpec())
     st.extra_env["HANDSHAKE_LOG_LEVEL"] = "DEBUG"
+    st.extra_env["HANDSHAKE_LOG_FORMAT"] = "json"
     try:
         asyncio.run(st.start())
         yield st
@@ -65,7 +67,9 @@ async def test_no_canary_leaks(own_stack: Stack) -> None:
         }
         g = (await raw.authorize(alice, "payments.create_invoice", invoice)).body
         secrets["token"] = g["token"]
-        r = await raw.execute(alice, g, "payments.create_invoice", invoice)
+        r = await raw.execute(
+            alice, g, "payments.create_invoice", invoice, extra_headers={"traceparent": TRACEPARENT}
+        )
         assert r.error is None, r.body
         replay = await raw.execute(alice, g, "payments.create_invoice", invoice)
         replies.append(json.dumps(replay.body))
@@ -127,3 +131,10 @@ async def test_no_canary_leaks(own_stack: Stack) -> None:
     for where, data in places.items():
         for what, canary in canaries.items():
             assert canary.encode() not in data, f"{what} found in {where}"
+    # worker logs are JSON lines; the executor's line for the call carries txn and trace id
+    lines = [json.loads(line) for line in worker_logs.decode().splitlines() if line.startswith("{")]
+    assert lines and all("level" in x and "msg" in x for x in lines)
+    executed = [
+        x for x in lines if x.get("txn") == g["transaction_id"] and x["msg"].startswith("executed")
+    ]
+    assert executed and executed[0]["trace_id"] == TRACEPARENT.split("-")[1]

@@ -54,3 +54,16 @@ def test_errors_are_one_line_without_traceback(stack: Stack) -> None:
     assert "unauthenticated" in out.stderr and "Traceback" not in out.stderr
     out = cli(stack, "call", "payments.list_invoices", "--params", "[1", session="garbage")
     assert out.returncode == 2
+
+
+def test_status_shows_every_worker_kind(stack: Stack) -> None:
+    out = cli(stack, "status", "--json")
+    assert out.returncode == 0, out.stderr
+    snap = json.loads(out.stdout)
+    up = {k: v["instances"] for k, v in snap["workers"].items()}
+    assert up == {"authorize": 2, "execute": 2, "executor": 1, "approval": 2, "audit": 1}
+    assert snap["workers"]["authorize"]["requests"] > 0
+    assert isinstance(snap["approvals_pending"], int)
+    assert isinstance(snap["audit_lag"], int)
+    table = cli(stack, "status", "--once")
+    assert table.returncode == 0 and "authorize" in table.stdout and "audit lag" in table.stdout

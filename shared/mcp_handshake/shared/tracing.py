@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -27,6 +28,10 @@ __all__ = [
 ]
 
 _tracer = trace.get_tracer("mcp_handshake")
+
+# Without an SDK we still pass an incoming ``traceparent`` on to the next hop and
+# read its trace id for log lines, so logs correlate across workers for free.
+_incoming: ContextVar[str | None] = ContextVar("handshake_traceparent", default=None)
 
 
 def enabled() -> bool:
@@ -64,6 +69,7 @@ def process_span(
 ) -> Iterator[Span | None]:
     """A span around serving a request, continuing the trace its headers carry."""
     if not enabled():
+        _incoming.set((headers or {}).get("traceparent"))
         yield None
         return
     parent = propagate.extract(dict(headers or {}))
@@ -93,12 +99,22 @@ def inject(headers: dict[str, str]) -> dict[str, str]:
     """Add ``traceparent``/``tracestate`` for the current span (no-op when tracing is off)."""
     if enabled():
         propagate.inject(headers)
+    else:
+        incoming = _incoming.get()
+        if incoming:
+            headers["traceparent"] = incoming
     return headers
 
 
 def trace_id() -> str | None:
+    """The current trace id (hex), from the active span or the incoming ``traceparent``."""
     ctx = trace.get_current_span().get_span_context()
-    return format(ctx.trace_id, "032x") if ctx.is_valid else None
+    if ctx.is_valid:
+        return format(ctx.trace_id, "032x")
+    parts = (_incoming.get() or "").split("-")
+    if len(parts) == 4 and len(parts[1]) == 32 and parts[1] != "0" * 32:
+        return parts[1]
+    return None
 
 
 def set_error(s: Span | None, code: str) -> None:

@@ -216,6 +216,20 @@ def approvals_deny(
     _run_client(session, lambda hs: decide(hs, txn, "deny", reason))
 
 
+@app.command()
+def status(
+    once: Annotated[bool, typer.Option(help="Print once instead of refreshing.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON snapshot.")] = False,
+) -> None:
+    """Live view: workers up per kind, requests, errors, latency, audit lag, pending approvals."""
+    from ._status import run_status
+
+    try:
+        asyncio.run(run_status(Settings.from_env(), once, json_))
+    except KeyboardInterrupt:
+        pass
+
+
 @audit_app.command("verify")
 def audit_verify(
     log: Annotated[

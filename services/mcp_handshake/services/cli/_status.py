@@ -1,0 +1,118 @@
+"""``mcp-handshake status``: which workers are up, their load and errors, audit lag,
+pending approvals, live."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import defaultdict
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from mcp_handshake.shared.settings import Settings
+
+from ..audit.events import STREAM
+from ..common import redis_client
+from ..tokens import PENDING_KEY
+
+console = Console()
+
+
+async def _collect(nc: NATS, wait: float = 0.4) -> list[dict[str, Any]]:
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    await nc.publish("$SRV.STATS", b"", reply=inbox)
+    out: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    end = loop.time() + wait
+    while (left := end - loop.time()) > 0:
+        try:
+            msg = await sub.next_msg(timeout=left)
+        except nats.errors.TimeoutError:
+            break
+        if msg.data:
+            out.append(json.loads(msg.data))
+    await sub.unsubscribe()
+    return out
+
+
+async def snapshot(settings: Settings, nc: NATS) -> dict[str, Any]:
+    """Everything ``status`` shows, as data."""
+    stats = await _collect(nc)
+    kinds: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {"instances": 0, "requests": 0, "errors": 0, "time_ns": 0, "outcomes": {}}
+    )
+    audit_seq = 0
+    for s in stats:
+        k = kinds[s["name"].removeprefix("handshake-")]
+        k["instances"] += 1
+        for e in s.get("endpoints", []):
+            k["requests"] += e["num_requests"]
+            k["errors"] += e["num_errors"]
+            k["time_ns"] += e["processing_time"]
+            for code, n in ((e.get("data") or {}).get("outcomes") or {}).items():
+                k["outcomes"][code] = k["outcomes"].get(code, 0) + n
+        data = s.get("data") or {}
+        if data.get("role") == "active":
+            audit_seq = max(audit_seq, int(data.get("last_stream_seq") or 0))
+    out: dict[str, Any] = {"workers": dict(kinds)}
+    try:
+        info = await nc.jetstream().stream_info(STREAM)
+        out["audit_lag"] = max(info.state.last_seq - audit_seq, 0) if audit_seq else None
+        out["audit_events"] = info.state.messages
+    except Exception:
+        out["audit_lag"] = out["audit_events"] = None
+    redis = redis_client(settings)
+    try:
+        out["approvals_pending"] = int(await redis.zcard(PENDING_KEY))
+    except Exception:
+        out["approvals_pending"] = None
+    finally:
+        await redis.aclose()
+    return out
+
+
+def render(snap: dict[str, Any]) -> Group:
+    table = Table(title="mcp-handshake workers")
+    for col in ("kind", "up", "requests", "errors", "avg ms", "outcomes"):
+        table.add_column(col, justify="right" if col not in {"kind", "outcomes"} else "left")
+    for kind in ("authorize", "execute", "executor", "approval", "audit"):
+        k = snap["workers"].get(kind)
+        if k is None:
+            table.add_row(kind, Text("0", style="red"), "-", "-", "-", "")
+            continue
+        avg = k["time_ns"] / max(k["requests"], 1) / 1e6
+        outcomes = ", ".join(f"{c}={n}" for c, n in sorted(k["outcomes"].items()))
+        table.add_row(kind, str(k["instances"]), str(k["requests"]), str(k["errors"]),
+                      f"{avg:.2f}", outcomes)  # fmt: skip
+    lag = snap.get("audit_lag")
+    pending = snap.get("approvals_pending")
+    footer = Text(
+        f"audit lag: {'?' if lag is None else lag} events   "
+        f"pending approvals: {'?' if pending is None else pending}"
+    )
+    return Group(table, footer)
+
+
+async def run_status(settings: Settings, once: bool, as_json: bool) -> None:
+    nc = await nats.connect(settings.nats_url.split(","), connect_timeout=3)
+    try:
+        if once or as_json:
+            snap = await snapshot(settings, nc)
+            if as_json:
+                print(json.dumps(snap))
+            else:
+                console.print(render(snap))
+            return
+        with Live(render(await snapshot(settings, nc)), console=console) as live:
+            while True:
+                await asyncio.sleep(2.0)
+                live.update(render(await snapshot(settings, nc)))
+    finally:
+        await nc.close()
