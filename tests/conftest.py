@@ -11,7 +11,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -74,6 +74,30 @@ def make_stack(home: Path, spec: StackSpec, **kw: Any) -> Stack:
         config_edit=_test_config,
         **kw,
     )
+
+
+@pytest.fixture
+def stack_factory(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
+    """Whole stacks of a test's own (for tests that stop servers or workers)."""
+    made: list[Stack] = []
+
+    def make(spec: StackSpec | None = None, **env: str) -> Stack:
+        st = make_stack(tmp_path / f"home{len(made)}", spec or StackSpec())
+        st.extra_env.update(env)
+        made.append(st)
+        asyncio.run(st.start())
+        return st
+
+    try:
+        yield make
+    finally:
+        for st in made:
+            st.stop()
+
+
+@pytest.fixture
+def own_stack(stack_factory: Callable[..., Stack]) -> Stack:
+    return stack_factory()
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ import pytest
 from redis.asyncio import Redis
 
 from mcp_handshake.services.devhome import IDP_KEY
+from mcp_handshake.services.runtime.service import discover
 from mcp_handshake.shared.keys import generate_private_key, load_private_key, public_jwk
 from tests.conftest import Raw
 
@@ -44,21 +45,11 @@ async def test_sequential_replays_are_all_refused(raw: Raw) -> None:
 
 
 async def _execute_stats(raw: Raw) -> dict[str, int]:
-    inbox = raw.nc.new_inbox()
-    sub = await raw.nc.subscribe(inbox)
-    await raw.nc.publish("$SRV.STATS.handshake-execute", b"", reply=inbox)
-    per_worker: dict[str, int] = {}
-    end = time.monotonic() + 0.5
-    while (left := end - time.monotonic()) > 0:
-        try:
-            msg = await sub.next_msg(timeout=left)
-        except Exception:
-            break
-        if msg.data:
-            s = json.loads(msg.data)
-            ep = next(e for e in s["endpoints"] if e["name"] == "execute")
-            per_worker[s["id"]] = ep["num_requests"]
-    await sub.unsubscribe()
+    """Requests served so far by each execute worker process."""
+    per_worker = {}
+    for s in await discover(raw.nc, "STATS.handshake-execute", 0.5):
+        ep = next(e for e in s["endpoints"] if e["name"] == "execute")
+        per_worker[s["id"]] = ep["num_requests"]
     return per_worker
 
 

@@ -8,7 +8,6 @@ import random
 import shutil
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,16 +107,6 @@ async def test_lost_consume_cannot_become_a_replay(raw: Raw, redis: Redis) -> No
     r = await raw.execute(alice, g, "payments.list_invoices", LIST)
     assert r.error == "invalid_transaction", r.body
     assert (await raw.target_stats())["calls"] == before["calls"]
-
-
-@pytest.fixture
-def own_stack(tmp_path: Path) -> Iterator[Stack]:
-    st = make_stack(tmp_path / "home", StackSpec())
-    try:
-        asyncio.run(st.start())
-        yield st
-    finally:
-        st.stop()
 
 
 @pytest.mark.fault

@@ -5,31 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import nats
 import pytest
 from nats.js.api import DeliverPolicy
 
 from mcp_handshake.services.audit.events import STREAM
-from mcp_handshake.services.devstack import Stack, StackSpec
-from tests.conftest import Raw, make_stack
+from mcp_handshake.services.devstack import Stack
+from tests.conftest import Raw
 
 PARAM_CANARY = "CANARYPARAM7f3a9"
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-
-
-@pytest.fixture
-def own_stack(tmp_path: Path) -> Iterator[Stack]:
-    st = make_stack(tmp_path / "home", StackSpec())
-    st.extra_env["HANDSHAKE_LOG_LEVEL"] = "DEBUG"
-    st.extra_env["HANDSHAKE_LOG_FORMAT"] = "json"
-    try:
-        asyncio.run(st.start())
-        yield st
-    finally:
-        st.stop()
 
 
 async def _stream_dump(nc: nats.NATS) -> bytes:
@@ -50,7 +37,14 @@ async def _stream_dump(nc: nats.NATS) -> bytes:
     return b"\n".join(got)
 
 
-async def test_no_canary_leaks(own_stack: Stack) -> None:
+@pytest.fixture
+def chatty_stack(stack_factory: Callable[..., Stack]) -> Stack:
+    """JSON log lines at DEBUG: the most a worker ever writes."""
+    return stack_factory(HANDSHAKE_LOG_LEVEL="DEBUG", HANDSHAKE_LOG_FORMAT="json")
+
+
+async def test_no_canary_leaks(chatty_stack: Stack) -> None:
+    own_stack = chatty_stack
     nc = await nats.connect(own_stack.nats_url or "")
     raw = Raw(nc, own_stack)
     replies: list[str] = []

@@ -4,28 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import nats
 import pytest
 
-from mcp_handshake.services.devstack import Stack, StackSpec
-from tests.conftest import Raw, make_stack
+from mcp_handshake.services.devstack import Stack
+from tests.conftest import Raw
 
 INVOICE = {"customer_id": "cus_8f3k2m9q", "amount": 12.5, "currency": "EUR"}
 
 pytestmark = pytest.mark.fault
-
-
-@pytest.fixture
-def own_stack(tmp_path: Path) -> Iterator[Stack]:
-    st = make_stack(tmp_path / "home", StackSpec())
-    try:
-        asyncio.run(st.start())
-        yield st
-    finally:
-        st.stop()
 
 
 async def test_redis_down_fails_closed_and_recovers(own_stack: Stack) -> None:

@@ -6,8 +6,6 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import jwt
@@ -15,8 +13,8 @@ import nats
 import pytest
 import rfc8785
 
-from mcp_handshake.services.devstack import Stack, StackSpec
-from tests.conftest import Raw, make_stack
+from mcp_handshake.services.devstack import Stack
+from tests.conftest import Raw
 
 KNOWN = "acct_4f9d2a"
 
@@ -196,16 +194,6 @@ async def test_rate_limit(raw: Raw) -> None:
     assert [c.error for c in codes] == [None, None, None, "rate_limited"]
     err = codes[-1].body["error"]
     assert err["retryable"] is True and 0 < err["retry_after_s"] <= 5
-
-
-@pytest.fixture
-def own_stack(tmp_path: Path) -> Iterator[Stack]:
-    st = make_stack(tmp_path / "home", StackSpec())
-    try:
-        asyncio.run(st.start())
-        yield st
-    finally:
-        st.stop()
 
 
 @pytest.mark.fault

@@ -31,6 +31,7 @@ from nats.aio.client import Client as NATS
 from mcp_handshake.shared.settings import STACK_FILE, Settings
 
 from .devhome import ensure_home
+from .runtime.service import discover
 
 __all__ = ["Stack", "StackSpec", "find_nats_server", "free_port"]
 
@@ -233,21 +234,10 @@ class Stack:
 
 async def ping_counts(nc: NATS, wait: float = 0.25) -> dict[str, int]:
     """How many instances of each micro service answer a ping."""
-    inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox)
     counts: dict[str, int] = {}
-    await nc.publish("$SRV.PING", b"", reply=inbox)
-    end = time.monotonic() + wait
-    while (left := end - time.monotonic()) > 0:
-        try:
-            msg = await sub.next_msg(timeout=left)
-        except nats.errors.TimeoutError:
-            break
-        if not msg.data:  # a "no responders" status message
-            continue
-        name = json.loads(msg.data).get("name", "?")
+    for answer in await discover(nc, "PING", wait):
+        name = answer.get("name", "?")
         counts[name] = counts.get(name, 0) + 1
-    await sub.unsubscribe()
     return counts
 
 

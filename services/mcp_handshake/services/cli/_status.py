@@ -19,32 +19,15 @@ from mcp_handshake.shared.settings import Settings
 
 from ..audit.events import STREAM
 from ..common import redis_client
+from ..runtime.service import discover
 from ..tokens import PENDING_KEY
 
 console = Console()
 
 
-async def _collect(nc: NATS, wait: float = 0.4) -> list[dict[str, Any]]:
-    inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox)
-    await nc.publish("$SRV.STATS", b"", reply=inbox)
-    out: list[dict[str, Any]] = []
-    loop = asyncio.get_running_loop()
-    end = loop.time() + wait
-    while (left := end - loop.time()) > 0:
-        try:
-            msg = await sub.next_msg(timeout=left)
-        except nats.errors.TimeoutError:
-            break
-        if msg.data:
-            out.append(json.loads(msg.data))
-    await sub.unsubscribe()
-    return out
-
-
 async def snapshot(settings: Settings, nc: NATS) -> dict[str, Any]:
     """Everything ``status`` shows, as data."""
-    stats = await _collect(nc)
+    stats = await discover(nc, "STATS", 0.4)
     kinds: dict[str, dict[str, Any]] = defaultdict(
         lambda: {"instances": 0, "requests": 0, "errors": 0, "time_ns": 0, "outcomes": {}}
     )

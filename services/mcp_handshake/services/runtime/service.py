@@ -8,6 +8,7 @@ concurrently and must never put ``repr(error)`` on the wire.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -15,11 +16,12 @@ from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
 from nats.nuid import NUID
 
 from .endpoint import Endpoint
 
-__all__ = ["MicroService"]
+__all__ = ["MicroService", "discover"]
 
 _PREFIX = "$SRV"
 
@@ -122,3 +124,24 @@ class MicroService:
         if self._extra_stats is not None:
             body["data"] = self._extra_stats()
         return body
+
+
+async def discover(nc: NATS, verb: str = "PING", wait: float = 0.25) -> list[dict[str, Any]]:
+    """Every micro service's answer to ``$SRV.<verb>`` within ``wait`` seconds."""
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    answers: list[dict[str, Any]] = []
+    try:
+        await nc.publish(f"{_PREFIX}.{verb}", b"", reply=inbox)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + wait
+        while (left := end - loop.time()) > 0:
+            try:
+                msg = await sub.next_msg(timeout=left)
+            except NatsTimeout:
+                break
+            if msg.data:  # an empty message is a "no responders" status
+                answers.append(json.loads(msg.data))
+    finally:
+        await sub.unsubscribe()
+    return answers
