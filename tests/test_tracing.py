@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_one_call_is_one_trace_across_every_hop(tmp_path: Path) -> None:
+def test_one_call_is_one_trace_across_every_hop_and_is_measured(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HANDSHAKE_LOG_LEVEL": "WARNING"}
     out = subprocess.run(
         [sys.executable, "-m", "tests.support.trace_probe", str(tmp_path / "home")],
@@ -48,3 +48,18 @@ def test_one_call_is_one_trace_across_every_hop(tmp_path: Path) -> None:
         assert by_name[hop]["attributes"]["handshake.transaction_id"] == report["txn"]
     http = by_name["GET"]["attributes"]
     assert http["url.template"] == "/v1/invoices" and http["http.response.status_code"] == 200
+
+    points = report["metrics"]
+
+    def value(name: str, **attrs: str) -> float:
+        return sum(
+            p["value"]
+            for p in points
+            if p["name"] == name and all(p["attributes"].get(k) == v for k, v in attrs.items())
+        )
+
+    for endpoint in ("authorize", "execute", "executor-payments"):
+        assert value("handshake.requests", endpoint=endpoint, outcome="ok") >= 1, endpoint
+        assert value("handshake.request.duration", endpoint=endpoint) >= 1, endpoint
+    assert value("handshake.tokens", event="issued") == 1
+    assert value("handshake.tokens", event="consumed") == 1

@@ -9,7 +9,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from opentelemetry import trace
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -29,6 +31,8 @@ async def main(home: Path) -> None:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
+    reader = InMemoryMetricReader()
+    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
     stack = Stack(home, StackSpec())
     stack.start_nats()
     stack.start_redis()
@@ -62,7 +66,23 @@ async def main(home: Path) -> None:
         }
         for s in exporter.get_finished_spans()
     ]
-    print(json.dumps({"txn": result.transaction_id, "spans": spans}))
+    points = []
+    data = reader.get_metrics_data()
+    for rm in data.resource_metrics if data else []:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                for p in metric.data.data_points:
+                    value = getattr(p, "value", None)
+                    if value is None:
+                        value = getattr(p, "count", None)
+                    points.append(
+                        {
+                            "name": metric.name,
+                            "attributes": dict(p.attributes or {}),
+                            "value": value,
+                        }
+                    )
+    print(json.dumps({"txn": result.transaction_id, "spans": spans, "metrics": points}))
 
 
 if __name__ == "__main__":

@@ -225,7 +225,10 @@ def verify_log(path: Path, jwks: dict[str, Any]) -> VerifyResult:
         if not path.exists():
             return VerifyResult(False, 0, 0, 1, "log file missing")
         fh = stack.enter_context(open(path, encoding="utf-8"))
-        for line_no, raw in enumerate(fh, start=1):
+        for n, raw in enumerate(fh, start=1):
+            if not raw.endswith("\n"):
+                break  # a line being written right now (only ever the last one)
+            line_no = n
             bad = _check_line(raw, line_no, prev, keys)
             if isinstance(bad, str):
                 return VerifyResult(False, entries, len(checkpoints), line_no, bad)

@@ -68,8 +68,11 @@ class _OAuth2:
                 data = {"grant_type": "client_credentials"}
                 if self._auth.scope:
                     data["scope"] = self._auth.scope
-                basic = aiohttp.BasicAuth(self._auth.client_id or "", self._secret)
-                async with session.post(self._auth.token_url or "", data=data, auth=basic) as r:
+                basic = aiohttp.encode_basic_auth(self._auth.client_id or "", self._secret)
+                headers = {"Authorization": basic}
+                async with session.post(
+                    self._auth.token_url or "", data=data, headers=headers
+                ) as r:
                     if r.status != 200:
                         raise TargetError("the target's token endpoint refused the credentials")
                     body = await r.json()
