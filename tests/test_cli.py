@@ -71,41 +71,41 @@ def test_status_shows_every_worker_kind(stack: Stack) -> None:
 
 
 def test_audit_show_export_tail_and_verify(stack: Stack) -> None:
-    session = cli(stack, "token", "mint", "--sub", "cli-audit").stdout.strip()
-    out = cli(
-        stack,
-        "call",
-        "payments.get_exchange_rate",
-        "--params",
-        '{"base": "EUR", "quote": "CHF"}',
-        session=session,
-    )
-    assert out.returncode == 0, out.stderr
-    txn = json.loads(out.stdout)["transaction_id"]
-    deadline = time.monotonic() + 15
-    show = cli(stack, "audit", "show", txn)
-    while "receipt.issued" not in show.stdout and time.monotonic() < deadline:
-        time.sleep(0.3)
+    env = {**os.environ, **stack.env()}
+    with open(stack.home / "tail.out", "w") as sink:  # follows new events only
+        tail = subprocess.Popen(
+            [sys.executable, "-m", "mcp_handshake.services.cli", "audit", "tail"],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        time.sleep(2)
+        session = cli(stack, "token", "mint", "--sub", "cli-audit").stdout.strip()
+        out = cli(
+            stack,
+            "call",
+            "payments.get_exchange_rate",
+            "--params",
+            '{"base": "EUR", "quote": "CHF"}',
+            session=session,
+        )
+        assert out.returncode == 0, out.stderr
+        txn = json.loads(out.stdout)["transaction_id"]
+        deadline = time.monotonic() + 15
         show = cli(stack, "audit", "show", txn)
+        while "receipt.issued" not in show.stdout and time.monotonic() < deadline:
+            time.sleep(0.3)
+            show = cli(stack, "audit", "show", txn)
+    finally:
+        tail.terminate()
+        tail.wait(timeout=10)
     for kind in ("authorize.granted", "execute.intent", "execute.succeeded", "receipt.issued"):
         assert kind in show.stdout, show.stdout
+    assert txn in (stack.home / "tail.out").read_text()
     exported = [
         json.loads(x) for x in cli(stack, "audit", "export", "--since", "600").stdout.splitlines()
     ]
     assert {e["kind"] for e in exported if e.get("txn") == txn} >= {"receipt.issued"}
     verified = cli(stack, "audit", "verify")
     assert verified.returncode == 0 and "OK" in verified.stdout, verified.stdout
-    env = {**os.environ, **stack.env()}
-    with open(stack.home / "tail.out", "w") as sink:
-        tail = subprocess.Popen(
-            [sys.executable, "-m", "mcp_handshake.services.cli", "audit", "tail", "--all"],
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        time.sleep(3)
-    finally:
-        tail.terminate()
-        tail.wait(timeout=10)
-    assert txn in (stack.home / "tail.out").read_text()

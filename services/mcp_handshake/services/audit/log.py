@@ -221,6 +221,10 @@ def verify_log(path: Path, jwks: dict[str, Any]) -> VerifyResult:
     prev, entries = GENESIS, 0
     checkpoints: dict[int, dict[str, Any]] = {}
     line_no = 0
+    # The side file first: the writer puts a checkpoint in the log before the side
+    # file, so everything read here is already in the log even while it grows.
+    side = side_file(path)
+    side_text = side.read_text() if side.exists() else None
     with contextlib.ExitStack() as stack:
         if not path.exists():
             return VerifyResult(False, 0, 0, 1, "log file missing")
@@ -238,19 +242,19 @@ def verify_log(path: Path, jwks: dict[str, Any]) -> VerifyResult:
                 checkpoints[record["seq"]] = record["body"]
             else:
                 entries += 1
-    problem = _check_side_file(side_file(path), line_no, checkpoints, keys)
+    problem = _check_side_file(side_text, line_no, checkpoints, keys)
     if problem is not None:
         return VerifyResult(False, entries, len(checkpoints), problem[0], problem[1])
     return VerifyResult(True, entries, len(checkpoints))
 
 
 def _check_side_file(
-    side: Path, lines: int, inline: dict[int, dict[str, Any]], keys: dict[str, jwt.PyJWK]
+    side: str | None, lines: int, inline: dict[int, dict[str, Any]], keys: dict[str, jwt.PyJWK]
 ) -> tuple[int | None, str] | None:
     """Every signed checkpoint in the side file must be in the log, as signed."""
-    if not side.exists():
+    if side is None:
         return None
-    for n, raw in enumerate(side.read_text().splitlines(), start=1):
+    for n, raw in enumerate(side.splitlines(), start=1):
         try:
             cp = json.loads(raw)
             claims = {"seq": cp["seq"], "prev": cp["prev"], "at": cp["at"]}
