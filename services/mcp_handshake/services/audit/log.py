@@ -1,9 +1,12 @@
 """The append-only, hash-chained, checkpoint-signed audit log.
 
 One JSON object per line. Every line carries its position (``seq``, from 1),
-the hash of the line before it (``prev``) and its own hash (``h``: SHA-256 of
-the RFC 8785 form of everything else), so an edited, deleted, inserted or
-reordered line breaks the chain. Every N entries or T seconds, and when the
+the hash of the line before it (``prev``) and, as its last member, its own
+hash (``h``: SHA-256 of the exact bytes of the line without that member), so
+an edited, deleted, inserted or reordered line breaks the chain. Hashing the
+bytes as written, rather than a canonical form, keeps the writer cheap; the
+verifier reads the file in binary, so not even a line ending can change
+unnoticed. Every N entries or T seconds, and when the
 writer stops, a checkpoint line carries an Ed25519 signature (audit key) over
 its ``seq`` and ``prev``; checkpoints are also appended to a side file, so a
 truncated log is caught by a checkpoint it no longer reaches. Lines are
@@ -28,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+import msgspec
 
 from mcp_handshake.shared.hashing import canonical_json
 from mcp_handshake.shared.keys import PrivateKey, algorithm_for, public_jwk
@@ -38,14 +42,24 @@ GENESIS = "0" * 64
 CHECKPOINT_TYP = "handshake-audit-checkpoint+jws"
 
 
-def _hash(record: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical_json(record)).hexdigest()
+_H_PREFIX = b',"h":"'
+_SUFFIX_LEN = len(_H_PREFIX) + 64 + 2  # ,"h":"<64 hex>"}
 
 
-def _line(seq: int, prev: str, kind: str, body: Any) -> tuple[str, str]:
-    record = {"seq": seq, "prev": prev, "kind": kind, "body": body}
-    h = _hash(record)
-    return json.dumps({**record, "h": h}, separators=(",", ":")) + "\n", h
+def _line(seq: int, prev: str, kind: str, body: Any) -> tuple[bytes, str]:
+    core = msgspec.json.encode({"seq": seq, "prev": prev, "kind": kind, "body": body})
+    h = hashlib.sha256(core).hexdigest()
+    return core[:-1] + _H_PREFIX + h.encode() + b'"}\n', h
+
+
+def _split(raw: bytes) -> tuple[bytes, str] | None:
+    """(the hashed bytes, the stated hash) of a line, if it has the shape we write."""
+    line = raw.rstrip(b"\n")
+    if len(line) <= _SUFFIX_LEN or not line.endswith(b'"}'):
+        return None
+    if line[-_SUFFIX_LEN : -_SUFFIX_LEN + len(_H_PREFIX)] != _H_PREFIX:
+        return None
+    return line[:-_SUFFIX_LEN] + b"}", line[-66:-2].decode("ascii", "replace")
 
 
 def side_file(log: Path) -> Path:
@@ -111,7 +125,7 @@ class AuditLogWriter:
                 self._tail.since_checkpoint += 1
             else:
                 self._tail.since_checkpoint = 0
-        self._fh = open(self.path, "a", encoding="utf-8")
+        self._fh = open(self.path, "ab")
         self._side = open(side_file(self.path), "a", encoding="utf-8")
 
     @property
@@ -120,7 +134,7 @@ class AuditLogWriter:
 
     # -- writing ---------------------------------------------------------------
 
-    def append(self, stream_seq: int, event: dict[str, Any]) -> bool:
+    def append(self, stream_seq: int, event: Any) -> bool:
         """Append one event unless it was already written (a redelivery); True if written."""
         if stream_seq <= self._tail.last_stream_seq:
             return False
@@ -182,12 +196,12 @@ def _drop_partial_tail(path: Path) -> None:
 
 
 def read_entries(path: Path) -> Iterator[dict[str, Any]]:
-    """The log's lines as objects (no verification)."""
+    """The log's complete lines as objects (no verification)."""
     if not path.exists():
         return
-    with open(path, encoding="utf-8") as fh:
+    with open(path, "rb") as fh:
         for raw in fh:
-            if raw.strip():
+            if raw.endswith(b"\n") and raw.strip():
                 yield json.loads(raw)
 
 
@@ -228,9 +242,9 @@ def verify_log(path: Path, jwks: dict[str, Any]) -> VerifyResult:
     with contextlib.ExitStack() as stack:
         if not path.exists():
             return VerifyResult(False, 0, 0, 1, "log file missing")
-        fh = stack.enter_context(open(path, encoding="utf-8"))
+        fh = stack.enter_context(open(path, "rb"))
         for n, raw in enumerate(fh, start=1):
-            if not raw.endswith("\n"):
+            if not raw.endswith(b"\n"):
                 break  # a line being written right now (only ever the last one)
             line_no = n
             bad = _check_line(raw, line_no, prev, keys)
@@ -271,26 +285,24 @@ def _check_side_file(
 
 
 def _check_line(
-    raw: str, line_no: int, prev: str, keys: dict[str, jwt.PyJWK]
+    raw: bytes, line_no: int, prev: str, keys: dict[str, jwt.PyJWK]
 ) -> dict[str, Any] | str:
     """The parsed, verified record, or why it is bad."""
+    parts = _split(raw)
     try:
         record = json.loads(raw)
         fields = {k: record[k] for k in ("seq", "prev", "kind", "body")}
         h = record["h"]
     except (ValueError, KeyError, TypeError):
         return "not a log record"
-    if set(record) != {"seq", "prev", "kind", "body", "h"}:
-        return "unexpected fields"
+    if parts is None or set(record) != {"seq", "prev", "kind", "body", "h"} or parts[1] != h:
+        return "not a log record"
     if fields["seq"] != line_no:
         return f"out of place (seq {fields['seq']})"
     if fields["prev"] != prev:
         return "chain broken (previous hash does not match)"
-    try:
-        if _hash(fields) != h:
-            return "content does not match its hash"
-    except ValueError:  # JCS cannot represent it (e.g. 1e999): never written by us
-        return "content is not canonical JSON"
+    if hashlib.sha256(parts[0]).hexdigest() != h:
+        return "content does not match its hash"
     if fields["kind"] == "checkpoint":
         body = fields["body"]
         claims = {"seq": body.get("seq"), "prev": body.get("prev"), "at": body.get("at")}

@@ -9,12 +9,12 @@ once.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
@@ -35,6 +35,7 @@ __all__ = ["audit_log_path", "build"]
 log = logging.getLogger(__name__)
 
 BATCH = 512
+_event = msgspec.json.Decoder()
 
 
 def audit_log_path(settings: Settings) -> Path:
@@ -78,8 +79,8 @@ async def _write_forever(nc: NATS, writer: AuditLogWriter, state: _State) -> Non
                 batch.append(queue.get_nowait())
             for msg in batch:
                 try:
-                    event: Any = json.loads(msg.data)
-                except ValueError:
+                    event: Any = _event.decode(msg.data)
+                except msgspec.DecodeError:
                     event = {"unreadable": True}
                 writer.append(msg.metadata.sequence.stream, event)
             writer.sync()
