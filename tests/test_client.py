@@ -220,3 +220,19 @@ async def test_cli_approves_a_pending_payment(stack: Stack) -> None:
         assert proc.returncode == 0 and "approved" in out.decode()
         res = await hs.wait(pending)
     assert res.claims["approvals"][0]["by"] == "victor"
+
+
+async def test_client_from_env_like_the_cli(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in stack.env().items():
+        if key.startswith("HANDSHAKE_"):
+            monkeypatch.setenv(key, value)
+    from mcp_handshake.shared.keys import load_or_create_private_key as load_key
+    from mcp_handshake.shared.keys import public_jwk
+
+    thumb = public_jwk(load_key(stack.home / "keys" / "agent.pem"))["kid"]
+    monkeypatch.setenv(
+        "HANDSHAKE_SESSION", mint_session(stack.home, "env-alice", roles=["billing"], jkt=thumb)
+    )
+    async with HandshakeClient.from_env() as hs:
+        res = await hs.call("payments.list_invoices", {"limit": 1})  # internal: proof by agent.pem
+    assert res.claims["sub"] == "env-alice"

@@ -29,6 +29,7 @@ from mcp_handshake.shared.errors import (
 )
 from mcp_handshake.shared.hashing import canonical_json, sha256_tagged
 from mcp_handshake.shared.proofs import PROOF_HEADER, ProofKey
+from mcp_handshake.shared.settings import AGENT_KEY_FILE, Settings
 from mcp_handshake.shared.subjects import DEFAULT_PREFIX, Subjects
 from mcp_handshake.shared.wire import (
     ApprovalsReply,
@@ -43,7 +44,7 @@ from mcp_handshake.shared.wire import (
     ToolsReply,
 )
 
-from ._session import SessionProvider, as_provider
+from ._session import EnvSession, SessionProvider, as_provider
 
 __all__ = ["CallResult", "HandshakeClient", "PendingCall"]
 
@@ -116,6 +117,21 @@ class HandshakeClient:
         self._keys: dict[str, jwt.PyJWK] = {}
         self._proof_key = proof_key
         self._approval_timeout = approval_timeout_s
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> HandshakeClient:
+        """A client configured the way the CLI is: NATS URL and subject prefix from
+        ``HANDSHAKE_*`` variables (or the running ``mcp-handshake up`` stack under
+        ``HANDSHAKE_HOME``), the session from ``$HANDSHAKE_SESSION``, and the proof key
+        ``$HANDSHAKE_HOME/keys/agent.pem`` (created on first use)."""
+        settings = Settings.from_env()
+        options: dict[str, Any] = {
+            "session": EnvSession(),
+            "prefix": settings.subject_prefix,
+            "proof_key": ProofKey.load_or_create(settings.home / AGENT_KEY_FILE),
+        }
+        options.update(overrides)
+        return cls(settings.nats_url.split(","), **options)
 
     async def __aenter__(self) -> HandshakeClient:
         await self.connect()

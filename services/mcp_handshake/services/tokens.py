@@ -33,6 +33,8 @@ from mcp_handshake.shared.errors import (
 from mcp_handshake.shared.subjects import Keys
 
 __all__ = [
+    "EXPIRED_COUNTER",
+    "LIVE_KEY",
     "PENDING_KEY",
     "RETENTION_S",
     "Approval",
@@ -50,6 +52,10 @@ RETENTION_S = 900
 JTI_TTL_S = 180
 #: Sorted set of transactions waiting for a human decision (score: expiry).
 PENDING_KEY = "handshake:approvals:pending"
+#: Sorted set of tokens granted and not yet used (score: expiry); what the sweep
+#: finds past its score expired unused. Counters of expired tokens per day.
+LIVE_KEY = "handshake:tokens:live"
+EXPIRED_COUNTER = "handshake:tokens:expired"
 
 
 class Approval(msgspec.Struct, frozen=True):
@@ -266,6 +272,7 @@ class TokenStore:
                 async with self._redis.pipeline(transaction=False) as pipe:
                     pipe.evalsha(self._issue.sha, 1, Keys.tx(token_hash), ttl_ms, *fields)
                     pipe.set(Keys.txn(state.txn), f"{token_hash} {state.sub}", ex=index_ttl)
+                    pipe.zadd(LIVE_KEY, {state.txn: state.expires_at})
                     if approval is not None:
                         pipe.zadd(PENDING_KEY, {state.txn: state.expires_at})
                     try:
@@ -355,6 +362,40 @@ class TokenStore:
         elif isinstance(res, Exception):
             raise res
         return bool(claimed), res
+
+    async def used(self, txn: str) -> None:
+        """The token is no longer live (used or burnt): off the hot path, best effort."""
+        try:
+            await self._redis.zrem(LIVE_KEY, txn)
+        except RedisError:
+            log.warning("could not clear a used token from the live set", extra={"txn": txn})
+
+    async def extend_live(self, txn: str, expires_at: float) -> None:
+        try:
+            await self._redis.zadd(LIVE_KEY, {txn: expires_at}, xx=True)
+        except RedisError:
+            log.warning("could not extend a live token", extra={"txn": txn})
+
+    async def sweep_expired(self) -> int:
+        """Count and forget tokens whose time ran out unused; returns how many."""
+        now = time.time()
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.zcount(LIVE_KEY, "-inf", now)
+                pipe.zremrangebyscore(LIVE_KEY, "-inf", now)
+                n, _ = await pipe.execute()
+            if n:
+                await self._redis.incrby(EXPIRED_COUNTER, int(n))
+        except RedisError:
+            raise Unavailable("token store unavailable") from None
+        return int(n)
+
+    async def expired_total(self) -> int:
+        try:
+            raw = await self._redis.get(EXPIRED_COUNTER)
+        except RedisError:
+            raise Unavailable("token store unavailable") from None
+        return int(raw or 0)
 
     async def burn(self, token_hash: str) -> None:
         try:

@@ -14,10 +14,12 @@ from pathlib import Path
 
 from .subjects import DEFAULT_INTERNAL_PREFIX, DEFAULT_PREFIX, Subjects
 
-__all__ = ["STACK_FILE", "Settings"]
+__all__ = ["AGENT_KEY_FILE", "STACK_FILE", "Settings"]
 
 #: Written under ``HANDSHAKE_HOME`` by ``mcp-handshake up`` so other commands find the stack.
 STACK_FILE = "stack.json"
+#: The agent's proof-of-possession key under ``HANDSHAKE_HOME`` (CLI and ``from_env``).
+AGENT_KEY_FILE = "keys/agent.pem"
 
 _DEFAULT_NATS = "nats://127.0.0.1:4222"
 _DEFAULT_REDIS = "redis://127.0.0.1:6379/0"

@@ -122,10 +122,14 @@ async def build(settings: Settings, nc: NATS) -> Worker:
                               "on_done": approval_hook(audit), "metrics": metrics}  # fmt: skip
 
     async def watch_pending() -> None:
+        """Pending approvals for the gauge; unused tokens past their time for the counter."""
         while True:
             try:
                 metrics.gauges["approvals_pending"] = float(await redis.zcard(PENDING_KEY))
-            except RedisError:
+                expired = await store.sweep_expired()
+                if expired:
+                    metrics.tokens.add(expired, {"event": "expired", "tier": ""})
+            except (RedisError, HandshakeError):
                 metrics.gauges.pop("approvals_pending", None)
             await asyncio.sleep(5.0)
 

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 from mcp_handshake.shared.errors import HandshakeError
-from mcp_handshake.shared.settings import Settings
+from mcp_handshake.shared.settings import AGENT_KEY_FILE, Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 token_app = typer.Typer(no_args_is_help=True, help="Session tokens from the dev identity provider.")
@@ -24,8 +24,7 @@ app.add_typer(approvals_app, name="approvals")
 audit_app = typer.Typer(no_args_is_help=True, help="The audit trail.")
 app.add_typer(audit_app, name="audit")
 
-#: The agent's proof key under HANDSHAKE_HOME, used by `call` and `token mint --bind-key`.
-AGENT_KEY = "keys/agent.pem"
+
 console = Console()
 err = Console(stderr=True)
 
@@ -106,7 +105,7 @@ def token_mint(
     if not (settings.home / "handshake.toml").exists():
         err.print(f"no dev home at {settings.home}: run 'mcp-handshake up' first")
         raise typer.Exit(2)
-    jkt = ProofKey.load_or_create(settings.home / AGENT_KEY).thumbprint if bind_key else None
+    jkt = ProofKey.load_or_create(settings.home / AGENT_KEY_FILE).thumbprint if bind_key else None
     print(mint_session(settings.home, sub, roles=role, scopes=scope, ttl_s=ttl, jkt=jkt))
 
 
@@ -128,17 +127,11 @@ SessionOpt = Annotated[
 
 
 async def _with_client(session: str | None, fn: Any) -> Any:
-    from mcp_handshake.client import HandshakeClient, ProofKey
+    from mcp_handshake.client import HandshakeClient
 
-    settings = Settings.from_env()
     if not session:
         raise HandshakeError("no session token: pass --session or set HANDSHAKE_SESSION")
-    async with HandshakeClient(
-        settings.nats_url.split(","),
-        session=session,
-        prefix=settings.subject_prefix,
-        proof_key=ProofKey.load_or_create(settings.home / AGENT_KEY),
-    ) as hs:
+    async with HandshakeClient.from_env(session=session) as hs:
         return await fn(hs)
 
 

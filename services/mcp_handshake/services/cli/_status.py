@@ -20,7 +20,7 @@ from mcp_handshake.shared.settings import Settings
 from ..audit.events import STREAM
 from ..common import redis_client
 from ..runtime.service import discover
-from ..tokens import PENDING_KEY
+from ..tokens import EXPIRED_COUNTER, LIVE_KEY, PENDING_KEY
 
 console = Console()
 
@@ -54,8 +54,10 @@ async def snapshot(settings: Settings, nc: NATS) -> dict[str, Any]:
     redis = redis_client(settings)
     try:
         out["approvals_pending"] = int(await redis.zcard(PENDING_KEY))
+        out["tokens_live"] = int(await redis.zcard(LIVE_KEY))
+        out["tokens_expired"] = int(await redis.get(EXPIRED_COUNTER) or 0)
     except Exception:
-        out["approvals_pending"] = None
+        out["approvals_pending"] = out["tokens_live"] = out["tokens_expired"] = None
     finally:
         await redis.aclose()
     return out
@@ -76,9 +78,13 @@ def render(snap: dict[str, Any]) -> Group:
                       f"{avg:.2f}", outcomes)  # fmt: skip
     lag = snap.get("audit_lag")
     pending = snap.get("approvals_pending")
+    issued = sum((k["outcomes"].get("ok", 0) for n, k in snap["workers"].items()
+                  if n == "authorize"), 0)  # fmt: skip
     footer = Text(
         f"audit lag: {'?' if lag is None else lag} events   "
-        f"pending approvals: {'?' if pending is None else pending}"
+        f"pending approvals: {'?' if pending is None else pending}   "
+        f"tokens live: {snap.get('tokens_live', '?')}, expired unused: "
+        f"{snap.get('tokens_expired', '?')}, authorize ok: {issued}"
     )
     return Group(table, footer)
 
