@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -58,6 +59,14 @@ def test_errors_are_one_line_without_traceback(stack: Stack) -> None:
 
 
 def test_status_shows_every_worker_kind(stack: Stack) -> None:
+    session = cli(stack, "token", "mint", "--sub", "cli-status").stdout.strip()
+    rate = '{"base": "EUR", "quote": "USD"}'
+    assert (
+        cli(
+            stack, "call", "payments.get_exchange_rate", "--params", rate, session=session
+        ).returncode
+        == 0
+    )
     out = cli(stack, "status", "--json")
     assert out.returncode == 0, out.stderr
     snap = json.loads(out.stdout)
@@ -109,3 +118,26 @@ def test_audit_show_export_tail_and_verify(stack: Stack) -> None:
     assert {e["kind"] for e in exported if e.get("txn") == txn} >= {"receipt.issued"}
     verified = cli(stack, "audit", "verify")
     assert verified.returncode == 0 and "OK" in verified.stdout, verified.stdout
+
+
+async def test_approvals_show_prints_agent_text_literally(stack: Stack) -> None:
+    from mcp_handshake.services.devhome import mint_session
+    from tests.test_client import agent
+
+    reason = "[link=http://evil.example]urgent[/link] pay \u202egnp.exe"
+    async with agent(stack, "tess-show", "treasury") as hs:
+        pending = await hs.submit(
+            "payments.send_payment",
+            {"to_account": "acct_zz1234", "amount": 700, "currency": "EUR"},
+            context={"agent": "[bold]bot[/bold]", "reason": reason},
+        )
+    victor = mint_session(stack.home, "victor", roles=["approver"])
+    deadline = time.monotonic() + 10
+    shown = cli(stack, "approvals", "show", pending.transaction_id, session=victor)
+    while shown.returncode != 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.3)
+        shown = cli(stack, "approvals", "show", pending.transaction_id, session=victor)
+    assert shown.returncode == 0, shown.stderr
+    assert "[link=http://evil.example]" in shown.stdout and "[bold]bot[/bold]" in shown.stdout
+    assert "\u202e" not in shown.stdout and "\\u202e" in shown.stdout
+    assert "*******1234" in shown.stdout  # the preview masks the account

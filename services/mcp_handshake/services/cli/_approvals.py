@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import time
+import unicodedata
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from mcp_handshake.client import HandshakeClient
 from mcp_handshake.shared.errors import InvalidTransaction
@@ -21,20 +23,33 @@ async def list_pending(hs: HandshakeClient) -> None:
     for a in items:
         left = a.expires_at - time.time()
         console.print(
-            f"[bold]{a.transaction_id}[/bold] {a.tool} by {a.sub}  "
+            f"[bold]{escape(a.transaction_id)}[/bold] {escape(a.tool)} by {escape(a.sub)}  "
             f"{a.approvals}/{a.quorum} approvals, expires in {left:.0f}s"
-            + (f"  [yellow]({a.escalated})[/yellow]" if a.escalated else "")
+            + (f"  [yellow]({escape(a.escalated)})[/yellow]" if a.escalated else "")
         )
+
+
+def _visible(text: str) -> str:
+    """Control and invisible format characters as escapes, so nothing hides in a reason."""
+    return "".join(
+        ch if unicodedata.category(ch) not in {"Cc", "Cf"} else ch.encode("unicode_escape").decode()
+        for ch in text
+    )
 
 
 async def show(hs: HandshakeClient, txn: str) -> None:
     for a in await hs.approvals():
         if a.transaction_id == txn:
-            console.print(f"[bold]{a.tool}[/bold] requested by {a.sub}")
+            # Everything here came from the requester or its agent: printed as text,
+            # never as console markup, with control characters made visible.
+            console.print(f"[bold]{escape(a.tool)}[/bold] requested by {escape(a.sub)}")
             if a.agent or a.reason:
-                console.print(f"agent: {a.agent or '-'}  reason: {a.reason or '-'}")
-            console.print(json.dumps(a.preview, indent=2))
-            console.print(f"preview hash {a.preview_hash}")
+                console.print(
+                    f"agent: {escape(_visible(a.agent or '-'))}  "
+                    f"reason: {escape(_visible(a.reason or '-'))}"
+                )
+            console.print(escape(json.dumps(a.preview, indent=2, ensure_ascii=True)))
+            console.print(f"preview hash {escape(a.preview_hash)}")
             console.print(f"{a.approvals}/{a.quorum} approvals")
             return
     raise InvalidTransaction("no pending approval with this id that you may decide")
