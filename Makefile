@@ -20,6 +20,7 @@ lint: install
 bench: install      ## throughput and latency, side by side with the limits
 	.venv/bin/pip install -q -e '.[bench]'
 	.venv/bin/python bench/handshake.py
+	.venv/bin/python bench/cpu_breakdown.py
 
 clean:
 	rm -rf .handshake .pytest_cache .mypy_cache .ruff_cache
