@@ -96,7 +96,11 @@ async def handle_status(req: Request[StatusRequest], deps: ApprovalDeps) -> Stat
         except TimeoutError:
             pass
         finally:
-            deps.waiters.get(txn, set()).discard(fut)
+            waiting = deps.waiters.get(txn)
+            if waiting is not None:
+                waiting.discard(fut)
+                if not waiting:
+                    del deps.waiters[txn]
         st = await deps.store.status(txn) or st
     status = public_status(st.status, st.decided_by)
     if status == "pending_approval" and st.expires_at <= time.time():
