@@ -363,32 +363,48 @@ class TokenStore:
             raise res
         return bool(claimed), res
 
-    async def used(self, txn: str) -> None:
-        """The token is no longer live (used or burnt): off the hot path, best effort."""
-        try:
-            await self._redis.zrem(LIVE_KEY, txn)
-        except RedisError:
-            log.warning("could not clear a used token from the live set", extra={"txn": txn})
-
-    async def extend_live(self, txn: str, expires_at: float) -> None:
-        try:
-            await self._redis.zadd(LIVE_KEY, {txn: expires_at}, xx=True)
-        except RedisError:
-            log.warning("could not extend a live token", extra={"txn": txn})
-
     async def sweep_expired(self) -> int:
-        """Count and forget tokens whose time ran out unused; returns how many."""
+        """Count and forget tokens whose time ran out unused; returns how many.
+
+        Candidates are the live-set members past their score. A used token's
+        record outlives its token (``RETENTION_S``), so a record that is gone,
+        or still granted or pending past its time, was never used; one that
+        was approved late is rescheduled at its new expiry. All of this work
+        is here, off the request path.
+        """
         now = time.time()
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.zcount(LIVE_KEY, "-inf", now)
-                pipe.zremrangebyscore(LIVE_KEY, "-inf", now)
-                n, _ = await pipe.execute()
-            if n:
-                await self._redis.incrby(EXPIRED_COUNTER, int(n))
+            txns = [_text(t) for t in await self._redis.zrangebyscore(LIVE_KEY, "-inf", now)]
+            if not txns:
+                return 0
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for txn in txns:
+                    pipe.get(Keys.txn(txn))
+                located = await pipe.execute()
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for raw in located:
+                    th = _text(raw).partition(" ")[0] if raw else "-"
+                    pipe.hmget(Keys.tx(th), ["status", "expires_at"])
+                records = await pipe.execute()
+            expired, later = 0, {}
+            for txn, (status, expires_at) in zip(txns, records, strict=True):
+                state = _text(status) if status else None
+                if state in {None, "granted", "pending_approval"}:
+                    new_expiry = float(expires_at) if expires_at else 0.0
+                    if state is not None and new_expiry > now:
+                        later[txn] = new_expiry
+                    else:
+                        expired += 1
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.zrem(LIVE_KEY, *[t for t in txns if t not in later])
+                if later:
+                    pipe.zadd(LIVE_KEY, later)
+                if expired:
+                    pipe.incrby(EXPIRED_COUNTER, expired)
+                await pipe.execute()
         except RedisError:
             raise Unavailable("token store unavailable") from None
-        return int(n)
+        return expired
 
     async def expired_total(self) -> int:
         try:

@@ -181,7 +181,6 @@ async def handle_decide(req: Request[DecideRequest], deps: ApprovalDeps) -> Deci
         raise InvalidTransaction("no pending approval with this id", transaction_id=rec.txn)
     if outcome in {"approved", "denied"}:
         await deps.announce(rec.txn)
-        await _track_decided(deps, rec, outcome)
         log.info("approval %s by a human", outcome, extra={"txn": rec.txn})
     after = await deps.store.approval_record(rec.txn)
     approvals = len(after.approvals) if after else len(rec.approvals)
@@ -189,14 +188,6 @@ async def handle_decide(req: Request[DecideRequest], deps: ApprovalDeps) -> Deci
     return DecideReply(
         transaction_id=rec.txn, status=ctx.status, approvals=approvals, quorum=rec.quorum
     )
-
-
-async def _track_decided(deps: ApprovalDeps, rec: ApprovalRecord, outcome: str) -> None:
-    """An approved token lives a fresh TTL from now; a denied one is no longer live."""
-    if outcome == "approved":
-        await deps.store.extend_live(rec.txn, time.time() + deps.policy.token_ttl_s(rec.tool))
-    else:
-        await deps.store.used(rec.txn)
 
 
 async def run_agent(txn: str, deps: ApprovalDeps) -> str:
@@ -222,7 +213,6 @@ async def run_agent(txn: str, deps: ApprovalDeps) -> str:
     )
     if outcome in {"approved", "denied"}:
         await deps.announce(txn)
-        await _track_decided(deps, rec, outcome)
         log.info("confirmation agent: %s (%s)", outcome, decision.reason, extra={"txn": txn})
         ctx.status = outcome
         deps.audit.emit(deps.audit.event("approval.decided", ctx, "ok", by=AGENT_ID,

@@ -121,7 +121,6 @@ async def handle_execute(req: Request[ExecuteRequest], deps: ExecuteDeps) -> Exe
             proof = await deps.proofs.verify(raw_proof, caller, txn=txn, tool=body.tool, ph=ph)
     except ValidationFailed as exc:
         await deps.store.burn(th)  # a refused attempt uses the token up
-        deps.later(deps.store.used(txn))
         exc.transaction_id = txn
         raise
     state = await deps.store.consume(
@@ -135,7 +134,6 @@ async def handle_execute(req: Request[ExecuteRequest], deps: ExecuteDeps) -> Exe
         thumbprint=proof.thumbprint if proof else "",
     )
     ctx.tier, ctx.ph = state.tier, state.ph
-    deps.later(deps.store.used(txn))
     if tool is None or tiers is None:
         raise InvalidTransaction(transaction_id=txn)
     if Tier(state.tier).rank > tiers.tier.rank:  # policy changed between the phases
