@@ -48,6 +48,10 @@ def test_register_key_for_unbound_session(stack: Stack) -> None:
     assert reg.returncode == 0, reg.stderr
     ok = cli(stack, "call", "payments.list_invoices", session=session)
     assert ok.returncode == 0, ok.stderr
+    revoked = cli(stack, "keys", "revoke", "--sub", "cli-erin", reg.stdout.strip())
+    assert revoked.returncode == 0, revoked.stderr
+    again = cli(stack, "call", "payments.list_invoices", session=session)
+    assert again.returncode == 1 and "validation_failed" in again.stderr
 
 
 def test_errors_are_one_line_without_traceback(stack: Stack) -> None:

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,6 @@ __all__ = [
     "DispatchSigner",
     "DispatchVerifier",
     "ReceiptSigner",
-    "write_public_jwks",
 ]
 
 DISPATCH_HEADER = "Handshake-Dispatch-Signature"
@@ -114,8 +113,3 @@ class DispatchVerifier:
         except jwt.PyJWTError:
             return False
         return bool(header.get("typ") == self._typ and header.get("kid") == kid)
-
-
-def write_public_jwks(path: Path, keys: Sequence[PrivateKey]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"keys": [public_jwk(k) for k in keys]}, indent=2))

@@ -406,13 +406,6 @@ class TokenStore:
             raise Unavailable("token store unavailable") from None
         return expired
 
-    async def expired_total(self) -> int:
-        try:
-            raw = await self._redis.get(EXPIRED_COUNTER)
-        except RedisError:
-            raise Unavailable("token store unavailable") from None
-        return int(raw or 0)
-
     async def burn(self, token_hash: str) -> None:
         try:
             await self._burn(keys=[Keys.tx(token_hash)], args=[RETENTION_S * 1000])

@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm
@@ -110,7 +109,3 @@ def public_jwk(key: PrivateKey | PublicKey, *, use: str = "sig") -> dict[str, An
     data["alg"] = algorithm_for(public)
     data["use"] = use
     return data
-
-
-def public_key_from_jwk(jwk: dict[str, Any]) -> Any:
-    return jwt.PyJWK(jwk).key

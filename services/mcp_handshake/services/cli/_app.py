@@ -120,6 +120,19 @@ def keys_register(
     print(asyncio.run(register(Settings.from_env(), sub, file)))
 
 
+@keys_app.command("revoke")
+def keys_revoke(
+    sub: Annotated[str, typer.Option(help="The subject the key belongs to.")],
+    kid: Annotated[str, typer.Argument(help="The key's thumbprint (as `register` printed).")],
+) -> None:
+    """Stop accepting proofs by a registered key, at once."""
+    from ._keys import revoke
+
+    if not asyncio.run(revoke(Settings.from_env(), sub, kid)):
+        err.print("no such key for this subject")
+        raise typer.Exit(1)
+
+
 SessionOpt = Annotated[
     str | None,
     typer.Option("--session", envvar="HANDSHAKE_SESSION", help="Session JWT.", show_default=False),

@@ -32,3 +32,11 @@ async def register(settings: Settings, sub: str, path: Path) -> str:
     finally:
         await redis.aclose()
     return kid
+
+
+async def revoke(settings: Settings, sub: str, kid: str) -> bool:
+    redis = redis_client(settings)
+    try:
+        return await KeyRegistry(redis).revoke(sub, kid)
+    finally:
+        await redis.aclose()
