@@ -171,10 +171,11 @@ return 1
 # needs no quorum). A voter counts once; a single denial denies.
 _DECIDE = """
 local st = redis.call('HGET', KEYS[1], 'status')
-if not st then return {'missing', ''} end
-if st ~= 'pending_approval' then return {'decided', st} end
+if not st then return {'missing', '', '0'} end
+local approvals = cjson.decode(redis.call('HGET', KEYS[1], 'approvals') or '[]')
+if st ~= 'pending_approval' then return {'decided', st, tostring(#approvals)} end
 if redis.call('HSETNX', KEYS[1], 'vote:' .. ARGV[1], ARGV[2]) == 0 then
-  return {'duplicate', st}
+  return {'duplicate', st, tostring(#approvals)}
 end
 local decisions = cjson.decode(redis.call('HGET', KEYS[1], 'decisions') or '[]')
 decisions[#decisions + 1] = {by = ARGV[1], decision = ARGV[2], at = tonumber(ARGV[3]),
@@ -183,9 +184,8 @@ redis.call('HSET', KEYS[1], 'decisions', cjson.encode(decisions))
 if ARGV[2] == 'deny' then
   redis.call('HSET', KEYS[1], 'status', 'denied', 'decided_by', ARGV[1])
   redis.call('PEXPIRE', KEYS[1], ARGV[5])
-  return {'denied', 'denied'}
+  return {'denied', 'denied', tostring(#approvals)}
 end
-local approvals = cjson.decode(redis.call('HGET', KEYS[1], 'approvals') or '[]')
 approvals[#approvals + 1] = {by = ARGV[1], at = tonumber(ARGV[3])}
 redis.call('HSET', KEYS[1], 'approvals', cjson.encode(approvals))
 local quorum = tonumber(redis.call('HGET', KEYS[1], 'quorum') or '1')
@@ -194,9 +194,9 @@ if #approvals >= quorum or ARGV[8] == 'final' then
   redis.call('HSET', KEYS[1], 'status', 'granted', 'decided_by', ARGV[1],
              'expires_at', string.format('%.3f', expires))
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
-  return {'approved', 'granted'}
+  return {'approved', 'granted', tostring(#approvals)}
 end
-return {'voted', st, tostring(#approvals), tostring(quorum)}
+return {'voted', st, tostring(#approvals)}
 """
 
 # Fixed-window counter. KEYS[1]: counter. ARGV: window ms. Returns count, ttl ms.
@@ -497,12 +497,12 @@ class TokenStore:
         preview_hash: str,
         reason: str = "",
         final: bool = False,
-    ) -> tuple[str, str]:
-        """Apply one decision; returns (outcome, status). Outcomes: approved, denied,
-        voted, duplicate, decided (already), missing."""
+    ) -> tuple[str, str, int]:
+        """Apply one decision; returns (outcome, status, approvals so far). Outcomes:
+        approved, denied, voted, duplicate, decided (already), missing."""
         found = await self.locate(txn)
         if found is None:
-            return "missing", ""
+            return "missing", "", 0
         args: Sequence[str | int] = [by, decision, repr(time.time()), int(token_ttl_s * 1000),
                                      RETENTION_S * 1000, preview_hash, reason,
                                      "final" if final else ""]  # fmt: skip
@@ -512,7 +512,7 @@ class TokenStore:
                 await self._redis.zrem(PENDING_KEY, txn)
         except RedisError:
             raise Unavailable("token store unavailable; nothing was decided") from None
-        return _text(res[0]), _text(res[1])
+        return _text(res[0]), _text(res[1]), int(res[2])
 
     async def pending(self, limit: int = 500) -> list[str]:
         """Transactions waiting for approval that have not expired (oldest expiry first)."""

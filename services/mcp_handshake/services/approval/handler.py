@@ -169,7 +169,7 @@ async def handle_decide(req: Request[DecideRequest], deps: ApprovalDeps) -> Deci
         raise Forbidden("an approver role for this tool is required", transaction_id=rec.txn)
     if caller.sub == rec.sub:
         raise Forbidden("an approver may not decide their own transaction", transaction_id=rec.txn)
-    outcome, status = await deps.store.decide(
+    outcome, status, approvals = await deps.store.decide(
         rec.txn,
         caller.sub,
         body.decision,
@@ -182,8 +182,6 @@ async def handle_decide(req: Request[DecideRequest], deps: ApprovalDeps) -> Deci
     if outcome in {"approved", "denied"}:
         await deps.announce(rec.txn)
         log.info("approval %s by a human", outcome, extra={"txn": rec.txn})
-    after = await deps.store.approval_record(rec.txn)
-    approvals = len(after.approvals) if after else len(rec.approvals)
     ctx.status = public_status(status, caller.sub if outcome == "approved" else None)
     return DecideReply(
         transaction_id=rec.txn, status=ctx.status, approvals=approvals, quorum=rec.quorum
@@ -202,7 +200,7 @@ async def run_agent(txn: str, deps: ApprovalDeps) -> str:
         deps.audit.emit(deps.audit.event("approval.passed", ctx, "ok", by=AGENT_ID,
                                          detail=decision.reason))  # fmt: skip
         return "humans"
-    outcome, _ = await deps.store.decide(
+    outcome, _, _ = await deps.store.decide(
         txn,
         AGENT_ID,
         decision.action,
