@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import time
@@ -220,13 +221,20 @@ class Raw:
             return data
 
 
-@pytest.fixture
-async def raw(stack: Stack) -> AsyncIterator[Raw]:
+@contextlib.asynccontextmanager
+async def connected(stack: Stack) -> AsyncIterator[Raw]:
+    """A raw protocol speaker on its own NATS connection to ``stack``."""
     nc = await nats.connect(stack.nats_url or "")
     try:
         yield Raw(nc, stack)
     finally:
         await nc.close()
+
+
+@pytest.fixture
+async def raw(stack: Stack) -> AsyncIterator[Raw]:
+    async with connected(stack) as r:
+        yield r
 
 
 @pytest.fixture

@@ -11,14 +11,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 from redis.asyncio import Redis
 
 from mcp_handshake.services.audit.events import STREAM, ensure_audit_stream
 from mcp_handshake.services.audit.log import read_entries, verify_log
 from mcp_handshake.services.devstack import Stack, StackSpec
-from tests.conftest import Raw, make_stack
+from tests.conftest import Raw, connected, make_stack
 
 RATE = {"base": "EUR", "quote": "USD"}
 LIST = {"status": None, "limit": 20}
@@ -111,29 +110,23 @@ async def test_lost_consume_cannot_become_a_replay(raw: Raw, redis: Redis) -> No
 
 @pytest.mark.fault
 async def test_audit_stream_down_fails_closed(own_stack: Stack) -> None:
-    nc = await nats.connect(own_stack.nats_url or "")
-    raw = Raw(nc, own_stack)
-    try:
+    async with connected(own_stack) as raw:
         alice = raw.session("alice", "billing")
         g = (await raw.authorize(alice, "payments.list_invoices", LIST)).body
         before = await raw.target_stats()
-        await nc.jetstream().delete_stream(STREAM)
+        await raw.nc.jetstream().delete_stream(STREAM)
         r = await raw.execute(alice, g, "payments.list_invoices", LIST)
         assert r.error == "unavailable" and r.body["error"]["retryable"] is True
         assert (await raw.target_stats())["calls"] == before["calls"]
-        await ensure_audit_stream(nc.jetstream(), 900)
+        await ensure_audit_stream(raw.nc.jetstream(), 900)
         g = (await raw.authorize(alice, "payments.list_invoices", LIST)).body
         assert (await raw.execute(alice, g, "payments.list_invoices", LIST)).error is None
-    finally:
-        await nc.close()
 
 
 @pytest.mark.fault
 @pytest.mark.slow
 async def test_audit_worker_down_then_up_writes_everything_once(own_stack: Stack) -> None:
-    nc = await nats.connect(own_stack.nats_url or "")
-    raw = Raw(nc, own_stack)
-    try:
+    async with connected(own_stack) as raw:
         own_stack.stop_proc("audit-0")
         alice = raw.session("alice", "billing")
 
@@ -161,15 +154,11 @@ async def test_audit_worker_down_then_up_writes_everything_once(own_stack: Stack
             if e.get("txn") in per_txn:
                 per_txn[e["txn"]] += 1
         assert set(per_txn.values()) == {4}  # granted, intent, succeeded, receipt
-    finally:
-        await nc.close()
 
 
 @pytest.mark.fault
 async def test_standby_audit_worker_takes_over(own_stack: Stack) -> None:
-    nc = await nats.connect(own_stack.nats_url or "")
-    raw = Raw(nc, own_stack)
-    try:
+    async with connected(own_stack) as raw:
         own_stack.start_worker("audit", 1)
         await own_stack.wait_ready({"handshake-audit": 2})
         alice = raw.session("alice", "billing")
@@ -183,8 +172,6 @@ async def test_standby_audit_worker_takes_over(own_stack: Stack) -> None:
         assert mine, "the standby did not take over"
         ids = [e["id"] for e in events(own_stack)]
         assert len(ids) == len(set(ids))
-    finally:
-        await nc.close()
 
 
 def _tamper(lines: list[str], rng: random.Random) -> tuple[str, list[str]]:
@@ -251,15 +238,11 @@ def test_one_thousand_random_tamperings_are_all_detected(tmp_path: Path) -> None
 
 
 async def _traffic(stack: Stack, n: int) -> None:
-    nc = await nats.connect(stack.nats_url or "")
-    raw = Raw(nc, stack)
-    try:
+    async with connected(stack) as raw:
         alice = raw.session("alice", "billing")
         for _ in range(n):
             g = (await raw.authorize(alice, "payments.list_invoices", LIST)).body
             assert (await raw.execute(alice, g, "payments.list_invoices", LIST)).error is None
-    finally:
-        await nc.close()
 
 
 async def test_expired_unused_tokens_are_counted(raw: Raw, redis: Redis) -> None:

@@ -13,7 +13,7 @@ from nats.js.api import DeliverPolicy
 
 from mcp_handshake.services.audit.events import STREAM
 from mcp_handshake.services.devstack import Stack
-from tests.conftest import Raw
+from tests.conftest import connected
 
 PARAM_CANARY = "CANARYPARAM7f3a9"
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -45,11 +45,9 @@ def chatty_stack(stack_factory: Callable[..., Stack]) -> Stack:
 
 async def test_no_canary_leaks(chatty_stack: Stack) -> None:
     own_stack = chatty_stack
-    nc = await nats.connect(own_stack.nats_url or "")
-    raw = Raw(nc, own_stack)
     replies: list[str] = []
     secrets: dict[str, str] = {}
-    try:
+    async with connected(own_stack) as raw:
         alice = raw.session("alice", "billing")
         secrets["session"] = alice
         secrets["api key"] = (own_stack.home / "secrets" / "payments_api_key").read_text().strip()
@@ -104,9 +102,7 @@ async def test_no_canary_leaks(chatty_stack: Stack) -> None:
             )
         )
         await asyncio.sleep(1.5)  # let the audit worker write
-        stream = await _stream_dump(nc)
-    finally:
-        await nc.close()
+        stream = await _stream_dump(raw.nc)
     own_stack.stop()  # flush logs and the final checkpoint
     audit_log = (own_stack.home / "audit" / "audit.log").read_bytes()
     assert b"execute.succeeded" in audit_log and stream

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 
-import nats
 import pytest
 
 from mcp_handshake.services.devstack import Stack
-from tests.conftest import Raw
+from tests.conftest import connected
 
 INVOICE = {"customer_id": "cus_8f3k2m9q", "amount": 12.5, "currency": "EUR"}
 
@@ -17,9 +16,7 @@ pytestmark = pytest.mark.fault
 
 
 async def test_redis_down_fails_closed_and_recovers(own_stack: Stack) -> None:
-    nc = await nats.connect(own_stack.nats_url or "")
-    raw = Raw(nc, own_stack)
-    try:
+    async with connected(own_stack) as raw:
         alice = raw.session("alice", "billing")
         ok = await raw.authorize(alice, "payments.create_invoice", INVOICE)
         assert ok.error is None
@@ -51,19 +48,13 @@ async def test_redis_down_fails_closed_and_recovers(own_stack: Stack) -> None:
         assert done.error is None, done.body
         still = {p.name: p.popen.pid for p in own_stack.procs if p.name.endswith("-0")}
         assert still == workers and all(p.popen.poll() is None for p in own_stack.procs)
-    finally:
-        await nc.close()
 
 
 async def test_no_executor_is_unavailable_and_burns_nothing_else(own_stack: Stack) -> None:
-    nc = await nats.connect(own_stack.nats_url or "")
-    raw = Raw(nc, own_stack)
-    try:
+    async with connected(own_stack) as raw:
         alice = raw.session("alice", "billing")
         own_stack.stop_proc("executor-0")
         g = (await raw.authorize(alice, "payments.list_invoices", {})).body
         r = await raw.execute(alice, g, "payments.list_invoices", {})
         assert r.error == "unavailable"
         assert r.body["error"]["transaction_id"] == g["transaction_id"]
-    finally:
-        await nc.close()

@@ -9,12 +9,11 @@ import time
 from typing import Any
 
 import jwt
-import nats
 import pytest
 import rfc8785
 
 from mcp_handshake.services.devstack import Stack
-from tests.conftest import Raw
+from tests.conftest import Raw, connected
 
 KNOWN = "acct_4f9d2a"
 
@@ -198,9 +197,7 @@ async def test_rate_limit(raw: Raw) -> None:
 
 @pytest.mark.fault
 async def test_requests_wait_for_stopped_approval_workers(own_stack: Stack) -> None:
-    nc = await nats.connect(own_stack.nats_url or "")
-    raw = Raw(nc, own_stack)
-    try:
+    async with connected(own_stack) as raw:
         own_stack.stop_proc("approval-0")
         grants = []
         for i in range(20):
@@ -217,5 +214,3 @@ async def test_requests_wait_for_stopped_approval_workers(own_stack: Stack) -> N
             assert st["status"] == "approved", st
             r = await raw.execute(tess, g, "payments.send_payment", payment(10))
             assert r.error is None, r.body
-    finally:
-        await nc.close()
