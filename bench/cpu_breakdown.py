@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 from mcp_handshake.client import HandshakeClient
-from mcp_handshake.services.devhome import mint_session
-from mcp_handshake.services.devstack import Stack, StackSpec
+from mcp_handshake.services.dev.devhome import mint_session
+from mcp_handshake.services.dev.devstack import Stack, StackSpec
 
 RATE = {"base": "EUR", "quote": "USD"}
 

@@ -27,8 +27,8 @@ from pathlib import Path
 import nats
 
 from mcp_handshake.client import HandshakeClient
-from mcp_handshake.services.devhome import mint_session
-from mcp_handshake.services.devstack import Stack, StackSpec, free_port
+from mcp_handshake.services.dev.devhome import mint_session
+from mcp_handshake.services.dev.devstack import Stack, StackSpec, free_port
 
 HERE = Path(__file__).resolve().parent
 RATE = {"base": "EUR", "quote": "USD"}

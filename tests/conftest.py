@@ -27,8 +27,8 @@ import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from redis.asyncio import Redis
 
-from mcp_handshake.services.devhome import mint_session
-from mcp_handshake.services.devstack import Stack, StackSpec
+from mcp_handshake.services.dev.devhome import mint_session
+from mcp_handshake.services.dev.devstack import Stack, StackSpec
 from mcp_handshake.shared.subjects import Subjects
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,14 +58,14 @@ rate_limit = { requests = 3, per_s = 5 }
 
 def _test_config(text: str) -> str:
     text = text.replace(
-        'modules = ["mcp_handshake.services.demo.tools"]',
-        'modules = ["mcp_handshake.services.demo.tools", "tests.support.testtools"]',
+        'modules = ["mcp_handshake.services.dev.demo.tools"]',
+        'modules = ["mcp_handshake.services.dev.demo.tools", "tests.support.testtools"]',
     )
     return text.replace("executor_timeout_s = 10.0", "executor_timeout_s = 2.0")
 
 
 def make_stack(home: Path, spec: StackSpec, **kw: Any) -> Stack:
-    demo_policy = resources.files("mcp_handshake.services.demo").joinpath("policy.toml")
+    demo_policy = resources.files("mcp_handshake.services.dev.demo").joinpath("policy.toml")
     home.mkdir(parents=True, exist_ok=True)
     (home / "policy.toml").write_text(demo_policy.read_text() + TEST_POLICY)
     return Stack(

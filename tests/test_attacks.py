@@ -14,7 +14,7 @@ import jwt
 import pytest
 from redis.asyncio import Redis
 
-from mcp_handshake.services.devhome import IDP_KEY
+from mcp_handshake.services.dev.devhome import IDP_KEY
 from mcp_handshake.services.runtime.service import discover
 from mcp_handshake.shared.keys import generate_private_key, load_private_key, public_jwk
 from tests.conftest import Raw

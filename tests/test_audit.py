@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from mcp_handshake.services.audit.events import STREAM, ensure_audit_stream
 from mcp_handshake.services.audit.log import read_entries, verify_log
-from mcp_handshake.services.devstack import Stack, StackSpec
+from mcp_handshake.services.dev.devstack import Stack, StackSpec
+from mcp_handshake.services.runtime.audit import STREAM, ensure_audit_stream
 from tests.conftest import Raw, connected, make_stack
 
 RATE = {"base": "EUR", "quote": "USD"}
@@ -246,7 +246,7 @@ async def _traffic(stack: Stack, n: int) -> None:
 
 
 async def test_expired_unused_tokens_are_counted(raw: Raw, redis: Redis) -> None:
-    from mcp_handshake.services.tokens import EXPIRED_COUNTER, LIVE_KEY
+    from mcp_handshake.services.store.tokens import EXPIRED_COUNTER, LIVE_KEY
 
     before = int(await redis.get(EXPIRED_COUNTER) or 0)
     anyone = raw.session("expiry-counter")

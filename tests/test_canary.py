@@ -11,8 +11,8 @@ import nats
 import pytest
 from nats.js.api import DeliverPolicy
 
-from mcp_handshake.services.audit.events import STREAM
-from mcp_handshake.services.devstack import Stack
+from mcp_handshake.services.dev.devstack import Stack
+from mcp_handshake.services.runtime.audit import STREAM
 from tests.conftest import connected
 
 PARAM_CANARY = "CANARYPARAM7f3a9"

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from mcp_handshake.services.devstack import Stack
+from mcp_handshake.services.dev.devstack import Stack
 
 
 def cli(stack: Stack, *args: str, session: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -18,7 +18,7 @@ def cli(stack: Stack, *args: str, session: str | None = None) -> subprocess.Comp
     if session:
         env["HANDSHAKE_SESSION"] = session
     return subprocess.run(
-        [sys.executable, "-m", "mcp_handshake.services.cli", *args],
+        [sys.executable, "-m", "mcp_handshake.services.dev.cli", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -87,7 +87,7 @@ def test_audit_show_export_tail_and_verify(stack: Stack) -> None:
     env = {**os.environ, **stack.env()}
     with open(stack.home / "tail.out", "w") as sink:  # follows new events only
         tail = subprocess.Popen(
-            [sys.executable, "-m", "mcp_handshake.services.cli", "audit", "tail"],
+            [sys.executable, "-m", "mcp_handshake.services.dev.cli", "audit", "tail"],
             env=env,
             stdout=sink,
             stderr=subprocess.STDOUT,
@@ -125,7 +125,7 @@ def test_audit_show_export_tail_and_verify(stack: Stack) -> None:
 
 
 async def test_approvals_show_prints_agent_text_literally(stack: Stack) -> None:
-    from mcp_handshake.services.devhome import mint_session
+    from mcp_handshake.services.dev.devhome import mint_session
     from tests.test_client import agent
 
     reason = "[link=http://evil.example]urgent[/link] pay \u202egnp.exe"

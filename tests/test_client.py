@@ -24,8 +24,8 @@ from mcp_handshake.client import (
     UnknownTool,
     ValidationFailed,
 )
-from mcp_handshake.services.devhome import mint_session
-from mcp_handshake.services.devstack import Stack
+from mcp_handshake.services.dev.devhome import mint_session
+from mcp_handshake.services.dev.devstack import Stack
 from mcp_handshake.shared.hashing import canonical_json, sha256_tagged
 from mcp_handshake.shared.keys import generate_private_key
 
@@ -194,7 +194,7 @@ async def test_cli_approves_a_pending_payment(stack: Stack) -> None:
                 listed = await asyncio.create_subprocess_exec(
                     sys.executable,
                     "-m",
-                    "mcp_handshake.services.cli",
+                    "mcp_handshake.services.dev.cli",
                     "approvals",
                     "list",
                     env=env,
@@ -207,7 +207,7 @@ async def test_cli_approves_a_pending_payment(stack: Stack) -> None:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "mcp_handshake.services.cli",
+            "mcp_handshake.services.dev.cli",
             "approvals",
             "approve",
             pending.transaction_id,

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from mcp_handshake.services.devstack import Stack
+from mcp_handshake.services.dev.devstack import Stack
 from tests.conftest import connected
 
 INVOICE = {"customer_id": "cus_8f3k2m9q", "amount": 12.5, "currency": "EUR"}

@@ -14,10 +14,10 @@ from typing import Any
 import jwt
 from aiohttp import web
 
-from mcp_handshake.services.config import SessionConfig, TargetAuth, TargetConfig
+from mcp_handshake.services.core.config import SessionConfig, TargetAuth, TargetConfig
+from mcp_handshake.services.core.sessions import SessionVerifier
+from mcp_handshake.services.core.tools import HttpOperation
 from mcp_handshake.services.executor.targets import TargetClient
-from mcp_handshake.services.sessions import SessionVerifier
-from mcp_handshake.services.tools import HttpOperation
 from mcp_handshake.shared.errors import TargetError
 from mcp_handshake.shared.keys import generate_private_key, public_jwk
 
@@ -120,7 +120,7 @@ def test_up_starts_everything_and_sigterm_leaves_nothing_behind(tmp_path: Path) 
     out = tmp_path / "up.out"
     with open(out, "w") as sink:
         up = subprocess.Popen(
-            [sys.executable, "-m", "mcp_handshake.services.cli", "up"],
+            [sys.executable, "-m", "mcp_handshake.services.dev.cli", "up"],
             env=env,
             stdout=sink,
             stderr=subprocess.STDOUT,
@@ -137,7 +137,7 @@ def test_up_starts_everything_and_sigterm_leaves_nothing_behind(tmp_path: Path) 
         kids = _children(up.pid)
         assert len(kids) >= 8  # nats, redis, target, five worker kinds
         minted = subprocess.run(
-            [sys.executable, "-m", "mcp_handshake.services.cli", "token", "mint", "--sub", "u"],
+            [sys.executable, "-m", "mcp_handshake.services.dev.cli", "token", "mint", "--sub", "u"],
             env=env,
             capture_output=True,
             text=True,
@@ -147,7 +147,7 @@ def test_up_starts_everything_and_sigterm_leaves_nothing_behind(tmp_path: Path) 
             [
                 sys.executable,
                 "-m",
-                "mcp_handshake.services.cli",
+                "mcp_handshake.services.dev.cli",
                 "call",
                 "payments.get_exchange_rate",
                 "--params",
@@ -179,7 +179,7 @@ def test_the_demo_runs_end_to_end(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HANDSHAKE_")}
     env["HANDSHAKE_HOME"] = str(tmp_path / "home")
     demo = subprocess.run(
-        [sys.executable, "-m", "mcp_handshake.services.cli", "demo"],
+        [sys.executable, "-m", "mcp_handshake.services.dev.cli", "demo"],
         env=env,
         capture_output=True,
         text=True,

@@ -11,7 +11,7 @@ from pathlib import Path
 import nats
 import pytest
 
-from mcp_handshake.services.devstack import _wait_port, find_nats_server, free_port
+from mcp_handshake.services.dev.devstack import _wait_port, find_nats_server, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ROLES = ["AGENT", "APPROVER", "AUTHORIZE", "EXECUTE", "EXECUTOR", "APPROVAL", "AUDIT"]

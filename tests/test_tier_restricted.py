@@ -12,7 +12,7 @@ import jwt
 import pytest
 import rfc8785
 
-from mcp_handshake.services.devstack import Stack
+from mcp_handshake.services.dev.devstack import Stack
 from tests.conftest import Raw, connected
 
 KNOWN = "acct_4f9d2a"

@@ -15,12 +15,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mcp_handshake.services.config import SessionConfig, load_config
-from mcp_handshake.services.demo.tools import TOOLS
-from mcp_handshake.services.policy import Caller, load_policy
+from mcp_handshake.services.core.config import SessionConfig, load_config
+from mcp_handshake.services.core.policy import Caller, load_policy
+from mcp_handshake.services.core.sessions import SessionVerifier
+from mcp_handshake.services.core.tools import ToolRegistry
+from mcp_handshake.services.dev.demo.tools import TOOLS
 from mcp_handshake.services.runtime.endpoint import Endpoint, Request
-from mcp_handshake.services.sessions import SessionVerifier
-from mcp_handshake.services.tools import ToolRegistry
 from mcp_handshake.shared.errors import (
     ERRORS_BY_CODE,
     HandshakeError,
@@ -31,7 +31,7 @@ from mcp_handshake.shared.hashing import new_token, params_hash, token_hash
 from mcp_handshake.shared.keys import generate_private_key, jwk_thumbprint, public_jwk
 from mcp_handshake.shared.wire import AuthorizeRequest, Grant
 
-DEMO = Path(__file__).resolve().parent.parent / "services/mcp_handshake/services/demo"
+DEMO = Path(__file__).resolve().parent.parent / "services/mcp_handshake/services/dev/demo"
 
 
 def test_params_hash_is_jcs_sha256() -> None:
@@ -207,7 +207,7 @@ async def test_endpoint_maps_errors_without_leaking() -> None:
 
 
 def test_masks() -> None:
-    from mcp_handshake.services.masking import apply_masks
+    from mcp_handshake.services.core.masking import apply_masks
 
     data = {
         "email": "jane.doe@example.com",
@@ -238,7 +238,7 @@ def test_masks() -> None:
 
 
 def test_safe_text_allows_ordinary_text() -> None:
-    from mcp_handshake.services.checks import safe_text
+    from mcp_handshake.services.core.checks import safe_text
 
     for ok in ("October consulting", "Café Müller, 2nd floor", "50% off", "a.b/c"):
         safe_text("memo", ok)

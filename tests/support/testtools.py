@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mcp_handshake.services.tools import Tier, Tool
+from mcp_handshake.services.core.tools import Tier, Tool
 
 
 class EchoParams(BaseModel):

@@ -18,8 +18,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from mcp_handshake.client import HandshakeClient, ProofKey
 from mcp_handshake.services.authorize.main import build as build_authorize
-from mcp_handshake.services.devhome import mint_session
-from mcp_handshake.services.devstack import Stack, StackSpec
+from mcp_handshake.services.dev.devhome import mint_session
+from mcp_handshake.services.dev.devstack import Stack, StackSpec
 from mcp_handshake.services.execute.main import build as build_execute
 from mcp_handshake.services.executor.main import builder
 from mcp_handshake.services.runtime.worker import serve

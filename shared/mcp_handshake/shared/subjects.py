@@ -76,16 +76,41 @@ class Subjects:
 
 
 class Keys:
-    """Redis keys. The part in braces is the Cluster hash tag."""
+    """Every Redis key the system uses. The part in braces is the Cluster hash tag."""
 
-    PREFIX = "handshake"
+    #: Sorted set of transactions waiting for a human decision (score: expiry).
+    PENDING = "handshake:approvals:pending"
+    #: Sorted set of tokens granted and not yet used (score: expiry).
+    LIVE = "handshake:tokens:live"
+    #: Counter of tokens that expired unused.
+    EXPIRED = "handshake:tokens:expired"
 
     @staticmethod
     def tx(token_hash: str) -> str:
-        """Transaction state and status, keyed by the SHA-256 of the token (never the token)."""
+        """Transaction record and status, keyed by the SHA-256 of the token (never the token)."""
         return f"handshake:tx:{{{token_hash}}}"
 
     @staticmethod
     def txn(transaction_id: str) -> str:
         """Transaction id -> token hash, so status and approvals can find a transaction."""
         return f"handshake:txn:{{{transaction_id}}}"
+
+    @staticmethod
+    def jti(thumbprint: str, jti: str) -> str:
+        """A proof's ``jti``, claimed once per proof key."""
+        return f"handshake:jti:{{{thumbprint}}}:{jti}"
+
+    @staticmethod
+    def pubkeys(sub: str) -> str:
+        """Public keys registered for a subject (thumbprint -> JWK)."""
+        return f"handshake:pubkeys:{{{sub}}}"
+
+    @staticmethod
+    def rate(sub: str, tool: str) -> str:
+        """Authorizations of ``tool`` by ``sub`` in the current rate-limit window."""
+        return f"handshake:rl:{{{sub}}}:{tool}"
+
+    @staticmethod
+    def velocity(sub: str, tool: str) -> str:
+        """Restricted requests of ``tool`` by ``sub`` in the confirmation agent's window."""
+        return f"handshake:velocity:{{{sub}}}:{tool}"

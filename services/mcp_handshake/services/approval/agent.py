@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from ..policy import Policy
-from ..tokens import ApprovalRecord, TokenStore
+from mcp_handshake.services.core.policy import Policy
+from mcp_handshake.services.store.tokens import ApprovalRecord, TokenStore
 
 __all__ = ["AgentDecision", "ConfirmationAgent", "RuleBasedAgent"]
 

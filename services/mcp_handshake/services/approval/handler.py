@@ -10,6 +10,13 @@ from dataclasses import dataclass, field
 
 from nats.aio.client import Client as NATS
 
+from mcp_handshake.services.approval.agent import ConfirmationAgent
+from mcp_handshake.services.core.policy import Caller, Policy
+from mcp_handshake.services.core.sessions import SessionVerifier
+from mcp_handshake.services.runtime import Request
+from mcp_handshake.services.runtime.audit import Audit
+from mcp_handshake.services.runtime.context import RequestContext, current
+from mcp_handshake.services.store.tokens import ApprovalRecord, TokenStore
 from mcp_handshake.shared.errors import Forbidden, InvalidTransaction
 from mcp_handshake.shared.subjects import Subjects
 from mcp_handshake.shared.wire import (
@@ -21,14 +28,6 @@ from mcp_handshake.shared.wire import (
     StatusReply,
     StatusRequest,
 )
-
-from ..audit.events import Audit
-from ..policy import Caller, Policy
-from ..runtime import Request
-from ..runtime.context import RequestContext, current
-from ..sessions import SessionVerifier
-from ..tokens import ApprovalRecord, TokenStore
-from .agent import ConfirmationAgent
 
 __all__ = [
     "AGENT_ID",

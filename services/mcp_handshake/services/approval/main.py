@@ -16,22 +16,33 @@ from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig
 from redis.exceptions import RedisError
 
+from mcp_handshake.services.approval.agent import ConfirmationAgent, RuleBasedAgent
+from mcp_handshake.services.approval.handler import (
+    ApprovalDeps,
+    handle_decide,
+    handle_list,
+    handle_status,
+    run_agent,
+)
+from mcp_handshake.services.audit.hooks import approval_hook, worker_id
+from mcp_handshake.services.core.signing import APPROVAL_TYP, INTERNAL_HEADER, DispatchVerifier
+from mcp_handshake.services.runtime import Endpoint, MicroService
+from mcp_handshake.services.runtime.approvals import DURABLE, STREAM, ensure_stream
+from mcp_handshake.services.runtime.audit import Audit, ensure_audit_stream
+from mcp_handshake.services.runtime.build import (
+    VERSION,
+    duplicate_window,
+    load_common,
+    load_sessions,
+    redis_client,
+)
+from mcp_handshake.services.runtime.telemetry import Metrics
+from mcp_handshake.services.runtime.worker import Worker
+from mcp_handshake.services.store.tokens import PENDING_KEY, TokenStore
 from mcp_handshake.shared.errors import HandshakeError
 from mcp_handshake.shared.settings import Settings
 from mcp_handshake.shared.subjects import QueueGroups
 from mcp_handshake.shared.wire import ApprovalRequest, DecideRequest, EmptyRequest, StatusRequest
-
-from ..audit.events import Audit, ensure_audit_stream
-from ..audit.hooks import approval_hook, worker_id
-from ..common import VERSION, duplicate_window, load_common, load_sessions, redis_client
-from ..runtime import Endpoint, MicroService
-from ..runtime.telemetry import Metrics
-from ..runtime.worker import Worker
-from ..signing import APPROVAL_TYP, INTERNAL_HEADER, DispatchVerifier
-from ..tokens import PENDING_KEY, TokenStore
-from .agent import ConfirmationAgent, RuleBasedAgent
-from .handler import ApprovalDeps, handle_decide, handle_list, handle_status, run_agent
-from .queue import DURABLE, STREAM, ensure_stream
 
 log = logging.getLogger(__name__)
 

@@ -6,10 +6,10 @@ import os
 import socket
 import uuid
 
-from ..runtime.context import RequestContext
-from ..runtime.endpoint import OutcomeHook
-from ..runtime.telemetry import Metrics
-from .events import Audit
+from mcp_handshake.services.runtime.audit import Audit
+from mcp_handshake.services.runtime.context import RequestContext
+from mcp_handshake.services.runtime.endpoint import OutcomeHook
+from mcp_handshake.services.runtime.telemetry import Metrics
 
 __all__ = ["approval_hook", "authorize_hook", "execute_hook", "worker_id"]
 

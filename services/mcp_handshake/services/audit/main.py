@@ -20,15 +20,14 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from mcp_handshake.services.audit.log import AuditLogWriter
+from mcp_handshake.services.runtime import MicroService
+from mcp_handshake.services.runtime.audit import STREAM, SUBJECT_PREFIX, ensure_audit_stream
+from mcp_handshake.services.runtime.build import VERSION, duplicate_window, load_common
+from mcp_handshake.services.runtime.telemetry import Metrics
+from mcp_handshake.services.runtime.worker import Worker
 from mcp_handshake.shared.keys import load_private_key
 from mcp_handshake.shared.settings import Settings
-
-from ..common import VERSION, duplicate_window, load_common
-from ..runtime import MicroService
-from ..runtime.telemetry import Metrics
-from ..runtime.worker import Worker
-from .events import STREAM, SUBJECT_PREFIX, ensure_audit_stream
-from .log import AuditLogWriter
 
 __all__ = ["audit_log_path", "build"]
 

@@ -7,18 +7,17 @@ import uuid
 from dataclasses import dataclass
 from typing import Literal
 
+from mcp_handshake.services.core.policy import Policy
+from mcp_handshake.services.core.sessions import SessionVerifier
+from mcp_handshake.services.core.tiers import plan
+from mcp_handshake.services.core.tools import ToolRegistry
+from mcp_handshake.services.runtime import Request
+from mcp_handshake.services.runtime.approvals import ApprovalQueue
+from mcp_handshake.services.runtime.context import current
+from mcp_handshake.services.store.tokens import ApprovalRecord, TokenStore, TxState
 from mcp_handshake.shared.errors import Forbidden
 from mcp_handshake.shared.hashing import new_token, params_hash, token_hash
 from mcp_handshake.shared.wire import AuthorizeRequest, EmptyRequest, Grant, ToolInfo, ToolsReply
-
-from ..approval.queue import ApprovalQueue
-from ..policy import Policy
-from ..runtime import Request
-from ..runtime.context import current
-from ..sessions import SessionVerifier
-from ..tiers import plan
-from ..tokens import ApprovalRecord, TokenStore, TxState
-from ..tools import ToolRegistry
 
 __all__ = ["AuthorizeDeps", "handle_authorize", "handle_tools"]
 

@@ -7,20 +7,25 @@ from typing import Any
 
 from nats.aio.client import Client as NATS
 
+from mcp_handshake.services.audit.hooks import authorize_hook, worker_id
+from mcp_handshake.services.authorize.handler import AuthorizeDeps, handle_authorize, handle_tools
+from mcp_handshake.services.core.signing import APPROVAL_TYP, DispatchSigner
+from mcp_handshake.services.runtime import Endpoint, MicroService
+from mcp_handshake.services.runtime.approvals import ApprovalQueue, ensure_stream
+from mcp_handshake.services.runtime.audit import Audit, ensure_audit_stream
+from mcp_handshake.services.runtime.build import (
+    VERSION,
+    duplicate_window,
+    load_common,
+    load_sessions,
+    redis_client,
+)
+from mcp_handshake.services.runtime.telemetry import Metrics
+from mcp_handshake.services.runtime.worker import Worker
+from mcp_handshake.services.store.tokens import TokenStore
 from mcp_handshake.shared.settings import Settings
 from mcp_handshake.shared.subjects import QueueGroups
 from mcp_handshake.shared.wire import AuthorizeRequest, EmptyRequest
-
-from ..approval.queue import ApprovalQueue, ensure_stream
-from ..audit.events import Audit, ensure_audit_stream
-from ..audit.hooks import authorize_hook, worker_id
-from ..common import VERSION, duplicate_window, load_common, load_sessions, redis_client
-from ..runtime import Endpoint, MicroService
-from ..runtime.telemetry import Metrics
-from ..runtime.worker import Worker
-from ..signing import APPROVAL_TYP, DispatchSigner
-from ..tokens import TokenStore
-from .handler import AuthorizeDeps, handle_authorize, handle_tools
 
 
 async def build(settings: Settings, nc: NATS) -> Worker:

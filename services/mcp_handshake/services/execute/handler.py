@@ -13,6 +13,17 @@ from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
+from mcp_handshake.services.core.policy import Policy
+from mcp_handshake.services.core.proofs import ProofVerifier
+from mcp_handshake.services.core.sessions import SessionVerifier
+from mcp_handshake.services.core.signing import DISPATCH_HEADER, DispatchSigner, ReceiptSigner
+from mcp_handshake.services.core.tiers import plan
+from mcp_handshake.services.core.tools import Tier, Tool, ToolRegistry
+from mcp_handshake.services.runtime import Request
+from mcp_handshake.services.runtime.audit import Audit
+from mcp_handshake.services.runtime.context import current
+from mcp_handshake.services.runtime.endpoint import ERROR_HEADER
+from mcp_handshake.services.store.tokens import TokenStore, TxState
 from mcp_handshake.shared import tracing
 from mcp_handshake.shared.errors import (
     BadRequest,
@@ -37,18 +48,6 @@ from mcp_handshake.shared.wire import (
     ExecuteRequest,
     Jwks,
 )
-
-from ..audit.events import Audit
-from ..policy import Policy
-from ..proofs import ProofVerifier
-from ..runtime import Request
-from ..runtime.context import current
-from ..runtime.endpoint import ERROR_HEADER
-from ..sessions import SessionVerifier
-from ..signing import DISPATCH_HEADER, DispatchSigner, ReceiptSigner
-from ..tiers import plan
-from ..tokens import TokenStore, TxState
-from ..tools import Tier, Tool, ToolRegistry
 
 __all__ = ["ExecuteDeps", "handle_execute", "handle_keys"]
 

@@ -7,20 +7,25 @@ from typing import Any
 
 from nats.aio.client import Client as NATS
 
+from mcp_handshake.services.audit.hooks import execute_hook, worker_id
+from mcp_handshake.services.core.proofs import KeyRegistry, ProofVerifier
+from mcp_handshake.services.core.signing import DispatchSigner, ReceiptSigner
+from mcp_handshake.services.execute.handler import ExecuteDeps, handle_execute, handle_keys
+from mcp_handshake.services.runtime import Endpoint, MicroService
+from mcp_handshake.services.runtime.audit import Audit, ensure_audit_stream
+from mcp_handshake.services.runtime.build import (
+    VERSION,
+    duplicate_window,
+    load_common,
+    load_sessions,
+    redis_client,
+)
+from mcp_handshake.services.runtime.telemetry import Metrics
+from mcp_handshake.services.runtime.worker import Worker
+from mcp_handshake.services.store.tokens import TokenStore
 from mcp_handshake.shared.settings import Settings
 from mcp_handshake.shared.subjects import QueueGroups
 from mcp_handshake.shared.wire import EmptyRequest, ExecuteRequest
-
-from ..audit.events import Audit, ensure_audit_stream
-from ..audit.hooks import execute_hook, worker_id
-from ..common import VERSION, duplicate_window, load_common, load_sessions, redis_client
-from ..proofs import KeyRegistry, ProofVerifier
-from ..runtime import Endpoint, MicroService
-from ..runtime.telemetry import Metrics
-from ..runtime.worker import Worker
-from ..signing import DispatchSigner, ReceiptSigner
-from ..tokens import TokenStore
-from .handler import ExecuteDeps, handle_execute, handle_keys
 
 
 async def build(settings: Settings, nc: NATS) -> Worker:

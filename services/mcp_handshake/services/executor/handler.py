@@ -8,14 +8,13 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from mcp_handshake.services.core.signing import DISPATCH_HEADER, DispatchVerifier
+from mcp_handshake.services.core.tools import HttpOperation, ToolRegistry
+from mcp_handshake.services.executor.targets import OperationContext, TargetClient
+from mcp_handshake.services.runtime import Request
+from mcp_handshake.services.runtime.context import current
 from mcp_handshake.shared.errors import Forbidden, InternalError
 from mcp_handshake.shared.wire import Dispatch, DispatchReply
-
-from ..runtime import Request
-from ..runtime.context import current
-from ..signing import DISPATCH_HEADER, DispatchVerifier
-from ..tools import HttpOperation, ToolRegistry
-from .targets import OperationContext, TargetClient
 
 __all__ = ["ExecutorDeps", "handle_dispatch"]
 

@@ -6,17 +6,16 @@ from functools import partial
 
 from nats.aio.client import Client as NATS
 
+from mcp_handshake.services.core.signing import DispatchVerifier
+from mcp_handshake.services.executor.handler import ExecutorDeps, handle_dispatch
+from mcp_handshake.services.executor.targets import TargetClient
+from mcp_handshake.services.runtime import Endpoint, MicroService
+from mcp_handshake.services.runtime.build import VERSION, load_common
+from mcp_handshake.services.runtime.telemetry import Metrics
+from mcp_handshake.services.runtime.worker import Worker
 from mcp_handshake.shared.settings import Settings
 from mcp_handshake.shared.subjects import QueueGroups
 from mcp_handshake.shared.wire import Dispatch
-
-from ..common import VERSION, load_common
-from ..runtime import Endpoint, MicroService
-from ..runtime.telemetry import Metrics
-from ..runtime.worker import Worker
-from ..signing import DispatchVerifier
-from .handler import ExecutorDeps, handle_dispatch
-from .targets import TargetClient
 
 
 def builder(targets: list[str]):  # type: ignore[no-untyped-def]

@@ -25,11 +25,10 @@ import aiohttp
 import msgspec
 from opentelemetry.trace import SpanKind
 
+from mcp_handshake.services.core.config import HandshakeConfig, TargetAuth, TargetConfig
+from mcp_handshake.services.core.tools import HttpOperation
 from mcp_handshake.shared import tracing
 from mcp_handshake.shared.errors import OutcomeUnknown, TargetError, Unavailable
-
-from ..config import HandshakeConfig, TargetAuth, TargetConfig
-from ..tools import HttpOperation
 
 __all__ = ["OperationContext", "TargetClient", "read_secret"]
 

@@ -25,6 +25,8 @@ import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from mcp_handshake.services.runtime.context import RequestContext, open_context
+from mcp_handshake.services.runtime.telemetry import Metrics
 from mcp_handshake.shared import tracing
 from mcp_handshake.shared.errors import (
     BadRequest,
@@ -33,9 +35,6 @@ from mcp_handshake.shared.errors import (
     PayloadTooLarge,
 )
 from mcp_handshake.shared.wire import ErrorDetail, ErrorReply
-
-from .context import RequestContext, open_context
-from .telemetry import Metrics
 
 __all__ = ["Endpoint", "EndpointStats", "Request", "error_reply"]
 

@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 
-from .context import _current
+from mcp_handshake.services.runtime.context import _current
 
 __all__ = ["setup_logging"]
 

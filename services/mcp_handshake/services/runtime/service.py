@@ -19,7 +19,7 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.nuid import NUID
 
-from .endpoint import Endpoint
+from mcp_handshake.services.runtime.endpoint import Endpoint
 
 __all__ = ["MicroService", "discover"]
 

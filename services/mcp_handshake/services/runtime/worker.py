@@ -13,10 +13,9 @@ from typing import Any
 import nats
 from nats.aio.client import Client as NATS
 
+from mcp_handshake.services.runtime.service import MicroService
+from mcp_handshake.services.runtime.telemetry import setup_telemetry
 from mcp_handshake.shared.settings import Settings
-
-from .service import MicroService
-from .telemetry import setup_telemetry
 
 __all__ = ["Worker", "connect_nats", "run", "serve"]
 

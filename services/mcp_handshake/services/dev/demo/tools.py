@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
-from ..checks import AstRule, ParamCheck
-from ..tools import HttpOperation, Tier, Tool
+from mcp_handshake.services.core.checks import AstRule, ParamCheck
+from mcp_handshake.services.core.tools import HttpOperation, Tier, Tool
 
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code, e.g. EUR")]
 CustomerId = Annotated[

@@ -16,12 +16,11 @@ from rich.markup import escape
 from rich.panel import Panel
 
 from mcp_handshake.client import CallResult, HandshakeClient, HandshakeError, ProofKey
+from mcp_handshake.services.dev.cli._stack import make_stack
+from mcp_handshake.services.dev.devhome import mint_session
+from mcp_handshake.services.dev.devstack import Stack, StackSpec
 from mcp_handshake.shared.keys import generate_private_key
 from mcp_handshake.shared.settings import Settings
-
-from ..devhome import mint_session
-from ..devstack import Stack, StackSpec
-from ._stack import make_stack
 
 console = Console()
 
@@ -69,7 +68,7 @@ def _agent(home: Path, nats_url: str, sub: str, *roles: str) -> HandshakeClient:
 async def _cli_decide(stack: Stack, approver_session: str, txn: str, decision: str) -> None:
     """A human approver at the command line: ``mcp-handshake approvals approve|deny TXN``."""
     env = {**stack.env(), "HANDSHAKE_SESSION": approver_session}
-    argv = [sys.executable, "-m", "mcp_handshake.services.cli", "approvals", decision, txn,
+    argv = [sys.executable, "-m", "mcp_handshake.services.dev.cli", "approvals", decision, txn,
             "--reason", "checked with the requester"]  # fmt: skip
     console.print(f"    [dim]$ mcp-handshake approvals {decision} {txn[:8]}…  (as victor)[/dim]")
     proc = await asyncio.create_subprocess_exec(

@@ -19,11 +19,10 @@ import jwt
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from mcp_handshake.services.core.policy import Caller
 from mcp_handshake.shared.errors import Unavailable, ValidationFailed
 from mcp_handshake.shared.keys import jwk_thumbprint
 from mcp_handshake.shared.proofs import PROOF_ALGORITHMS, PROOF_TYP
-
-from .policy import Caller
 
 __all__ = ["KeyRegistry", "ProofVerifier", "VerifiedProof"]
 

@@ -7,11 +7,10 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
+from mcp_handshake.services.core.proofs import KeyRegistry
+from mcp_handshake.services.runtime.build import redis_client
 from mcp_handshake.shared.keys import public_jwk
 from mcp_handshake.shared.settings import Settings
-
-from ..common import redis_client
-from ..proofs import KeyRegistry
 
 
 def read_public_jwk(path: Path) -> dict[str, object]:

@@ -8,9 +8,8 @@ import signal
 
 from rich.console import Console
 
+from mcp_handshake.services.dev.devstack import Stack, StackSpec
 from mcp_handshake.shared.settings import Settings
-
-from ..devstack import Stack, StackSpec
 
 console = Console()
 

@@ -8,12 +8,11 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from mcp_handshake.services.core.config import HandshakeConfig, load_config
+from mcp_handshake.services.core.policy import Policy, load_policy
+from mcp_handshake.services.core.sessions import SessionVerifier
+from mcp_handshake.services.core.tools import ToolRegistry
 from mcp_handshake.shared.settings import Settings
-
-from .config import HandshakeConfig, load_config
-from .policy import Policy, load_policy
-from .sessions import SessionVerifier
-from .tools import ToolRegistry
 
 __all__ = [
     "VERSION",

@@ -16,9 +16,8 @@ from typing import Any
 
 import pydantic
 
+from mcp_handshake.services.core.checks import ParamCheck
 from mcp_handshake.shared.errors import InvalidParams, UnknownTool
-
-from .checks import ParamCheck
 
 __all__ = [
     "FunctionOperation",

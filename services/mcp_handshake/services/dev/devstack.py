@@ -28,10 +28,9 @@ from typing import IO
 import nats
 from nats.aio.client import Client as NATS
 
+from mcp_handshake.services.dev.devhome import ensure_home
+from mcp_handshake.services.runtime.service import discover
 from mcp_handshake.shared.settings import STACK_FILE, Settings
-
-from .devhome import ensure_home
-from .runtime.service import discover
 
 __all__ = ["Stack", "StackSpec", "find_nats_server", "free_port"]
 
@@ -170,13 +169,13 @@ class Stack:
             config.write_text(self.config_edit(config.read_text()))
         self._spawn(
             "target",
-            [sys.executable, "-m", "mcp_handshake.services.demo.target", "--port", str(port),
+            [sys.executable, "-m", "mcp_handshake.services.dev.demo.target", "--port", str(port),
              "--api-key-file", str(self.home / "secrets" / "payments_api_key")],
         )  # fmt: skip
         _wait_port(port, "demo target")
 
     def start_worker(self, kind: str, index: int = 0, *args: str) -> Proc:
-        cli = [sys.executable, "-m", "mcp_handshake.services.cli", "worker", kind, *args]
+        cli = [sys.executable, "-m", "mcp_handshake.services.dev.cli", "worker", kind, *args]
         return self._spawn(f"{kind}-{index}", cli)
 
     async def start(self, timeout: float = 30.0) -> None:

@@ -1,5 +1,5 @@
 """The ``mcp-handshake`` command line."""
 
-from ._app import app, main
+from mcp_handshake.services.dev.cli._app import app, main
 
 __all__ = ["app", "main"]

@@ -20,11 +20,10 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
+from mcp_handshake.services.core.signing import INTERNAL_HEADER, DispatchSigner
 from mcp_handshake.shared.errors import Unavailable
 from mcp_handshake.shared.subjects import Subjects
 from mcp_handshake.shared.wire import ApprovalRequest
-
-from ..signing import INTERNAL_HEADER, DispatchSigner
 
 __all__ = ["STREAM", "ApprovalQueue", "ensure_stream"]
 

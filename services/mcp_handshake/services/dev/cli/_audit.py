@@ -14,12 +14,11 @@ from nats.js.api import DeliverPolicy
 from rich.console import Console
 from rich.markup import escape
 
+from mcp_handshake.services.audit.log import read_entries, verify_log
+from mcp_handshake.services.audit.main import audit_log_path
+from mcp_handshake.services.core.config import load_config
+from mcp_handshake.services.runtime.audit import STREAM, SUBJECT_PREFIX
 from mcp_handshake.shared.settings import Settings
-
-from ..audit.events import STREAM, SUBJECT_PREFIX
-from ..audit.log import read_entries, verify_log
-from ..audit.main import audit_log_path
-from ..config import load_config
 
 console = Console()
 

@@ -19,10 +19,9 @@ from typing import Any
 import aiohttp
 import jwt
 
+from mcp_handshake.services.core.config import SessionConfig
+from mcp_handshake.services.core.policy import Caller
 from mcp_handshake.shared.errors import Unauthenticated
-
-from .config import SessionConfig
-from .policy import Caller
 
 __all__ = ["SessionVerifier", "bearer_token"]
 

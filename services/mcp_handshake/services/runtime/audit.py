@@ -28,9 +28,8 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
+from mcp_handshake.services.runtime.context import RequestContext
 from mcp_handshake.shared.errors import InvalidTransaction, Unavailable
-
-from ..runtime.context import RequestContext
 
 __all__ = ["STREAM", "Audit", "AuditEvent", "ensure_audit_stream"]
 

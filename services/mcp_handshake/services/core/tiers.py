@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .checks import run_checks
-from .masking import apply_masks
-from .policy import Policy
-from .tools import Tier, Tool
+from mcp_handshake.services.core.checks import run_checks
+from mcp_handshake.services.core.masking import apply_masks
+from mcp_handshake.services.core.policy import Policy
+from mcp_handshake.services.core.tools import Tier, Tool
 
 __all__ = ["TierPlan", "plan"]
 

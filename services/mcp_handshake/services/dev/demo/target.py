@@ -3,7 +3,7 @@
 It stands for the sensitive backend the mediator protects. It honours
 ``Idempotency-Key`` (a repeated key returns the first answer and changes
 nothing) and counts its side effects, so tests can prove exactly-once
-execution. Run it with ``python -m mcp_handshake.services.demo.target``.
+execution. Run it with ``python -m mcp_handshake.services.dev.demo.target``.
 """
 
 from __future__ import annotations

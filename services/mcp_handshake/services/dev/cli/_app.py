@@ -45,21 +45,21 @@ def worker(
     ] = None,
 ) -> None:
     """Run one worker of the given kind until SIGINT/SIGTERM."""
-    from ..runtime.logs import setup_logging
-    from ..runtime.worker import run, serve
+    from mcp_handshake.services.runtime.logs import setup_logging
+    from mcp_handshake.services.runtime.worker import run, serve
 
     settings = Settings.from_env()
     setup_logging(settings.log_level, settings.log_format)
     if kind is Kind.authorize:
-        from ..authorize.main import build
+        from mcp_handshake.services.authorize.main import build
     elif kind is Kind.execute:
-        from ..execute.main import build
+        from mcp_handshake.services.execute.main import build
     elif kind is Kind.approval:
-        from ..approval.main import build
+        from mcp_handshake.services.approval.main import build
     elif kind is Kind.audit:
-        from ..audit.main import build
+        from mcp_handshake.services.audit.main import build
     else:
-        from ..executor.main import builder
+        from mcp_handshake.services.executor.main import builder
 
         build = builder(list(target or []))
     run(serve(settings, kind.value, build))
@@ -73,7 +73,7 @@ def up(
     approval: Annotated[int, typer.Option(help="Approval workers.")] = 1,
 ) -> None:
     """Start the whole stack locally (NATS, Redis, demo target, workers) until Ctrl-C."""
-    from ._stack import run_up
+    from mcp_handshake.services.dev.cli._stack import run_up
 
     run_up(authorize, execute, executor, approval)
 
@@ -81,7 +81,7 @@ def up(
 @app.command()
 def demo() -> None:
     """Start the embedded stack, play a scripted agent, stop everything."""
-    from ._demo import run_demo
+    from mcp_handshake.services.dev.cli._demo import run_demo
 
     raise typer.Exit(run_demo())
 
@@ -97,9 +97,8 @@ def token_mint(
     ] = False,
 ) -> None:
     """Print a session JWT signed by the dev identity provider under HANDSHAKE_HOME."""
+    from mcp_handshake.services.dev.devhome import mint_session
     from mcp_handshake.shared.proofs import ProofKey
-
-    from ..devhome import mint_session
 
     settings = Settings.from_env()
     if not (settings.home / "handshake.toml").exists():
@@ -115,7 +114,7 @@ def keys_register(
     file: Annotated[Path, typer.Argument(help="Public key: PEM (or private PEM) or JWK JSON.")],
 ) -> None:
     """Register an agent's public key for proofs of possession (stored by the service)."""
-    from ._keys import register
+    from mcp_handshake.services.dev.cli._keys import register
 
     print(asyncio.run(register(Settings.from_env(), sub, file)))
 
@@ -126,7 +125,7 @@ def keys_revoke(
     kid: Annotated[str, typer.Argument(help="The key's thumbprint (as `register` printed).")],
 ) -> None:
     """Stop accepting proofs by a registered key, at once."""
-    from ._keys import revoke
+    from mcp_handshake.services.dev.cli._keys import revoke
 
     if not asyncio.run(revoke(Settings.from_env(), sub, kid)):
         err.print("no such key for this subject")
@@ -185,7 +184,7 @@ def call(
 @approvals_app.command("list")
 def approvals_list(session: SessionOpt = None) -> None:
     """Transactions waiting for your decision."""
-    from ._approvals import list_pending
+    from mcp_handshake.services.dev.cli._approvals import list_pending
 
     _run_client(session, list_pending)
 
@@ -193,7 +192,7 @@ def approvals_list(session: SessionOpt = None) -> None:
 @approvals_app.command("show")
 def approvals_show(txn: str, session: SessionOpt = None) -> None:
     """One pending transaction: requester, tool, the params preview and its hash."""
-    from ._approvals import show
+    from mcp_handshake.services.dev.cli._approvals import show
 
     _run_client(session, lambda hs: show(hs, txn))
 
@@ -205,7 +204,7 @@ def approvals_approve(
     session: SessionOpt = None,
 ) -> None:
     """Approve a transaction (you may not approve your own)."""
-    from ._approvals import decide
+    from mcp_handshake.services.dev.cli._approvals import decide
 
     _run_client(session, lambda hs: decide(hs, txn, "approve", reason))
 
@@ -217,7 +216,7 @@ def approvals_deny(
     session: SessionOpt = None,
 ) -> None:
     """Deny a transaction."""
-    from ._approvals import decide
+    from mcp_handshake.services.dev.cli._approvals import decide
 
     _run_client(session, lambda hs: decide(hs, txn, "deny", reason))
 
@@ -228,7 +227,7 @@ def status(
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON snapshot.")] = False,
 ) -> None:
     """Live view: workers up per kind, requests, errors, latency, audit lag, pending approvals."""
-    from ._status import run_status
+    from mcp_handshake.services.dev.cli._status import run_status
 
     try:
         asyncio.run(run_status(Settings.from_env(), once, json_))
@@ -243,7 +242,7 @@ def audit_verify(
     ] = None,
 ) -> None:
     """Check the whole hash chain and every checkpoint signature; report the first bad line."""
-    from ._audit import verify
+    from mcp_handshake.services.dev.cli._audit import verify
 
     raise typer.Exit(verify(Settings.from_env(), log))
 
@@ -251,7 +250,7 @@ def audit_verify(
 @audit_app.command("show")
 def audit_show(txn: str) -> None:
     """The whole story of one transaction, from the audit log."""
-    from ._audit import show
+    from mcp_handshake.services.dev.cli._audit import show
 
     raise typer.Exit(show(Settings.from_env(), txn))
 
@@ -263,7 +262,7 @@ def audit_export(
     ] = "86400",
 ) -> None:
     """Events since a time, as JSON lines (for a SIEM)."""
-    from ._audit import export
+    from mcp_handshake.services.dev.cli._audit import export
 
     raise typer.Exit(export(Settings.from_env(), since))
 
@@ -273,7 +272,7 @@ def audit_tail(
     all_: Annotated[bool, typer.Option("--all", help="Start from the oldest event.")] = False,
 ) -> None:
     """Follow the audit stream live, one readable line per event (Ctrl-C stops)."""
-    from ._audit import tail
+    from mcp_handshake.services.dev.cli._audit import tail
 
     asyncio.run(tail(Settings.from_env(), from_start=all_))
 

@@ -23,7 +23,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from .checks import ParamCheck
+from mcp_handshake.services.core.checks import ParamCheck
 
 __all__ = ["Caller", "Policy", "ToolPolicy", "load_policy"]
 

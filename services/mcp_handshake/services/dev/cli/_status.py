@@ -15,12 +15,11 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from mcp_handshake.services.runtime.audit import STREAM
+from mcp_handshake.services.runtime.build import redis_client
+from mcp_handshake.services.runtime.service import discover
+from mcp_handshake.services.store.tokens import EXPIRED_COUNTER, LIVE_KEY, PENDING_KEY
 from mcp_handshake.shared.settings import Settings
-
-from ..audit.events import STREAM
-from ..common import redis_client
-from ..runtime.service import discover
-from ..tokens import EXPIRED_COUNTER, LIVE_KEY, PENDING_KEY
 
 console = Console()
 

@@ -18,13 +18,12 @@ from typing import Any
 
 import jwt
 
+from mcp_handshake.services.core.config import load_config
 from mcp_handshake.shared.keys import (
     load_or_create_private_key,
     load_private_key,
     public_jwk,
 )
-
-from .config import load_config
 
 __all__ = ["ensure_home", "mint_session"]
 
@@ -39,7 +38,7 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def _demo_file(name: str) -> str:
-    return resources.files("mcp_handshake.services.demo").joinpath(name).read_text()
+    return resources.files("mcp_handshake.services.dev.demo").joinpath(name).read_text()
 
 
 def ensure_home(home: Path, target_url: str) -> Path:

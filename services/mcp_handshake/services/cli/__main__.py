@@ -1,3 +1,0 @@
-from ._app import main
-
-main()

@@ -1,0 +1,1 @@
+"""What a tool call is: tools, policy, tiers, checks, masking, proofs, sessions, signing."""

@@ -1,0 +1,1 @@
+"""Development tooling: the dev stack, dev home, demo and the CLI."""

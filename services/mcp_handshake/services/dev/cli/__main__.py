@@ -1,0 +1,3 @@
+from mcp_handshake.services.dev.cli._app import main
+
+main()

@@ -1,0 +1,1 @@
+"""The Redis side: transaction records, approvals, key registry and rate limits."""
