@@ -246,20 +246,20 @@ async def _traffic(stack: Stack, n: int) -> None:
 
 
 async def test_expired_unused_tokens_are_counted(raw: Raw, redis: Redis) -> None:
-    from mcp_handshake.services.store.tokens import EXPIRED_COUNTER, LIVE_KEY
+    from mcp_handshake.shared.subjects import Keys
 
-    before = int(await redis.get(EXPIRED_COUNTER) or 0)
+    before = int(await redis.get(Keys.EXPIRED) or 0)
     anyone = raw.session("expiry-counter")
     used = (await raw.authorize(anyone, "test.echo", {"text": "a"})).body  # TTL 1 s
     unused = (await raw.authorize(anyone, "test.echo", {"text": "b"})).body
-    assert await redis.zscore(LIVE_KEY, unused["transaction_id"]) is not None
+    assert await redis.zscore(Keys.LIVE, unused["transaction_id"]) is not None
     assert (await raw.execute(anyone, used, "test.echo", {"text": "a"})).error is None
     deadline = time.monotonic() + 12  # the approval workers sweep every 5 s
     while time.monotonic() < deadline:
-        gone = await redis.zscore(LIVE_KEY, unused["transaction_id"]) is None
-        if gone and int(await redis.get(EXPIRED_COUNTER) or 0) > before:
+        gone = await redis.zscore(Keys.LIVE, unused["transaction_id"]) is None
+        if gone and int(await redis.get(Keys.EXPIRED) or 0) > before:
             break
         await asyncio.sleep(0.3)
-    assert await redis.zscore(LIVE_KEY, unused["transaction_id"]) is None
-    assert await redis.zscore(LIVE_KEY, used["transaction_id"]) is None
-    assert int(await redis.get(EXPIRED_COUNTER) or 0) > before
+    assert await redis.zscore(Keys.LIVE, unused["transaction_id"]) is None
+    assert await redis.zscore(Keys.LIVE, used["transaction_id"]) is None
+    assert int(await redis.get(Keys.EXPIRED) or 0) > before

@@ -8,7 +8,7 @@ from typing import Any
 
 import jwt
 
-from mcp_handshake.services.core.proofs import KeyRegistry
+from mcp_handshake.services.store import KeyRegistry
 from tests.conftest import AgentKey, Raw
 
 LIST = {"status": None, "limit": 20}  # normalized params of payments.list_invoices

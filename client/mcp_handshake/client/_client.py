@@ -6,16 +6,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import jwt
-import msgspec
 import nats
 from nats.aio.client import Client as NATS
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeout
 
-from mcp_handshake.shared import tracing
+from mcp_handshake.shared import protocol, tracing
 from mcp_handshake.shared.errors import (
     ApprovalDenied,
     ApprovalPending,
@@ -25,16 +22,20 @@ from mcp_handshake.shared.errors import (
     OutcomeUnknown,
     Unavailable,
     ValidationFailed,
-    error_from_wire,
 )
 from mcp_handshake.shared.hashing import canonical_json, sha256_tagged
-from mcp_handshake.shared.proofs import PROOF_HEADER, ProofKey
+from mcp_handshake.shared.proofs import ProofKey
+from mcp_handshake.shared.protocol import (
+    AUTHORIZATION_HEADER,
+    PROOF_HEADER,
+    RECEIPT_TYP,
+    TOKEN_HEADER,
+)
 from mcp_handshake.shared.settings import AGENT_KEY_FILE, Settings
 from mcp_handshake.shared.subjects import DEFAULT_PREFIX, Subjects
 from mcp_handshake.shared.wire import (
     ApprovalsReply,
     DecideReply,
-    ErrorReply,
     ExecuteReply,
     Grant,
     Jwks,
@@ -48,18 +49,7 @@ from ._session import EnvSession, SessionProvider, as_provider
 
 __all__ = ["CallResult", "HandshakeClient", "PendingCall"]
 
-_ERROR_HEADER = "Nats-Service-Error"
-_RECEIPT_TYP = "handshake-receipt+jwt"
-_encode = msgspec.json.encode
-_decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
-
-
-def _decoder(reply_type: type[Any]) -> msgspec.json.Decoder[Any]:
-    """One Decoder per reply type, built on first use."""
-    dec = _decoders.get(reply_type)
-    if dec is None:
-        dec = _decoders[reply_type] = msgspec.json.Decoder(reply_type)
-    return dec
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,32 +143,26 @@ class HandshakeClient:
         self,
         subject: str,
         body: Any,
-        reply_type: type[Any],
+        reply_type: type[R],
         headers: dict[str, str] | None = None,
         *,
         auth: bool = True,
         timeout_error: type[HandshakeError] = Unavailable,
-    ) -> Any:
+    ) -> R:
         if self._nc is None:
             raise RuntimeError("HandshakeClient is not connected (use 'async with')")
         hdrs = dict(headers or {})
         if auth:
-            hdrs["Authorization"] = f"Bearer {await self._session.token()}"
-        try:
-            with tracing.send_span(subject):
-                msg = await self._nc.request(
-                    subject, _encode(body), timeout=self._timeout, headers=tracing.inject(hdrs)
-                )
-        except NoRespondersError:
-            raise Unavailable("no mediator worker is serving this request") from None
-        except NatsTimeout:
-            raise timeout_error("the mediator did not answer in time") from None
-        if msg.headers and _ERROR_HEADER in msg.headers:
-            detail = _decoder(ErrorReply).decode(msg.data).error
-            raise error_from_wire(
-                detail.code, detail.message, detail.transaction_id, detail.retry_after_s
-            )
-        return _decoder(reply_type).decode(msg.data)
+            hdrs[AUTHORIZATION_HEADER] = f"Bearer {await self._session.token()}"
+        return await protocol.request(
+            self._nc,
+            subject,
+            body,
+            reply_type,
+            headers=hdrs,
+            timeout=self._timeout,
+            timeout_error=timeout_error,
+        )
 
     async def tools(self) -> list[ToolInfo]:
         """The tools this caller may use, with their params JSON Schemas."""
@@ -201,7 +185,7 @@ class HandshakeClient:
         Tiers above public need a proof of possession, signed here with the
         client's ``proof_key``.
         """
-        headers = {"Handshake-Transaction-Token": grant.token}
+        headers = {TOKEN_HEADER: grant.token}
         if grant.tier != "public":
             if self._proof_key is None:
                 raise ValidationFailed(f"{tool} needs a proof key (HandshakeClient(proof_key=...))")
@@ -360,7 +344,7 @@ class HandshakeClient:
         except jwt.PyJWTError:
             raise ValidationFailed("receipt signature does not verify") from None
         header = decoded["header"]
-        if header.get("typ") != _RECEIPT_TYP or header.get("kid") != kid:
+        if header.get("typ") != RECEIPT_TYP or header.get("kid") != kid:
             raise ValidationFailed("receipt header is not a handshake receipt's")
         claims: dict[str, Any] = decoded["payload"]
         expected = {

@@ -29,7 +29,7 @@ internal names.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 __all__ = [
     "ERRORS_BY_CODE",
@@ -71,6 +71,9 @@ class HandshakeError(Exception):
         self.message = message or self.default_message
         self.transaction_id = transaction_id
         self.retry_after_s = retry_after_s
+        #: Services only: what was known when this was raised, for the audit trail.
+        #: Never sent on the wire.
+        self.facts: dict[str, Any] = {}
         super().__init__(self.message)
 
     def __repr__(self) -> str:

@@ -15,12 +15,9 @@ from typing import Any
 import jwt
 
 from .keys import PrivateKey, algorithm_for, load_or_create_private_key, public_jwk
+from .protocol import PROOF_TYP
 
-__all__ = ["PROOF_ALGORITHMS", "PROOF_HEADER", "PROOF_TYP", "ProofKey"]
-
-PROOF_HEADER = "Handshake-Proof"
-PROOF_TYP = "handshake-proof+jwt"
-PROOF_ALGORITHMS = ("EdDSA", "ES256")
+__all__ = ["ProofKey"]
 
 
 class ProofKey:

@@ -91,19 +91,25 @@ class DecideRequest(_Request, frozen=True):
     reason: Annotated[str, msgspec.Meta(max_length=500)] | None = None
 
 
-class Grant(msgspec.Struct, frozen=True):
+class Grant(msgspec.Struct, frozen=True, omit_defaults=True):
     transaction_id: str
     token: str
     status: str
     tier: str
     params_hash: str
     expires_at: float
+    #: Additive: why policy sent this operation to approval, when it did.
+    escalated: str | None = None
 
 
-class ExecuteReply(msgspec.Struct, frozen=True):
+class ExecuteReply(msgspec.Struct, frozen=True, omit_defaults=True):
     transaction_id: str
     result: Any
     receipt: str
+    # Additive: what the receipt covers, readable without decoding it.
+    tier: str | None = None
+    params_hash: str | None = None
+    result_hash: str | None = None
 
 
 class ToolInfo(msgspec.Struct, frozen=True):
@@ -147,11 +153,16 @@ class ApprovalsReply(msgspec.Struct, frozen=True):
     approvals: list[PendingApproval]
 
 
-class DecideReply(msgspec.Struct, frozen=True):
+class DecideReply(msgspec.Struct, frozen=True, omit_defaults=True):
     transaction_id: str
     status: str
     approvals: int
     quorum: int
+    # Additive: what the decision was about, as the approver saw it.
+    tool: str | None = None
+    requester: str | None = None
+    tier: str | None = None
+    preview_hash: str | None = None
 
 
 class ApprovalRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

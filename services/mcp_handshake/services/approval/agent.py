@@ -2,7 +2,7 @@
 
 The interface is one method, so an LLM-backed agent can replace the default
 rule-based one (``[approval] agent = "package.module:factory"`` in
-``handshake.toml``; the factory gets the policy and the token store).
+``handshake.toml``; the factory gets the policy and the store).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from mcp_handshake.services.core.policy import Policy
-from mcp_handshake.services.store.tokens import ApprovalRecord, TokenStore
+from mcp_handshake.services.store import Store, TxRecord
 
 __all__ = ["AgentDecision", "ConfirmationAgent", "RuleBasedAgent"]
 
@@ -23,7 +23,7 @@ class AgentDecision:
 
 
 class ConfirmationAgent(Protocol):
-    async def decide(self, request: ApprovalRecord) -> AgentDecision: ...
+    async def decide(self, request: TxRecord) -> AgentDecision: ...
 
 
 def _number(value: Any) -> float | None:
@@ -36,25 +36,26 @@ class RuleBasedAgent:
     Without rules for a tool it passes every decision to humans.
     """
 
-    def __init__(self, policy: Policy, store: TokenStore) -> None:
+    def __init__(self, policy: Policy, store: Store) -> None:
         self._policy = policy
         self._store = store
 
-    async def decide(self, request: ApprovalRecord) -> AgentDecision:
-        tool_rule = self._policy.for_tool(request.tool)
-        rules = tool_rule.confirmation if tool_rule else None
+    async def decide(self, request: TxRecord) -> AgentDecision:
+        rules = self._policy.rules(request.tool).confirmation
         if rules is None:
             return AgentDecision("humans", "no confirmation rules for this tool")
-        amount = _number(request.params.get(rules.amount_param))
+        params = request.params or {}
+        amount = _number(params.get(rules.amount_param))
         if rules.deny_above is not None and amount is not None and amount > rules.deny_above:
             return AgentDecision("deny", f"{rules.amount_param} above {rules.deny_above:g}")
         if rules.velocity_max is not None:
-            key = f"handshake:velocity:{{{request.sub}}}:{request.tool}"
-            n, _ = await self._store.count(key, rules.velocity_window_s)
+            n = await self._store.counters.velocity(
+                request.sub, request.tool, rules.velocity_window_s
+            )
             if n > rules.velocity_max:
                 return AgentDecision("deny", "too many requests of this kind from this requester")
         if rules.recipient_param and rules.allowed_recipients:
-            recipient = request.params.get(rules.recipient_param)
+            recipient = params.get(rules.recipient_param)
             if recipient not in rules.allowed_recipients:
                 return AgentDecision("humans", "recipient not on the allow-list")
         if request.escalated and rules.auto_approve_max is None:

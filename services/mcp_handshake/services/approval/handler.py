@@ -1,4 +1,4 @@
-"""Approval workers: queued requests, human decisions, and status long-polls."""
+"""Approval workers: human decisions, the confirmation agent, and status long-polls."""
 
 from __future__ import annotations
 
@@ -7,17 +7,15 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Literal
 
 from nats.aio.client import Client as NATS
 
-from mcp_handshake.services.approval.agent import ConfirmationAgent
+from mcp_handshake.services.approval.agent import AgentDecision, ConfirmationAgent
 from mcp_handshake.services.core.policy import Caller, Policy
-from mcp_handshake.services.core.sessions import SessionVerifier
-from mcp_handshake.services.runtime import Request
-from mcp_handshake.services.runtime.audit import Audit
-from mcp_handshake.services.runtime.context import RequestContext, current
-from mcp_handshake.services.store.tokens import ApprovalRecord, TokenStore
-from mcp_handshake.shared.errors import Forbidden, InvalidTransaction
+from mcp_handshake.services.runtime.endpoint import Request
+from mcp_handshake.services.store import Store, TxRecord
+from mcp_handshake.shared.errors import Forbidden, HandshakeError, InvalidTransaction
 from mcp_handshake.shared.subjects import Subjects
 from mcp_handshake.shared.wire import (
     ApprovalsReply,
@@ -31,6 +29,7 @@ from mcp_handshake.shared.wire import (
 
 __all__ = [
     "AGENT_ID",
+    "AgentOutcome",
     "ApprovalDeps",
     "handle_decide",
     "handle_list",
@@ -50,11 +49,9 @@ MAX_WAIT_S = 30.0
 class ApprovalDeps:
     nc: NATS
     subjects: Subjects
-    sessions: SessionVerifier
     policy: Policy
-    store: TokenStore
+    store: Store
     agent: ConfirmationAgent
-    audit: Audit
     #: Long-polls waiting for a decision, by transaction id.
     waiters: dict[str, set[asyncio.Future[None]]] = field(default_factory=lambda: defaultdict(set))
 
@@ -74,60 +71,58 @@ def public_status(stored: str, decided_by: str | None) -> str:
     return {"burnt": "invalidated"}.get(stored, stored)
 
 
-def _is_approver(caller: Caller, record_roles: list[str] | frozenset[str]) -> bool:
-    return bool(caller.roles & set(record_roles))
+def _is_approver(caller: Caller, roles: tuple[str, ...] | frozenset[str]) -> bool:
+    return bool(caller.roles & set(roles))
 
 
 async def handle_status(req: Request[StatusRequest], deps: ApprovalDeps) -> StatusReply:
-    caller = deps.sessions.verify(req.header("Authorization"))
+    caller = req.caller
     txn = req.body.transaction_id
-    st = await deps.store.status(txn)
+    rec = await deps.store.tokens.record(txn)
     # Unknown and not-yours look the same: no oracle for other users' transactions.
-    if st is None or (st.sub != caller.sub and not _is_approver(caller, _all_approver_roles(deps))):
+    if rec is None or (
+        rec.sub != caller.sub and not _is_approver(caller, deps.policy.all_approver_roles)
+    ):
         raise InvalidTransaction(transaction_id=txn)
     wait = min(req.body.wait_s or 0.0, MAX_WAIT_S)
-    if st.status == "pending_approval" and wait > 0:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        deps.waiters[txn].add(fut)
-        try:
-            left = min(wait, max(st.expires_at - time.time(), 0.0))
-            await asyncio.wait_for(asyncio.shield(fut), timeout=left + 0.05)
-        except TimeoutError:
-            pass
-        finally:
-            waiting = deps.waiters.get(txn)
-            if waiting is not None:
-                waiting.discard(fut)
-                if not waiting:
-                    del deps.waiters[txn]
-        st = await deps.store.status(txn) or st
-    status = public_status(st.status, st.decided_by)
-    if status == "pending_approval" and st.expires_at <= time.time():
+    if rec.status == "pending_approval" and wait > 0:
+        await _wait_for_decision(deps, txn, min(wait, max(rec.expires_at - time.time(), 0.0)))
+        rec = await deps.store.tokens.record(txn) or rec
+    status = public_status(rec.status, rec.decided_by)
+    if status == "pending_approval" and rec.expires_at <= time.time():
         status = "expired"
     return StatusReply(
-        transaction_id=txn, status=status, expires_at=st.expires_at, decided_by=st.decided_by
+        transaction_id=txn, status=status, expires_at=rec.expires_at, decided_by=rec.decided_by
     )
 
 
-def _all_approver_roles(deps: ApprovalDeps) -> frozenset[str]:
-    roles = set(deps.policy.defaults.approver_roles)
-    for rule in deps.policy.tools.values():
-        roles |= rule.approver_roles
-    return frozenset(roles)
+async def _wait_for_decision(deps: ApprovalDeps, txn: str, timeout: float) -> None:
+    fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    deps.waiters[txn].add(fut)
+    try:
+        await asyncio.wait_for(asyncio.shield(fut), timeout=timeout + 0.05)
+    except TimeoutError:
+        pass
+    finally:
+        waiting = deps.waiters.get(txn)
+        if waiting is not None:
+            waiting.discard(fut)
+            if not waiting:
+                del deps.waiters[txn]
 
 
-def _may_decide(caller: Caller, rec: ApprovalRecord) -> bool:
+def _may_decide(caller: Caller, rec: TxRecord) -> bool:
     voted = any(a.by == caller.sub for a in rec.approvals)
     return _is_approver(caller, rec.approver_roles) and caller.sub != rec.sub and not voted
 
 
 async def handle_list(req: Request[EmptyRequest], deps: ApprovalDeps) -> ApprovalsReply:
-    caller = deps.sessions.verify(req.header("Authorization"))
-    if not _is_approver(caller, _all_approver_roles(deps)):
+    caller = req.caller
+    if not _is_approver(caller, deps.policy.all_approver_roles):
         raise Forbidden("an approver role is required")
     out = []
-    for txn in await deps.store.pending():
-        rec = await deps.store.approval_record(txn)
+    for txn in await deps.store.approvals.pending():
+        rec = await deps.store.approvals.record(txn)
         if rec is None or rec.status != "pending_approval" or not _may_decide(caller, rec):
             continue
         out.append(
@@ -137,8 +132,8 @@ async def handle_list(req: Request[EmptyRequest], deps: ApprovalDeps) -> Approva
                 tool=rec.tool,
                 tier=rec.tier,
                 preview=rec.preview,
-                preview_hash=rec.preview_hash,
-                requested_at=rec.requested_at,
+                preview_hash=rec.preview_hash or "",
+                requested_at=rec.requested_at or 0.0,
                 expires_at=rec.expires_at,
                 approvals=len(rec.approvals),
                 quorum=rec.quorum,
@@ -151,15 +146,19 @@ async def handle_list(req: Request[EmptyRequest], deps: ApprovalDeps) -> Approva
 
 
 async def handle_decide(req: Request[DecideRequest], deps: ApprovalDeps) -> DecideReply:
-    ctx = current()
-    ctx.txn = req.body.transaction_id
-    caller = deps.sessions.verify(req.header("Authorization"))
-    ctx.extra["by"] = caller.sub
-    body = req.body
-    rec = await deps.store.approval_record(body.transaction_id)
-    if rec is not None:
-        ctx.sub, ctx.tool, ctx.tier = rec.sub, rec.tool, rec.tier
-        ctx.extra["preview_hash"] = rec.preview_hash
+    caller, body = req.caller, req.body
+    rec = await deps.store.approvals.record(body.transaction_id)
+    try:
+        return await _decide(deps, caller, body, rec)
+    except HandshakeError as exc:
+        if rec is not None:
+            exc.facts.update(sub=rec.sub, tool=rec.tool, tier=rec.tier)
+        raise
+
+
+async def _decide(
+    deps: ApprovalDeps, caller: Caller, body: DecideRequest, rec: TxRecord | None
+) -> DecideReply:
     if rec is None or rec.status != "pending_approval":
         raise InvalidTransaction(
             "no pending approval with this id", transaction_id=body.transaction_id
@@ -168,51 +167,69 @@ async def handle_decide(req: Request[DecideRequest], deps: ApprovalDeps) -> Deci
         raise Forbidden("an approver role for this tool is required", transaction_id=rec.txn)
     if caller.sub == rec.sub:
         raise Forbidden("an approver may not decide their own transaction", transaction_id=rec.txn)
-    outcome, status, approvals = await deps.store.decide(
-        rec.txn,
-        caller.sub,
-        body.decision,
-        token_ttl_s=deps.policy.token_ttl_s(rec.tool),
-        preview_hash=rec.preview_hash,
-        reason=body.reason or "",
-    )
+    outcome, status, approvals = await _apply(deps, rec, caller.sub, body.decision,
+                                              body.reason or "")  # fmt: skip
     if outcome in {"missing", "decided"}:
         raise InvalidTransaction("no pending approval with this id", transaction_id=rec.txn)
     if outcome in {"approved", "denied"}:
-        await deps.announce(rec.txn)
         log.info("approval %s by a human", outcome, extra={"txn": rec.txn})
-    ctx.status = public_status(status, caller.sub if outcome == "approved" else None)
     return DecideReply(
-        transaction_id=rec.txn, status=ctx.status, approvals=approvals, quorum=rec.quorum
+        transaction_id=rec.txn,
+        status=public_status(status, caller.sub if outcome == "approved" else None),
+        approvals=approvals,
+        quorum=rec.quorum,
+        tool=rec.tool,
+        requester=rec.sub,
+        tier=rec.tier,
+        preview_hash=rec.preview_hash,
     )
 
 
-async def run_agent(txn: str, deps: ApprovalDeps) -> str:
-    """Let the confirmation agent decide one queued request; returns what happened."""
-    rec = await deps.store.approval_record(txn)
-    if rec is None or rec.status != "pending_approval":
-        return "gone"
-    decision = await deps.agent.decide(rec)
-    ctx = RequestContext("confirmation-agent", txn=txn, sub=rec.sub, tool=rec.tool, tier=rec.tier)
-    if decision.action == "humans":
-        log.info("approval passed to humans: %s", decision.reason, extra={"txn": txn})
-        deps.audit.emit(deps.audit.event("approval.passed", ctx, "ok", by=AGENT_ID,
-                                         detail=decision.reason))  # fmt: skip
-        return "humans"
-    outcome, _, _ = await deps.store.decide(
-        txn,
-        AGENT_ID,
-        decision.action,
-        token_ttl_s=deps.policy.token_ttl_s(rec.tool),
-        preview_hash=rec.preview_hash,
-        reason=decision.reason,
-        final=True,
+async def _apply(
+    deps: ApprovalDeps,
+    rec: TxRecord,
+    by: str,
+    decision: Literal["approve", "deny"],
+    reason: str,
+    *,
+    final: bool = False,
+) -> tuple[str, str, int]:
+    """Record one decision; wake long-polls everywhere when it settles the transaction."""
+    outcome, status, approvals = await deps.store.approvals.decide(
+        rec.txn,
+        by,
+        decision,
+        token_ttl_s=deps.policy.rules(rec.tool).token_ttl_s,
+        preview_hash=rec.preview_hash or "",
+        reason=reason,
+        final=final,
     )
     if outcome in {"approved", "denied"}:
-        await deps.announce(txn)
+        await deps.announce(rec.txn)
+    return outcome, status, approvals
+
+
+@dataclass(frozen=True, slots=True)
+class AgentOutcome:
+    """What the confirmation agent did with one queued request."""
+
+    #: ``gone`` (nothing pending), ``humans``, or the decide outcome.
+    outcome: str
+    record: TxRecord | None = None
+    decision: AgentDecision | None = None
+
+
+async def run_agent(txn: str, deps: ApprovalDeps) -> AgentOutcome:
+    """Let the confirmation agent decide one queued request."""
+    rec = await deps.store.approvals.record(txn)
+    if rec is None or rec.status != "pending_approval":
+        return AgentOutcome("gone")
+    decision = await deps.agent.decide(rec)
+    if decision.action == "humans":
+        log.info("approval passed to humans: %s", decision.reason, extra={"txn": txn})
+        return AgentOutcome("humans", rec, decision)
+    outcome, _, _ = await _apply(deps, rec, AGENT_ID, decision.action, decision.reason,
+                                 final=True)  # fmt: skip
+    if outcome in {"approved", "denied"}:
         log.info("confirmation agent: %s (%s)", outcome, decision.reason, extra={"txn": txn})
-        ctx.status = outcome
-        deps.audit.emit(deps.audit.event("approval.decided", ctx, "ok", by=AGENT_ID,
-                                         id_suffix=AGENT_ID, detail=decision.reason,
-                                         preview_hash=rec.preview_hash))  # fmt: skip
-    return outcome
+    return AgentOutcome(outcome, rec, decision)

@@ -21,10 +21,8 @@ from nats.errors import Error as NatsError
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from mcp_handshake.services.audit.log import AuditLogWriter
-from mcp_handshake.services.runtime import MicroService
 from mcp_handshake.services.runtime.audit import STREAM, SUBJECT_PREFIX, ensure_audit_stream
-from mcp_handshake.services.runtime.build import VERSION, duplicate_window, load_common
-from mcp_handshake.services.runtime.telemetry import Metrics
+from mcp_handshake.services.runtime.build import duplicate_window, open_kit
 from mcp_handshake.services.runtime.worker import Worker
 from mcp_handshake.shared.keys import load_private_key
 from mcp_handshake.shared.settings import Settings
@@ -91,14 +89,14 @@ async def _write_forever(nc: NATS, writer: AuditLogWriter, state: _State) -> Non
 
 
 async def build(settings: Settings, nc: NATS) -> Worker:
-    common = load_common(settings)
-    cfg = common.config
+    kit = open_kit(settings, nc, "audit")
+    cfg = kit.config
     js = nc.jetstream()
-    await ensure_audit_stream(js, duplicate_window(common.policy))
+    await ensure_audit_stream(js, duplicate_window(kit.policy))
     writer = AuditLogWriter(audit_log_path(settings), load_private_key(cfg.resolve(cfg.keys.audit)))
     state = _State()
 
-    metrics = Metrics("audit")
+    metrics = kit.metrics
 
     def stats() -> dict[str, Any]:
         return {
@@ -123,13 +121,10 @@ async def build(settings: Settings, nc: NATS) -> Worker:
     async def close() -> None:
         writer.close()
 
-    service = MicroService(
-        "handshake-audit",
-        VERSION,
+    return kit.worker(
         "Writes the hash-chained, signed audit log",
         [],
+        background=[lambda: _write_forever(nc, writer, state), watch_lag],
+        closers=[close],
         extra_stats=stats,
-    )
-    return Worker(
-        service, closers=[close], background=[lambda: _write_forever(nc, writer, state), watch_lag]
     )

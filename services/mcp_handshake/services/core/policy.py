@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,7 +25,7 @@ import msgspec
 
 from mcp_handshake.services.core.checks import ParamCheck
 
-__all__ = ["Caller", "Policy", "ToolPolicy", "load_policy"]
+__all__ = ["Caller", "Policy", "Rules", "ToolPolicy", "load_policy"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,49 +109,38 @@ class Policy(_Section, frozen=True):
     defaults: Defaults = msgspec.field(default_factory=Defaults)
     tools: dict[str, ToolPolicy] = msgspec.field(default_factory=dict)
 
-    def for_tool(self, tool: str) -> ToolPolicy | None:
-        return self.tools.get(tool)
+    def rules(self, tool: str) -> Rules:
+        """Everything this policy says about ``tool``, with defaults applied."""
+        rule = self.tools.get(tool)
+        d = self.defaults
+        if rule is None:
+            return Rules(tool, False, d.token_ttl_s, d.approval_ttl_s, d.approver_roles)
+        return Rules(
+            tool=tool,
+            listed=True,
+            token_ttl_s=rule.token_ttl_s or d.token_ttl_s,
+            approval_ttl_s=rule.approval_ttl_s or d.approval_ttl_s,
+            approver_roles=rule.approver_roles or d.approver_roles,
+            quorum=rule.quorum,
+            rate_limit=rule.rate_limit or d.rate_limit,
+            roles=rule.roles,
+            scopes=rule.scopes,
+            escalate=rule.escalate,
+            checks=rule.checks,
+            mask=rule.mask,
+            confirmation=rule.confirmation,
+        )
 
     def allows(self, caller: Caller, tool: str) -> bool:
-        rule = self.tools.get(tool)
-        if rule is None:
-            return False
-        if "*" in rule.roles:
-            return True
-        return bool(rule.roles & caller.roles) or bool(rule.scopes & caller.scopes)
+        return self.rules(tool).allows(caller)
 
-    def token_ttl_s(self, tool: str) -> float:
-        rule = self.tools.get(tool)
-        if rule is not None and rule.token_ttl_s is not None:
-            return rule.token_ttl_s
-        return self.defaults.token_ttl_s
-
-    def approval_ttl_s(self, tool: str) -> float:
-        rule = self.tools.get(tool)
-        if rule is not None and rule.approval_ttl_s is not None:
-            return rule.approval_ttl_s
-        return self.defaults.approval_ttl_s
-
-    def approver_roles(self, tool: str) -> frozenset[str]:
-        rule = self.tools.get(tool)
-        if rule is not None and rule.approver_roles:
-            return rule.approver_roles
-        return self.defaults.approver_roles
-
-    def rate_limit(self, tool: str) -> RateLimit | None:
-        rule = self.tools.get(tool)
-        if rule is not None and rule.rate_limit is not None:
-            return rule.rate_limit
-        return self.defaults.rate_limit
-
-    def escalation(self, tool: str, params: Mapping[str, Any]) -> str | None:
-        """Why these params need approval, if they do (e.g. ``amount above 1000``)."""
-        rule = self.tools.get(tool)
-        for esc in rule.escalate if rule else ():
-            value = params.get(esc.param)
-            if isinstance(value, int | float) and not isinstance(value, bool) and value > esc.above:
-                return f"{esc.param} above {esc.above:g}"
-        return None
+    @property
+    def all_approver_roles(self) -> frozenset[str]:
+        """Every role that approves some tool: who may list approvals and read status."""
+        roles = set(self.defaults.approver_roles)
+        for rule in self.tools.values():
+            roles |= rule.approver_roles
+        return frozenset(roles)
 
     @property
     def max_lifetime_s(self) -> float:
@@ -160,6 +149,41 @@ class Policy(_Section, frozen=True):
         approval = max([self.defaults.approval_ttl_s, *(r.approval_ttl_s or 0 for r in rules)])
         token = max([self.defaults.token_ttl_s, *(r.token_ttl_s or 0 for r in rules)])
         return approval + token
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """What policy says about one tool, resolved once per request."""
+
+    tool: str
+    #: Whether policy lists the tool at all (a tool with no entry is usable by nobody).
+    listed: bool
+    token_ttl_s: float
+    approval_ttl_s: float
+    approver_roles: frozenset[str]
+    quorum: int = 1
+    rate_limit: RateLimit | None = None
+    roles: frozenset[str] = frozenset()
+    scopes: frozenset[str] = frozenset()
+    escalate: tuple[Escalation, ...] = ()
+    checks: tuple[ParamCheck, ...] = ()
+    mask: Mapping[str, str] = field(default_factory=dict)
+    confirmation: ConfirmationRules | None = None
+
+    def allows(self, caller: Caller) -> bool:
+        if not self.listed:
+            return False
+        if "*" in self.roles:
+            return True
+        return bool(self.roles & caller.roles) or bool(self.scopes & caller.scopes)
+
+    def escalation(self, params: Mapping[str, Any]) -> str | None:
+        """Why these params need approval, if they do (e.g. ``amount above 1000``)."""
+        for esc in self.escalate:
+            value = params.get(esc.param)
+            if isinstance(value, int | float) and not isinstance(value, bool) and value > esc.above:
+                return f"{esc.param} above {esc.above:g}"
+        return None
 
 
 def load_policy(path: Path) -> Policy:

@@ -10,21 +10,18 @@ atomic step that consumes the token.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import jwt
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from mcp_handshake.services.core.policy import Caller
-from mcp_handshake.shared.errors import Unavailable, ValidationFailed
+from mcp_handshake.shared.errors import ValidationFailed
 from mcp_handshake.shared.keys import jwk_thumbprint
-from mcp_handshake.shared.proofs import PROOF_ALGORITHMS, PROOF_TYP
+from mcp_handshake.shared.protocol import PROOF_ALGORITHMS, PROOF_TYP
 
-__all__ = ["KeyRegistry", "ProofVerifier", "VerifiedProof"]
+__all__ = ["KeyLookup", "ProofVerifier", "VerifiedProof"]
 
 log = logging.getLogger(__name__)
 
@@ -32,32 +29,10 @@ MAX_PROOF_BYTES = 4096
 IAT_WINDOW_S = 60
 
 
-class KeyRegistry:
-    """Public keys registered per subject (``mcp-handshake keys register``)."""
+class KeyLookup(Protocol):
+    """Where keys registered per subject are found (the store's key registry)."""
 
-    def __init__(self, redis: Redis) -> None:
-        self._redis = redis
-
-    @staticmethod
-    def key(sub: str) -> str:
-        return f"handshake:pubkeys:{{{sub}}}"
-
-    async def register(self, sub: str, jwk: dict[str, Any]) -> str:
-        public = {k: v for k, v in jwk.items() if k in {"kty", "crv", "x", "y"}}
-        jwt.PyJWK(public)  # refuse anything PyJWT cannot use
-        kid = jwk_thumbprint(public)
-        await self._redis.hset(self.key(sub), kid, json.dumps(public))
-        return kid
-
-    async def revoke(self, sub: str, kid: str) -> bool:
-        return bool(await self._redis.hdel(self.key(sub), kid))
-
-    async def lookup(self, sub: str, kid: str) -> dict[str, Any] | None:
-        try:
-            raw = await self._redis.hget(self.key(sub), kid)
-        except RedisError:
-            raise Unavailable("key registry unavailable; nothing was executed") from None
-        return None if raw is None else json.loads(raw)
+    async def lookup(self, sub: str, kid: str) -> dict[str, Any] | None: ...
 
 
 class VerifiedProof:
@@ -69,7 +44,7 @@ class VerifiedProof:
 
 
 class ProofVerifier:
-    def __init__(self, registry: KeyRegistry) -> None:
+    def __init__(self, registry: KeyLookup) -> None:
         self._registry = registry
 
     async def verify(

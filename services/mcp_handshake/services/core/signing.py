@@ -22,22 +22,9 @@ from mcp_handshake.shared.keys import (
     load_private_key,
     public_jwk,
 )
+from mcp_handshake.shared.protocol import DISPATCH_TYP, RECEIPT_TYP
 
-__all__ = [
-    "APPROVAL_TYP",
-    "DISPATCH_HEADER",
-    "INTERNAL_HEADER",
-    "DispatchSigner",
-    "DispatchVerifier",
-    "ReceiptSigner",
-]
-
-DISPATCH_HEADER = "Handshake-Dispatch-Signature"
-#: Internal messages between services other than dispatches (approval requests).
-INTERNAL_HEADER = "Handshake-Internal-Signature"
-RECEIPT_TYP = "handshake-receipt+jwt"
-DISPATCH_TYP = "handshake-dispatch+jws"
-APPROVAL_TYP = "handshake-approval-request+jws"
+__all__ = ["DispatchSigner", "DispatchVerifier", "ReceiptSigner"]
 
 
 class ReceiptSigner:

@@ -14,7 +14,7 @@ from typing import Any
 
 from mcp_handshake.services.core.checks import run_checks
 from mcp_handshake.services.core.masking import apply_masks
-from mcp_handshake.services.core.policy import Policy
+from mcp_handshake.services.core.policy import Rules
 from mcp_handshake.services.core.tools import Tier, Tool
 
 __all__ = ["TierPlan", "plan"]
@@ -26,7 +26,7 @@ class TierPlan:
     tier: Tier
     #: Why the tool was escalated to approval, if it was.
     escalated: str | None
-    policy: Policy
+    rules: Rules
 
     @property
     def needs_proof(self) -> bool:
@@ -39,29 +39,29 @@ class TierPlan:
     def check_params(self, params: Mapping[str, Any]) -> None:
         """Confidential and above: the tool's and policy's checks; ``ValidationFailed``."""
         if self.tier.at_least(Tier.CONFIDENTIAL):
-            rule = self.policy.for_tool(self.tool.name)
-            extra = rule.checks if rule else ()
-            run_checks(params, (*self.tool.checks, *extra))
+            run_checks(params, (*self.tool.checks, *self.rules.checks))
 
     def mask_result(self, result: Any) -> Any:
-        rule = self.policy.for_tool(self.tool.name)
-        masks = {**self.tool.mask, **(rule.mask if rule else {})}
+        masks = {**self.tool.mask, **self.rules.mask}
         return apply_masks(result, masks) if masks else result
 
     def preview(self, params: Mapping[str, Any]) -> Any:
         """What approvers see: the params with the tool's preview masks applied."""
         return apply_masks(dict(params), self.tool.preview_mask)
 
+    def at_least(self, stored_tier: str) -> TierPlan:
+        """This plan, raised to ``stored_tier`` when that is higher (what authorize
+        decided wins at execute, so a policy change between phases never lowers it)."""
+        stored = Tier(stored_tier)
+        if stored.rank <= self.tier.rank:
+            return self
+        return TierPlan(self.tool, stored, self.escalated, self.rules)
 
-def plan(
-    tool: Tool, policy: Policy, params: Mapping[str, Any], stored_tier: str | None = None
-) -> TierPlan:
-    """The tier for these params; at execute, ``stored_tier`` (what authorize decided) wins
-    when it is higher, so a policy change between phases can never lower it."""
+
+def plan(tool: Tool, rules: Rules, params: Mapping[str, Any]) -> TierPlan:
+    """The tier for these params under these rules."""
     tier = tool.tier
-    reason = policy.escalation(tool.name, params)
+    reason = rules.escalation(params)
     if reason is not None and not tier.at_least(Tier.RESTRICTED):
         tier = Tier.RESTRICTED
-    if stored_tier is not None and Tier(stored_tier).rank > tier.rank:
-        tier = Tier(stored_tier)
-    return TierPlan(tool, tier, reason, policy)
+    return TierPlan(tool, tier, reason, rules)

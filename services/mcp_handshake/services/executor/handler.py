@@ -8,12 +8,12 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from mcp_handshake.services.core.signing import DISPATCH_HEADER, DispatchVerifier
+from mcp_handshake.services.core.signing import DispatchVerifier
 from mcp_handshake.services.core.tools import HttpOperation, ToolRegistry
 from mcp_handshake.services.executor.targets import OperationContext, TargetClient
-from mcp_handshake.services.runtime import Request
-from mcp_handshake.services.runtime.context import current
+from mcp_handshake.services.runtime.endpoint import Request
 from mcp_handshake.shared.errors import Forbidden, InternalError
+from mcp_handshake.shared.protocol import DISPATCH_HEADER
 from mcp_handshake.shared.wire import Dispatch, DispatchReply
 
 __all__ = ["ExecutorDeps", "handle_dispatch"]
@@ -48,8 +48,6 @@ async def handle_dispatch(req: Request[Dispatch], deps: ExecutorDeps) -> Dispatc
         log.warning("refused a dispatch without a valid signature")
         raise Forbidden("dispatch signature missing or invalid")
     d = req.body
-    ctx = current()
-    ctx.txn, ctx.sub, ctx.tool = d.txn, d.sub, d.tool
     now = time.time()
     if d.exp < now or d.iat > now + _SKEW_S:
         raise Forbidden("dispatch expired", transaction_id=d.txn)

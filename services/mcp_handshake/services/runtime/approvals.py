@@ -18,14 +18,15 @@ from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
 
-from mcp_handshake.services.core.signing import INTERNAL_HEADER, DispatchSigner
+from mcp_handshake.services.core.signing import DispatchSigner
+from mcp_handshake.services.runtime.streams import ensure_stream
 from mcp_handshake.shared.errors import Unavailable
+from mcp_handshake.shared.protocol import INTERNAL_HEADER
 from mcp_handshake.shared.subjects import Subjects
 from mcp_handshake.shared.wire import ApprovalRequest
 
-__all__ = ["STREAM", "ApprovalQueue", "ensure_stream"]
+__all__ = ["DURABLE", "STREAM", "ApprovalQueue", "ensure_approval_stream"]
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,9 @@ STREAM = "HANDSHAKE_APPROVALS"
 DURABLE = "approval-workers"
 
 
-async def ensure_stream(js: JetStreamContext, subjects: Subjects, max_age_s: float) -> None:
+async def ensure_approval_stream(
+    js: JetStreamContext, subjects: Subjects, max_age_s: float
+) -> None:
     config = StreamConfig(
         name=STREAM,
         subjects=[subjects.approval_requests],
@@ -43,11 +46,7 @@ async def ensure_stream(js: JetStreamContext, subjects: Subjects, max_age_s: flo
         max_age=max_age_s,
         duplicate_window=120.0,
     )
-    try:
-        await js.stream_info(STREAM)
-        await js.update_stream(config)
-    except NotFoundError:
-        await js.add_stream(config)
+    await ensure_stream(js, config)
 
 
 class ApprovalQueue:

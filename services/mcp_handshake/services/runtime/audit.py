@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 import uuid
 from typing import Any
@@ -26,12 +28,13 @@ from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
 
-from mcp_handshake.services.runtime.context import RequestContext
+from mcp_handshake.services.runtime.context import current
+from mcp_handshake.services.runtime.streams import ensure_stream
 from mcp_handshake.shared.errors import InvalidTransaction, Unavailable
 
-__all__ = ["STREAM", "Audit", "AuditEvent", "ensure_audit_stream"]
+__all__ = ["STREAM", "SUBJECT_PREFIX", "Audit", "AuditEvent", "ensure_audit_stream", "unique",
+           "worker_id"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +74,7 @@ async def ensure_audit_stream(
         max_age=max_age_s,
         duplicate_window=duplicate_window_s,
     )
-    try:
-        await js.stream_info(STREAM)
-        await js.update_stream(config)
-    except NotFoundError:
-        await js.add_stream(config)
+    await ensure_stream(js, config)
 
 
 _encode = msgspec.json.encode
@@ -92,19 +91,20 @@ class Audit:
         self.failed = 0
 
     def event(
-        self, kind: str, ctx: RequestContext | None, outcome: str, **extra: Any
+        self, kind: str, outcome: str, *, unique: str | None = None, **facts: Any
     ) -> AuditEvent:
-        fields: dict[str, Any] = {}
-        if ctx is not None:
-            fields = {"txn": ctx.txn, "sub": ctx.sub, "tool": ctx.tool, "tier": ctx.tier,
-                      "ph": ctx.ph, "rh": ctx.rh, "status": ctx.status,
-                      "trace_id": ctx.trace_id}  # fmt: skip
-        fields.update(extra)
-        txn = fields.get("txn")
-        suffix = fields.pop("id_suffix", None)
-        event_id = f"{txn or uuid.uuid4()}.{kind}" + (f".{suffix}" if suffix else "")
+        """An event of ``kind`` with the given facts (``txn``, ``sub``, ``tool``, ...).
+
+        Its id is ``<txn>.<kind>``, with ``unique`` appended for events that may
+        happen more than once per transaction (refusals, votes), so each counts.
+        """
+        txn = facts.get("txn")
+        if "trace_id" not in facts:
+            ctx = current()
+            facts["trace_id"] = ctx.trace_id if ctx is not None else None
+        event_id = f"{txn or uuid.uuid4()}.{kind}" + (f".{unique}" if unique else "")
         return AuditEvent(kind=kind, id=event_id, at=time.time(), worker=self.worker,
-                          outcome=outcome, **fields)  # fmt: skip
+                          outcome=outcome, **facts)  # fmt: skip
 
     async def _publish(self, event: AuditEvent, timeout: float) -> Any:
         return await self._js.publish(
@@ -128,23 +128,31 @@ class Audit:
             self.failed += 1
             log.error("audit event not recorded: %s", event.kind, extra={"txn": event.txn})
 
-    async def intent(self, ctx: RequestContext) -> None:
+    async def intent(self, **facts: Any) -> None:
         """Record ``execute.intent`` durably before anything runs (see module docstring)."""
-        event = self.event("execute.intent", ctx, "ok")
+        event = self.event("execute.intent", "ok", **facts)
         try:
             ack = await self._publish(event, timeout=2.0)
         except (NatsError, TimeoutError):
             self.failed += 1
-            log.error("audit stream unavailable: execute refused", extra={"txn": ctx.txn})
+            log.error("audit stream unavailable: execute refused", extra={"txn": event.txn})
             raise Unavailable(
-                "audit trail unavailable; nothing was executed", transaction_id=ctx.txn
+                "audit trail unavailable; nothing was executed", transaction_id=event.txn
             ) from None
         if ack.duplicate:
-            log.error("execute intent seen before: refusing a replay", extra={"txn": ctx.txn})
-            raise InvalidTransaction(transaction_id=ctx.txn)
+            log.error("execute intent seen before: refusing a replay", extra={"txn": event.txn})
+            raise InvalidTransaction(transaction_id=event.txn)
         self.published += 1
-        ctx.intent_recorded = True
 
     async def drain(self, timeout: float = 5.0) -> None:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=timeout)
+
+
+def worker_id(kind: str) -> str:
+    return f"{kind}@{socket.gethostname()}:{os.getpid()}"
+
+
+def unique() -> str:
+    """A suffix for events that repeat per transaction (replays, refusals): all count."""
+    return uuid.uuid4().hex[:12]

@@ -1,51 +1,34 @@
-"""Start-up pieces several worker kinds share: config, policy, tools, sessions, Redis."""
+"""The shared builder: what every worker kind's ``main.py`` declares itself with.
+
+A worker's ``build(settings, nc)`` opens a :class:`Kit` (configuration,
+policy, tools, and on request sessions, the store and the audit emitter),
+declares its endpoints with :meth:`Kit.endpoint`, and returns
+:meth:`Kit.worker`. Everything opened here is closed when the worker stops.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from nats.aio.client import Client as NATS
 
 from mcp_handshake.services.core.config import HandshakeConfig, load_config
 from mcp_handshake.services.core.policy import Policy, load_policy
 from mcp_handshake.services.core.sessions import SessionVerifier
 from mcp_handshake.services.core.tools import ToolRegistry
+from mcp_handshake.services.runtime.audit import Audit, ensure_audit_stream, worker_id
+from mcp_handshake.services.runtime.endpoint import AuditHook, Endpoint, Handler
+from mcp_handshake.services.runtime.service import MicroService
+from mcp_handshake.services.runtime.telemetry import Metrics
+from mcp_handshake.services.runtime.worker import Worker
+from mcp_handshake.services.store import Store
 from mcp_handshake.shared.settings import Settings
 
-__all__ = [
-    "VERSION",
-    "Common",
-    "duplicate_window",
-    "load_common",
-    "load_sessions",
-    "redis_client",
-]
+__all__ = ["VERSION", "Kit", "duplicate_window", "open_kit"]
 
 VERSION = "0.1.0"
-
-
-@dataclass(frozen=True, slots=True)
-class Common:
-    settings: Settings
-    config: HandshakeConfig
-    policy: Policy
-    tools: ToolRegistry
-
-
-def load_common(settings: Settings) -> Common:
-    config = load_config(settings.config_path)
-    return Common(
-        settings=settings,
-        config=config,
-        policy=load_policy(config.policy_file),
-        tools=ToolRegistry.from_modules(config.tool_modules),
-    )
-
-
-async def load_sessions(common: Common) -> SessionVerifier:
-    return await SessionVerifier.create(common.config.session, common.config.path.parent)
 
 
 def duplicate_window(policy: Policy) -> float:
@@ -54,16 +37,100 @@ def duplicate_window(policy: Policy) -> float:
     return policy.max_lifetime_s + 300
 
 
-def redis_client(settings: Settings) -> Redis:
-    """A Redis client that fails fast: a dead store must become ``unavailable`` in well
-    under 2 s, and the pool reconnects by itself when the store is back."""
-    return Redis.from_url(
-        settings.redis_url,
-        socket_timeout=1.0,
-        socket_connect_timeout=0.5,
-        # One immediate retry: a pooled connection broken by a Redis restart is replaced
-        # at once. Safe for every script we run (a re-run consume finds the token gone).
-        retry=Retry(NoBackoff(), 1),
-        max_connections=256,
-        health_check_interval=0,
+@dataclass
+class Kit:
+    """One worker's configuration and connections, and the builder of its endpoints."""
+
+    kind: str
+    settings: Settings
+    config: HandshakeConfig
+    policy: Policy
+    tools: ToolRegistry
+    nc: NATS
+    metrics: Metrics
+    sessions: SessionVerifier | None = None
+    audit: Audit | None = None
+    closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
+
+    async def open_sessions(self) -> SessionVerifier:
+        """The session verifier; endpoints declared after this verify sessions."""
+        cfg = self.config
+        self.sessions = await SessionVerifier.create(cfg.session, cfg.path.parent)
+        return self.sessions
+
+    async def open_audit(self) -> Audit:
+        """The audit emitter (and the audit stream, created where missing)."""
+        await ensure_audit_stream(self.nc.jetstream(), duplicate_window(self.policy))
+        self.audit = Audit(self.nc, worker_id(self.kind))
+        self.closers.append(self.audit.drain)
+        return self.audit
+
+    def open_store(self) -> Store:
+        """The Redis store, closed when the worker stops."""
+        store = Store.open(self.settings)
+        self.closers.append(store.aclose)
+        return store
+
+    def endpoint(
+        self,
+        name: str,
+        subject: str,
+        request_type: type[Any],
+        handler: Handler,
+        *,
+        auth: bool = True,
+        audit: AuditHook | None = None,
+        require: tuple[str, ...] = (),
+        queue: str | None = None,
+        max_payload: int | None = None,
+    ) -> Endpoint:
+        """An endpoint in this kind's queue group; ``auth`` verifies the session first."""
+        if auth and self.sessions is None:
+            raise RuntimeError(f"{self.kind}: endpoint {name} needs sessions")
+        return Endpoint(
+            name,
+            subject,
+            queue or self.kind,
+            request_type,
+            handler,
+            max_payload=max_payload or self.settings.max_payload,
+            max_inflight=self.config.service.max_inflight,
+            require=require,
+            sessions=self.sessions if auth else None,
+            audit=audit,
+            metrics=self.metrics,
+        )
+
+    def worker(
+        self,
+        description: str,
+        endpoints: Sequence[Endpoint],
+        *,
+        background: Sequence[Callable[[], Coroutine[Any, Any, Any]]] = (),
+        closers: Sequence[Callable[[], Awaitable[Any]]] = (),
+        metadata: dict[str, str] | None = None,
+        extra_stats: Callable[[], dict[str, Any]] | None = None,
+    ) -> Worker:
+        service = MicroService(
+            f"handshake-{self.kind}",
+            VERSION,
+            description,
+            endpoints,
+            metadata=metadata,
+            extra_stats=extra_stats,
+        )
+        return Worker(service, closers=[*closers, *self.closers], background=list(background))
+
+
+def open_kit(settings: Settings, nc: NATS, kind: str) -> Kit:
+    """Load configuration, policy and tools for one worker of ``kind``."""
+    config = load_config(settings.config_path)
+    return Kit(
+        kind=kind,
+        settings=settings,
+        config=config,
+        policy=load_policy(config.policy_file),
+        tools=ToolRegistry.from_modules(config.tool_modules),
+        nc=nc,
+        metrics=Metrics(kind),
     )

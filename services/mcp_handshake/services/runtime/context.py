@@ -1,52 +1,38 @@
-"""Per-request context: what a handler learned, for audit events and log lines.
+"""Log correlation: the running request's transaction id and trace id.
 
-The endpoint wrapper opens one context per request; handlers fill in what
-they learn (caller, tool, transaction id, tier, params hash) and never catch
-errors to report them. When the handler returns or raises, the wrapper hands
-the context and the outcome code to the worker's audit hook. Log records read
-the transaction id from here.
+Only log lines read this. Audit facts never travel here: they come from the
+reply a handler returns or the error it raises.
 """
 
 from __future__ import annotations
 
 from contextvars import ContextVar
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-__all__ = ["RequestContext", "current", "open_context"]
+__all__ = ["LogContext", "current", "log_txn", "open_log_context"]
 
 
 @dataclass(slots=True)
-class RequestContext:
-    endpoint: str
+class LogContext:
     txn: str | None = None
-    sub: str | None = None
-    tool: str | None = None
-    tier: str | None = None
-    ph: str | None = None
-    #: Result hash (execute) and approval details, when known.
-    rh: str | None = None
-    status: str | None = None
-    #: Set once the execute intent is durably recorded: failures after it are
-    #: ``execute.failed``, before it ``execute.denied``.
-    intent_recorded: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
     trace_id: str | None = None
 
 
-_current: ContextVar[RequestContext | None] = ContextVar("handshake_request", default=None)
+_current: ContextVar[LogContext | None] = ContextVar("handshake_log", default=None)
 
 
-def open_context(endpoint: str) -> RequestContext:
-    ctx = RequestContext(endpoint)
+def open_log_context(txn: str | None, trace_id: str | None) -> LogContext:
+    ctx = LogContext(txn, trace_id)
     _current.set(ctx)
     return ctx
 
 
-def current() -> RequestContext:
-    """The running request's context (a throwaway one outside requests)."""
+def log_txn(txn: str) -> None:
+    """Tag the running request's later log lines with a transaction id it just created."""
     ctx = _current.get()
-    if ctx is None:
-        ctx = RequestContext("-")
-        _current.set(ctx)
-    return ctx
+    if ctx is not None:
+        ctx.txn = txn
+
+
+def current() -> LogContext | None:
+    return _current.get()

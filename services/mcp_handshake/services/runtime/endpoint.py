@@ -1,9 +1,12 @@
 """The one endpoint wrapper every worker uses.
 
 It does, in this order, for every message: size check (before parsing),
-decoding into the endpoint's request Struct, calling the handler, encoding
-the reply, and mapping errors to protocol error replies. Handlers are plain
-``async def handle(request, deps) -> Struct`` functions that raise
+decoding into the endpoint's request Struct, session verification (for
+endpoints declared with ``auth=True``; the handler then reads a typed
+``request.caller``), calling the handler, encoding the reply, mapping errors
+to protocol error replies, and handing the outcome (the reply Struct or the
+raised error) to the endpoint's own audit hook. Handlers are plain
+``async def handle(request) -> Struct`` functions that raise
 ``HandshakeError``; they never catch-all. Anything else becomes ``internal``
 with no detail on the wire (the traceback goes to the log).
 
@@ -25,7 +28,9 @@ import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from mcp_handshake.services.runtime.context import RequestContext, open_context
+from mcp_handshake.services.core.policy import Caller
+from mcp_handshake.services.core.sessions import SessionVerifier
+from mcp_handshake.services.runtime.context import open_log_context
 from mcp_handshake.services.runtime.telemetry import Metrics
 from mcp_handshake.shared import tracing
 from mcp_handshake.shared.errors import (
@@ -34,28 +39,33 @@ from mcp_handshake.shared.errors import (
     InternalError,
     PayloadTooLarge,
 )
-from mcp_handshake.shared.wire import ErrorDetail, ErrorReply
+from mcp_handshake.shared.protocol import AUTHORIZATION_HEADER, encode_error
 
-__all__ = ["Endpoint", "EndpointStats", "Request", "error_reply"]
+__all__ = ["AuditHook", "Endpoint", "EndpointStats", "Outcome", "Request"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-ERROR_HEADER = "Nats-Service-Error"
-ERROR_CODE_HEADER = "Nats-Service-Error-Code"
 
 _encode = msgspec.json.encode
 
 
 @dataclass(slots=True)
 class Request(Generic[T]):
-    """One decoded request: its body Struct, raw bytes and headers."""
+    """One decoded request: its body Struct, raw bytes, headers, and verified caller."""
 
     body: T
     data: bytes
     headers: dict[str, str]
     subject: str
+    #: The verified session's caller (endpoints declared with ``auth=True``).
+    auth: Caller | None = None
+
+    @property
+    def caller(self) -> Caller:
+        if self.auth is None:  # a handler on an endpoint without auth=True
+            raise InternalError()
+        return self.auth
 
     def header(self, name: str) -> str | None:
         value = self.headers.get(name)
@@ -67,19 +77,6 @@ class Request(Generic[T]):
         return value
 
 
-def error_reply(err: HandshakeError) -> tuple[bytes, dict[str, str]]:
-    body = ErrorReply(
-        ErrorDetail(
-            code=err.code,
-            message=err.message,
-            transaction_id=err.transaction_id,
-            retryable=err.retryable,
-            retry_after_s=err.retry_after_s,
-        )
-    )
-    return _encode(body), {ERROR_CODE_HEADER: str(err.status), ERROR_HEADER: err.code}
-
-
 @dataclass(slots=True)
 class EndpointStats:
     num_requests: int = 0
@@ -89,9 +86,12 @@ class EndpointStats:
     outcomes: Counter[str] = field(default_factory=Counter)
 
 
+#: What a request ended with: the reply Struct, or the error raised.
+Outcome = msgspec.Struct | HandshakeError
 Handler = Callable[[Request[Any]], Awaitable[msgspec.Struct]]
-#: Called after every request with its context and outcome code ("ok" or an error code).
-OutcomeHook = Callable[[RequestContext, str], None]
+#: Called after every request with the request (``None`` when it could not be
+#: decoded) and its outcome; records audit events and metrics.
+AuditHook = Callable[[Request[Any] | None, Outcome], None]
 
 
 class Endpoint:
@@ -107,9 +107,14 @@ class Endpoint:
         *,
         max_payload: int,
         max_inflight: int = 1024,
-        on_done: OutcomeHook | None = None,
+        require: tuple[str, ...] = (),
+        sessions: SessionVerifier | None = None,
+        audit: AuditHook | None = None,
         metrics: Metrics | None = None,
     ) -> None:
+        """``require`` names headers without which the request is a ``bad_request``;
+        ``sessions`` makes the endpoint verify the session (``Authorization``) before
+        the handler runs; ``audit`` is the endpoint's own outcome hook."""
         self.name = name
         self.subject = subject
         self.queue_group = queue_group
@@ -120,7 +125,9 @@ class Endpoint:
         self._tasks: set[asyncio.Task[None]] = set()
         self._sub: Any = None
         self._nc: NATS | None = None
-        self._on_done = on_done
+        self._require = require
+        self._sessions = sessions
+        self._audit = audit
         self._metrics = metrics
         self.stats = EndpointStats()
 
@@ -151,52 +158,51 @@ class Endpoint:
 
     async def _serve(self, msg: Msg) -> None:
         start = time.perf_counter_ns()
-        ctx = open_context(self.name)
         headers: dict[str, str] | None = None
+        req: Request[Any] | None = None
+        outcome: Outcome
         with tracing.process_span(self.subject, msg.headers) as span:
-            ctx.trace_id = tracing.trace_id()
             try:
-                reply = await self._dispatch(msg)
-                data = _encode(reply)
+                req = self._decode(msg)
+                outcome = await self._call(req)
+                data = _encode(outcome)
                 code = "ok"
             except HandshakeError as err:
-                data, headers = error_reply(err)
+                outcome = err
+                data, headers = encode_error(err)
                 code = err.code
             except Exception:
                 log.exception("unhandled error on %s", self.name)
-                data, headers = error_reply(InternalError())
-                code = InternalError.code
+                outcome = InternalError()
+                data, headers = encode_error(outcome)
+                code = outcome.code
             if span is not None:
-                for key, value in (
-                    ("handshake.transaction_id", ctx.txn),
-                    ("handshake.tool", ctx.tool),
-                    ("handshake.tier", ctx.tier),
-                ):
-                    if value:
-                        span.set_attribute(key, value)
+                _describe_span(span, req, outcome)
                 tracing.set_error(span, code)
-        stats = self.stats
-        stats.num_requests += 1
-        stats.outcomes[code] += 1
-        if code != "ok":
-            stats.num_errors += 1
-            stats.last_error = code
-        elapsed = time.perf_counter_ns() - start
-        stats.processing_time_ns += elapsed
-        if self._metrics is not None:
-            self._metrics.request(self.name, code, elapsed / 1e6)
-        if self._on_done is not None:
+        self._count(code, time.perf_counter_ns() - start)
+        if self._audit is not None:
             try:
-                self._on_done(ctx, code)
+                self._audit(req, outcome)
             except Exception:
-                log.exception("outcome hook failed on %s", self.name)
+                log.exception("audit hook failed on %s", self.name)
         if msg.reply and self._nc is not None:
             try:
                 await self._nc.publish(msg.reply, data, headers=headers)
             except Exception:
                 log.warning("could not send a reply on %s", self.name, exc_info=True)
 
-    async def _dispatch(self, msg: Msg) -> msgspec.Struct:
+    def _count(self, code: str, elapsed_ns: int) -> None:
+        stats = self.stats
+        stats.num_requests += 1
+        stats.outcomes[code] += 1
+        if code != "ok":
+            stats.num_errors += 1
+            stats.last_error = code
+        stats.processing_time_ns += elapsed_ns
+        if self._metrics is not None:
+            self._metrics.request(self.name, code, elapsed_ns / 1e6)
+
+    def _decode(self, msg: Msg) -> Request[Any]:
         data = msg.data
         if len(data) > self._max_payload:
             raise PayloadTooLarge(f"request body over {self._max_payload} bytes")
@@ -206,4 +212,30 @@ class Endpoint:
             raise BadRequest(f"invalid request: {exc}") from None
         except msgspec.DecodeError:
             raise BadRequest("request body is not a JSON object") from None
-        return await self._handler(Request(body, data, msg.headers or {}, msg.subject))
+        req = Request(body, data, msg.headers or {}, msg.subject)
+        open_log_context(_txn_of(body), tracing.trace_id())
+        return req
+
+    async def _call(self, req: Request[Any]) -> msgspec.Struct:
+        for name in self._require:
+            if not req.header(name):
+                raise BadRequest(f"missing {name} header")
+        if self._sessions is not None:
+            req.auth = self._sessions.verify(req.header(AUTHORIZATION_HEADER))
+        return await self._handler(req)
+
+
+def _txn_of(body: Any) -> str | None:
+    return getattr(body, "transaction_id", None) or getattr(body, "txn", None)
+
+
+def _describe_span(span: Any, req: Request[Any] | None, outcome: Outcome) -> None:
+    body = req.body if req is not None else None
+    txn = _txn_of(body) or getattr(outcome, "transaction_id", None)
+    for key, value in (
+        ("handshake.transaction_id", txn),
+        ("handshake.tool", getattr(body, "tool", None)),
+        ("handshake.tier", getattr(outcome, "tier", None)),
+    ):
+        if value:
+            span.set_attribute(key, value)

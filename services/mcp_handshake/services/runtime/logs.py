@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 
-from mcp_handshake.services.runtime.context import _current
+from mcp_handshake.services.runtime.context import current
 
 __all__ = ["setup_logging"]
 
@@ -50,7 +50,7 @@ class ContextFilter(logging.Filter):
     """Adds the running request's transaction id and trace id to every record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        ctx = _current.get()
+        ctx = current()
         if ctx is not None:
             if getattr(record, "txn", None) is None and ctx.txn:
                 record.txn = ctx.txn

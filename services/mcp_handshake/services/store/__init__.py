@@ -1,1 +1,63 @@
-"""The Redis side: transaction records, approvals, key registry and rate limits."""
+"""The Redis side: transaction records, approvals, key registry and counters.
+
+Lua lives in ``lua/*.lua``, loaded by one loader (``scripts``); every key is
+defined once, in ``mcp_handshake.shared.subjects.Keys``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from mcp_handshake.shared.settings import Settings
+
+from .approvals import ApprovalStore
+from .keys import KeyRegistry
+from .limits import Counters
+from .records import Approval, TxRecord
+from .redis import redis_client
+from .scripts import Scripts
+from .tokens import RETENTION_S, TokenStore
+
+__all__ = [
+    "RETENTION_S",
+    "Approval",
+    "ApprovalStore",
+    "Counters",
+    "KeyRegistry",
+    "Store",
+    "TokenStore",
+    "TxRecord",
+    "redis_client",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Store:
+    """Every part of the store, over one Redis connection pool."""
+
+    redis: Redis
+    tokens: TokenStore
+    approvals: ApprovalStore
+    counters: Counters
+    keys: KeyRegistry
+
+    @classmethod
+    def over(cls, redis: Redis) -> Store:
+        scripts = Scripts(redis)
+        tokens = TokenStore(scripts)
+        return cls(
+            redis=redis,
+            tokens=tokens,
+            approvals=ApprovalStore(scripts, tokens),
+            counters=Counters(scripts),
+            keys=KeyRegistry(redis),
+        )
+
+    @classmethod
+    def open(cls, settings: Settings) -> Store:
+        return cls.over(redis_client(settings))
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()

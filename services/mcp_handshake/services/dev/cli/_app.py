@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 from enum import StrEnum
 from pathlib import Path
@@ -50,19 +51,13 @@ def worker(
 
     settings = Settings.from_env()
     setup_logging(settings.log_level, settings.log_format)
-    if kind is Kind.authorize:
-        from mcp_handshake.services.authorize.main import build
-    elif kind is Kind.execute:
-        from mcp_handshake.services.execute.main import build
-    elif kind is Kind.approval:
-        from mcp_handshake.services.approval.main import build
-    elif kind is Kind.audit:
-        from mcp_handshake.services.audit.main import build
-    else:
+    if kind is Kind.executor:
         from mcp_handshake.services.executor.main import builder
 
-        build = builder(list(target or []))
-    run(serve(settings, kind.value, build))
+        run(serve(settings, kind.value, builder(list(target or []))))
+        return
+    module = importlib.import_module(f"mcp_handshake.services.{kind.value}.main")
+    run(serve(settings, kind.value, module.build))
 
 
 @app.command()

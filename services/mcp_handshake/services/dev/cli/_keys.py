@@ -7,8 +7,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-from mcp_handshake.services.core.proofs import KeyRegistry
-from mcp_handshake.services.runtime.build import redis_client
+from mcp_handshake.services.store import KeyRegistry, redis_client
 from mcp_handshake.shared.keys import public_jwk
 from mcp_handshake.shared.settings import Settings
 

@@ -16,10 +16,10 @@ from rich.table import Table
 from rich.text import Text
 
 from mcp_handshake.services.runtime.audit import STREAM
-from mcp_handshake.services.runtime.build import redis_client
 from mcp_handshake.services.runtime.service import discover
-from mcp_handshake.services.store.tokens import EXPIRED_COUNTER, LIVE_KEY, PENDING_KEY
+from mcp_handshake.services.store import redis_client
 from mcp_handshake.shared.settings import Settings
+from mcp_handshake.shared.subjects import Keys
 
 console = Console()
 
@@ -52,9 +52,9 @@ async def snapshot(settings: Settings, nc: NATS) -> dict[str, Any]:
         out["audit_lag"] = out["audit_events"] = None
     redis = redis_client(settings)
     try:
-        out["approvals_pending"] = int(await redis.zcard(PENDING_KEY))
-        out["tokens_live"] = int(await redis.zcard(LIVE_KEY))
-        out["tokens_expired"] = int(await redis.get(EXPIRED_COUNTER) or 0)
+        out["approvals_pending"] = int(await redis.zcard(Keys.PENDING))
+        out["tokens_live"] = int(await redis.zcard(Keys.LIVE))
+        out["tokens_expired"] = int(await redis.get(Keys.EXPIRED) or 0)
     except Exception:
         out["approvals_pending"] = out["tokens_live"] = out["tokens_expired"] = None
     finally:
