@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from mcp_handshake.services.audit.log import read_entries, verify_log
+from mcp_handshake.services.audit.chain import read_entries
+from mcp_handshake.services.audit.verify import verify_log
 from mcp_handshake.services.dev.devstack import Stack, StackSpec
 from mcp_handshake.services.runtime.audit import STREAM, ensure_audit_stream
 from tests.conftest import Raw, connected, make_stack

@@ -14,8 +14,9 @@ from nats.js.api import DeliverPolicy
 from rich.console import Console
 from rich.markup import escape
 
-from mcp_handshake.services.audit.log import read_entries, verify_log
+from mcp_handshake.services.audit.chain import read_entries
 from mcp_handshake.services.audit.main import audit_log_path
+from mcp_handshake.services.audit.verify import verify_log
 from mcp_handshake.services.core.config import load_config
 from mcp_handshake.services.runtime.audit import STREAM, SUBJECT_PREFIX
 from mcp_handshake.shared.settings import Settings

@@ -3,59 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import jwt
-from rich.console import Console
-from rich.markup import escape
 from rich.panel import Panel
 
-from mcp_handshake.client import CallResult, HandshakeClient, HandshakeError, ProofKey
+from mcp_handshake.client import HandshakeClient, ProofKey
+from mcp_handshake.services.dev.cli._demo_steps import (
+    attacks,
+    confidential,
+    console,
+    public_and_internal,
+    restricted,
+)
 from mcp_handshake.services.dev.cli._stack import make_stack
 from mcp_handshake.services.dev.devhome import mint_session
 from mcp_handshake.services.dev.devstack import Stack, StackSpec
 from mcp_handshake.shared.keys import generate_private_key
 from mcp_handshake.shared.settings import Settings
-
-console = Console()
-
-
-def _show(res: CallResult) -> None:
-    c = res.claims
-    console.print(f"    result   {escape(str(res.result))}")
-    approved = ", ".join(a["by"] for a in c.get("approvals", [])) or "-"
-    console.print(
-        f"    receipt  [green]verified[/green] txn={c['txn'][:8]}… tool={c['tool']} "
-        f"tier={c['tier']} sub={c['sub']} approvals={approved}"
-    )
-
-
-async def _expect_ok(title: str, action: Callable[[], Awaitable[CallResult]]) -> bool:
-    console.print(f"[bold]▶ {title}[/bold]")
-    try:
-        _show(await action())
-        return True
-    except HandshakeError as exc:
-        console.print(f"    [red]unexpected {exc.code}[/red]: {exc.message}")
-        return False
-
-
-async def _expect_refused(title: str, code: str, action: Callable[[], Awaitable[Any]]) -> bool:
-    console.print(f"[bold]▶ {title}[/bold]")
-    try:
-        await action()
-    except HandshakeError as exc:
-        ok = exc.code == code
-        mark = "[green]refused[/green]" if ok else f"[red]refused with {exc.code}[/red]"
-        console.print(f"    {mark} {exc.code}: {exc.message}")
-        return ok
-    console.print("    [red]NOT refused[/red]")
-    return False
 
 
 def _agent(home: Path, nats_url: str, sub: str, *roles: str) -> HandshakeClient:
@@ -63,32 +30,6 @@ def _agent(home: Path, nats_url: str, sub: str, *roles: str) -> HandshakeClient:
     key = ProofKey(generate_private_key())
     session = mint_session(home, sub, roles=list(roles), jkt=key.thumbprint)
     return HandshakeClient(nats_url, session=session, proof_key=key, approval_timeout_s=30)
-
-
-async def _cli_decide(stack: Stack, approver_session: str, txn: str, decision: str) -> None:
-    """A human approver at the command line: ``mcp-handshake approvals approve|deny TXN``."""
-    env = {**stack.env(), "HANDSHAKE_SESSION": approver_session}
-    argv = [sys.executable, "-m", "mcp_handshake.services.dev.cli", "approvals", decision, txn,
-            "--reason", "checked with the requester"]  # fmt: skip
-    console.print(f"    [dim]$ mcp-handshake approvals {decision} {txn[:8]}…  (as victor)[/dim]")
-    proc = await asyncio.create_subprocess_exec(
-        *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    out, _ = await proc.communicate()
-    for line in out.decode().splitlines():
-        console.print(f"    [dim]{line}[/dim]")
-
-
-async def _pending_then(
-    stack: Stack, hs: HandshakeClient, approver: str, params: dict[str, Any], decision: str
-) -> CallResult:
-    pending = await hs.submit("payments.send_payment", params)
-    console.print(f"    status {pending.grant.status}, txn {pending.transaction_id[:8]}…")
-    waiting = asyncio.create_task(hs.wait(pending))
-    st = await hs.status(pending.transaction_id, wait_s=2)  # the confirmation agent goes first
-    console.print(f"    confirmation agent: passed to humans ({st.status})")
-    await _cli_decide(stack, approver, pending.transaction_id, decision)
-    return await waiting
 
 
 async def _script(stack: Stack) -> bool:
@@ -100,7 +41,6 @@ async def _script(stack: Stack) -> bool:
         generate_private_key(), algorithm="EdDSA",
     )  # fmt: skip
     victor = mint_session(home, "victor", roles=["approver"])
-    results: list[bool] = []
     async with (
         _agent(home, nats_url, "alice", "billing") as a,
         _agent(home, nats_url, "bob", "billing") as b,
@@ -111,161 +51,13 @@ async def _script(stack: Stack) -> bool:
     ):
         names = ", ".join(t.name for t in await a.tools())
         console.print(f"[bold]▶ alice (billing) may use:[/bold] {names}")
-        console.rule("public and internal tiers")
-        rate = {"base": "EUR", "quote": "USD"}
-        results.append(
-            await _expect_ok(
-                "alice: payments.get_exchange_rate (public)",
-                lambda: a.call("payments.get_exchange_rate", rate),
-            )
-        )
-        results.append(
-            await _expect_ok(
-                "alice: payments.list_invoices (internal: proof of possession signed by her key)",
-                lambda: a.call("payments.list_invoices", {"status": "open", "limit": 5}),
-            )
-        )
-        invoice = {
-            "customer_id": "cus_8f3k2m9q",
-            "amount": 250,
-            "currency": "EUR",
-            "memo": "October consulting",
-        }
-        grant = await a.authorize("payments.create_invoice", invoice)
-        console.print(
-            f"[bold]▶ alice: authorize payments.create_invoice[/bold] → token for txn "
-            f"{grant.transaction_id[:8]}…, tier {grant.tier}, expires in "
-            f"{grant.expires_at - time.time():.0f}s"
-        )
-        results.append(
-            await _expect_ok(
-                "alice: execute it", lambda: a.execute(grant, "payments.create_invoice", invoice)
-            )
-        )
-        console.rule("attacks")
-        results.append(
-            await _expect_refused(
-                "alice: replay the same token",
-                "invalid_transaction",
-                lambda: a.execute(grant, "payments.create_invoice", invoice),
-            )
-        )
-        g2 = await a.authorize("payments.create_invoice", invoice)
-        evil = {**invoice, "amount": 999}
-        results.append(
-            await _expect_refused(
-                "alice's agent, hijacked: execute with the amount changed to 999 "
-                "(token and proof cover 250)",
-                "validation_failed",
-                lambda: a.execute(g2, "payments.create_invoice", evil),
-            )
-        )
-        results.append(
-            await _expect_refused(
-                "alice: then the original params with that token (burnt by the attempt)",
-                "invalid_transaction",
-                lambda: a.execute(g2, "payments.create_invoice", invoice),
-            )
-        )
-        g3 = await a.authorize("payments.create_invoice", invoice)
-        results.append(
-            await _expect_refused(
-                "bob: execute alice's token (his own key, his own session)",
-                "invalid_transaction",
-                lambda: b.execute(g3, "payments.create_invoice", invoice),
-            )
-        )
-        results.append(
-            await _expect_refused(
-                "anyone: authorize with a forged session (right claims, wrong key)",
-                "unauthenticated",
-                lambda: f.authorize("payments.send_payment", invoice),
-            )
-        )
-        results.append(
-            await _expect_refused(
-                "alice: customers.get_customer without the support role",
-                "forbidden",
-                lambda: a.call("customers.get_customer", {"customer_id": "cus_8f3k2m9q"}),
-            )
-        )
-        console.rule("confidential tier")
-        results.append(
-            await _expect_ok(
-                "carol (support): customers.get_customer (result masked before the receipt)",
-                lambda: c.call("customers.get_customer", {"customer_id": "cus_8f3k2m9q"}),
-            )
-        )
-        results.append(
-            await _expect_refused(
-                "carol: customers.get_customer with a path traversal id",
-                "validation_failed",
-                lambda: c.call("customers.get_customer", {"customer_id": "../../admin"}),
-            )
-        )
-        results.append(
-            await _expect_ok(
-                "dan (analyst): reports.run_query 'sum(amount) / count()' (AST-checked)",
-                lambda: d.call("reports.run_query", {"expression": "sum(amount) / count()"}),
-            )
-        )
-        results.append(
-            await _expect_refused(
-                "dan: reports.run_query \"__import__('os').system('id')\"",
-                "validation_failed",
-                lambda: d.call(
-                    "reports.run_query", {"expression": "__import__('os').system('id')"}
-                ),
-            )
-        )
-        console.rule("restricted tier")
-        results.append(
-            await _expect_ok(
-                "tess (treasury): send 50 EUR to a known account (the confirmation agent approves)",
-                lambda: t.call(
-                    "payments.send_payment",
-                    {"to_account": "acct_4f9d2a", "amount": 50, "currency": "EUR"},
-                ),
-            )
-        )
-        console.print("[bold]▶ tess: send 2,500 EUR (above the automatic limit)[/bold]")
-        try:
-            res = await _pending_then(
-                stack,
-                t,
-                victor,
-                {"to_account": "acct_4f9d2a", "amount": 2500, "currency": "EUR"},
-                "approve",
-            )
-            _show(res)
-            results.append(res.claims["approvals"][0]["by"] == "victor")
-        except HandshakeError as exc:
-            console.print(f"    [red]unexpected {exc.code}[/red]: {exc.message}")
-            results.append(False)
-        console.print("[bold]▶ tess: send 900 EUR to an unknown account[/bold]")
-        try:
-            await _pending_then(
-                stack,
-                t,
-                victor,
-                {"to_account": "acct_zz9999", "amount": 900, "currency": "EUR"},
-                "deny",
-            )
-            console.print("    [red]NOT refused[/red]")
-            results.append(False)
-        except HandshakeError as exc:
-            console.print(f"    [green]refused[/green] {exc.code}: {exc.message}")
-            results.append(exc.code == "approval_denied")
-        results.append(
-            await _expect_refused(
-                "tess: send 75,000 EUR (the confirmation agent refuses)",
-                "approval_denied",
-                lambda: t.call(
-                    "payments.send_payment",
-                    {"to_account": "acct_4f9d2a", "amount": 75000, "currency": "EUR"},
-                ),
-            )
-        )
+        first, used = await public_and_internal(a)
+        results = [
+            *first,
+            *await attacks(a, b, f, used),
+            *await confidential(c, d),
+            *await restricted(stack, t, victor),
+        ]
     return all(results)
 
 
