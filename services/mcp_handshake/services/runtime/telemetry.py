@@ -9,6 +9,7 @@ and tracing costs nothing on the hot path.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -22,32 +23,32 @@ __all__ = ["Metrics", "setup_telemetry"]
 log = logging.getLogger(__name__)
 
 
-def _span_exporter(name: str) -> Any:
-    if name == "console":
-        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+#: Exporter classes by signal and name: (module, class).
+_EXPORTERS = {
+    ("traces", "console"): ("opentelemetry.sdk.trace.export", "ConsoleSpanExporter"),
+    ("traces", "otlp"): (
+        "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+        "OTLPSpanExporter",
+    ),
+    ("metrics", "console"): ("opentelemetry.sdk.metrics.export", "ConsoleMetricExporter"),
+    ("metrics", "otlp"): (
+        "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+        "OTLPMetricExporter",
+    ),
+}
 
-        return ConsoleSpanExporter()
-    if name == "otlp":
-        try:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        except ImportError as exc:
-            raise RuntimeError("OTLP export needs: pip install 'mcp-handshake[otlp]'") from exc
-        return OTLPSpanExporter()
-    raise RuntimeError(f"unknown OTEL_TRACES_EXPORTER {name!r} (none, console, otlp)")
 
-
-def _metric_exporter(name: str) -> Any:
-    if name == "console":
-        from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
-
-        return ConsoleMetricExporter()
-    if name == "otlp":
-        try:
-            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-        except ImportError as exc:
-            raise RuntimeError("OTLP export needs: pip install 'mcp-handshake[otlp]'") from exc
-        return OTLPMetricExporter()
-    raise RuntimeError(f"unknown OTEL_METRICS_EXPORTER {name!r} (none, console, otlp)")
+def _exporter(signal: str, name: str) -> Any:
+    """The exporter ``OTEL_<SIGNAL>_EXPORTER`` names (imported only when asked for)."""
+    found = _EXPORTERS.get((signal, name))
+    if found is None:
+        variable = f"OTEL_{signal.upper()}_EXPORTER"
+        raise RuntimeError(f"unknown {variable} {name!r} (none, console, otlp)")
+    try:
+        module = importlib.import_module(found[0])
+    except ImportError as exc:
+        raise RuntimeError("OTLP export needs: pip install 'mcp-handshake[otlp]'") from exc
+    return getattr(module, found[1])()
 
 
 def setup_telemetry(settings: Settings, kind: str) -> Callable[[], None]:
@@ -63,14 +64,14 @@ def setup_telemetry(settings: Settings, kind: str) -> Callable[[], None]:
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
         tp = TracerProvider(resource=resource)
-        tp.add_span_processor(BatchSpanProcessor(_span_exporter(settings.traces_exporter)))
+        tp.add_span_processor(BatchSpanProcessor(_exporter("traces", settings.traces_exporter)))
         trace.set_tracer_provider(tp)
         shutdowns.append(tp.shutdown)
     if settings.metrics_exporter != "none":
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
-        reader = PeriodicExportingMetricReader(_metric_exporter(settings.metrics_exporter))
+        reader = PeriodicExportingMetricReader(_exporter("metrics", settings.metrics_exporter))
         mp = MeterProvider(resource=resource, metric_readers=[reader])
         metrics.set_meter_provider(mp)
         shutdowns.append(mp.shutdown)
