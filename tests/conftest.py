@@ -222,9 +222,11 @@ class Raw:
 
 
 @contextlib.asynccontextmanager
-async def connected(stack: Stack) -> AsyncIterator[Raw]:
-    """A raw protocol speaker on its own NATS connection to ``stack``."""
-    nc = await nats.connect(stack.nats_url or "")
+async def connected(stack: Stack, identity: str = "agent") -> AsyncIterator[Raw]:
+    """A raw protocol speaker on its own NATS connection to ``stack``, as one of its NATS
+    identities (an agent by default; a worker kind or ``operator`` where a test must act
+    as one)."""
+    nc = await nats.connect(**stack.connect_options(identity))
     try:
         yield Raw(nc, stack)
     finally:
@@ -234,6 +236,13 @@ async def connected(stack: Stack) -> AsyncIterator[Raw]:
 @pytest.fixture
 async def raw(stack: Stack) -> AsyncIterator[Raw]:
     async with connected(stack) as r:
+        yield r
+
+
+@pytest.fixture
+async def operator(stack: Stack) -> AsyncIterator[Raw]:
+    """The operator's connection: discovery (``$SRV``) and stream management."""
+    async with connected(stack, "operator") as r:
         yield r
 
 

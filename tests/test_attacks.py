@@ -11,13 +11,14 @@ import time
 from typing import Any
 
 import jwt
+import nats
 import pytest
 from redis.asyncio import Redis
 
 from mcp_handshake.services.dev.devhome import IDP_KEY
 from mcp_handshake.services.runtime.service import discover
 from mcp_handshake.shared.keys import generate_private_key, load_private_key, public_jwk
-from tests.conftest import Raw
+from tests.conftest import Raw, connected
 
 RATE = {"base": "EUR", "quote": "USD"}
 # Already normalized, so an attacker can sign proofs over exactly what it sends.
@@ -44,20 +45,20 @@ async def test_sequential_replays_are_all_refused(raw: Raw) -> None:
     assert accepted == 0
 
 
-async def _execute_stats(raw: Raw) -> dict[str, int]:
+async def _execute_stats(operator: Raw) -> dict[str, int]:
     """Requests served so far by each execute worker process."""
     per_worker = {}
-    for s in await discover(raw.nc, "STATS.handshake-execute", 0.5):
+    for s in await discover(operator.nc, "STATS.handshake-execute", 0.5):
         ep = next(e for e in s["endpoints"] if e["name"] == "execute")
         per_worker[s["id"]] = ep["num_requests"]
     return per_worker
 
 
 @pytest.mark.slow
-async def test_concurrent_double_execute_runs_each_token_once(raw: Raw) -> None:
+async def test_concurrent_double_execute_runs_each_token_once(raw: Raw, operator: Raw) -> None:
     alice = raw.session("alice", "billing")
     before = await raw.target_stats()
-    workers_before = await _execute_stats(raw)
+    workers_before = await _execute_stats(operator)
     assert len(workers_before) >= 2, "the race must go through at least two execute processes"
     successes = 0
     refused: dict[str, int] = {}
@@ -78,7 +79,7 @@ async def test_concurrent_double_execute_runs_each_token_once(raw: Raw) -> None:
             else:
                 refused[r.error] = refused.get(r.error, 0) + 1
     after = await raw.target_stats()
-    workers_after = await _execute_stats(raw)
+    workers_after = await _execute_stats(operator)
     assert successes == 1000
     assert refused == {"invalid_transaction": 7000}
     assert after["side_effects"] - before["side_effects"] == 1000
@@ -238,7 +239,21 @@ async def test_jwt_attacks_are_unauthenticated_and_never_touch_redis(
     assert (await raw.execute(alice, g, "payments.create_invoice", INVOICE)).error is None
 
 
+async def test_agents_cannot_publish_to_executors(raw: Raw) -> None:
+    """The bus refuses an agent's publish to an internal subject: no executor sees it."""
+    subject = "handshake.internal.executor.payments"
+    with pytest.raises(nats.errors.TimeoutError):
+        await raw.nc.request(subject, b"{}", timeout=1)
+
+
 async def test_direct_publish_to_executor_executes_nothing(raw: Raw) -> None:
+    """Even a process holding the execute workers' NATS identity cannot run an operation
+    without a dispatch signed by the execute workers' key."""
+    async with connected(raw.stack, "execute") as execute:
+        await _forged_dispatches_refused(raw, execute)
+
+
+async def _forged_dispatches_refused(raw: Raw, execute: Raw) -> None:
     before = await raw.target_stats()
     subject = "handshake.internal.executor.payments"
     now = time.time()
@@ -266,29 +281,31 @@ async def test_direct_publish_to_executor_executes_nothing(raw: Raw) -> None:
         {"Handshake-Dispatch-Signature": "garbage"},
         {"Handshake-Dispatch-Signature": forged},
     ):
-        msg = await raw.nc.request(subject, body, timeout=5, headers=headers)
+        msg = await execute.nc.request(subject, body, timeout=5, headers=headers)
         assert msg.headers and msg.headers.get("Nats-Service-Error") == "forbidden"
     after = await raw.target_stats()
     assert after == before
 
 
 async def test_replayed_signed_dispatch_executes_nothing_new(raw: Raw) -> None:
-    """Someone who can read the internal subject replays a genuine dispatch."""
+    """A process holding worker identities (one that reads the internal subject, one that
+    may publish to it) replays a genuine dispatch."""
     alice = raw.session("alice", "billing")
     captured: list[Any] = []
-    sub = await raw.nc.subscribe("handshake.internal.executor.payments", cb=_append(captured))
-    await raw.nc.flush()
-    g = await _grant(raw, alice, "payments.create_invoice", INVOICE)
-    assert (await raw.execute(alice, g, "payments.create_invoice", INVOICE)).error is None
-    await sub.unsubscribe()
-    assert len(captured) == 1
-    before = await raw.target_stats()
-    msg = captured[0]
-    replay = await raw.nc.request(msg.subject, msg.data, timeout=5, headers=msg.headers)
-    assert replay.headers and replay.headers.get("Nats-Service-Error") == "forbidden"
-    tampered = msg.data.replace(b"12.5", b"99.5")
-    replay = await raw.nc.request(msg.subject, tampered, timeout=5, headers=msg.headers)
-    assert replay.headers and replay.headers.get("Nats-Service-Error") == "forbidden"
+    async with connected(raw.stack, "executor") as spy, connected(raw.stack, "execute") as pub:
+        sub = await spy.nc.subscribe("handshake.internal.executor.payments", cb=_append(captured))
+        await spy.nc.flush()
+        g = await _grant(raw, alice, "payments.create_invoice", INVOICE)
+        assert (await raw.execute(alice, g, "payments.create_invoice", INVOICE)).error is None
+        await sub.unsubscribe()
+        assert len(captured) == 1
+        before = await raw.target_stats()
+        msg = captured[0]
+        replay = await pub.nc.request(msg.subject, msg.data, timeout=5, headers=msg.headers)
+        assert replay.headers and replay.headers.get("Nats-Service-Error") == "forbidden"
+        tampered = msg.data.replace(b"12.5", b"99.5")
+        replay = await pub.nc.request(msg.subject, tampered, timeout=5, headers=msg.headers)
+        assert replay.headers and replay.headers.get("Nats-Service-Error") == "forbidden"
     assert (await raw.target_stats())["side_effects"] == before["side_effects"]
 
 

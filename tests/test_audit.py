@@ -115,11 +115,12 @@ async def test_audit_stream_down_fails_closed(own_stack: Stack) -> None:
         alice = raw.session("alice", "billing")
         g = (await raw.authorize(alice, "payments.list_invoices", LIST)).body
         before = await raw.target_stats()
-        await raw.nc.jetstream().delete_stream(STREAM)
-        r = await raw.execute(alice, g, "payments.list_invoices", LIST)
-        assert r.error == "unavailable" and r.body["error"]["retryable"] is True
-        assert (await raw.target_stats())["calls"] == before["calls"]
-        await ensure_audit_stream(raw.nc.jetstream(), 900)
+        async with connected(own_stack, "operator") as operator:
+            await operator.nc.jetstream().delete_stream(STREAM)
+            r = await raw.execute(alice, g, "payments.list_invoices", LIST)
+            assert r.error == "unavailable" and r.body["error"]["retryable"] is True
+            assert (await raw.target_stats())["calls"] == before["calls"]
+            await ensure_audit_stream(operator.nc.jetstream(), 900)
         g = (await raw.authorize(alice, "payments.list_invoices", LIST)).body
         assert (await raw.execute(alice, g, "payments.list_invoices", LIST)).error is None
 

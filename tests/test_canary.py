@@ -102,7 +102,8 @@ async def test_no_canary_leaks(chatty_stack: Stack) -> None:
             )
         )
         await asyncio.sleep(1.5)  # let the audit worker write
-        stream = await _stream_dump(raw.nc)
+        async with connected(own_stack, "operator") as operator:
+            stream = await _stream_dump(operator.nc)
     own_stack.stop()  # flush logs and the final checkpoint
     audit_log = (own_stack.home / "audit" / "audit.log").read_bytes()
     assert b"execute.succeeded" in audit_log and stream

@@ -24,6 +24,7 @@ from mcp_handshake.shared.errors import (
     ValidationFailed,
 )
 from mcp_handshake.shared.hashing import canonical_json, sha256_tagged
+from mcp_handshake.shared.natsconn import connect_options, inbox_prefix
 from mcp_handshake.shared.proofs import ProofKey
 from mcp_handshake.shared.protocol import (
     AUTHORIZATION_HEADER,
@@ -96,8 +97,13 @@ class HandshakeClient:
         nc: NATS | None = None,
         proof_key: ProofKey | None = None,
         approval_timeout_s: float = 600.0,
+        connect_options: dict[str, Any] | None = None,
     ) -> None:
+        """``connect_options`` go to ``nats.connect``: the agent's NATS identity
+        (``user``/``password``) and its ``inbox_prefix`` (``_INBOX.<user>``: the only
+        inbox the bus lets it read)."""
         self._servers = [servers] if isinstance(servers, str) else servers
+        self._connect_options = dict(connect_options or {})
         self._session: SessionProvider = as_provider(session)
         self._subjects = Subjects(prefix)
         self._timeout = timeout_s
@@ -119,6 +125,7 @@ class HandshakeClient:
             "session": EnvSession(),
             "prefix": settings.subject_prefix,
             "proof_key": ProofKey.load_or_create(settings.home / AGENT_KEY_FILE),
+            "connect_options": _nats_identity(settings),
         }
         options.update(overrides)
         return cls(settings.nats_url.split(","), **options)
@@ -132,7 +139,9 @@ class HandshakeClient:
 
     async def connect(self) -> None:
         if self._nc is None:
-            self._nc = await nats.connect(servers=self._servers, name="handshake-client")
+            options = {"name": "handshake-client", **self._connect_options}
+            options.setdefault("inbox_prefix", inbox_prefix(options.get("user")))
+            self._nc = await nats.connect(servers=self._servers, **options)
 
     async def close(self) -> None:
         if self._nc is not None and self._own_nc:
@@ -359,6 +368,12 @@ class HandshakeClient:
         if claims["iat"] > time.time() + 60:
             raise ValidationFailed("receipt issued in the future")
         return claims
+
+
+def _nats_identity(settings: Settings) -> dict[str, Any]:
+    options = connect_options(settings, "handshake-client")
+    del options["servers"]
+    return options
 
 
 class _Progress:

@@ -52,6 +52,20 @@ class Settings:
     #: OpenTelemetry exporters: ``none``, ``console`` or ``otlp`` (standard OTEL_* variables).
     traces_exporter: str = "none"
     metrics_exporter: str = "none"
+    #: NATS user this process connects as (its inbox prefix is ``_INBOX.<user>``).
+    nats_user: str | None = None
+    #: File holding that user's password (``HANDSHAKE_NATS_PASSWORD_FILE``), or the
+    #: password itself (``HANDSHAKE_NATS_PASSWORD``).
+    nats_password_file: Path | None = None
+    nats_password_value: str | None = field(default=None, repr=False)
+
+    def nats_password(self) -> str | None:
+        """The NATS password, read from its file at the moment it is needed."""
+        if self.nats_password_value is not None:
+            return self.nats_password_value
+        if self.nats_password_file is not None:
+            return self.nats_password_file.read_text().strip()
+        return None
 
     @property
     def subjects(self) -> Subjects:
@@ -74,6 +88,10 @@ class Settings:
             except (OSError, ValueError):
                 stack = {}
         nats_env = env.get("HANDSHAKE_NATS_URL")
+        user = env.get("HANDSHAKE_NATS_USER") or (None if nats_env else stack.get("nats_user"))
+        password_file = env.get("HANDSHAKE_NATS_PASSWORD_FILE") or (
+            None if nats_env or env.get("HANDSHAKE_NATS_USER") else stack.get("nats_password_file")
+        )
         redis_env = env.get("HANDSHAKE_REDIS_URL")
         config = env.get("HANDSHAKE_CONFIG")
         return cls(
@@ -89,6 +107,9 @@ class Settings:
             external_servers=bool(nats_env and redis_env),
             traces_exporter=env.get("OTEL_TRACES_EXPORTER", "none").lower(),
             metrics_exporter=env.get("OTEL_METRICS_EXPORTER", "none").lower(),
+            nats_user=user or None,
+            nats_password_file=Path(password_file) if password_file else None,
+            nats_password_value=env.get("HANDSHAKE_NATS_PASSWORD"),
         )
 
     def with_(self, **changes: object) -> Settings:

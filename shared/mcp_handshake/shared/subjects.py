@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "AUDIT_PREFIX",
     "DEFAULT_INTERNAL_PREFIX",
     "DEFAULT_PREFIX",
     "Keys",
@@ -14,6 +15,8 @@ __all__ = [
 
 DEFAULT_PREFIX = "handshake.v1"
 DEFAULT_INTERNAL_PREFIX = "handshake.internal"
+#: Audit events: ``handshake.audit.<worker kind>.<event kind>`` (stream ``HANDSHAKE_AUDIT``).
+AUDIT_PREFIX = "handshake.audit"
 
 
 class QueueGroups:

@@ -21,8 +21,9 @@ from mcp_handshake.services.approval.handler import (
 )
 from mcp_handshake.services.core.policy import Policy
 from mcp_handshake.services.core.signing import DispatchVerifier
-from mcp_handshake.services.runtime.approvals import ensure_approval_stream
+from mcp_handshake.services.runtime.approvals import STREAM as APPROVALS
 from mcp_handshake.services.runtime.build import Kit, open_kit
+from mcp_handshake.services.runtime.streams import await_stream
 from mcp_handshake.services.runtime.worker import Worker
 from mcp_handshake.services.store import Store
 from mcp_handshake.services.store.sweep import sweep_expired
@@ -61,7 +62,7 @@ async def build(settings: Settings, nc: NATS) -> Worker:
     await kit.open_sessions()
     audit = await kit.open_audit()
     store = kit.open_store()
-    await ensure_approval_stream(nc.jetstream(), subjects, kit.policy.max_lifetime_s + 60)
+    await await_stream(nc.jetstream(), APPROVALS)
     deps = ApprovalDeps(nc=nc, subjects=subjects, policy=kit.policy, store=store,
                         agent=_load_agent(cfg.approval_agent, kit.policy, store))  # fmt: skip
     verifier = DispatchVerifier.from_file(cfg.resolve(cfg.keys.internal_public), APPROVAL_TYP)

@@ -21,7 +21,13 @@ from nats.errors import Error as NatsError
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from mcp_handshake.services.audit.log import AuditLogWriter
-from mcp_handshake.services.runtime.audit import STREAM, SUBJECT_PREFIX, ensure_audit_stream
+from mcp_handshake.services.runtime.approvals import ensure_approval_stream
+from mcp_handshake.services.runtime.audit import (
+    EVENT_KINDS,
+    STREAM,
+    SUBJECT_PREFIX,
+    ensure_audit_stream,
+)
 from mcp_handshake.services.runtime.build import duplicate_window, open_kit
 from mcp_handshake.services.runtime.worker import Worker
 from mcp_handshake.shared.keys import load_private_key
@@ -43,6 +49,29 @@ def audit_log_path(settings: Settings) -> Path:
 class _State:
     role: str = "standby"
     stream_last: int = 0
+    refused: int = 0
+
+
+def _entry(msg: Msg, state: _State) -> Any:
+    """What the log records for one stream message: the event, or why it was refused.
+
+    Each worker kind may publish only under ``handshake.audit.<kind>.`` (the bus
+    enforces it); an event whose content claims another kind, or a kind of event
+    that kind never records, is refused here. A refusal still takes its place in
+    the log, so the stream sequence has no hole.
+    """
+    try:
+        event: Any = _event.decode(msg.data)
+    except msgspec.DecodeError:
+        return {"unreadable": True, "subject": msg.subject}
+    kind = msg.subject.removeprefix(f"{SUBJECT_PREFIX}.").partition(".")[0]
+    worker = event.get("worker") if isinstance(event, dict) else None
+    claimed = worker.partition("@")[0] if isinstance(worker, str) else None
+    if claimed != kind or event.get("kind") not in EVENT_KINDS.get(kind, ()):
+        state.refused += 1
+        log.error("audit event refused: its content does not match its subject %s", msg.subject)
+        return {"refused": True, "subject": msg.subject, "reason": "content does not match subject"}
+    return event
 
 
 async def _write_forever(nc: NATS, writer: AuditLogWriter, state: _State) -> None:
@@ -75,11 +104,7 @@ async def _write_forever(nc: NATS, writer: AuditLogWriter, state: _State) -> Non
             while len(batch) < BATCH and not queue.empty():
                 batch.append(queue.get_nowait())
             for msg in batch:
-                try:
-                    event: Any = _event.decode(msg.data)
-                except msgspec.DecodeError:
-                    event = {"unreadable": True}
-                writer.append(msg.metadata.sequence.stream, event)
+                writer.append(msg.metadata.sequence.stream, _entry(msg, state))
             writer.sync()
     finally:
         try:
@@ -92,7 +117,9 @@ async def build(settings: Settings, nc: NATS) -> Worker:
     kit = open_kit(settings, nc, "audit")
     cfg = kit.config
     js = nc.jetstream()
+    # The audit worker manages the streams; other workers wait for them.
     await ensure_audit_stream(js, duplicate_window(kit.policy))
+    await ensure_approval_stream(js, settings.subjects, kit.policy.max_lifetime_s + 60)
     writer = AuditLogWriter(audit_log_path(settings), load_private_key(cfg.resolve(cfg.keys.audit)))
     state = _State()
 
@@ -102,6 +129,7 @@ async def build(settings: Settings, nc: NATS) -> Worker:
         return {
             "role": state.role,
             "written": writer.written,
+            "refused": state.refused,
             "last_stream_seq": writer.last_stream_seq,
             "lag": metrics.gauges.get("audit_lag"),
             "log": str(writer.path),

@@ -9,8 +9,10 @@ from nats.aio.client import Client as NATS
 from mcp_handshake.services.authorize.audit import authorize_audit
 from mcp_handshake.services.authorize.handler import AuthorizeDeps, handle_authorize, handle_tools
 from mcp_handshake.services.core.signing import DispatchSigner
-from mcp_handshake.services.runtime.approvals import ApprovalQueue, ensure_approval_stream
+from mcp_handshake.services.runtime.approvals import STREAM as APPROVALS
+from mcp_handshake.services.runtime.approvals import ApprovalQueue
 from mcp_handshake.services.runtime.build import open_kit
+from mcp_handshake.services.runtime.streams import await_stream
 from mcp_handshake.services.runtime.worker import Worker
 from mcp_handshake.shared.protocol import APPROVAL_TYP
 from mcp_handshake.shared.settings import Settings
@@ -22,7 +24,7 @@ async def build(settings: Settings, nc: NATS) -> Worker:
     cfg, subjects = kit.config, settings.subjects
     await kit.open_sessions()
     audit = await kit.open_audit()
-    await ensure_approval_stream(nc.jetstream(), subjects, kit.policy.max_lifetime_s + 60)
+    await await_stream(nc.jetstream(), APPROVALS)
     signer = DispatchSigner.from_file(cfg.resolve(cfg.keys.internal), APPROVAL_TYP)
     deps = AuthorizeDeps(
         tools=kit.tools,

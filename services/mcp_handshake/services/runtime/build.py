@@ -18,9 +18,11 @@ from mcp_handshake.services.core.config import HandshakeConfig, load_config
 from mcp_handshake.services.core.policy import Policy, load_policy
 from mcp_handshake.services.core.sessions import SessionVerifier
 from mcp_handshake.services.core.tools import ToolRegistry
-from mcp_handshake.services.runtime.audit import Audit, ensure_audit_stream, worker_id
+from mcp_handshake.services.runtime.audit import STREAM as AUDIT_STREAM
+from mcp_handshake.services.runtime.audit import Audit
 from mcp_handshake.services.runtime.endpoint import AuditHook, Endpoint, Handler
 from mcp_handshake.services.runtime.service import MicroService
+from mcp_handshake.services.runtime.streams import await_stream
 from mcp_handshake.services.runtime.telemetry import Metrics
 from mcp_handshake.services.runtime.worker import Worker
 from mcp_handshake.services.store import Store
@@ -59,9 +61,9 @@ class Kit:
         return self.sessions
 
     async def open_audit(self) -> Audit:
-        """The audit emitter (and the audit stream, created where missing)."""
-        await ensure_audit_stream(self.nc.jetstream(), duplicate_window(self.policy))
-        self.audit = Audit(self.nc, worker_id(self.kind))
+        """The audit emitter, once the audit stream exists."""
+        await await_stream(self.nc.jetstream(), AUDIT_STREAM)
+        self.audit = Audit(self.nc, self.kind)
         self.closers.append(self.audit.drain)
         return self.audit
 

@@ -15,6 +15,7 @@ from nats.aio.client import Client as NATS
 
 from mcp_handshake.services.runtime.service import MicroService
 from mcp_handshake.services.runtime.telemetry import setup_telemetry
+from mcp_handshake.shared.natsconn import connect_options
 from mcp_handshake.shared.settings import Settings
 
 __all__ = ["Worker", "connect_nats", "run", "serve"]
@@ -42,8 +43,7 @@ async def connect_nats(settings: Settings, name: str) -> NATS:
         log.info("NATS reconnected")
 
     return await nats.connect(
-        servers=settings.nats_url.split(","),
-        name=name,
+        **connect_options(settings, name),
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
         connect_timeout=5,

@@ -1,0 +1,162 @@
+"""The permission model on the bus: one template for every NATS identity.
+
+Every process and every agent connects as its own NATS user, and each user
+may subscribe only under its own inbox prefix (``_INBOX.<user>.``), so no one
+reads another's replies. Workers of one kind share a user named after the
+kind; each agent has a user of its own. What each may do:
+
+- agents publish only to the agent subjects (``handshake.v1.*``) and
+  subscribe only to their inbox;
+- only worker users join worker queue groups, and only the execute user
+  publishes to executor subjects;
+- each worker kind publishes audit events only under
+  ``handshake.audit.<kind>.``, and uses the JetStream API only for its own
+  streams and consumers;
+- stream management belongs to the audit user and the operator; no worker
+  may delete or purge a stream;
+- the operator may run ``status`` (``$SRV``) and ``audit tail``.
+
+:func:`render` turns the model into a ``nats-server`` configuration: the one
+``deploy/nats/nats.conf`` ships (passwords from the environment) and the one
+the dev stack runs (bcrypt hashes of generated passwords) come from it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from mcp_handshake.services.runtime.approvals import DURABLE
+from mcp_handshake.services.runtime.approvals import STREAM as APPROVALS
+from mcp_handshake.services.runtime.audit import STREAM as AUDIT
+from mcp_handshake.shared.natsconn import inbox_prefix
+from mcp_handshake.shared.subjects import AUDIT_PREFIX, Subjects
+
+__all__ = ["OPERATOR", "ROLES", "WORKER_KINDS", "Identity", "permissions", "render"]
+
+WORKER_KINDS = ("authorize", "execute", "approval", "audit", "executor")
+OPERATOR = "operator"
+ROLES = (*WORKER_KINDS, OPERATOR, "agent")
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_JS = "$JS.API"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A NATS user: its name, its role, and how its password appears in the config."""
+
+    name: str
+    role: str
+    #: A bcrypt hash of the password, or with ``from_env`` the name of the environment
+    #: variable nats-server reads the password from.
+    password: str
+    from_env: bool = False
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ValueError("identity names are 1-64 letters, digits, '-' or '_'")
+        if self.role not in ROLES:
+            raise ValueError(f"unknown role {self.role!r}")
+
+
+def _stream_api(stream: str, *verbs: str) -> list[str]:
+    return [f"{_JS}.STREAM.{verb}.{stream}" for verb in verbs]
+
+
+def _consumer_api(stream: str, consumer: str, *verbs: str) -> list[str]:
+    out = []
+    for verb in verbs:
+        out += [
+            f"{_JS}.CONSUMER.{verb}.{stream}.{consumer}",
+            f"{_JS}.CONSUMER.{verb}.{stream}.{consumer}.>",
+        ]
+    return out
+
+
+def permissions(identity: Identity, subjects: Subjects) -> dict[str, object]:
+    """The publish/subscribe permissions of one identity."""
+    s, role = subjects, identity.role
+    inbox = f"{inbox_prefix(identity.name)}.>"
+    audit_events = f"{AUDIT_PREFIX}.{role}.>"
+    discovery = "$SRV.>"
+    if role == "agent":
+        pub = [s.authorize, s.execute, s.tools, s.status, s.keys, s.approvals_list,
+               s.approvals_decide]  # fmt: skip
+        return {"publish": {"allow": pub}, "subscribe": {"allow": [inbox]}}
+    if role == OPERATOR:
+        pub = [f"{_JS}.>", "$JS.ACK.>", "$JS.FC.>", discovery]
+        return {"publish": {"allow": pub}, "subscribe": {"allow": [inbox]}}
+    by_role: dict[str, tuple[list[str], list[str]]] = {
+        "authorize": (
+            [s.authorize, s.tools],
+            [audit_events, s.approval_requests, *_stream_api(AUDIT, "INFO"),
+             *_stream_api(APPROVALS, "INFO")],
+        ),
+        "execute": (
+            [s.execute, s.keys],
+            [s.executor("*"), audit_events, *_stream_api(AUDIT, "INFO")],
+        ),
+        "executor": ([s.executor("*")], []),
+        "approval": (
+            [s.status, f"{s.prefix}.approvals.>", s.approval_decided("*")],
+            [audit_events, s.approval_decided("*"), *_stream_api(AUDIT, "INFO"),
+             *_stream_api(APPROVALS, "INFO"),
+             *_consumer_api(APPROVALS, DURABLE, "INFO", "CREATE", "DURABLE.CREATE", "MSG.NEXT"),
+             f"$JS.ACK.{APPROVALS}.{DURABLE}.>"],
+        ),
+        "audit": (
+            [],
+            [f"{_JS}.INFO", *_stream_api(AUDIT, "INFO", "CREATE", "UPDATE"),
+             *_stream_api(APPROVALS, "INFO", "CREATE", "UPDATE"),
+             f"{_JS}.CONSUMER.CREATE.{AUDIT}", f"{_JS}.CONSUMER.CREATE.{AUDIT}.>",
+             f"{_JS}.CONSUMER.DELETE.{AUDIT}.>", f"{_JS}.CONSUMER.INFO.{AUDIT}.>",
+             f"$JS.FC.{AUDIT}.>", f"$JS.ACK.{AUDIT}.>"],
+        ),
+    }  # fmt: skip
+    sub, pub = by_role[role]
+    return {
+        "publish": {"allow": pub} if pub else {"deny": [">"]},
+        "subscribe": {"allow": [*sub, discovery, inbox]},
+        "allow_responses": True,
+    }
+
+
+def _quote(value: object) -> str:
+    return json.dumps(value)
+
+
+def render(
+    identities: Iterable[Identity],
+    subjects: Subjects,
+    *,
+    listen: str,
+    store_dir: str,
+    extra: Mapping[str, str] | None = None,
+) -> str:
+    """A complete nats-server configuration: JetStream on, one account, these users."""
+    users = []
+    for ident in identities:
+        # Single quotes: nats-server reads them raw (a bcrypt hash holds '$').
+        password = f"${ident.password}" if ident.from_env else f"'{ident.password}'"
+        perms = json.dumps(permissions(ident, subjects), indent=None)
+        users.append(f"      {{ user: {_quote(ident.name)}, password: {password},\n"
+                     f"        permissions: {perms} }}")  # fmt: skip
+    lines = [
+        "# Generated from the permission model (mcp_handshake.services.dev.permissions).",
+        f"listen: {listen}",
+        "max_payload: 1MB",
+        *(f"{k}: {v}" for k, v in (extra or {}).items()),
+        f"jetstream {{\n  store_dir: {_quote(store_dir)}\n}}",
+        "accounts {",
+        "  HANDSHAKE {",
+        "    jetstream: enabled",
+        "    users = [",
+        *users,
+        "    ]",
+        "  }",
+        "}",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,44 @@
+"""How every process connects to NATS: its identity, its inbox prefix, its servers.
+
+Each NATS user may subscribe only under its own inbox prefix
+(``_INBOX.<user>``), so replies to one identity cannot be read by another.
+Clients in any language set the same prefix (nats.go ``CustomInboxPrefix``,
+nats.js ``inboxPrefix``, nats-py ``inbox_prefix``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .settings import Settings
+
+__all__ = ["connect_options", "inbox_prefix", "redact"]
+
+
+def inbox_prefix(user: str | None) -> str:
+    """The inbox prefix of a NATS user (``_INBOX`` for an anonymous connection)."""
+    return f"_INBOX.{user}" if user else "_INBOX"
+
+
+def connect_options(settings: Settings, name: str) -> dict[str, Any]:
+    """Keyword arguments for ``nats.connect`` from settings: servers, identity, inbox."""
+    options: dict[str, Any] = {
+        "servers": [u.strip() for u in settings.nats_url.split(",") if u.strip()],
+        "name": name,
+        "inbox_prefix": inbox_prefix(settings.nats_user),
+    }
+    if settings.nats_user:
+        options["user"] = settings.nats_user
+        options["password"] = settings.nats_password()
+    return options
+
+
+def redact(url: str) -> str:
+    """A server URL (or comma-separated URLs) with any credentials replaced by ``***``."""
+    out = []
+    for part in url.split(","):
+        scheme, sep, rest = part.partition("://")
+        if sep and "@" in rest:
+            rest = "***@" + rest.rpartition("@")[2]
+        out.append(f"{scheme}{sep}{rest}")
+    return ",".join(out)
