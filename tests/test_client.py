@@ -228,8 +228,11 @@ async def test_client_from_env_like_the_cli(stack: Stack, monkeypatch: pytest.Mo
             monkeypatch.setenv(key, value)
     from mcp_handshake.shared.keys import load_or_create_private_key as load_key
     from mcp_handshake.shared.keys import public_jwk
+    from mcp_handshake.shared.settings import Settings
 
-    thumb = public_jwk(load_key(stack.home / "keys" / "agent.pem"))["kid"]
+    agent_key = Settings.from_env().agent_key  # a temporary XDG_CONFIG_HOME (conftest)
+    assert agent_key is not None and not agent_key.is_relative_to(stack.home)
+    thumb = public_jwk(load_key(agent_key))["kid"]
     monkeypatch.setenv(
         "HANDSHAKE_SESSION", mint_session(stack.home, "env-alice", roles=["billing"], jkt=thumb)
     )

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable, Coroutine
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
-from mcp_handshake.shared.errors import HandshakeError
-from mcp_handshake.shared.settings import AGENT_KEY_FILE, Settings
+from mcp_handshake.services.dev.cli._exits import USAGE, exit_code, help_epilog
+from mcp_handshake.services.dev.devhome import MAX_SESSION_TTL_S
+from mcp_handshake.shared.errors import HandshakeError, Unauthenticated
+from mcp_handshake.shared.settings import Settings
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+T = TypeVar("T")
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, epilog=help_epilog())
 token_app = typer.Typer(no_args_is_help=True, help="Session tokens from the dev identity provider.")
 app.add_typer(token_app, name="token")
 keys_app = typer.Typer(no_args_is_help=True, help="Agents' proof-of-possession keys.")
@@ -27,6 +33,27 @@ app.add_typer(audit_app, name="audit")
 
 console = Console()
 err = Console(stderr=True)
+
+
+def _fail(code: str, message: str, exit_with: int | None = None) -> NoReturn:
+    """One line on stderr, ``<code>: <message>``, then the code's exit status."""
+    line = Text(code, style="red")
+    line.append(f": {message}")
+    err.print(line, soft_wrap=True, highlight=False)
+    raise typer.Exit(exit_code(code) if exit_with is None else exit_with)
+
+
+def _usage(message: str) -> NoReturn:
+    _fail("usage", message, USAGE)
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine; a protocol error becomes one line and its exit code."""
+    try:
+        return asyncio.run(coro)
+    except HandshakeError as exc:
+        txn = f" (transaction {exc.transaction_id})" if exc.transaction_id else ""
+        _fail(exc.code, exc.message + txn)
 
 
 class Kind(StrEnum):
@@ -91,32 +118,74 @@ def token_mint(
     sub: Annotated[str, typer.Option(help="Subject (user id).")],
     role: Annotated[list[str] | None, typer.Option(help="Role (repeatable).")] = None,
     scope: Annotated[list[str] | None, typer.Option(help="OAuth scope (repeatable).")] = None,
-    ttl: Annotated[int, typer.Option(help="Lifetime in seconds.")] = 3600,
+    ttl: Annotated[
+        int, typer.Option(help=f"Lifetime in seconds, at most {MAX_SESSION_TTL_S} (24 h).")
+    ] = 3600,
     bind_key: Annotated[
-        bool, typer.Option(help="Bind the session to the agent key (cnf.jkt).")
+        bool,
+        typer.Option(
+            help="Bind the session (cnf.jkt) to this user's agent key "
+            "($HANDSHAKE_AGENT_KEY, default ~/.config/mcp-handshake/agent.pem)."
+        ),
     ] = False,
+    public_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="Bind the session (cnf.jkt) to this public key (PEM or JWK JSON), "
+            "e.g. an agent's in another language.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Print a session JWT signed by the dev identity provider under HANDSHAKE_HOME."""
+    from mcp_handshake.services.dev.cli._keys import KeyFileError, agent_key, read_public_jwk
     from mcp_handshake.services.dev.devhome import mint_session
-    from mcp_handshake.shared.proofs import ProofKey
 
+    if not 1 <= ttl <= MAX_SESSION_TTL_S:
+        _usage(f"--ttl must be between 1 and {MAX_SESSION_TTL_S} seconds (24 h), not {ttl}")
+    if bind_key and public_key is not None:
+        _usage("--bind-key and --public-key are alternatives: give one")
     settings = Settings.from_env()
     if not (settings.home / "handshake.toml").exists():
-        err.print(f"no dev home at {settings.home}: run 'mcp-handshake up' first")
-        raise typer.Exit(2)
-    jkt = ProofKey.load_or_create(settings.home / AGENT_KEY_FILE).thumbprint if bind_key else None
+        _usage(f"no dev home at {settings.home}: run 'mcp-handshake up' or set HANDSHAKE_HOME")
+    jkt = None
+    if public_key is not None:
+        try:
+            jkt = str(read_public_jwk(public_key)["kid"])
+        except KeyFileError as exc:
+            _usage(str(exc))
+    elif bind_key:
+        jkt = agent_key(settings).thumbprint
     print(mint_session(settings.home, sub, roles=role, scopes=scope, ttl_s=ttl, jkt=jkt))
 
 
 @keys_app.command("register")
 def keys_register(
     sub: Annotated[str, typer.Option(help="The subject the key belongs to.")],
-    file: Annotated[Path, typer.Argument(help="Public key: PEM (or private PEM) or JWK JSON.")],
+    file: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Public key: PEM (or private PEM) or JWK JSON "
+            "(default: this user's agent key, created if missing).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Register an agent's public key for proofs of possession (stored by the service)."""
-    from mcp_handshake.services.dev.cli._keys import register
+    """Register an agent's public key for proofs of possession (stored by the service in
+    the Redis of HANDSHAKE_HOME's stack); prints its thumbprint."""
+    from mcp_handshake.services.dev.cli._keys import (
+        KeyFileError,
+        agent_key,
+        read_public_jwk,
+        register,
+    )
 
-    print(asyncio.run(register(Settings.from_env(), sub, file)))
+    settings = Settings.from_env()
+    try:
+        jwk = read_public_jwk(file) if file else dict(agent_key(settings).public_jwk)
+    except KeyFileError as exc:
+        _usage(str(exc))
+    print(_run(register(settings, sub, jwk)))
 
 
 @keys_app.command("revoke")
@@ -127,9 +196,8 @@ def keys_revoke(
     """Stop accepting proofs by a registered key, at once."""
     from mcp_handshake.services.dev.cli._keys import revoke
 
-    if not asyncio.run(revoke(Settings.from_env(), sub, kid)):
-        err.print("no such key for this subject")
-        raise typer.Exit(1)
+    if not _run(revoke(Settings.from_env(), sub, kid)):
+        _fail("failed", "no such key for this subject", 1)
 
 
 SessionOpt = Annotated[
@@ -138,22 +206,24 @@ SessionOpt = Annotated[
 ]
 
 
-async def _with_client(session: str | None, fn: Any) -> Any:
+async def _with_client(
+    session: str | None, fn: Callable[[Any], Awaitable[T]], options: dict[str, Any]
+) -> T:
     from mcp_handshake.client import HandshakeClient
+    from mcp_handshake.services.dev.cli._conn import nats_connection
 
     if not session:
-        raise HandshakeError("no session token: pass --session or set HANDSHAKE_SESSION")
-    async with HandshakeClient.from_env(session=session) as hs:
+        raise Unauthenticated("no session: pass --session or set HANDSHAKE_SESSION")
+    async with (
+        nats_connection(Settings.from_env()) as nc,
+        HandshakeClient.from_env(session=session, nc=nc, **options) as hs,
+    ):
         return await fn(hs)
 
 
-def _run_client(session: str | None, fn: Any) -> Any:
-    try:
-        return asyncio.run(_with_client(session, fn))
-    except HandshakeError as exc:
-        code = getattr(exc, "code", "error")
-        err.print(f"[red]{code}[/red]: {exc.message}")
-        raise typer.Exit(1) from None
+def _run_client(session: str | None, fn: Callable[[Any], Awaitable[T]], **options: Any) -> T:
+    """Run ``fn(client)`` on a ``HandshakeClient.from_env(**options)`` for this session."""
+    return _run(_with_client(session, fn, options))
 
 
 @app.command()
@@ -164,19 +234,30 @@ def tools(session: SessionOpt = None) -> None:
         console.print(f"[bold]{t.name}[/bold] [dim]({t.tier})[/dim]  {t.description}")
 
 
+_JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number",
+               bool: "a boolean", type(None): "null"}  # fmt: skip
+
+
 @app.command()
 def call(
     tool: str,
     params: Annotated[str, typer.Option(help="Params as a JSON object.")] = "{}",
+    wait: Annotated[
+        float, typer.Option(min=0.1, help="Restricted tools: seconds to wait for approval.")
+    ] = 600.0,
     session: SessionOpt = None,
 ) -> None:
     """Authorize and execute one tool call, as an agent would; print result and receipt."""
     try:
         parsed = json.loads(params)
-    except ValueError:
-        err.print("--params must be a JSON object")
-        raise typer.Exit(2) from None
-    res = _run_client(session, lambda hs: hs.call(tool, parsed))
+    except json.JSONDecodeError as exc:
+        _usage(
+            f"--params is not valid JSON: {exc.msg} at line {exc.lineno}, "
+            f"column {exc.colno} (char {exc.pos})"
+        )
+    if not isinstance(parsed, dict):
+        _usage(f"--params must be a JSON object, not {_JSON_TYPES[type(parsed)]}")
+    res = _run_client(session, lambda hs: hs.call(tool, parsed), approval_timeout_s=wait)
     print(json.dumps({"transaction_id": res.transaction_id, "result": res.result,
                       "receipt": res.claims}, indent=2))  # fmt: skip
 
@@ -230,7 +311,7 @@ def status(
     from mcp_handshake.services.dev.cli._status import run_status
 
     try:
-        asyncio.run(run_status(Settings.from_env(), once, json_))
+        _run(run_status(Settings.from_env(), once, json_))
     except KeyboardInterrupt:
         pass
 
@@ -274,7 +355,10 @@ def audit_tail(
     """Follow the audit stream live, one readable line per event (Ctrl-C stops)."""
     from mcp_handshake.services.dev.cli._audit import tail
 
-    asyncio.run(tail(Settings.from_env(), from_start=all_))
+    try:
+        _run(tail(Settings.from_env(), from_start=all_))
+    except KeyboardInterrupt:
+        pass
 
 
 def main() -> None:
