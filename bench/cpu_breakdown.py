@@ -34,7 +34,9 @@ async def main(seconds: float, concurrency: int) -> None:
     await stack.start()
     try:
         token = mint_session(stack.home, "alice", roles=["billing"])
-        async with HandshakeClient(stack.nats_url or "", session=token) as hs:
+        async with HandshakeClient(
+            stack.nats_url or "", session=token, connect_options=stack.agent_options()
+        ) as hs:
             for _ in range(300):  # warm up
                 await hs.call("payments.get_exchange_rate", RATE)
             pids = {p.name: p.popen.pid for p in stack.procs}

@@ -28,7 +28,8 @@ import nats
 
 from mcp_handshake.client import HandshakeClient
 from mcp_handshake.services.dev.devhome import mint_session
-from mcp_handshake.services.dev.devstack import Stack, StackSpec, free_port
+from mcp_handshake.services.dev.devstack import Stack, StackSpec
+from mcp_handshake.services.dev.procs import free_port
 
 HERE = Path(__file__).resolve().parent
 RATE = {"base": "EUR", "quote": "USD"}
@@ -94,7 +95,9 @@ async def bench_echo(url: str, seconds: float) -> list[Result]:
 async def bench_handshake(stack: Stack, seconds: float) -> list[Result]:
     token = mint_session(stack.home, "alice", roles=["billing"])
     out = []
-    async with HandshakeClient(stack.nats_url or "", session=token) as hs:
+    async with HandshakeClient(
+        stack.nats_url or "", session=token, connect_options=stack.agent_options()
+    ) as hs:
 
         async def op() -> object:
             return await hs.call("payments.get_exchange_rate", RATE)

@@ -77,6 +77,16 @@ def make_stack(home: Path, spec: StackSpec, **kw: Any) -> Stack:
     )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _agent_keys_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Agent keys (``Settings.agent_key``) go to a temporary config directory, for this
+    process and every CLI it starts: no test writes to the user's real home."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg-config")))
+        mp.delenv("HANDSHAKE_AGENT_KEY", raising=False)
+        yield
+
+
 @pytest.fixture
 def stack_factory(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
     """Whole stacks of a test's own (for tests that stop servers or workers)."""

@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
+import os
+import socket
+import struct
 import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import jwt
 import nats
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.client import Monitor, MonitorCommandInfo
 
 from mcp_handshake.services.dev.devhome import IDP_KEY
+from mcp_handshake.services.dev.devstack import Stack
 from mcp_handshake.services.runtime.service import discover
 from mcp_handshake.shared.keys import generate_private_key, load_private_key, public_jwk
 from tests.conftest import Raw, connected
@@ -205,9 +214,52 @@ def _jwt_attacks(raw: Raw) -> dict[str, str]:
     return attacks
 
 
-async def _redis_calls(redis: Redis) -> int:
-    stats = await redis.info("commandstats")
-    return sum(v["calls"] for k, v in stats.items() if k not in {"cmdstat_info"})
+def _redis_addresses(stack: Stack, kinds: set[str]) -> set[str]:
+    """``ip:port`` of every TCP connection to Redis held by the stack's workers of these
+    kinds, as Redis's MONITOR names its clients. Workers do not name their Redis
+    connections, so each is found from its process: socket inodes in ``/proc/<pid>/fd``,
+    matched in ``/proc/<pid>/net/tcp``."""
+    addresses = set()
+    for proc in stack.procs:
+        if proc.name.rsplit("-", 1)[0] not in kinds or proc.popen.poll() is not None:
+            continue
+        fds = Path(f"/proc/{proc.popen.pid}/fd")
+        sockets = set()
+        for fd in fds.iterdir():
+            with contextlib.suppress(OSError):
+                link = os.readlink(fd)
+                if link.startswith("socket:["):
+                    sockets.add(link[len("socket:[") : -1])
+        table = Path(f"/proc/{proc.popen.pid}/net/tcp").read_text().splitlines()[1:]
+        for row in (line.split() for line in table):
+            local, remote, inode = row[1], row[2], row[9]
+            if inode in sockets and int(remote.split(":")[1], 16) == stack.redis_port:
+                ip, port = local.split(":")
+                host = socket.inet_ntoa(struct.pack("=I", int(ip, 16)))
+                addresses.add(f"{host}:{int(port, 16)}")
+    return addresses
+
+
+@contextlib.asynccontextmanager
+async def _redis_commands(redis: Redis) -> AsyncIterator[list[MonitorCommandInfo]]:
+    """Every command Redis runs while the block runs (MONITOR), complete on exit."""
+    seen: list[MonitorCommandInfo] = []
+    marker = f"end-of-watch-{uuid.uuid4().hex}"
+
+    async def watch(monitor: Monitor) -> None:
+        while (cmd := await monitor.next_command())["command"] != f"ECHO {marker}":
+            seen.append(cmd)
+
+    async with redis.monitor() as monitor:
+        watcher = asyncio.create_task(watch(monitor))
+        try:
+            yield seen
+            await redis.echo(marker)  # MONITOR reports in order: all before it are in
+            await asyncio.wait_for(asyncio.shield(watcher), 10)
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
 
 
 async def test_jwt_attacks_are_unauthenticated_and_never_touch_redis(
@@ -215,26 +267,38 @@ async def test_jwt_attacks_are_unauthenticated_and_never_touch_redis(
 ) -> None:
     alice = raw.session("alice", "billing")
     g = await _grant(raw, alice, "payments.create_invoice", INVOICE)
-    before = await _redis_calls(redis)
-    for name, token in _jwt_attacks(raw).items():
-        for subject, body, headers in (
-            (raw.s.authorize, {"tool": "payments.create_invoice", "params": INVOICE}, {}),
-            (
-                raw.s.execute,
-                {
-                    "transaction_id": g["transaction_id"],
-                    "tool": "payments.create_invoice",
-                    "params": INVOICE,
-                },
-                {"Handshake-Transaction-Token": g["token"]},
-            ),
-            (raw.s.tools, {}, {}),
-        ):
-            r = await raw.request(
-                subject, body, headers={**headers, "Authorization": f"Bearer {token}"}
-            )
-            assert r.error == "unauthenticated", (name, subject, r.body)
-    assert await _redis_calls(redis) == before, "a refused session must not reach Redis"
+    # Only what the workers under attack send counts: approval workers sweep Redis
+    # in the background, and other tests' processes may share this Redis.
+    async with _redis_commands(redis) as commands:
+        for name, token in _jwt_attacks(raw).items():
+            for subject, body, headers in (
+                (raw.s.authorize, {"tool": "payments.create_invoice", "params": INVOICE}, {}),
+                (
+                    raw.s.execute,
+                    {
+                        "transaction_id": g["transaction_id"],
+                        "tool": "payments.create_invoice",
+                        "params": INVOICE,
+                    },
+                    {"Handshake-Transaction-Token": g["token"]},
+                ),
+                (raw.s.tools, {}, {}),
+            ):
+                r = await raw.request(
+                    subject, body, headers={**headers, "Authorization": f"Bearer {token}"}
+                )
+                assert r.error == "unauthenticated", (name, subject, r.body)
+    async with _redis_commands(redis) as control:  # a valid request does reach Redis
+        await _grant(raw, alice, "payments.get_exchange_rate", RATE)
+    workers = _redis_addresses(raw.stack, {"authorize", "execute"})
+
+    def by_workers(seen: list[MonitorCommandInfo]) -> list[str]:
+        return [
+            c["command"] for c in seen if f"{c['client_address']}:{c['client_port']}" in workers
+        ]
+
+    assert by_workers(control), "the filter must see what the workers send"
+    assert by_workers(commands) == [], "a refused session must not reach Redis"
     # the attacked token is still intact for its owner
     assert (await raw.execute(alice, g, "payments.create_invoice", INVOICE)).error is None
 

@@ -36,6 +36,7 @@ def agent(stack: Stack, sub: str, *roles: str, **kw: object) -> HandshakeClient:
     """A client for ``sub`` with its own proof key, its session bound to that key."""
     key = ProofKey(generate_private_key())
     token = mint_session(stack.home, sub, roles=list(roles), jkt=key.thumbprint)
+    kw.setdefault("connect_options", stack.agent_options())
     return HandshakeClient(stack.nats_url or "", session=token, proof_key=key, **kw)  # type: ignore[arg-type]
 
 
@@ -98,7 +99,9 @@ async def test_tools_lists_schemas(stack: Stack) -> None:
 async def test_session_providers_refresh(stack: Stack, tmp_path: Path) -> None:
     path = tmp_path / "session.jwt"
     path.write_text(mint_session(stack.home, "alice", roles=["billing"], ttl_s=20))
-    async with HandshakeClient(stack.nats_url or "", session=FileSession(path)) as hs:
+    async with HandshakeClient(
+        stack.nats_url or "", session=FileSession(path), connect_options=stack.agent_options()
+    ) as hs:
         assert (await hs.call("payments.get_exchange_rate", RATE)).claims["sub"] == "alice"
     calls = []
 
@@ -107,7 +110,11 @@ async def test_session_providers_refresh(stack: Stack, tmp_path: Path) -> None:
         return mint_session(stack.home, "bob", roles=["billing"], ttl_s=20)
 
     # ttl 20 s is inside the 30 s refresh margin: every use fetches a fresh token
-    async with HandshakeClient(stack.nats_url or "", session=CallableSession(provider)) as hs:
+    async with HandshakeClient(
+        stack.nats_url or "",
+        session=CallableSession(provider),
+        connect_options=stack.agent_options(),
+    ) as hs:
         await hs.call("payments.get_exchange_rate", RATE)
         await hs.call("payments.get_exchange_rate", RATE)
     assert len(calls) >= 2
@@ -142,7 +149,9 @@ async def test_batch_submit_and_collect_as_decisions_arrive(stack: Stack) -> Non
         return {"to_account": to, "amount": amount, "currency": "EUR"}
 
     victor = HandshakeClient(
-        stack.nats_url or "", session=mint_session(stack.home, "victor", roles=["approver"])
+        stack.nats_url or "",
+        session=mint_session(stack.home, "victor", roles=["approver"]),
+        connect_options=stack.agent_options(),
     )
     async with agent(stack, "tess-batch", "treasury", approval_timeout_s=20) as hs, victor:
         pendings = [
@@ -228,8 +237,11 @@ async def test_client_from_env_like_the_cli(stack: Stack, monkeypatch: pytest.Mo
             monkeypatch.setenv(key, value)
     from mcp_handshake.shared.keys import load_or_create_private_key as load_key
     from mcp_handshake.shared.keys import public_jwk
+    from mcp_handshake.shared.settings import Settings
 
-    thumb = public_jwk(load_key(stack.home / "keys" / "agent.pem"))["kid"]
+    agent_key = Settings.from_env().agent_key  # a temporary XDG_CONFIG_HOME (conftest)
+    assert agent_key is not None and not agent_key.is_relative_to(stack.home)
+    thumb = public_jwk(load_key(agent_key))["kid"]
     monkeypatch.setenv(
         "HANDSHAKE_SESSION", mint_session(stack.home, "env-alice", roles=["billing"], jkt=thumb)
     )

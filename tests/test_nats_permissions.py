@@ -1,4 +1,4 @@
-"""deploy/nats.conf: agents cannot publish to internal subjects or impersonate workers."""
+"""deploy/nats/nats.conf is the permission model, and nats-server enforces it as shipped."""
 
 from __future__ import annotations
 
@@ -11,10 +11,23 @@ from pathlib import Path
 import nats
 import pytest
 
-from mcp_handshake.services.dev.devstack import _wait_port, find_nats_server, free_port
+from mcp_handshake.services.dev.procs import find_nats_server, free_port, wait_port
+from mcp_handshake.shared.natsconn import inbox_prefix
 
 ROOT = Path(__file__).resolve().parent.parent
-ROLES = ["AGENT", "APPROVER", "AUTHORIZE", "EXECUTE", "EXECUTOR", "APPROVAL", "AUDIT"]
+USERS = ["authorize", "execute", "approval", "audit", "executor", "operator", "agent"]
+
+
+def test_shipped_config_is_the_generated_one() -> None:
+    generated = subprocess.run(
+        [str(ROOT / ".venv/bin/mcp-handshake"), "nats-config"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert (ROOT / "deploy/nats/nats.conf").read_text() == generated, (
+        "regenerate: mcp-handshake nats-config > deploy/nats/nats.conf"
+    )
 
 
 @pytest.fixture
@@ -22,9 +35,9 @@ def secured_nats(tmp_path: Path) -> Iterator[str]:
     port = free_port()
     conf = (ROOT / "deploy/nats/nats.conf").read_text()
     conf = conf.replace("listen: 0.0.0.0:4222", f"listen: 127.0.0.1:{port}")
-    conf = conf.replace("store_dir: /data/jetstream", f"store_dir: {tmp_path / 'js'}")
+    conf = conf.replace('store_dir: "/data/jetstream"', f'store_dir: "{tmp_path / "js"}"')
     (tmp_path / "nats.conf").write_text(conf)
-    env = {**os.environ, **{f"NATS_{r}_PASSWORD": f"pw-{r.lower()}" for r in ROLES}}
+    env = {**os.environ, **{f"NATS_{u.upper()}_PASSWORD": f"pw-{u}" for u in USERS}}
     proc = subprocess.Popen(
         [find_nats_server(), "-c", str(tmp_path / "nats.conf")],
         env=env,
@@ -32,7 +45,7 @@ def secured_nats(tmp_path: Path) -> Iterator[str]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        _wait_port(port, "nats-server")
+        wait_port(port, "nats-server")
         yield f"127.0.0.1:{port}"
     finally:
         proc.terminate()
@@ -44,7 +57,17 @@ async def _connect(addr: str, user: str, errors: list[Exception] | None = None) 
         if errors is not None:
             errors.append(exc)
 
-    return await nats.connect(f"nats://{user}:pw-{user}@{addr}", error_cb=on_error)
+    return await nats.connect(
+        f"nats://{addr}",
+        user=user,
+        password=f"pw-{user}",
+        inbox_prefix=inbox_prefix(user),
+        error_cb=on_error,
+    )
+
+
+def _violations(errors: list[Exception]) -> int:
+    return sum("permissions violation" in str(e).lower() for e in errors)
 
 
 async def test_agent_cannot_reach_internal_subjects(secured_nats: str) -> None:
@@ -59,11 +82,11 @@ async def test_agent_cannot_reach_internal_subjects(secured_nats: str) -> None:
     errors: list[Exception] = []
     agent = await _connect(secured_nats, "agent", errors)
     await agent.publish("handshake.internal.executor.payments", b'{"txn":"x"}')
-    await agent.publish("handshake.audit.execute.intent", b"{}")
+    await agent.publish("handshake.audit.execute.execute.intent", b"{}")
     await agent.flush()
     await asyncio.sleep(0.3)
     assert received == []
-    assert any("permissions violation" in str(e).lower() for e in errors), errors
+    assert _violations(errors) == 2, errors
     # the execute worker's user may dispatch
     execute = await _connect(secured_nats, "execute")
     await execute.publish("handshake.internal.executor.payments", b"ok")
@@ -74,12 +97,30 @@ async def test_agent_cannot_reach_internal_subjects(secured_nats: str) -> None:
         await nc.close()
 
 
-async def test_agent_cannot_serve_public_subjects(secured_nats: str) -> None:
-    """An agent cannot subscribe to handshake.v1.execute to steal tokens in flight."""
+async def test_agent_cannot_serve_or_read_others(secured_nats: str) -> None:
+    """No queue membership on agent subjects, no inbox but its own."""
     errors: list[Exception] = []
     agent = await _connect(secured_nats, "agent", errors)
-    await agent.subscribe("handshake.v1.execute")
+    for subject, queue in (
+        ("handshake.v1.execute", ""),
+        ("handshake.v1.authorize", "authorize"),
+        ("_INBOX.>", ""),
+        ("_INBOX.execute.>", ""),
+        ("handshake.internal.>", ""),
+    ):
+        await agent.subscribe(subject, queue=queue)
     await agent.flush()
     await asyncio.sleep(0.3)
-    assert any("permissions violation" in str(e).lower() for e in errors), errors
+    assert _violations(errors) == 5, errors
     await agent.close()
+
+
+async def test_each_worker_kind_publishes_only_its_own_audit_events(secured_nats: str) -> None:
+    errors: list[Exception] = []
+    authorize = await _connect(secured_nats, "authorize", errors)
+    await authorize.publish("handshake.audit.execute.execute.intent", b"{}")
+    await authorize.publish("handshake.audit.approval.approval.decided", b"{}")
+    await authorize.flush()
+    await asyncio.sleep(0.3)
+    assert _violations(errors) == 2, errors
+    await authorize.close()

@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from mcp_handshake.client import HandshakeClient, ProofKey
+from mcp_handshake.services.audit.main import build as build_audit
 from mcp_handshake.services.authorize.main import build as build_authorize
 from mcp_handshake.services.dev.devhome import mint_session
 from mcp_handshake.services.dev.devstack import Stack, StackSpec
@@ -37,12 +38,11 @@ async def main(home: Path) -> None:
     stack.start_nats()
     stack.start_redis()
     stack.start_target()
-    settings = stack.settings()
     stop = asyncio.Event()
     workers = [
-        asyncio.create_task(serve(settings, kind, build, stop, install_signals=False))
+        asyncio.create_task(serve(stack.settings(kind), kind, build, stop, install_signals=False))
         for kind, build in (("authorize", build_authorize), ("execute", build_execute),
-                            ("executor", builder([])))
+                            ("executor", builder([])), ("audit", build_audit))
     ]  # fmt: skip
     try:
         await stack.wait_ready({"handshake-authorize": 1, "handshake-execute": 1,
@@ -50,7 +50,12 @@ async def main(home: Path) -> None:
         key = ProofKey(generate_private_key())
         session = mint_session(home, "alice", roles=["billing"], jkt=key.thumbprint)
         exporter.clear()
-        async with HandshakeClient(stack.nats_url or "", session=session, proof_key=key) as hs:
+        async with HandshakeClient(
+            stack.nats_url or "",
+            session=session,
+            proof_key=key,
+            connect_options=stack.agent_options(),
+        ) as hs:
             result = await hs.call("payments.list_invoices", {"limit": 1})
         await asyncio.sleep(0.2)
     finally:

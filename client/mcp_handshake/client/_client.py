@@ -32,7 +32,7 @@ from mcp_handshake.shared.protocol import (
     RECEIPT_TYP,
     TOKEN_HEADER,
 )
-from mcp_handshake.shared.settings import AGENT_KEY_FILE, Settings
+from mcp_handshake.shared.settings import Settings, default_agent_key, make_private_dirs
 from mcp_handshake.shared.subjects import DEFAULT_PREFIX, Subjects
 from mcp_handshake.shared.wire import (
     ApprovalsReply,
@@ -119,14 +119,19 @@ class HandshakeClient:
         """A client configured the way the CLI is: NATS URL and subject prefix from
         ``HANDSHAKE_*`` variables (or the running ``mcp-handshake up`` stack under
         ``HANDSHAKE_HOME``), the session from ``$HANDSHAKE_SESSION``, and the proof key
-        ``$HANDSHAKE_HOME/keys/agent.pem`` (created on first use)."""
+        ``$HANDSHAKE_AGENT_KEY`` (default ``$XDG_CONFIG_HOME/mcp-handshake/agent.pem``,
+        else ``~/.config/mcp-handshake/agent.pem``; created on first use, 0600 in a 0700
+        directory). The key's location never depends on the current directory."""
         settings = Settings.from_env()
         options: dict[str, Any] = {
             "session": EnvSession(),
             "prefix": settings.subject_prefix,
-            "proof_key": ProofKey.load_or_create(settings.home / AGENT_KEY_FILE),
             "connect_options": _nats_identity(settings),
         }
+        if "proof_key" not in overrides:
+            path = settings.agent_key or default_agent_key({})
+            make_private_dirs(path.parent)
+            options["proof_key"] = ProofKey.load_or_create(path)
         options.update(overrides)
         return cls(settings.nats_url.split(","), **options)
 

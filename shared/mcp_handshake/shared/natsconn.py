@@ -9,6 +9,7 @@ nats.js ``inboxPrefix``, nats-py ``inbox_prefix``).
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from .settings import Settings
 
@@ -33,12 +34,12 @@ def connect_options(settings: Settings, name: str) -> dict[str, Any]:
     return options
 
 
-def redact(url: str) -> str:
-    """A server URL (or comma-separated URLs) with any credentials replaced by ``***``."""
+def redact(urls: str) -> str:
+    """Server URL(s) fit to print: any user, password or token replaced by ``***``."""
     out = []
-    for part in url.split(","):
-        scheme, sep, rest = part.partition("://")
-        if sep and "@" in rest:
-            rest = "***@" + rest.rpartition("@")[2]
-        out.append(f"{scheme}{sep}{rest}")
+    for url in urls.split(","):
+        parts = urlsplit(url.strip())
+        if "@" in parts.netloc:
+            parts = parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1])
+        out.append(urlunsplit(parts))
     return ",".join(out)

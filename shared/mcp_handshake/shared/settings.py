@@ -14,12 +14,10 @@ from pathlib import Path
 
 from .subjects import DEFAULT_INTERNAL_PREFIX, DEFAULT_PREFIX, Subjects
 
-__all__ = ["AGENT_KEY_FILE", "STACK_FILE", "Settings"]
+__all__ = ["STACK_FILE", "Settings", "default_agent_key", "make_private_dirs"]
 
 #: Written under ``HANDSHAKE_HOME`` by ``mcp-handshake up`` so other commands find the stack.
 STACK_FILE = "stack.json"
-#: The agent's proof-of-possession key under ``HANDSHAKE_HOME`` (CLI and ``from_env``).
-AGENT_KEY_FILE = "keys/agent.pem"
 
 _DEFAULT_NATS = "nats://127.0.0.1:4222"
 _DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
@@ -58,6 +56,16 @@ class Settings:
     #: password itself (``HANDSHAKE_NATS_PASSWORD``).
     nats_password_file: Path | None = None
     nats_password_value: str | None = field(default=None, repr=False)
+    #: The operator identity's password file (``status``, ``audit tail``), when known:
+    #: ``HANDSHAKE_OPERATOR_PASSWORD_FILE`` or the running dev stack's.
+    operator_password_file: Path | None = None
+
+    def as_operator(self) -> Settings:
+        """These settings as the ``operator`` NATS identity, where one is configured."""
+        if self.operator_password_file is None:
+            return self
+        return replace(self, nats_user="operator", nats_password_file=self.operator_password_file,
+                       nats_password_value=None)  # fmt: skip
 
     def nats_password(self) -> str | None:
         """The NATS password, read from its file at the moment it is needed."""
@@ -66,6 +74,11 @@ class Settings:
         if self.nats_password_file is not None:
             return self.nats_password_file.read_text().strip()
         return None
+
+    #: The agent's proof-of-possession key (CLI and ``HandshakeClient.from_env``): a user
+    #: file, kept apart from the dev identity provider's signing keys under ``home``.
+    #: ``from_env`` always sets it (see :func:`default_agent_key`); ``None`` means unset.
+    agent_key: Path | None = None
 
     @property
     def subjects(self) -> Subjects:
@@ -92,6 +105,9 @@ class Settings:
         password_file = env.get("HANDSHAKE_NATS_PASSWORD_FILE") or (
             None if nats_env or env.get("HANDSHAKE_NATS_USER") else stack.get("nats_password_file")
         )
+        operator = env.get("HANDSHAKE_OPERATOR_PASSWORD_FILE") or stack.get(
+            "operator_password_file"
+        )
         redis_env = env.get("HANDSHAKE_REDIS_URL")
         config = env.get("HANDSHAKE_CONFIG")
         return cls(
@@ -110,7 +126,34 @@ class Settings:
             nats_user=user or None,
             nats_password_file=Path(password_file) if password_file else None,
             nats_password_value=env.get("HANDSHAKE_NATS_PASSWORD"),
+            operator_password_file=Path(operator) if operator else None,
+            agent_key=default_agent_key(env),
         )
 
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def default_agent_key(env: Mapping[str, str]) -> Path:
+    """Where the agent's proof key lives, whatever the current directory:
+    ``$HANDSHAKE_AGENT_KEY``, else ``$XDG_CONFIG_HOME/mcp-handshake/agent.pem``, else
+    ``~/.config/mcp-handshake/agent.pem``. Relative paths are resolved once, here."""
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    override = env.get("HANDSHAKE_AGENT_KEY")
+    if override:
+        path = home / override[2:] if override.startswith("~/") else Path(override)
+        return path.absolute()
+    xdg = env.get("XDG_CONFIG_HOME", "")
+    # The XDG spec: a relative XDG_CONFIG_HOME is invalid and is ignored.
+    config = Path(xdg) if xdg and Path(xdg).is_absolute() else home / ".config"
+    return config / "mcp-handshake" / "agent.pem"
+
+
+def make_private_dirs(path: Path) -> Path:
+    """Create ``path`` and its missing parents readable by their owner only (0700);
+    directories that already exist are left as they are. Returns ``path``."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+        directory.chmod(0o700)  # mkdir's mode is narrowed by the umask, never widened
+    return path

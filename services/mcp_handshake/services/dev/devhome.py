@@ -3,6 +3,9 @@
 ``mcp-handshake up`` and the tests create it; ``token mint`` issues session
 JWTs from its dev identity provider key, which the workers started from the
 same home trust. Production deployments bring their own IdP, keys and config.
+
+Signing keys and secrets live here, in 0700 directories; an agent's proof key
+never does (it is a user file, ``Settings.agent_key``).
 """
 
 from __future__ import annotations
@@ -24,10 +27,13 @@ from mcp_handshake.shared.keys import (
     load_private_key,
     public_jwk,
 )
+from mcp_handshake.shared.settings import make_private_dirs
 
-__all__ = ["ensure_home", "mint_session"]
+__all__ = ["MAX_SESSION_TTL_S", "ensure_home", "mint_session"]
 
 IDP_KEY = "keys/idp.pem"
+#: Longest lifetime of a dev session: they are for trying things out, not for keeping.
+MAX_SESSION_TTL_S = 24 * 3600
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -44,6 +50,8 @@ def _demo_file(name: str) -> str:
 def ensure_home(home: Path, target_url: str) -> Path:
     """Create what is missing (keys, API key, policy) and write the config; return its path."""
     home.mkdir(parents=True, exist_ok=True)
+    for private in ("keys", "secrets"):
+        make_private_dirs(home / private).chmod(0o700)  # also tightens an older home's
     keys = home / "keys"
     idp = load_or_create_private_key(home / IDP_KEY)
     (keys / "idp.jwks.json").write_text(json.dumps({"keys": [public_jwk(idp)]}, indent=2))
@@ -72,7 +80,10 @@ def mint_session(
     jkt: str | None = None,
     extra: dict[str, Any] | None = None,
 ) -> str:
-    """A session JWT from the dev identity provider of ``home``."""
+    """A session JWT from the dev identity provider of ``home``, living ``ttl_s`` seconds
+    (at most :data:`MAX_SESSION_TTL_S`)."""
+    if ttl_s > MAX_SESSION_TTL_S:
+        raise ValueError(f"a dev session lives at most {MAX_SESSION_TTL_S} s")
     cfg = load_config(home / "handshake.toml")
     key = load_private_key(home / IDP_KEY)
     now = int(time.time())

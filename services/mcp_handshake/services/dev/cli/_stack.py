@@ -9,6 +9,7 @@ import signal
 from rich.console import Console
 
 from mcp_handshake.services.dev.devstack import Stack, StackSpec
+from mcp_handshake.shared.natsconn import redact
 from mcp_handshake.shared.settings import Settings
 
 console = Console()
@@ -32,8 +33,11 @@ def run_up(authorize: int, execute: int, executor: int, approval: int) -> None:
             loop.add_signal_handler(sig, stop.set)
         await stack.start()
         console.print("[bold green]mcp-handshake is up[/bold green]")
-        console.print(f"  NATS         {stack.nats_url}")
-        console.print(f"  Redis        {stack.redis_url}")
+        console.print(
+            f"  NATS         {redact(stack.nats_url or '')}  (authorization on; "
+            f"identities in {stack.identities.root})"
+        )
+        console.print(f"  Redis        {redact(stack.redis_url or '')}  (password on)")
         console.print(f"  demo target  {stack.target_url}")
         console.print(f"  home         {stack.home}  (logs in {stack.logs})")
         console.print(

@@ -8,13 +8,13 @@ import json
 from collections import defaultdict
 from typing import Any
 
-import nats
 from nats.aio.client import Client as NATS
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from mcp_handshake.services.dev.cli._conn import nats_connection
 from mcp_handshake.services.runtime.audit import STREAM
 from mcp_handshake.services.runtime.service import discover
 from mcp_handshake.services.store import redis_client
@@ -89,8 +89,7 @@ def render(snap: dict[str, Any]) -> Group:
 
 
 async def run_status(settings: Settings, once: bool, as_json: bool) -> None:
-    nc = await nats.connect(settings.nats_url.split(","), connect_timeout=3)
-    try:
+    async with nats_connection(settings.as_operator()) as nc:
         if once or as_json:
             snap = await snapshot(settings, nc)
             if as_json:
@@ -102,5 +101,3 @@ async def run_status(settings: Settings, once: bool, as_json: bool) -> None:
             while True:
                 await asyncio.sleep(2.0)
                 live.update(render(await snapshot(settings, nc)))
-    finally:
-        await nc.close()
