@@ -6,11 +6,17 @@ Anything not granted is denied: a tool with no entry is usable by nobody.
 ```toml
 [defaults]
 token_ttl_s = 30
+max_inflight_per_caller = 256  # one caller's requests in flight per endpoint and worker
 
 [tools."payments.create_invoice"]
 roles = ["billing"]          # "*" = any signed-in user
 scopes = ["payments:write"]  # alternatively, any of these OAuth scopes
 ```
+
+``max_inflight_per_caller`` (default 256) is backpressure, not a quota: a caller
+with that many requests still running on one endpoint of one worker process
+gets ``rate_limited`` (retryable, with ``retry_after_s``) for the next one,
+and every other caller is served as usual.
 """
 
 from __future__ import annotations
@@ -103,6 +109,12 @@ class Defaults(_Section, frozen=True):
     approval_ttl_s: Seconds = 600.0
     approver_roles: frozenset[str] = frozenset({"approver"})
     rate_limit: RateLimit | None = None
+    #: Requests one caller (session ``sub``) may have in flight at once on one
+    #: endpoint of one worker process. Past it the caller gets ``rate_limited``
+    #: (retryable) while other callers are served as usual, so one agent's burst
+    #: cannot take the worker's capacity from everyone else. The default is one
+    #: process's Redis pool, and a quarter of an endpoint's ``service.max_inflight``.
+    max_inflight_per_caller: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 256
 
 
 class Policy(_Section, frozen=True):

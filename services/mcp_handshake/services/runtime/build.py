@@ -86,7 +86,8 @@ class Kit:
         queue: str | None = None,
         max_payload: int | None = None,
     ) -> Endpoint:
-        """An endpoint in this kind's queue group; ``auth`` verifies the session first."""
+        """An endpoint in this kind's queue group; ``auth`` verifies the session first
+        and caps each caller's requests in flight (policy ``max_inflight_per_caller``)."""
         if auth and self.sessions is None:
             raise RuntimeError(f"{self.kind}: endpoint {name} needs sessions")
         return Endpoint(
@@ -97,6 +98,7 @@ class Kit:
             handler,
             max_payload=max_payload or self.settings.max_payload,
             max_inflight=self.config.service.max_inflight,
+            max_inflight_per_caller=self.policy.defaults.max_inflight_per_caller if auth else None,
             require=require,
             sessions=self.sessions if auth else None,
             audit=audit,

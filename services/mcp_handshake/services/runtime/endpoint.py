@@ -11,7 +11,11 @@ raised error) to the endpoint's own audit hook. Handlers are plain
 with no detail on the wire (the traceback goes to the log).
 
 Messages are handled concurrently (one task each, bounded by a semaphore):
-a NATS subscription callback alone would serve one request at a time.
+a NATS subscription callback alone would serve one request at a time. On
+endpoints with sessions, each caller (session ``sub``) may have at most
+``max_inflight_per_caller`` of those tasks past session verification; the next
+one is answered ``rate_limited`` at once, so one caller's burst cannot take the
+worker from the others.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from mcp_handshake.shared.errors import (
     HandshakeError,
     InternalError,
     PayloadTooLarge,
+    RateLimited,
 )
 from mcp_handshake.shared.protocol import AUTHORIZATION_HEADER, encode_error
 
@@ -48,6 +53,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _encode = msgspec.json.encode
+
+#: The hint sent with a per-caller ``rate_limited``: a slot frees as soon as one of
+#: the caller's requests finishes, so the wait is short.
+CALLER_RETRY_AFTER_S = 0.5
 
 
 @dataclass(slots=True)
@@ -107,6 +116,7 @@ class Endpoint:
         *,
         max_payload: int,
         max_inflight: int = 1024,
+        max_inflight_per_caller: int | None = None,
         require: tuple[str, ...] = (),
         sessions: SessionVerifier | None = None,
         audit: AuditHook | None = None,
@@ -114,7 +124,8 @@ class Endpoint:
     ) -> None:
         """``require`` names headers without which the request is a ``bad_request``;
         ``sessions`` makes the endpoint verify the session (``Authorization``) before
-        the handler runs; ``audit`` is the endpoint's own outcome hook."""
+        the handler runs; ``audit`` is the endpoint's own outcome hook;
+        ``max_inflight_per_caller`` caps one verified caller's concurrent requests."""
         self.name = name
         self.subject = subject
         self.queue_group = queue_group
@@ -122,6 +133,9 @@ class Endpoint:
         self._handler = handler
         self._max_payload = max_payload
         self._slots = asyncio.Semaphore(max_inflight)
+        self._per_caller = max_inflight_per_caller
+        #: Requests in flight per caller ``sub``; a key is removed when it drops to 0.
+        self._by_caller: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._sub: Any = None
         self._nc: NATS | None = None
@@ -222,7 +236,27 @@ class Endpoint:
                 raise BadRequest(f"missing {name} header")
         if self._sessions is not None:
             req.auth = self._sessions.verify(req.header(AUTHORIZATION_HEADER))
+            if self._per_caller is not None:
+                return await self._capped(req, req.auth.sub, self._per_caller)
         return await self._handler(req)
+
+    async def _capped(self, req: Request[Any], sub: str, cap: int) -> msgspec.Struct:
+        counts = self._by_caller
+        n = counts.get(sub, 0)
+        if n >= cap:
+            raise RateLimited(
+                f"too many requests in flight (at most {cap} per caller)",
+                retry_after_s=CALLER_RETRY_AFTER_S,
+            )
+        counts[sub] = n + 1
+        try:
+            return await self._handler(req)
+        finally:
+            left = counts[sub] - 1
+            if left:
+                counts[sub] = left
+            else:
+                del counts[sub]
 
 
 def _txn_of(body: Any) -> str | None:
