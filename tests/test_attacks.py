@@ -13,7 +13,7 @@ import socket
 import struct
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Monitor, MonitorCommandInfo
 
 from mcp_handshake.services.dev.devhome import IDP_KEY
-from mcp_handshake.services.dev.devstack import Stack
+from mcp_handshake.services.dev.devstack import Stack, StackSpec
 from mcp_handshake.services.runtime.service import discover
 from mcp_handshake.shared.keys import generate_private_key, load_private_key, public_jwk
 from tests.conftest import Raw, connected
@@ -122,12 +122,11 @@ async def test_schema_invalid_params_at_execute_burn_the_token(raw: Raw) -> None
 
 async def test_tool_substitution_burns_the_token(raw: Raw) -> None:
     alice = raw.session("alice", "billing")
-    g = await _grant(raw, alice, "payments.list_invoices", {})
-    r = await raw.execute(alice, g, "payments.create_invoice", INVOICE, signed_params=INVOICE)
-    assert r.error == "invalid_transaction"
-    r = await raw.execute(alice, g, "payments.no_such_tool", {})
-    assert r.error == "invalid_transaction"
-    await _assert_burnt(raw, alice, g, "payments.list_invoices", {})
+    for tool, params in (("payments.create_invoice", INVOICE), ("payments.no_such_tool", {})):
+        g = await _grant(raw, alice, "payments.list_invoices", {})  # a fresh token each time
+        r = await raw.execute(alice, g, tool, params, signed_params=params)
+        assert r.error == "invalid_transaction", (tool, r.body)
+        await _assert_burnt(raw, alice, g, "payments.list_invoices", {})
 
 
 async def test_transaction_id_substitution_burns_the_token(raw: Raw) -> None:
@@ -351,26 +350,59 @@ async def _forged_dispatches_refused(raw: Raw, execute: Raw) -> None:
     assert after == before
 
 
-async def test_replayed_signed_dispatch_executes_nothing_new(raw: Raw) -> None:
+async def _executor_requests(operator: Raw) -> dict[str, int]:
+    """Dispatches served so far by each executor process."""
+    per_worker = {}
+    for s in await discover(operator.nc, "STATS.handshake-executor", 0.5):
+        ep = next(e for e in s["endpoints"] if e["name"] == "executor-payments")
+        per_worker[s["id"]] = ep["num_requests"]
+    return per_worker
+
+
+@pytest.fixture
+def two_executors(stack_factory: Callable[..., Stack]) -> Stack:
+    return stack_factory(StackSpec(executor=2))
+
+
+async def test_replayed_signed_dispatch_executes_nothing_new(two_executors: Stack) -> None:
     """A process holding worker identities (one that reads the internal subject, one that
-    may publish to it) replays a genuine dispatch."""
-    alice = raw.session("alice", "billing")
-    captured: list[Any] = []
-    async with connected(raw.stack, "executor") as spy, connected(raw.stack, "execute") as pub:
-        sub = await spy.nc.subscribe("handshake.internal.executor.payments", cb=_append(captured))
+    may publish to it) replays a genuine dispatch to every executor. The tool is a GET of
+    a customer record: the target does not de-duplicate it, and every call it receives is
+    counted."""
+    params = {"customer_id": "cus_8f3k2m9q"}
+    async with (
+        connected(two_executors) as raw,
+        connected(two_executors, "executor") as spy,
+        connected(two_executors, "execute") as pub,
+        connected(two_executors, "operator") as operator,
+    ):
+        captured: list[Any] = []
+        sub = await spy.nc.subscribe(raw.s.executor("payments"), cb=_append(captured))
         await spy.nc.flush()
-        g = await _grant(raw, alice, "payments.create_invoice", INVOICE)
-        assert (await raw.execute(alice, g, "payments.create_invoice", INVOICE)).error is None
+        carol = raw.session("carol", "support")
+        g = await _grant(raw, carol, "customers.get_customer", params)
+        done = await raw.execute(carol, g, "customers.get_customer", params)
+        assert done.error is None, done.body
         await sub.unsubscribe()
         assert len(captured) == 1
-        before = await raw.target_stats()
         msg = captured[0]
-        replay = await pub.nc.request(msg.subject, msg.data, timeout=5, headers=msg.headers)
-        assert replay.headers and replay.headers.get("Nats-Service-Error") == "forbidden"
-        tampered = msg.data.replace(b"12.5", b"99.5")
-        replay = await pub.nc.request(msg.subject, tampered, timeout=5, headers=msg.headers)
-        assert replay.headers and replay.headers.get("Nats-Service-Error") == "forbidden"
-    assert (await raw.target_stats())["side_effects"] == before["side_effects"]
+        before = await raw.target_stats()
+        served = await _executor_requests(operator)
+        assert len(served) == 2
+        replays = 0
+        # Replay until both executors have refused some (queue groups pick at random).
+        while replays < 8 or min((await _executor_requests(operator)).values()) < 2:
+            assert replays < 64, "the replays never reached both executors"
+            reply = await pub.nc.request(msg.subject, msg.data, timeout=5, headers=msg.headers)
+            assert reply.headers and reply.headers.get("Nats-Service-Error") == "forbidden"
+            assert b"Jane" not in reply.data and b"4242" not in reply.data
+            replays += 1
+        tampered = msg.data.replace(b"cus_8f3k2m9q", b"cus_a1b2c3d4")
+        reply = await pub.nc.request(msg.subject, tampered, timeout=5, headers=msg.headers)
+        assert reply.headers and reply.headers.get("Nats-Service-Error") == "forbidden"
+        after = await raw.target_stats()
+        assert after["calls"] == before["calls"], "a replay reached the target"
+        assert after["side_effects"] == before["side_effects"]
 
 
 def _append(sink: list[Any]) -> Any:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
+from nats.aio.msg import Msg
 
 from mcp_handshake.services.dev.devstack import Stack
-from tests.conftest import connected
+from tests.conftest import Raw, connected
 
 INVOICE = {"customer_id": "cus_8f3k2m9q", "amount": 12.5, "currency": "EUR"}
 
@@ -55,6 +57,65 @@ async def test_no_executor_is_unavailable_and_burns_nothing_else(own_stack: Stac
         alice = raw.session("alice", "billing")
         own_stack.stop_proc("executor-0")
         g = (await raw.authorize(alice, "payments.list_invoices", {})).body
+        other = (await raw.authorize(alice, "payments.list_invoices", {})).body
+        before = await raw.target_stats()
         r = await raw.execute(alice, g, "payments.list_invoices", {})
         assert r.error == "unavailable"
         assert r.body["error"]["transaction_id"] == g["transaction_id"]
+        assert await raw.target_stats() == before, "nothing may reach the target"
+        # the token is used up (a retry needs a new authorize) and its status says so
+        assert (await raw.execute(alice, g, "payments.list_invoices", {})).error == (
+            "invalid_transaction"
+        )
+        assert await _status_soon(raw, alice, g["transaction_id"], "failed")
+        # every other token is intact: it runs once an executor is back
+        own_stack.start_worker("executor", 0)
+        await own_stack.wait_ready({"handshake-executor": 1})
+        assert await _status_soon(raw, alice, other["transaction_id"], "granted")
+        done = await raw.execute(alice, other, "payments.list_invoices", {})
+        assert done.error is None, done.body
+        after = await raw.target_stats()
+        assert after["calls"]["list_invoices"] == before["calls"].get("list_invoices", 0) + 1
+
+
+async def test_executor_without_the_store_runs_nothing(own_stack: Stack) -> None:
+    """A genuine dispatch replayed while Redis is down: the executor cannot claim the
+    dispatch, so it refuses (unavailable) instead of running it."""
+    async with connected(own_stack) as raw:
+        carol = raw.session("carol", "support")
+        params = {"customer_id": "cus_8f3k2m9q"}
+        captured: list[Msg] = []
+
+        async def keep(msg: Msg) -> None:
+            captured.append(msg)
+
+        async with (
+            connected(own_stack, "executor") as spy,
+            connected(own_stack, "execute") as pub,
+        ):
+            sub = await spy.nc.subscribe(raw.s.executor("payments"), cb=keep)
+            await spy.nc.flush()
+            g = (await raw.authorize(carol, "customers.get_customer", params)).body
+            assert (await raw.execute(carol, g, "customers.get_customer", params)).error is None
+            await sub.unsubscribe()
+            (msg,) = captured
+            before = await raw.target_stats()
+            own_stack.stop_proc("redis-server")
+            # still within the dispatch's lifetime (else it would be refused as expired)
+            assert time.time() < json.loads(msg.data)["exp"]
+            reply = await pub.nc.request(msg.subject, msg.data, timeout=5, headers=msg.headers)
+        assert reply.headers and reply.headers.get("Nats-Service-Error") == "unavailable"
+        assert b"Jane" not in reply.data
+        assert await raw.target_stats() == before
+
+
+async def _status_soon(raw: Raw, session: str, txn: str, expected: str) -> bool:
+    """Whether the transaction's status becomes ``expected`` within a few seconds."""
+    deadline = time.monotonic() + 5
+    while True:
+        r = await raw.request(raw.s.status, {"transaction_id": txn}, session)
+        if r.body.get("status") == expected:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.1)

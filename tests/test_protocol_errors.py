@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
-from tests.conftest import Raw
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mcp_handshake.shared.nesting import MAX_DEPTH, depth, too_deep
+from tests.conftest import Raw, connected
 
 RATE = {"base": "EUR", "quote": "USD"}
 
@@ -37,6 +43,105 @@ async def test_malformed_json_is_bad_request(raw: Raw) -> None:
         _assert_error(r, "bad_request", "400")
     # and the worker keeps serving
     assert (await raw.authorize(alice, "payments.get_exchange_rate", RATE)).error is None
+
+
+def _nested(levels: int) -> bytes:
+    """An authorize body nesting ``levels`` arrays inside its params (depth levels + 2)."""
+    return b'{"tool":"test.echo","params":{"text":' + b"[" * levels + b"]" * levels + b"}}"
+
+
+def _log_sizes(raw: Raw) -> dict[Path, int]:
+    logs = raw.stack.logs.glob("*.log")
+    return {p: p.stat().st_size for p in logs if p.stem not in {"nats-server", "redis-server"}}
+
+
+def _logged_since(sizes: dict[Path, int]) -> str:
+    out = []
+    for path, size in sizes.items():
+        with path.open("rb") as f:
+            f.seek(size)
+            out.append(f.read().decode(errors="replace"))
+    return "\n".join(out)
+
+
+#: Bodies no decoder could make sense of: depth bombs and bad UTF-8 anywhere.
+UNDECODABLE = {
+    "20,000 nested arrays": _nested(20_000),
+    "10,000 nested objects": b'{"tool":"t","params":' + b'{"a":' * 10_000 + b"1" + b"}" * 10_001,
+    "bare 20,000 nested arrays": b"[" * 20_000 + b"]" * 20_000,
+    "one level too deep": _nested(MAX_DEPTH - 1),
+    "a thousand levels": _nested(1000),
+    "invalid UTF-8 in a value": b'{"tool":"test.echo","params":{"text":"a\xff"}}',
+    "invalid UTF-8 in a key": b'{"tool":"test.echo","params":{"\xc3(":"a"}}',
+    "invalid UTF-8 in the tool": b'{"tool":"test.\xe9cho","params":{}}',
+    "an encoded surrogate": b'{"tool":"test.echo","params":{"text":"\xed\xa0\x80"}}',
+    "an overlong encoding": b'{"tool":"test.echo","params":{"text":"\xc0\xaf"}}',
+    "beyond U+10FFFF": b'{"tool":"test.echo","params":{"text":"\xf4\x90\x80\x80"}}',
+    "a lone surrogate escape": b'{"tool":"test.echo","params":{"text":"\\ud800"}}',
+    "invalid UTF-8 outside strings": b'{"tool":"test.echo",\xff"params":{}}',
+}
+
+
+async def test_undecodable_bodies_are_bad_request_without_traceback(raw: Raw) -> None:
+    """Agents reach the agent subjects; the executor subject is reached with the execute
+    workers' identity (only they may publish there)."""
+    alice = raw.session("alice", "billing")
+    sizes = _log_sizes(raw)
+    executor = raw.s.executor("payments")
+    async with connected(raw.stack, "execute") as execute:
+        for name, body in UNDECODABLE.items():
+            for speaker, subject in ((raw, raw.s.authorize), (raw, raw.s.execute),
+                                     (raw, raw.s.tools), (execute, executor)):  # fmt: skip
+                r = await speaker.request(subject, body, alice)
+                _assert_error(r, "bad_request", "400")
+                assert "internal" not in r.body["error"]["message"], (name, subject)
+    logged = _logged_since(sizes)
+    assert "Traceback" not in logged and "unhandled" not in logged, logged[-2000:]
+    # and the workers keep serving
+    assert (await raw.authorize(alice, "payments.get_exchange_rate", RATE)).error is None
+
+
+async def test_nesting_up_to_the_limit_is_decoded(raw: Raw) -> None:
+    alice = raw.session("alice", "billing")
+    at_limit = await raw.request(raw.s.authorize, _nested(MAX_DEPTH - 2), alice)
+    _assert_error(at_limit, "invalid_params", "422")  # decoded; the tool refuses a list
+    over = await raw.request(raw.s.authorize, _nested(MAX_DEPTH - 1), alice)
+    _assert_error(over, "bad_request", "400")
+    assert str(MAX_DEPTH) in over.body["error"]["message"]
+    brackets = {"tool": "test.echo", "params": {"text": "[{" * 40}}  # only inside a string
+    assert (await raw.request(raw.s.authorize, brackets, alice)).error is None
+
+
+def _reference_depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_reference_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_reference_depth, value), default=0)
+    return 0
+
+
+_TEXT = st.text(alphabet=st.sampled_from(list('[]{}"\\\n\u2028é😀ab')), max_size=12)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | _TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_TEXT, inner, max_size=4),
+    max_leaves=60,
+)
+
+
+@given(_JSON, st.booleans())
+def test_depth_scan_matches_the_decoded_depth(value: Any, ascii_only: bool) -> None:
+    data = json.dumps(value, ensure_ascii=ascii_only).encode()
+    assert depth(data) == _reference_depth(value)
+    assert too_deep(data, 2) == (_reference_depth(value) > 2)
+
+
+def test_depth_scan_edges() -> None:
+    assert depth(b"{}") == 1 and depth(b"0") == 0 and depth(b'"[[["') == 0
+    assert depth(rb'["\\", ["\\\"]"]]') == 2  # an escaped backslash, then an escaped quote
+    assert not too_deep(b'["' + b"[" * 100 + b'"]')
+    assert not too_deep(b"[" * MAX_DEPTH + b"]" * MAX_DEPTH)
+    assert too_deep(b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1))
+    assert not too_deep(b"[" + b"[]," * 1000 + b"[]]")
 
 
 async def test_unknown_fields_and_wrong_types_are_bad_request(raw: Raw) -> None:

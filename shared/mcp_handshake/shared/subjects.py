@@ -99,6 +99,12 @@ class Keys:
         return f"handshake:txn:{{{transaction_id}}}"
 
     @staticmethod
+    def dispatched(transaction_id: str) -> str:
+        """Set once by the executor that runs a transaction's dispatch: no executor runs it
+        again (the marker outlives the dispatch)."""
+        return f"handshake:dispatched:{{{transaction_id}}}"
+
+    @staticmethod
     def jti(thumbprint: str, jti: str) -> str:
         """A proof's ``jti``, claimed once per proof key."""
         return f"handshake:jti:{{{thumbprint}}}:{jti}"

@@ -5,11 +5,18 @@ the requesting side, ``process <subject>`` on the serving side, with
 ``messaging.system = "nats"`` and the subject as destination; reply inboxes
 never appear in names. Only the OpenTelemetry API is used here: with no SDK
 configured every call is a no-op, and the hot path skips even that.
+
+An incoming ``traceparent`` comes from whoever sent the message, an agent
+included, so it is checked against the W3C format (:func:`valid_traceparent`)
+before it is used or passed on; an invalid one is dropped, with its
+``tracestate``. Only these two headers are read: nothing else a sender puts in
+its headers (``baggage`` included) travels on to executors or targets.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any
@@ -25,6 +32,7 @@ __all__ = [
     "send_span",
     "span",
     "trace_id",
+    "valid_traceparent",
 ]
 
 _tracer = trace.get_tracer("mcp_handshake")
@@ -32,6 +40,47 @@ _tracer = trace.get_tracer("mcp_handshake")
 # Without an SDK we still pass an incoming ``traceparent`` on to the next hop and
 # read its trace id for log lines, so logs correlate across workers for free.
 _incoming: ContextVar[str | None] = ContextVar("handshake_traceparent", default=None)
+
+# version-traceid-parentid-flags, lowercase hex; later versions may append fields.
+_TRACEPARENT = re.compile(
+    r"(?P<version>[0-9a-f]{2})-(?P<trace_id>[0-9a-f]{32})-(?P<parent_id>[0-9a-f]{16})"
+    r"-(?P<flags>[0-9a-f]{2})(?P<rest>-.*)?",
+    re.DOTALL,
+)
+#: Longest ``traceparent`` accepted (later versions may be longer than version 00's 55).
+_TRACEPARENT_MAX = 512
+
+
+def valid_traceparent(value: str | None) -> str | None:
+    """``value`` as a version-00 ``traceparent`` if it is a valid W3C one, else ``None``.
+
+    Invalid: anything but lowercase hex fields of the right lengths, version ``ff``,
+    an all-zero trace id or parent id, and a version-00 value with extra fields.
+    A later version's first four fields are kept and passed on as version 00.
+    """
+    if not value or len(value) > _TRACEPARENT_MAX:
+        return None
+    m = _TRACEPARENT.fullmatch(value)
+    if m is None:
+        return None
+    version, trace, parent, flags = m.group("version", "trace_id", "parent_id", "flags")
+    if version == "ff" or (version == "00" and m.group("rest")):
+        return None
+    if trace == "0" * 32 or parent == "0" * 16:
+        return None
+    return value if version == "00" else f"00-{trace}-{parent}-{flags}"
+
+
+def _trace_context(headers: Mapping[str, str] | None) -> dict[str, str]:
+    """The incoming headers' trace context, validated: nothing else is read."""
+    traceparent = valid_traceparent((headers or {}).get("traceparent"))
+    if traceparent is None:
+        return {}
+    carrier = {"traceparent": traceparent}
+    state = (headers or {}).get("tracestate")
+    if state:
+        carrier["tracestate"] = state
+    return carrier
 
 
 def enabled() -> bool:
@@ -69,10 +118,10 @@ def process_span(
 ) -> Iterator[Span | None]:
     """A span around serving a request, continuing the trace its headers carry."""
     if not enabled():
-        _incoming.set((headers or {}).get("traceparent"))
+        _incoming.set(valid_traceparent((headers or {}).get("traceparent")))
         yield None
         return
-    parent = propagate.extract(dict(headers or {}))
+    parent = propagate.extract(_trace_context(headers))
     token = otel_context.attach(parent)
     try:
         with _tracer.start_as_current_span(
@@ -111,10 +160,8 @@ def trace_id() -> str | None:
     ctx = trace.get_current_span().get_span_context()
     if ctx.is_valid:
         return format(ctx.trace_id, "032x")
-    parts = (_incoming.get() or "").split("-")
-    if len(parts) == 4 and len(parts[1]) == 32 and parts[1] != "0" * 32:
-        return parts[1]
-    return None
+    incoming = _incoming.get()  # valid, or None
+    return incoming.split("-")[1] if incoming else None
 
 
 def set_error(s: Span | None, code: str) -> None:

@@ -49,14 +49,6 @@ class TierPlan:
         """What approvers see: the params with the tool's preview masks applied."""
         return apply_masks(dict(params), self.tool.preview_mask)
 
-    def at_least(self, stored_tier: str) -> TierPlan:
-        """This plan, raised to ``stored_tier`` when that is higher (what authorize
-        decided wins at execute, so a policy change between phases never lowers it)."""
-        stored = Tier(stored_tier)
-        if stored.rank <= self.tier.rank:
-            return self
-        return TierPlan(self.tool, stored, self.escalated, self.rules)
-
 
 def plan(tool: Tool, rules: Rules, params: Mapping[str, Any]) -> TierPlan:
     """The tier for these params under these rules."""

@@ -87,25 +87,31 @@ async def handle_execute(req: Request[ExecuteRequest], deps: ExecuteDeps) -> Exe
     txn = body.transaction_id
     th = token_hash(req.header(TOKEN_HEADER) or "")
     bound = _bind(deps, body)
-    proof = await _checked(req, deps, bound, th) if bound is not None else None
+    # The policy in force now decides, in both directions: who may, the tier, its checks,
+    # proof, approval and masks. A caller it no longer allows is refused by consume
+    # (once the binding matches), before any other check can tell more.
+    allowed = bound is not None and bound.plan.rules.allows(caller)
+    proof = await _checked(req, deps, bound, th) if bound is not None and allowed else None
     record = await deps.store.tokens.consume(
         th,
         sub=caller.sub,
         tool=body.tool,
         txn=txn,
         ph=bound.ph if bound is not None else "",
+        allowed=allowed,
+        proof_required=bound is not None and bound.plan.needs_proof,
+        approval_required=bound is not None and bound.plan.needs_approval,
         proof=proof is not None,
         jti=proof.jti if proof else "",
         thumbprint=proof.thumbprint if proof else "",
     )
-    facts: dict[str, Any] = {"tier": record.tier, "ph": record.ph}
     if bound is None:  # never reached: a bad binding cannot match at consume
-        raise _noted(InvalidTransaction(transaction_id=txn), facts)
-    plan = bound.plan.at_least(record.tier)
+        raise _noted(InvalidTransaction(transaction_id=txn), {"tier": record.tier, "ph": record.ph})
+    plan = bound.plan
+    tier = plan.tier.value
+    facts: dict[str, Any] = {"tier": tier, "ph": record.ph}
     try:
-        if plan is not bound.plan:  # policy changed between the phases
-            plan.check_params(bound.params)
-        await deps.audit.intent(txn=txn, sub=record.sub, tool=record.tool, tier=record.tier,
+        await deps.audit.intent(txn=txn, sub=record.sub, tool=record.tool, tier=tier,
                                 ph=record.ph)  # fmt: skip
     except HandshakeError as exc:
         deps.later(deps.store.tokens.set_status(th, "failed"))
@@ -122,7 +128,7 @@ async def handle_execute(req: Request[ExecuteRequest], deps: ExecuteDeps) -> Exe
             "sub": record.sub,
             "txn": txn,
             "tool": record.tool,
-            "tier": record.tier,
+            "tier": tier,
             "ph": record.ph,
             "rh": rh,
             "iat": time.time(),
@@ -130,7 +136,7 @@ async def handle_execute(req: Request[ExecuteRequest], deps: ExecuteDeps) -> Exe
             "approvals": [{"by": a.by, "at": a.at} for a in record.approvals],
         }
     )
-    return ExecuteReply(transaction_id=txn, result=result, receipt=receipt, tier=record.tier,
+    return ExecuteReply(transaction_id=txn, result=result, receipt=receipt, tier=tier,
                         params_hash=record.ph, result_hash=rh)  # fmt: skip
 
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from mcp_handshake.services.core.signing import DispatchVerifier
 from mcp_handshake.services.core.tools import HttpOperation, ToolRegistry
 from mcp_handshake.services.executor.targets import OperationContext, TargetClient
 from mcp_handshake.services.runtime.endpoint import Request
+from mcp_handshake.services.store import DispatchLog
 from mcp_handshake.shared.errors import Forbidden, InternalError
 from mcp_handshake.shared.protocol import DISPATCH_HEADER
 from mcp_handshake.shared.wire import Dispatch, DispatchReply
@@ -22,25 +22,19 @@ log = logging.getLogger(__name__)
 
 #: Clock skew tolerated on a dispatch's ``iat``.
 _SKEW_S = 5.0
+#: How long a dispatch's run marker outlives the dispatch: covers clock skew between
+#: executors, so no executor accepts a replay after the marker is gone.
+_MARKER_MARGIN_S = 60.0
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class ExecutorDeps:
     verifier: DispatchVerifier
     tools: ToolRegistry
     targets: dict[str, TargetClient]
-    #: Transactions this process has run, until their dispatch expires: a
-    #: replayed dispatch is refused here (and the target sees the same
-    #: Idempotency-Key anyway).
-    seen: OrderedDict[str, float] = field(default_factory=OrderedDict)
-
-    def first_time(self, txn: str, exp: float, now: float) -> bool:
-        while self.seen and next(iter(self.seen.values())) < now:
-            self.seen.popitem(last=False)
-        if txn in self.seen:
-            return False
-        self.seen[txn] = exp
-        return True
+    #: Shared by all executors: a replayed dispatch runs nowhere (and the target
+    #: sees the same Idempotency-Key anyway).
+    dispatches: DispatchLog
 
 
 async def handle_dispatch(req: Request[Dispatch], deps: ExecutorDeps) -> DispatchReply:
@@ -56,7 +50,8 @@ async def handle_dispatch(req: Request[Dispatch], deps: ExecutorDeps) -> Dispatc
     if tool is None or target is None or tool.target != d.target:
         log.error("dispatch for a tool this executor does not run", extra={"txn": d.txn})
         raise InternalError(transaction_id=d.txn)
-    if not deps.first_time(d.txn, d.exp, now):
+    if not await deps.dispatches.claim(d.txn, max(d.exp - now, 0.0) + _MARKER_MARGIN_S):
+        log.warning("refused a replayed dispatch", extra={"txn": d.txn})
         raise Forbidden("dispatch already run", transaction_id=d.txn)
     op = tool.operation
     if isinstance(op, HttpOperation):

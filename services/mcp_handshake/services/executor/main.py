@@ -30,6 +30,7 @@ def builder(targets: list[str]) -> Callable[[Settings, NATS], Coroutine[Any, Any
             verifier=DispatchVerifier.from_file(cfg.resolve(cfg.keys.dispatch_public)),
             tools=kit.tools,
             targets=clients,
+            dispatches=kit.open_store().dispatches,
         )
         endpoints = [
             kit.endpoint(f"executor-{name}", settings.subjects.executor(name), Dispatch,

@@ -44,6 +44,7 @@ from mcp_handshake.shared.errors import (
     PayloadTooLarge,
     RateLimited,
 )
+from mcp_handshake.shared.nesting import MAX_DEPTH, too_deep
 from mcp_handshake.shared.protocol import AUTHORIZATION_HEADER, encode_error
 
 __all__ = ["AuditHook", "Endpoint", "EndpointStats", "Outcome", "Request"]
@@ -220,12 +221,19 @@ class Endpoint:
         data = msg.data
         if len(data) > self._max_payload:
             raise PayloadTooLarge(f"request body over {self._max_payload} bytes")
+        # Every way a body can fail to decode is the sender's: bad_request, no traceback.
         try:
             body = self._decoder.decode(data or b"{}")
         except msgspec.ValidationError as exc:
             raise BadRequest(f"invalid request: {exc}") from None
-        except msgspec.DecodeError:
+        except UnicodeDecodeError:
+            raise BadRequest("request body is not valid UTF-8") from None
+        except RecursionError:
+            raise BadRequest(f"request body nests deeper than {MAX_DEPTH} levels") from None
+        except (msgspec.DecodeError, ValueError):
             raise BadRequest("request body is not a JSON object") from None
+        if too_deep(data):  # after decoding: the scan needs well-formed JSON
+            raise BadRequest(f"request body nests deeper than {MAX_DEPTH} levels")
         req = Request(body, data, msg.headers or {}, msg.subject)
         open_log_context(_txn_of(body), tracing.trace_id())
         return req

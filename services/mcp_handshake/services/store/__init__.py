@@ -1,4 +1,4 @@
-"""The Redis side: transaction records, approvals, key registry and counters.
+"""The Redis side: transaction records, approvals, key registry, counters, dispatches.
 
 Lua lives in ``lua/*.lua``, loaded by one loader (``scripts``); every key is
 defined once, in ``mcp_handshake.shared.subjects.Keys``.
@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from mcp_handshake.shared.settings import Settings
 
 from .approvals import ApprovalStore
+from .dispatches import DispatchLog
 from .keys import KeyRegistry
 from .limits import Counters
 from .records import Approval, TxRecord
@@ -25,6 +26,7 @@ __all__ = [
     "Approval",
     "ApprovalStore",
     "Counters",
+    "DispatchLog",
     "KeyRegistry",
     "Store",
     "TokenStore",
@@ -42,6 +44,7 @@ class Store:
     approvals: ApprovalStore
     counters: Counters
     keys: KeyRegistry
+    dispatches: DispatchLog
 
     @classmethod
     def over(cls, redis: Redis) -> Store:
@@ -53,6 +56,7 @@ class Store:
             approvals=ApprovalStore(scripts, tokens),
             counters=Counters(scripts),
             keys=KeyRegistry(redis),
+            dispatches=DispatchLog(redis),
         )
 
     @classmethod

@@ -2,10 +2,11 @@
 
 Redis never sees a token, only its SHA-256, so a dump of Redis yields nothing
 usable. Issuing is one round trip; consuming is one script that checks
-binding, status and proof and marks the token used in one atomic step (with a
-proof, its ``jti`` is claimed in the same round trip). A mismatching attempt
-burns the token. A used token's record stays ``RETENTION_S`` so ``status`` can
-still answer, then expires. Any Redis failure is ``Unavailable``: fail closed.
+binding, status, what the policy in force demands, and the proof, and marks the
+token used in one atomic step (with a proof, its ``jti`` is claimed in the same
+round trip). A mismatching or refused attempt burns the token. A used token's
+record stays ``RETENTION_S`` so ``status`` can still answer, then expires. Any
+Redis failure is ``Unavailable``: fail closed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from redis.exceptions import RedisError
 from mcp_handshake.shared.errors import (
     ApprovalDenied,
     ApprovalPending,
+    Forbidden,
     HandshakeError,
     InvalidTransaction,
     Unavailable,
@@ -41,6 +43,11 @@ JTI_TTL_S = 180
 _REFUSALS: dict[str, tuple[type[HandshakeError], str | None]] = {
     "pending": (ApprovalPending, None),
     "denied": (ApprovalDenied, None),
+    "forbidden": (Forbidden, "policy no longer allows this caller to use this tool"),
+    "needs_approval": (
+        Forbidden,
+        "policy now requires approval for this operation; authorize it again",
+    ),
     "no_proof": (ValidationFailed, "proof of possession required (Handshake-Proof header)"),
     "wrong_key": (
         ValidationFailed,
@@ -51,6 +58,10 @@ _REFUSALS: dict[str, tuple[type[HandshakeError], str | None]] = {
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _flag(value: bool) -> str:
+    return "1" if value else "0"
 
 
 class TokenStore:
@@ -87,11 +98,20 @@ class TokenStore:
         tool: str,
         txn: str,
         ph: str,
+        allowed: bool,
+        proof_required: bool,
+        approval_required: bool,
         proof: bool = False,
         jti: str = "",
         thumbprint: str = "",
     ) -> TxRecord:
         """Use the token up and return its record, or raise the protocol error.
+
+        ``allowed``, ``proof_required`` and ``approval_required`` are what the policy in
+        force says now, whatever the transaction was authorized under: a live token the
+        caller may no longer use is burnt (``forbidden``), as is one that now needs a
+        proof that did not come (``validation_failed``) or an approval it never had
+        (``forbidden``). A transaction still waiting for approval stays so.
 
         With a proof, its ``jti`` is claimed (per key, for ``JTI_TTL_S``) in the same
         round trip. The marker lives in another Cluster slot than the record, so it
@@ -99,7 +119,8 @@ class TokenStore:
         burnt; the failure is on the safe side.
         """
         args: list[Arg] = [sub, tool, txn, ph, RETENTION_S * 1000, repr(time.time()),
-                "1" if proof else "0", thumbprint]  # fmt: skip
+                _flag(proof), thumbprint, _flag(allowed), _flag(proof_required),
+                _flag(approval_required)]  # fmt: skip
         batch = self._scripts.batch()
         claim = bool(proof and jti)
         if claim:

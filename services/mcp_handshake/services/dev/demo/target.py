@@ -3,7 +3,9 @@
 It stands for the sensitive backend the mediator protects. It honours
 ``Idempotency-Key`` (a repeated key returns the first answer and changes
 nothing) and counts its side effects, so tests can prove exactly-once
-execution. Run it with ``python -m mcp_handshake.services.dev.demo.target``.
+execution; it keeps the last ``traceparent`` headers it received, so tests
+can see what trace context reaches it. Run it with
+``python -m mcp_handshake.services.dev.demo.target``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import hmac
 import itertools
 import json
 import operator
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 __all__ = ["create_app"]
+
+#: How many received ``traceparent`` headers the target keeps for ``/_stats``.
+_KEPT = 200
 
 _RATES = {"USD": 1.0, "EUR": 0.92, "GBP": 0.79, "JPY": 151.2, "CHF": 0.88, "CAD": 1.36}
 
@@ -64,6 +69,7 @@ class _Ledger:
         self.idempotent: dict[str, dict[str, Any]] = {}
         self.calls: Counter[str] = Counter()
         self.side_effects = 0
+        self.traceparents: deque[str] = deque(maxlen=_KEPT)
         self._ids = itertools.count(3)
 
     def next_id(self, prefix: str) -> str:
@@ -125,6 +131,7 @@ class _Api:
                 return _error(401, "unauthorized", "missing or wrong API key")
             if counted:
                 ledger.calls[handler.__name__] += 1
+                ledger.traceparents.extend(request.headers.getlist("traceparent"))
             key = request.headers.get("idempotency-key")
             if request.method == "POST" and key and key in ledger.idempotent:
                 return JSONResponse(ledger.idempotent[key])
@@ -178,7 +185,8 @@ class _Api:
 
     async def stats(self, request: Request) -> JSONResponse:
         ledger = self.ledger
-        return JSONResponse({"side_effects": ledger.side_effects, "calls": dict(ledger.calls)})
+        return JSONResponse({"side_effects": ledger.side_effects, "calls": dict(ledger.calls),
+                             "traceparents": list(ledger.traceparents)})  # fmt: skip
 
 
 def create_app(api_key: str) -> Starlette:

@@ -1,0 +1,45 @@
+"""Which dispatches have run: one shared marker per transaction, across all executors.
+
+An executor claims a transaction's marker (``SET NX PX``) before it calls the
+target; a replayed dispatch, on any executor, finds the marker and runs
+nothing. The marker outlives the dispatch's validity, so it cannot expire while
+a replay would still be accepted. Redis unavailable is ``Unavailable``: without
+the marker nothing runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from mcp_handshake.shared.errors import Unavailable
+from mcp_handshake.shared.subjects import Keys
+
+__all__ = ["DispatchLog"]
+
+log = logging.getLogger(__name__)
+
+
+class DispatchLog:
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    async def claim(self, txn: str, ttl_s: float) -> bool:
+        """Whether this call is the first to claim ``txn`` (the marker lives ``ttl_s``)."""
+        key = Keys.dispatched(txn)
+        # A unique value tells our own write apart from another executor's, should the
+        # client's retry after a broken connection re-send a SET that had landed.
+        mine = secrets.token_hex(8)
+        try:
+            if await self._redis.set(key, mine, nx=True, px=max(1, int(ttl_s * 1000))):
+                return True
+            held = await self._redis.get(key)
+        except RedisError:
+            log.warning("dispatch log unavailable", extra={"txn": txn})
+            raise Unavailable("dispatch log unavailable; nothing was executed") from None
+        if isinstance(held, bytes):
+            held = held.decode()
+        return held == mine
