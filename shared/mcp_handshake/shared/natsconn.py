@@ -23,10 +23,13 @@ def inbox_prefix(user: str | None) -> str:
 
 def connect_options(settings: Settings, name: str) -> dict[str, Any]:
     """Keyword arguments for ``nats.connect`` from settings: servers, identity, inbox."""
+    servers = [u.strip() for u in settings.nats_url.split(",") if u.strip()]
+    # A user given in the URL (nats://user:password@host) names the inbox as well.
+    user = settings.nats_user or (urlsplit(servers[0]).username if servers else None)
     options: dict[str, Any] = {
-        "servers": [u.strip() for u in settings.nats_url.split(",") if u.strip()],
+        "servers": servers,
         "name": name,
-        "inbox_prefix": inbox_prefix(settings.nats_user),
+        "inbox_prefix": inbox_prefix(user),
     }
     if settings.nats_user:
         options["user"] = settings.nats_user
