@@ -6,7 +6,9 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
@@ -18,6 +20,7 @@ from mcp_handshake.client import (
     FileSession,
     Forbidden,
     HandshakeClient,
+    HandshakeError,
     InvalidParams,
     InvalidTransaction,
     ProofKey,
@@ -248,3 +251,44 @@ async def test_client_from_env_like_the_cli(stack: Stack, monkeypatch: pytest.Mo
     async with HandshakeClient.from_env() as hs:
         res = await hs.call("payments.list_invoices", {"limit": 1})  # internal: proof by agent.pem
     assert res.claims["sub"] == "env-alice"
+
+
+async def test_stream_runs_lazily_with_bounded_concurrency(stack: Stack) -> None:
+    """stream() pulls calls only as slots free up, and yields each outcome as it lands."""
+    pulled = 0
+    in_flight_max = 0
+
+    def calls() -> Iterator[tuple[str, dict[str, Any]]]:
+        nonlocal pulled
+        for i in range(40):
+            pulled += 1
+            if i == 7:  # one bad call: its error comes back in place
+                yield "payments.get_exchange_rate", {"base": "EUR"}
+            else:
+                yield "payments.get_exchange_rate", RATE
+
+    seen: dict[int, Any] = {}
+    async with agent(stack, "alice", "billing") as hs:
+        async for index, outcome in hs.stream(calls(), concurrency=4):
+            in_flight_max = max(in_flight_max, pulled - len(seen))
+            seen[index] = outcome
+    assert sorted(seen) == list(range(40))
+    assert in_flight_max <= 5  # at most `concurrency` pulled ahead of what was yielded
+    assert isinstance(seen[7], HandshakeError) and seen[7].code == "invalid_params"
+    assert all(isinstance(o, CallResult) for i, o in seen.items() if i != 7)
+
+
+async def test_stream_takes_async_iterables_and_stops_early(stack: Stack) -> None:
+    async def calls() -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        for _ in range(1000):
+            yield "payments.get_exchange_rate", RATE
+
+    got = 0
+    async with agent(stack, "alice", "billing") as hs:
+        async for _, outcome in hs.stream(calls(), concurrency=8):
+            assert isinstance(outcome, CallResult)
+            got += 1
+            if got == 10:
+                break
+        assert (await hs.call("payments.get_exchange_rate", RATE)).result["base"] == "EUR"
+    assert got == 10

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -294,6 +294,60 @@ class HandshakeClient:
         for next_done in asyncio.as_completed([one(p) for p in pendings]):
             yield await next_done
 
+    async def stream(
+        self,
+        calls: Iterable[Call] | AsyncIterable[Call],
+        *,
+        concurrency: int = 16,
+        progress: bool = False,
+    ) -> AsyncIterator[tuple[int, CallResult | HandshakeError]]:
+        """Run ``(tool, params)`` calls from a sync or async iterable, consumed lazily, at
+        most ``concurrency`` at a time; yield ``(index, result or error)`` as each
+        completes. Memory stays flat however many calls there are: only the calls in
+        flight are held. Leaving the loop early cancels the calls still running.
+
+        ```python
+        async for i, outcome in hs.stream(read_invoices(), concurrency=32):
+            ...
+        ```
+        """
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        source = _as_async_iterator(calls)
+        running: set[asyncio.Task[tuple[int, CallResult | HandshakeError]]] = set()
+        bar = _Progress(None) if progress else None
+        index, exhausted = 0, False
+        try:
+            while True:
+                while not exhausted and len(running) < concurrency:
+                    try:
+                        tool, params = await anext(source)
+                    except StopAsyncIteration:
+                        exhausted = True
+                        break
+                    running.add(asyncio.create_task(self._outcome(index, tool, params)))
+                    index += 1
+                if not running:
+                    return
+                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if bar is not None:
+                        bar.advance()
+                    yield task.result()
+        finally:
+            for task in running:
+                task.cancel()
+            if bar is not None:
+                bar.close()
+
+    async def _outcome(
+        self, index: int, tool: str, params: dict[str, Any]
+    ) -> tuple[int, CallResult | HandshakeError]:
+        try:
+            return index, await self.call(tool, params)
+        except HandshakeError as exc:
+            return index, exc
+
     async def call_many(
         self,
         calls: list[tuple[str, dict[str, Any]]],
@@ -302,7 +356,8 @@ class HandshakeClient:
         progress: bool = False,
     ) -> list[CallResult | HandshakeError]:
         """Run many operations with bounded concurrency; results in input order, errors
-        returned in place rather than raised. ``progress`` shows a progress bar."""
+        returned in place rather than raised. ``progress`` shows a progress bar. For large or
+        unbounded batches use :meth:`stream`, whose memory stays flat."""
         slots = asyncio.Semaphore(concurrency)
         results: list[CallResult | HandshakeError] = [InternalError()] * len(calls)
         bar = _Progress(len(calls)) if progress else None
@@ -381,10 +436,23 @@ def _nats_identity(settings: Settings) -> dict[str, Any]:
     return options
 
 
+#: One operation: the tool's name and its params.
+Call = tuple[str, dict[str, Any]]
+
+
+async def _as_async_iterator(calls: Iterable[Call] | AsyncIterable[Call]) -> AsyncIterator[Call]:
+    if isinstance(calls, AsyncIterable):
+        async for call in calls:
+            yield call
+    else:
+        for call in calls:
+            yield call
+
+
 class _Progress:
     """A rich progress bar, imported only when asked for."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int | None) -> None:
         from rich.progress import Progress
 
         self._progress = Progress(transient=True)
