@@ -1,15 +1,23 @@
 """Handshake throughput and latency, side by side with the limits, in one run.
 
-Starts its own nats-server and redis-server on free ports and the whole stack,
-then measures, on this machine:
+Starts its own nats-server and redis-server on free ports and the whole stack
+(authorization on, as shipped), then measures, on this machine, at concurrency
+1, 16 and 64:
 
-* raw nats-py request-reply echo (the transport's limit), concurrency 1 and 64;
-* the full handshake through ``HandshakeClient.call`` (JWT, authorize, atomic
-  consume, executor hop, target HTTP call, signed and verified receipt),
-  concurrency 1 and 64;
-* a plain, unauthenticated FastMCP HTTP tool call (when ``fastmcp`` is installed).
+* raw nats-py request-reply echo on a plain nats-server of its own (the
+  transport's limit);
+* the full handshake through ``HandshakeClient.call`` (session JWT, authorize,
+  atomic consume, acknowledged audit intent, signed dispatch, executor hop,
+  signed and verified receipt, every audit event written to the log) on a
+  function-target tool (an in-process function, exactly what the FastMCP
+  baseline runs) and on the HTTP-target tool (an extra HTTP call to the demo
+  target: the realistic row);
+* a plain, unauthenticated FastMCP streamable-HTTP tool call (``[bench]`` extra).
 
-Prints throughput, p50 and p99 and the ratios. Run: ``make bench``.
+Then a ``HandshakeClient.stream`` run of many calls, printing the client's RSS
+growth and every worker's RSS, and the peak with one and with two processes of
+the worker kind that used the most CPU. Prints every ratio in the same run.
+Run: ``make bench``.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from importlib import resources
 from pathlib import Path
 
 import nats
@@ -29,10 +38,16 @@ import nats
 from mcp_handshake.client import HandshakeClient
 from mcp_handshake.services.dev.devhome import mint_session
 from mcp_handshake.services.dev.devstack import Stack, StackSpec
-from mcp_handshake.services.dev.procs import free_port
+from mcp_handshake.services.dev.procs import find_nats_server, free_port, wait_port
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import benchtools  # noqa: E402 - the bench's own tool module, beside this file
+
+FUNCTION_TOOL = "bench.exchange_rate"
+HTTP_TOOL = "payments.get_exchange_rate"
 RATE = {"base": "EUR", "quote": "USD"}
+LEVELS = (1, 16, 64)
 
 
 class Result:
@@ -71,7 +86,14 @@ async def measure(
     return Result(name, concurrency, latencies, time.perf_counter() - start)
 
 
-async def bench_echo(url: str, seconds: float) -> list[Result]:
+async def bench_echo(seconds: float) -> list[Result]:
+    port = free_port()
+    server = await asyncio.create_subprocess_exec(
+        find_nats_server(), "-a", "127.0.0.1", "-p", str(port), stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"nats://127.0.0.1:{port}"
+    wait_port(port, "nats-server")
     proc = await asyncio.create_subprocess_exec(
         sys.executable, str(HERE / "echo_server.py"), url, stdout=asyncio.subprocess.PIPE
     )
@@ -84,27 +106,25 @@ async def bench_echo(url: str, seconds: float) -> list[Result]:
         async def op() -> object:
             return await nc.request("bench.echo", payload, timeout=5)
 
-        out = [await measure("nats-py echo (limit)", op, c, seconds) for c in (1, 64)]
+        out = [await measure("nats-py echo (limit)", op, c, seconds) for c in LEVELS]
         await nc.close()
         return out
     finally:
-        proc.terminate()
-        await proc.wait()
+        for p in (proc, server):
+            p.terminate()
+            await p.wait()
 
 
-async def bench_handshake(stack: Stack, seconds: float) -> list[Result]:
+async def bench_handshake(stack: Stack, tool: str, name: str, seconds: float) -> list[Result]:
     token = mint_session(stack.home, "alice", roles=["billing"])
-    out = []
     async with HandshakeClient(
         stack.nats_url or "", session=token, connect_options=stack.agent_options()
     ) as hs:
 
         async def op() -> object:
-            return await hs.call("payments.get_exchange_rate", RATE)
+            return await hs.call(tool, RATE)
 
-        for c in (1, 64):
-            out.append(await measure("full handshake (call)", op, c, seconds))
-    return out
+        return [await measure(name, op, c, seconds) for c in LEVELS]
 
 
 async def bench_fastmcp(seconds: float) -> list[Result]:
@@ -134,39 +154,139 @@ async def bench_fastmcp(seconds: float) -> list[Result]:
             async def op() -> object:
                 return await client.call_tool("get_exchange_rate", RATE)
 
-            return [await measure("FastMCP HTTP tool call (baseline)", op, 1, seconds)]
+            return [await measure("FastMCP tool call, no auth", op, c, seconds) for c in LEVELS]
     finally:
         proc.terminate()
         await proc.wait()
 
 
-async def main(args: argparse.Namespace) -> None:
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def bench_stream(stack: Stack, calls: int) -> tuple[float, float, dict[str, float]]:
+    """(calls/s, client RSS growth MB, worker RSS MB) of one stream() run of ``calls``."""
+    token = mint_session(stack.home, "alice", roles=["billing"])
+    async with HandshakeClient(
+        stack.nats_url or "", session=token, connect_options=stack.agent_options()
+    ) as hs:
+        await hs.call(FUNCTION_TOOL, RATE)
+        before = rss_mb(os.getpid())
+        start = time.perf_counter()
+        failed = 0
+        gen = ((FUNCTION_TOOL, RATE) for _ in range(calls))
+        async for _, outcome in hs.stream(gen, concurrency=64):
+            failed += not hasattr(outcome, "receipt")
+        wall = time.perf_counter() - start
+        grown = rss_mb(os.getpid()) - before
+    if failed:
+        print(f"(stream: {failed} calls failed)")
+    workers = {p.name: rss_mb(p.popen.pid) for p in stack.procs if "-" in p.name}
+    return calls / wall, grown, workers
+
+
+async def busiest_kind(stack: Stack, tool: str, seconds: float) -> tuple[str, dict[str, float]]:
+    """The worker kind with the most CPU per handshake under load, and every process's."""
+    token = mint_session(stack.home, "alice", roles=["billing"])
+    pids = {p.name: p.popen.pid for p in stack.procs if "-" in p.name}
+    async with HandshakeClient(
+        stack.nats_url or "", session=token, connect_options=stack.agent_options()
+    ) as hs:
+        before = {n: cpu_seconds(pid) for n, pid in pids.items()}
+        r = await measure("cpu", lambda: hs.call(tool, RATE), 64, seconds)
+    per = {n: (cpu_seconds(pid) - before[n]) / r.n * 1e6 for n, pid in pids.items()}
+    name = max((n for n in per if not n.startswith(("target", "audit"))), key=per.__getitem__)
+    return name.rsplit("-", 1)[0], per
+
+
+def bench_home() -> Path:
+    """A fresh home whose policy is the demo's plus the bench tool's."""
     home = Path(tempfile.mkdtemp(prefix="handshake-bench-"))
+    demo_policy = resources.files("mcp_handshake.services.dev.demo").joinpath("policy.toml")
+    (home / "policy.toml").write_text(demo_policy.read_text() + benchtools.POLICY)
+    return home
+
+
+async def main(args: argparse.Namespace) -> None:
+    home = bench_home()
     spec = StackSpec(authorize=args.authorize, execute=args.execute, executor=args.executor)
-    stack = Stack(home, spec, extra_env={"HANDSHAKE_LOG_LEVEL": "WARNING"})
+    stack = Stack(
+        home,
+        spec,
+        extra_env={"HANDSHAKE_LOG_LEVEL": "WARNING", "PYTHONPATH": str(HERE)},
+        config_edit=lambda text: text.replace(
+            'modules = ["mcp_handshake.services.dev.demo.tools"]',
+            'modules = ["mcp_handshake.services.dev.demo.tools", "benchtools"]',
+        ),
+    )
     await stack.start()
     try:
         print(f"machine: {os.cpu_count()} cores; workers: {spec}")
-        echo = await bench_echo(stack.nats_url or "", args.seconds)
-        hs = await bench_handshake(stack, args.seconds)
+        echo = await bench_echo(args.seconds)
+        fn = await bench_handshake(stack, FUNCTION_TOOL, "handshake, function target", args.seconds)
+        http = await bench_handshake(stack, HTTP_TOOL, "handshake, HTTP target", args.seconds)
         base = await bench_fastmcp(args.seconds)
+        kind, per = await busiest_kind(stack, FUNCTION_TOOL, args.seconds)
+        streamed = await bench_stream(stack, args.stream_calls) if args.stream_calls else None
+        stack.start_worker(kind, 1)
+        await stack.wait_ready({f"handshake-{kind}": 2})
+        scaled = await bench_handshake(
+            stack, FUNCTION_TOOL, f"function target, 2 {kind}", args.seconds
+        )
     finally:
         stack.stop()
+    report(echo, fn, http, base, kind, per, streamed, scaled)
+
+
+def _peak(rows: list[Result]) -> Result:
+    return max(rows, key=lambda r: r.rps)
+
+
+def report(
+    echo: list[Result],
+    fn: list[Result],
+    http: list[Result],
+    base: list[Result],
+    kind: str,
+    per: dict[str, float],
+    streamed: tuple[float, float, dict[str, float]] | None,
+    scaled: list[Result],
+) -> None:
     print()
-    for r in echo + hs + base:
+    for r in echo + fn + http + base + scaled:
         print(r.row())
     print()
-    for e, h in zip(echo, hs, strict=True):
-        print(
-            f"c={e.concurrency:<3} handshake/echo throughput {h.rps / e.rps:6.1%}   "
-            f"p50 {h.p50 / e.p50:5.1f}x echo"
-        )
+    print("CPU per handshake (function target, c=64), per process:")
+    for name, us in sorted(per.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:<14} {us:7.0f} us")
+    if streamed is not None:
+        rate, grown, workers = streamed
+        print(f"\nstream(): {rate:.0f} calls/s; client RSS grew {grown:.1f} MB; worker RSS: "
+              + ", ".join(f"{n} {mb:.0f} MB" for n, mb in workers.items()))  # fmt: skip
+    rows = []
     if base:
-        b = base[0]
-        print(
-            f"c=1   handshake p50 {hs[0].p50:.3f} ms vs FastMCP {b.p50:.3f} ms: "
-            f"{b.p50 / hs[0].p50:.2f}x {'faster' if hs[0].p50 < b.p50 else 'slower'}"
-        )
+        b1, bpeak = base[0], _peak(base)
+        rows += [
+            ("function-target p50 at c=1 vs FastMCP p50", f"{fn[0].p50 / b1.p50:.2f}x", "<= 1.0x"),
+            ("function-target peak vs FastMCP peak", f"{_peak(fn).rps / bpeak.rps:.2f}x", ">= 3x"),
+            ("HTTP-target peak vs FastMCP peak", f"{_peak(http).rps / bpeak.rps:.2f}x", ">= 2.5x"),
+        ]
+    rows += [
+        ("HTTP-target peak vs the echo peak", f"{_peak(http).rps / _peak(echo).rps:.1%}", ">= 4%"),
+        (f"function-target peak, 2 vs 1 {kind} processes",
+         f"{_peak(scaled).rps / _peak(fn).rps:.2f}x", "2 cores shared by every process"),
+    ]  # fmt: skip
+    print("\nratios (same run):")
+    for what, value, goal in rows:
+        print(f"  {what:<48} {value:>7}  (goal {goal})")
 
 
 if __name__ == "__main__":
@@ -175,6 +295,7 @@ if __name__ == "__main__":
     parser.add_argument("--authorize", type=int, default=1)
     parser.add_argument("--execute", type=int, default=1)
     parser.add_argument("--executor", type=int, default=1)
+    parser.add_argument("--stream-calls", type=int, default=100_000)
     args = parser.parse_args()
     try:
         import uvloop
