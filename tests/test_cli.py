@@ -386,4 +386,5 @@ async def test_approvals_show_prints_agent_text_literally(stack: Stack) -> None:
     assert shown.returncode == 0, shown.stderr
     assert "[link=http://evil.example]" in shown.stdout and "[bold]bot[/bold]" in shown.stdout
     assert "\u202e" not in shown.stdout and "\\u202e" in shown.stdout
-    assert "*******1234" in shown.stdout  # the preview masks the account
+    assert "acct_zz1234" in shown.stdout  # approvers see the full recipient
+    assert "written by the requester, unverified" in shown.stdout

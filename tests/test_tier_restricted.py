@@ -75,11 +75,11 @@ async def test_human_approval_with_preview_and_self_approval_refused(raw: Raw, r
     # not executable yet
     early = await raw.execute(tess, g, "payments.send_payment", params)
     assert early.error == "approval_pending" and early.body["error"]["retryable"] is True
-    # the agent passes it to humans; the approver sees a redacted preview
+    # the agent passes it to humans; the approver sees every field of the effect in full
     await asyncio.sleep(0.5)
     listed = await raw.request(raw.s.approvals_list, {}, victor)
     item = next(a for a in listed.body["approvals"] if a["transaction_id"] == txn)
-    assert item["preview"]["to_account"] == "*******9d2a"
+    assert item["preview"]["to_account"] == params["to_account"]  # the full recipient
     assert item["preview"]["amount"] == 2500
     assert (
         item["preview_hash"]

@@ -242,3 +242,24 @@ def test_safe_text_allows_ordinary_text() -> None:
 
     for ok in ("October consulting", "Café Müller, 2nd floor", "50% off", "a.b/c"):
         safe_text("memo", ok)
+
+
+def test_approvers_always_see_the_effect_in_full() -> None:
+    """A tool that would mask a param of its effect for approvers is refused at load."""
+    from pydantic import BaseModel, ConfigDict
+
+    from mcp_handshake.services.core.tools import HttpOperation, Tier, Tool
+
+    class Pay(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        to_account: str
+        amount: float
+
+    op = HttpOperation("POST", "/pay", body=("to_account", "amount"))
+    effect = ("to_account", "amount")
+    hiding = Tool("t.pay", "pay", Pay, Tier.RESTRICTED, "x", op,
+                  preview_mask={"to_account": "last4"}, effect=effect)  # fmt: skip
+    with pytest.raises(ValueError, match="in full"):
+        ToolRegistry([hiding])
+    showing = Tool("t.pay", "pay", Pay, Tier.RESTRICTED, "x", op, effect=effect)
+    assert len(ToolRegistry([showing])) == 1

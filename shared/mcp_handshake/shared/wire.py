@@ -145,8 +145,11 @@ class PendingApproval(msgspec.Struct, frozen=True):
     approvals: int
     quorum: int
     escalated: str | None = None
+    #: Requester-supplied, never checked: show them as the requester's words.
     agent: str | None = None
     reason: str | None = None
+    #: Additive: the fields above that the requester wrote (untrusted).
+    untrusted: list[str] = msgspec.field(default_factory=list)
 
 
 class ApprovalsReply(msgspec.Struct, frozen=True):

@@ -140,6 +140,7 @@ async def handle_list(req: Request[EmptyRequest], deps: ApprovalDeps) -> Approva
                 escalated=rec.escalated,
                 agent=rec.agent,
                 reason=rec.reason,
+                untrusted=[f for f in ("agent", "reason") if getattr(rec, f)],
             )
         )
     return ApprovalsReply(approvals=out)

@@ -81,8 +81,12 @@ class Tool:
     checks: tuple[ParamCheck, ...] = ()
     #: Confidential tier and above: result path -> mask rule (see ``masking``).
     mask: Mapping[str, str] = field(default_factory=dict)
-    #: What human approvers see of the params: param path -> mask rule.
+    #: What human approvers see of the params: param path -> mask rule. Never a
+    #: param of ``effect``.
     preview_mask: Mapping[str, str] = field(default_factory=dict)
+    #: Params that determine the operation's effect (recipient, amount, currency,
+    #: account): approvers always see them in full.
+    effect: tuple[str, ...] = ()
 
     def normalize(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """Validated params with defaults filled and types coerced, as JSON values."""
@@ -115,6 +119,12 @@ class ToolRegistry:
                 raise ValueError(f"tool {tool.name!r} defined twice")
             if tool.params.model_config.get("extra") != "forbid":
                 raise ValueError(f"tool {tool.name!r}: params model must forbid extra fields")
+            hidden = sorted(p for p in tool.preview_mask if p.split(".")[0] in tool.effect)
+            if hidden:
+                raise ValueError(
+                    f"tool {tool.name!r}: approvers must see {', '.join(hidden)} in full "
+                    "(a param of its effect)"
+                )
             self._tools[tool.name] = tool
         self._schemas = {name: t.params_schema() for name, t in self._tools.items()}
 

@@ -45,6 +45,7 @@ async def show(hs: HandshakeClient, txn: str) -> None:
             console.print(f"[bold]{escape(a.tool)}[/bold] requested by {escape(a.sub)}")
             if a.agent or a.reason:
                 console.print(
+                    "[yellow]written by the requester, unverified:[/yellow] "
                     f"agent: {escape(_visible(a.agent or '-'))}  "
                     f"reason: {escape(_visible(a.reason or '-'))}"
                 )

@@ -102,7 +102,7 @@ TOOLS = [
         operation=HttpOperation(
             "POST", "/v1/invoices", body=("customer_id", "amount", "currency", "memo")
         ),
-        preview_mask={"customer_id": "last4"},
+        effect=("customer_id", "amount", "currency"),
     ),
     Tool(
         name="customers.get_customer",
@@ -131,6 +131,6 @@ TOOLS = [
         tier=Tier.RESTRICTED,
         target=TARGET,
         operation=HttpOperation("POST", "/v1/payments", body=("to_account", "amount", "currency")),
-        preview_mask={"to_account": "last4"},
+        effect=("to_account", "amount", "currency"),
     ),
 ]
