@@ -143,6 +143,13 @@ class AgentKey:
         digest = hashlib.sha256(members.encode()).digest()
         self.thumbprint = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
+    def decision(self, txn: str, preview_hash: str, decision: str) -> str:
+        """An approver's signed decision (protocol.md), with plain PyJWT."""
+        claims = {"txn": txn, "preview_hash": preview_hash, "decision": decision,
+                  "iat": int(time.time()), "jti": uuid.uuid4().hex}  # fmt: skip
+        headers = {"typ": "handshake-decision+jwt", "kid": self.thumbprint, "jwk": self.jwk}
+        return jwt.encode(claims, self.private, algorithm="EdDSA", headers=headers)
+
     def proof(self, txn: str, tool: str, ph: str, **override: Any) -> str:
         claims = {
             "txn": txn,
@@ -220,6 +227,21 @@ class Raw:
             headers.setdefault("Handshake-Proof", key.proof(grant["transaction_id"], tool, ph))
         body = {"transaction_id": grant["transaction_id"], "tool": tool, "params": params}
         return await self.request(self.s.execute, body, session, headers)
+
+    async def decide(
+        self, session: str, txn: str, decision: str, reason: str = "looked fine", sign: bool = True
+    ) -> Reply:
+        """``approvals.decide``; a session bound to a key signs over the preview it lists
+        (or a preview hash of nothing, when it lists none: the decision is refused anyway)."""
+        body = {"transaction_id": txn, "decision": decision, "reason": reason}
+        key = self._session_keys.get(session)
+        headers = {}
+        if sign and key is not None:
+            listed = await self.request(self.s.approvals_list, {}, session)
+            shown = {a["transaction_id"]: a for a in listed.body.get("approvals", [])}
+            ph = shown[txn]["preview_hash"] if txn in shown else "sha256:" + "0" * 64
+            headers["Handshake-Proof"] = key.decision(txn, ph, decision)
+        return await self.request(self.s.approvals_decide, body, session, headers)
 
     async def target_stats(self) -> dict[str, Any]:
         key = (self.stack.home / "secrets" / "payments_api_key").read_text().strip()

@@ -49,12 +49,8 @@ async def test_every_step_of_a_restricted_payment_is_audited(raw: Raw) -> None:
     g = (await raw.authorize(tess, "payments.send_payment", params)).body
     txn = g["transaction_id"]
     await asyncio.sleep(0.5)
-    r = await raw.request(
-        raw.s.approvals_decide,
-        {"transaction_id": txn, "decision": "approve"},
-        raw.session("victor", "approver"),
-    )
-    assert r.error is None
+    r = await raw.decide(raw.session("victor", "approver"), txn, "approve")
+    assert r.error is None, r.body
     assert (await raw.execute(tess, g, "payments.send_payment", params)).error is None
     expected = {
         "authorize.granted",

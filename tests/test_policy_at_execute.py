@@ -105,11 +105,7 @@ async def test_execute_applies_the_policy_in_force_in_both_directions(own_stack:
         g_approved = await _grant(raw, alice, "payments.create_invoice", BIG_INVOICE)
         g_pending = await _grant(raw, alice, "payments.create_invoice", BIG_INVOICE)
         assert g_approved["tier"] == "restricted" and g_pending["status"] == "pending_approval"
-        decided = await raw.request(
-            raw.s.approvals_decide,
-            {"transaction_id": g_approved["transaction_id"], "decision": "approve"},
-            victor,
-        )
+        decided = await raw.decide(victor, g_approved["transaction_id"], "approve")
         assert decided.error is None and decided.body["status"] == "approved", decided.body
 
         # Stricter: refused, burnt, and nothing reaches the target.

@@ -39,8 +39,7 @@ async def _status(raw: Raw, session: str, txn: str, wait_s: float = 0) -> dict[s
 
 
 async def _decide(raw: Raw, session: str, txn: str, decision: str) -> Any:
-    body = {"transaction_id": txn, "decision": decision, "reason": "looked fine"}
-    return await raw.request(raw.s.approvals_decide, body, session)
+    return await raw.decide(session, txn, decision)
 
 
 async def test_agent_approves_small_known_payment(raw: Raw) -> None:
@@ -214,3 +213,56 @@ async def test_requests_wait_for_stopped_approval_workers(own_stack: Stack) -> N
             assert st["status"] == "approved", st
             r = await raw.execute(tess, g, "payments.send_payment", payment(10))
             assert r.error is None, r.body
+
+
+async def test_approver_decisions_are_signed_and_forgeries_refused(raw: Raw) -> None:
+    """A bound approver must sign {txn, preview_hash, decision} with their own key; an
+    unsigned, forged, replayed or mismatched signature counts for nothing; the signed
+    decision is in the audit trail and verifies there."""
+    from mcp_handshake.services.core.proofs import decision_signer
+    from tests.conftest import AgentKey
+
+    tess = raw.session("tess-sig", "treasury")
+    victor = raw.session("victor-sig", "approver")
+    params = payment(2600, "acct_zz9911")
+    g = await _pending(raw, tess, "payments.send_payment", params)
+    txn = g["transaction_id"]
+    await asyncio.sleep(0.5)  # the confirmation agent passes it to humans
+    listed = await raw.request(raw.s.approvals_list, {}, victor)
+    preview_hash = next(a for a in listed.body["approvals"] if a["transaction_id"] == txn)[
+        "preview_hash"
+    ]
+    unsigned = await raw.decide(victor, txn, "approve", sign=False)
+    assert unsigned.error == "validation_failed", unsigned.body
+    mallory_key = AgentKey()
+    for forged in (
+        mallory_key.decision(txn, preview_hash, "approve"),  # another key
+        raw.key("victor-sig").decision(txn, "sha256:" + "1" * 64, "approve"),  # other preview
+        raw.key("victor-sig").decision(txn, preview_hash, "deny"),  # other decision
+        "not-a-jws",
+    ):
+        body = {"transaction_id": txn, "decision": "approve"}
+        r = await raw.request(raw.s.approvals_decide, body, victor, {"Handshake-Proof": forged})
+        assert r.error == "validation_failed", r.body
+    assert (await _status(raw, tess, txn))["status"] == "pending_approval"
+    signature = raw.key("victor-sig").decision(txn, preview_hash, "approve")
+    body = {"transaction_id": txn, "decision": "approve"}
+    ok = await raw.request(raw.s.approvals_decide, body, victor, {"Handshake-Proof": signature})
+    assert ok.error is None and ok.body["status"] == "approved", ok.body
+    assert decision_signer(signature, txn=txn, preview_hash=preview_hash, decision="approve") == (
+        raw.key("victor-sig").thumbprint
+    )
+    assert decision_signer(signature, txn=txn, preview_hash=preview_hash, decision="deny") is None
+    log = raw.stack.home / "audit" / "audit.log"
+    deadline = time.monotonic() + 10
+    recorded: list[Any] = []
+    while not recorded and time.monotonic() < deadline:
+        await asyncio.sleep(0.3)
+        recorded = [
+            line["body"]["event"]
+            for line in map(json.loads, log.read_text().splitlines())
+            if line["kind"] == "event"
+            and line["body"]["event"].get("txn") == txn
+            and line["body"]["event"].get("kind") == "approval.decided"
+        ]
+    assert recorded and recorded[0]["signature"] == signature

@@ -246,14 +246,55 @@ class HandshakeClient:
         return reply.approvals
 
     async def decide(
-        self, transaction_id: str, decision: str, reason: str | None = None
+        self,
+        transaction_id: str,
+        decision: str,
+        reason: str | None = None,
+        *,
+        preview_hash: str | None = None,
+        sign: bool | None = None,
     ) -> DecideReply:
-        """Approvers: ``approve`` or ``deny`` a pending transaction (never one's own)."""
+        """Approvers: ``approve`` or ``deny`` a pending transaction (never one's own).
+
+        A signed decision carries a JWS by the ``proof_key`` over ``{txn, preview_hash,
+        decision}`` (the preview this approver saw: given, or read from the pending
+        list), and the audit trail keeps it. ``sign`` defaults to signing when the
+        session is bound to the proof key (``cnf.jkt``), where the mediator requires
+        it; pass ``True`` for a key registered with ``keys register``.
+        """
         body: dict[str, Any] = {"transaction_id": transaction_id, "decision": decision}
         if reason:
             body["reason"] = reason
-        reply: DecideReply = await self._request(self._subjects.approvals_decide, body, DecideReply)
+        headers: dict[str, str] = {}
+        if sign is None:
+            sign = await self._session_bound_to_key()
+        if sign:
+            if self._proof_key is None:
+                raise ValidationFailed("signing a decision needs a proof key")
+            if preview_hash is None:
+                shown = {a.transaction_id: a for a in await self.approvals()}
+                if transaction_id not in shown:
+                    raise InvalidTransaction("no pending approval with this id that you may decide")
+                preview_hash = shown[transaction_id].preview_hash
+            headers[PROOF_HEADER] = self._proof_key.sign_decision(
+                transaction_id, preview_hash, decision
+            )
+        reply: DecideReply = await self._request(
+            self._subjects.approvals_decide, body, DecideReply, headers
+        )
         return reply
+
+    async def _session_bound_to_key(self) -> bool:
+        """Whether this client's session names its proof key in ``cnf.jkt`` (read, not
+        verified: the mediator verifies)."""
+        if self._proof_key is None:
+            return False
+        try:
+            claims = jwt.decode(await self._session.token(), options={"verify_signature": False})
+        except jwt.PyJWTError:
+            return False
+        cnf = claims.get("cnf")
+        return isinstance(cnf, dict) and cnf.get("jkt") == self._proof_key.thumbprint
 
     async def wait_for_approval(self, grant: Grant, timeout_s: float | None = None) -> None:
         """Return once ``grant`` is approved; ``ApprovalDenied`` if denied or expired,

@@ -15,7 +15,7 @@ from typing import Any
 import jwt
 
 from .keys import PrivateKey, algorithm_for, load_or_create_private_key, public_jwk
-from .protocol import PROOF_TYP
+from .protocol import DECISION_TYP, PROOF_TYP
 
 __all__ = ["ProofKey"]
 
@@ -37,11 +37,15 @@ class ProofKey:
         return cls(load_or_create_private_key(path, alg))
 
     def sign(self, txn: str, tool: str, params_hash: str) -> str:
-        claims: dict[str, Any] = {
-            "txn": txn,
-            "tool": tool,
-            "ph": params_hash,
-            "iat": int(time.time()),
-            "jti": uuid.uuid4().hex,
-        }
-        return jwt.encode(claims, self._key, self.alg, self._headers)
+        """A proof of possession for executing ``txn`` (``Handshake-Proof`` on execute)."""
+        return self._sign(self._headers, {"txn": txn, "tool": tool, "ph": params_hash})
+
+    def sign_decision(self, txn: str, preview_hash: str, decision: str) -> str:
+        """An approver's signed decision (``Handshake-Proof`` on ``approvals.decide``)."""
+        headers = {**self._headers, "typ": DECISION_TYP}
+        claims = {"txn": txn, "preview_hash": preview_hash, "decision": decision}
+        return self._sign(headers, claims)
+
+    def _sign(self, headers: dict[str, Any], claims: dict[str, Any]) -> str:
+        body = {**claims, "iat": int(time.time()), "jti": uuid.uuid4().hex}
+        return jwt.encode(body, self._key, self.alg, headers)

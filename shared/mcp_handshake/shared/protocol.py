@@ -23,6 +23,7 @@ from .wire import ErrorDetail, ErrorReply
 __all__ = [
     "APPROVAL_TYP",
     "AUTHORIZATION_HEADER",
+    "DECISION_TYP",
     "DISPATCH_HEADER",
     "DISPATCH_TYP",
     "ERROR_CODE_HEADER",
@@ -51,6 +52,8 @@ INTERNAL_HEADER = "Handshake-Internal-Signature"
 
 # JOSE ``typ`` values.
 PROOF_TYP = "handshake-proof+jwt"
+#: An approver's signed decision, sent in ``Handshake-Proof`` on ``approvals.decide``.
+DECISION_TYP = "handshake-decision+jwt"
 RECEIPT_TYP = "handshake-receipt+jwt"
 DISPATCH_TYP = "handshake-dispatch+jws"
 APPROVAL_TYP = "handshake-approval-request+jws"

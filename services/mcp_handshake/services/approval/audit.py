@@ -7,6 +7,7 @@ from typing import Any
 from mcp_handshake.services.approval.handler import AGENT_ID, AgentOutcome
 from mcp_handshake.services.runtime.audit import Audit, unique
 from mcp_handshake.services.runtime.endpoint import AuditHook, Outcome, Request
+from mcp_handshake.shared.protocol import PROOF_HEADER
 from mcp_handshake.shared.wire import DecideReply
 
 __all__ = ["agent_audit", "decide_audit"]
@@ -26,9 +27,13 @@ def decide_audit(audit: Audit) -> AuditHook:
                                    **facts))  # fmt: skip
             return
         kind = "approval.decided" if outcome.status in {"approved", "denied"} else "approval.voted"
+        # The approver's signed decision (verified before it counted), for the record.
+        signature = req.header(PROOF_HEADER) if req else None
         audit.emit(audit.event(kind, "ok", unique=by, txn=txn, by=by, sub=outcome.requester,
                                tool=outcome.tool, tier=outcome.tier, status=outcome.status,
-                               preview_hash=outcome.preview_hash))  # fmt: skip
+                               preview_hash=outcome.preview_hash,
+                               decision=req.body.decision if req else None,
+                               signature=signature))  # fmt: skip
 
     return hook
 

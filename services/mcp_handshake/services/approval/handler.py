@@ -13,10 +13,17 @@ from nats.aio.client import Client as NATS
 
 from mcp_handshake.services.approval.agent import AgentDecision, ConfirmationAgent
 from mcp_handshake.services.core.policy import Caller, Policy
+from mcp_handshake.services.core.proofs import ProofVerifier
 from mcp_handshake.services.runtime.endpoint import Request
 from mcp_handshake.services.store import Store, TxRecord
-from mcp_handshake.shared.errors import Forbidden, HandshakeError, InvalidTransaction
-from mcp_handshake.shared.subjects import Subjects
+from mcp_handshake.shared.errors import (
+    Forbidden,
+    HandshakeError,
+    InvalidTransaction,
+    ValidationFailed,
+)
+from mcp_handshake.shared.protocol import PROOF_HEADER
+from mcp_handshake.shared.subjects import Keys, Subjects
 from mcp_handshake.shared.wire import (
     ApprovalsReply,
     DecideReply,
@@ -52,6 +59,7 @@ class ApprovalDeps:
     policy: Policy
     store: Store
     agent: ConfirmationAgent
+    proofs: ProofVerifier
     #: Long-polls waiting for a decision, by transaction id.
     waiters: dict[str, set[asyncio.Future[None]]] = field(default_factory=lambda: defaultdict(set))
 
@@ -147,19 +155,38 @@ async def handle_list(req: Request[EmptyRequest], deps: ApprovalDeps) -> Approva
 
 
 async def handle_decide(req: Request[DecideRequest], deps: ApprovalDeps) -> DecideReply:
-    caller, body = req.caller, req.body
-    rec = await deps.store.approvals.record(body.transaction_id)
+    rec = await deps.store.approvals.record(req.body.transaction_id)
     try:
-        return await _decide(deps, caller, body, rec)
+        return await _decide(req, deps, rec)
     except HandshakeError as exc:
         if rec is not None:
             exc.facts.update(sub=rec.sub, tool=rec.tool, tier=rec.tier)
         raise
 
 
+async def _check_signature(req: Request[DecideRequest], deps: ApprovalDeps, rec: TxRecord) -> None:
+    """An approver's decision signed with their own key, over ``{txn, preview_hash,
+    decision}``: required of an approver whose session is bound to a key, and of every
+    approver when policy says ``signed_decisions``; verified whenever it is sent."""
+    caller, signature = req.caller, req.header(PROOF_HEADER)
+    if signature is None:
+        if caller.jkt is not None or deps.policy.defaults.signed_decisions:
+            raise ValidationFailed(
+                "the decision must be signed with the approver's key (Handshake-Proof)",
+                transaction_id=rec.txn,
+            )
+        return
+    signed = await deps.proofs.verify_decision(signature, caller, txn=rec.txn,
+                                               preview_hash=rec.preview_hash or "",
+                                               decision=req.body.decision)  # fmt: skip
+    if not await deps.store.counters.claim_once(Keys.jti(signed.thumbprint, signed.jti), 180):
+        raise ValidationFailed("decision signature already used", transaction_id=rec.txn)
+
+
 async def _decide(
-    deps: ApprovalDeps, caller: Caller, body: DecideRequest, rec: TxRecord | None
+    req: Request[DecideRequest], deps: ApprovalDeps, rec: TxRecord | None
 ) -> DecideReply:
+    caller, body = req.caller, req.body
     if rec is None or rec.status != "pending_approval":
         raise InvalidTransaction(
             "no pending approval with this id", transaction_id=body.transaction_id
@@ -168,6 +195,7 @@ async def _decide(
         raise Forbidden("an approver role for this tool is required", transaction_id=rec.txn)
     if caller.sub == rec.sub:
         raise Forbidden("an approver may not decide their own transaction", transaction_id=rec.txn)
+    await _check_signature(req, deps, rec)
     outcome, status, approvals = await _apply(deps, rec, caller.sub, body.decision,
                                               body.reason or "")  # fmt: skip
     if outcome in {"missing", "decided"}:

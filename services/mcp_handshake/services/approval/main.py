@@ -20,6 +20,7 @@ from mcp_handshake.services.approval.handler import (
     handle_status,
 )
 from mcp_handshake.services.core.policy import Policy
+from mcp_handshake.services.core.proofs import ProofVerifier
 from mcp_handshake.services.core.signing import DispatchVerifier
 from mcp_handshake.services.runtime.approvals import STREAM as APPROVALS
 from mcp_handshake.services.runtime.build import Kit, open_kit
@@ -64,7 +65,8 @@ async def build(settings: Settings, nc: NATS) -> Worker:
     store = kit.open_store()
     await await_stream(nc.jetstream(), APPROVALS)
     deps = ApprovalDeps(nc=nc, subjects=subjects, policy=kit.policy, store=store,
-                        agent=_load_agent(cfg.approval_agent, kit.policy, store))  # fmt: skip
+                        agent=_load_agent(cfg.approval_agent, kit.policy, store),
+                        proofs=ProofVerifier(store.keys))  # fmt: skip
     verifier = DispatchVerifier.from_file(cfg.resolve(cfg.keys.internal_public), APPROVAL_TYP)
 
     async def on_decided(msg: Msg) -> None:

@@ -115,6 +115,9 @@ class Defaults(_Section, frozen=True):
     #: cannot take the worker's capacity from everyone else. The default is one
     #: process's Redis pool, and a quarter of an endpoint's ``service.max_inflight``.
     max_inflight_per_caller: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 256
+    #: Whether every human approver must sign their decision with their own key
+    #: (always required of an approver whose session is bound to a key).
+    signed_decisions: bool = False
 
 
 class Policy(_Section, frozen=True):

@@ -19,9 +19,9 @@ import jwt
 from mcp_handshake.services.core.policy import Caller
 from mcp_handshake.shared.errors import ValidationFailed
 from mcp_handshake.shared.keys import jwk_thumbprint
-from mcp_handshake.shared.protocol import PROOF_ALGORITHMS, PROOF_TYP
+from mcp_handshake.shared.protocol import DECISION_TYP, PROOF_ALGORITHMS, PROOF_TYP
 
-__all__ = ["KeyLookup", "ProofVerifier", "VerifiedProof"]
+__all__ = ["KeyLookup", "ProofVerifier", "VerifiedProof", "decision_signer"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,20 @@ class ProofVerifier:
     async def verify(
         self, proof: str | None, caller: Caller, *, txn: str, tool: str, ph: str
     ) -> VerifiedProof:
+        """A proof of possession for executing ``txn`` (``handshake-proof+jwt``)."""
+        return await self._verify(proof, caller, PROOF_TYP, {"txn": txn, "tool": tool, "ph": ph})
+
+    async def verify_decision(
+        self, signature: str | None, caller: Caller, *, txn: str, preview_hash: str, decision: str
+    ) -> VerifiedProof:
+        """An approver's signed decision over ``{txn, preview_hash, decision}``
+        (``handshake-decision+jwt``), by a key bound to the approver like a proof's."""
+        expected = {"txn": txn, "preview_hash": preview_hash, "decision": decision}
+        return await self._verify(signature, caller, DECISION_TYP, expected)
+
+    async def _verify(
+        self, proof: str | None, caller: Caller, typ: str, expected: dict[str, str]
+    ) -> VerifiedProof:
         if not proof:
             raise ValidationFailed("proof of possession required (Handshake-Proof header)")
         if len(proof) > MAX_PROOF_BYTES:
@@ -59,8 +73,8 @@ class ProofVerifier:
         except jwt.PyJWTError:
             raise ValidationFailed("proof is not a JWS") from None
         alg = header.get("alg")
-        if header.get("typ") != PROOF_TYP or alg not in PROOF_ALGORITHMS:
-            raise ValidationFailed("proof must be a handshake-proof+jwt signed with EdDSA or ES256")
+        if header.get("typ") != typ or alg not in PROOF_ALGORITHMS:
+            raise ValidationFailed(f"proof must be a {typ} signed with EdDSA or ES256")
         jwk, thumbprint = await self._bound_key(header, caller)
         try:
             key = jwt.PyJWK(jwk)
@@ -70,7 +84,7 @@ class ProofVerifier:
                 proof,
                 key.key,
                 algorithms=[alg],
-                options={"require": ["txn", "tool", "ph", "iat", "jti"]},
+                options={"require": [*expected, "iat", "jti"]},
                 leeway=IAT_WINDOW_S,
             )
         except jwt.PyJWTError:
@@ -78,8 +92,8 @@ class ProofVerifier:
         iat = claims["iat"]
         if not isinstance(iat, int | float) or abs(time.time() - iat) > IAT_WINDOW_S:
             raise ValidationFailed("proof iat outside the accepted window")
-        if claims["txn"] != txn or claims["tool"] != tool or claims["ph"] != ph:
-            raise ValidationFailed("proof is for another transaction, tool or params")
+        if any(claims[name] != value for name, value in expected.items()):
+            raise ValidationFailed(f"proof is for another {'/'.join(expected)}")
         jti = claims["jti"]
         if not isinstance(jti, str) or not 8 <= len(jti) <= 128:
             raise ValidationFailed("proof jti invalid")
@@ -116,3 +130,24 @@ class ProofVerifier:
         if registered is None:
             raise ValidationFailed("proof key is not registered for this caller")
         return registered, kid
+
+
+def decision_signer(signature: str, *, txn: str, preview_hash: str, decision: str) -> str | None:
+    """The RFC 7638 thumbprint of the key that signed this decision, if the signature
+    verifies with the key it carries (``jwk`` header) and covers exactly this decision;
+    else ``None``. For reading the audit trail: who is bound to that key is a matter of
+    the session (``cnf.jkt``) or the key registry at the time of the decision."""
+    try:
+        header = jwt.get_unverified_header(signature)
+        jwk = header.get("jwk")
+        if header.get("typ") != DECISION_TYP or not isinstance(jwk, dict):
+            return None
+        key = jwt.PyJWK(jwk)
+        claims = jwt.decode(signature, key.key, algorithms=[key.algorithm_name],
+                            options={"verify_iat": False})  # fmt: skip
+    except (jwt.PyJWTError, KeyError, ValueError):
+        return None
+    expected = {"txn": txn, "preview_hash": preview_hash, "decision": decision}
+    if any(claims.get(name) != value for name, value in expected.items()):
+        return None
+    return jwk_thumbprint(jwk)

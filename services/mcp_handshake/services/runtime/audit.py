@@ -69,6 +69,9 @@ class AuditEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     status: str | None = None
     detail: str | None = None
     trace_id: str | None = None
+    #: Approvals: the decision, and the approver's signature over it when signed.
+    decision: str | None = None
+    signature: str | None = None
     v: int = 1
 
 

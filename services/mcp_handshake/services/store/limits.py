@@ -32,6 +32,13 @@ class Counters:
                 f"rate limit of {requests} per {per_s:g}s reached", retry_after_s=round(left, 3)
             )
 
+    async def claim_once(self, key: str, ttl_s: float) -> bool:
+        """Whether this is the first claim of ``key`` within ``ttl_s`` (SET NX)."""
+        try:
+            return bool(await self._scripts.redis.set(key, b"1", nx=True, px=int(ttl_s * 1000)))
+        except RedisError:
+            raise Unavailable("token store unavailable") from None
+
     async def velocity(self, sub: str, tool: str, window_s: float) -> int:
         """How many restricted requests of ``tool`` ``sub`` made in this window (this one
         included)."""
