@@ -21,7 +21,7 @@ from mcp_handshake.shared.settings import Settings
 __all__ = ["CONNECT_DEADLINE_S", "nats_connection"]
 
 #: The longest a command waits for NATS before it reports ``unavailable``.
-CONNECT_DEADLINE_S = 2.5
+CONNECT_DEADLINE_S = 2.0
 
 
 async def _ignore_error(_: Exception) -> None:
