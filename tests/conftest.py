@@ -173,6 +173,8 @@ class Raw:
         self.s = Subjects()
         self.keys: dict[str, AgentKey] = {}
         self._session_keys: dict[str, AgentKey] = {}
+        #: Preview hashes seen in approvals lists, by transaction (what approvers sign).
+        self._previews: dict[str, str] = {}
 
     def key(self, sub: str) -> AgentKey:
         return self.keys.setdefault(sub, AgentKey())
@@ -228,6 +230,14 @@ class Raw:
         body = {"transaction_id": grant["transaction_id"], "tool": tool, "params": params}
         return await self.request(self.s.execute, body, session, headers)
 
+    async def preview_hash(self, session: str, txn: str) -> str | None:
+        """The preview hash ``session`` is shown for ``txn`` (remembered once seen)."""
+        if txn not in self._previews:
+            listed = await self.request(self.s.approvals_list, {}, session)
+            for a in listed.body.get("approvals", []):
+                self._previews[a["transaction_id"]] = a["preview_hash"]
+        return self._previews.get(txn)
+
     async def decide(
         self, session: str, txn: str, decision: str, reason: str = "looked fine", sign: bool = True
     ) -> Reply:
@@ -237,9 +247,7 @@ class Raw:
         key = self._session_keys.get(session)
         headers = {}
         if sign and key is not None:
-            listed = await self.request(self.s.approvals_list, {}, session)
-            shown = {a["transaction_id"]: a for a in listed.body.get("approvals", [])}
-            ph = shown[txn]["preview_hash"] if txn in shown else "sha256:" + "0" * 64
+            ph = await self.preview_hash(session, txn) or "sha256:" + "0" * 64
             headers["Handshake-Proof"] = key.decision(txn, ph, decision)
         return await self.request(self.s.approvals_decide, body, session, headers)
 

@@ -126,6 +126,9 @@ async def test_quorum_of_two_and_votes_count_once(raw: Raw) -> None:
     g = await _pending(raw, req, "test.two_approvers", params)
     txn = g["transaction_id"]
     victor = raw.session("victor", "approver")
+    await asyncio.sleep(0.5)  # the confirmation agent passes it to humans
+    assert await raw.preview_hash(victor, txn) is not None
+    assert (await raw.decide(victor, txn, "approve", sign=False)).error == "validation_failed"
     # the same approver, many times at once, through both approval workers
     replies = await asyncio.gather(*(_decide(raw, victor, txn, "approve") for _ in range(10)))
     assert all(r.error is None for r in replies)
@@ -136,6 +139,10 @@ async def test_quorum_of_two_and_votes_count_once(raw: Raw) -> None:
     # two different approvers at once: both votes count, quorum met once
     g2 = await _pending(raw, req, "test.two_approvers", params)
     wendy = raw.session("wendy", "approver")
+    await asyncio.sleep(0.5)
+    for approver in (victor, wendy):
+        assert await raw.preview_hash(approver, g2["transaction_id"]) is not None
+    await raw.preview_hash(wendy, txn)
     both = await asyncio.gather(
         _decide(raw, victor, g2["transaction_id"], "approve"),
         _decide(raw, wendy, g2["transaction_id"], "approve"),

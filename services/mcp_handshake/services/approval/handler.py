@@ -12,6 +12,7 @@ from typing import Literal
 from nats.aio.client import Client as NATS
 
 from mcp_handshake.services.approval.agent import AgentDecision, ConfirmationAgent
+from mcp_handshake.services.approval.notify import Notifier
 from mcp_handshake.services.core.policy import Caller, Policy
 from mcp_handshake.services.core.proofs import ProofVerifier
 from mcp_handshake.services.runtime.endpoint import Request
@@ -60,6 +61,8 @@ class ApprovalDeps:
     store: Store
     agent: ConfirmationAgent
     proofs: ProofVerifier
+    #: Webhook notifications, when configured.
+    notifier: Notifier | None = None
     #: Long-polls waiting for a decision, by transaction id.
     waiters: dict[str, set[asyncio.Future[None]]] = field(default_factory=lambda: defaultdict(set))
 
@@ -235,6 +238,8 @@ async def _apply(
     )
     if outcome in {"approved", "denied"}:
         await deps.announce(rec.txn)
+        if deps.notifier is not None:
+            deps.notifier.notify("decided", rec, status=outcome, decided_by=by)
     return outcome, status, approvals
 
 
@@ -256,6 +261,8 @@ async def run_agent(txn: str, deps: ApprovalDeps) -> AgentOutcome:
     decision = await deps.agent.decide(rec)
     if decision.action == "humans":
         log.info("approval passed to humans: %s", decision.reason, extra={"txn": txn})
+        if deps.notifier is not None:
+            deps.notifier.notify("requested", rec, reason_for_humans=decision.reason)
         return AgentOutcome("humans", rec, decision)
     outcome, _, _ = await _apply(deps, rec, AGENT_ID, decision.action, decision.reason,
                                  final=True)  # fmt: skip

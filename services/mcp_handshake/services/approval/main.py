@@ -19,6 +19,7 @@ from mcp_handshake.services.approval.handler import (
     handle_list,
     handle_status,
 )
+from mcp_handshake.services.approval.notify import Notifier
 from mcp_handshake.services.core.policy import Policy
 from mcp_handshake.services.core.proofs import ProofVerifier
 from mcp_handshake.services.core.signing import DispatchVerifier
@@ -43,11 +44,16 @@ def _load_agent(spec: str | None, policy: Policy, store: Store) -> ConfirmationA
     return agent
 
 
-async def _watch_pending(kit: Kit, store: Store) -> None:
-    """Pending approvals for the gauge; unused tokens past their time for the counter."""
+async def _watch_pending(kit: Kit, store: Store, notifier: Notifier | None) -> None:
+    """Pending approvals for the gauge and expiry notices; unused tokens past their time
+    for the counter."""
     gauges = kit.metrics.gauges
     while True:
         try:
+            for txn in await store.approvals.take_expired():
+                rec = await store.tokens.record(txn)
+                if notifier is not None and rec is not None:
+                    notifier.notify("expired", rec)
             gauges["approvals_pending"] = float(await store.approvals.pending_count())
             expired = await sweep_expired(store.redis)
             if expired:
@@ -64,9 +70,10 @@ async def build(settings: Settings, nc: NATS) -> Worker:
     audit = await kit.open_audit()
     store = kit.open_store()
     await await_stream(nc.jetstream(), APPROVALS)
+    notifier = Notifier(cfg.webhook, cfg.resolve(cfg.webhook.secret_file)) if cfg.webhook else None
     deps = ApprovalDeps(nc=nc, subjects=subjects, policy=kit.policy, store=store,
                         agent=_load_agent(cfg.approval_agent, kit.policy, store),
-                        proofs=ProofVerifier(store.keys))  # fmt: skip
+                        proofs=ProofVerifier(store.keys), notifier=notifier)  # fmt: skip
     verifier = DispatchVerifier.from_file(cfg.resolve(cfg.keys.internal_public), APPROVAL_TYP)
 
     async def on_decided(msg: Msg) -> None:
@@ -85,7 +92,7 @@ async def build(settings: Settings, nc: NATS) -> Worker:
                          partial(handle_decide, deps=deps), audit=decide_audit(audit)),
         ],
         background=[partial(consume_approvals, nc, deps, verifier, audit),
-                    partial(_watch_pending, kit, store)],
-        closers=[decided.unsubscribe],
+                    partial(_watch_pending, kit, store, notifier)],
+        closers=[decided.unsubscribe, *([notifier.aclose] if notifier else [])],
         extra_stats=lambda: {"approvals_pending": gauges.get("approvals_pending")},
     )  # fmt: skip

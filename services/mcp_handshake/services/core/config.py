@@ -20,6 +20,7 @@ __all__ = [
     "SessionConfig",
     "TargetAuth",
     "TargetConfig",
+    "WebhookConfig",
     "load_config",
 ]
 
@@ -102,9 +103,23 @@ class TargetConfig(_Section, frozen=True):
     client_key: str | None = None
 
 
+class WebhookConfig(_Section, frozen=True):
+    """Notifications on approvals requested (waiting for humans), decided and expired."""
+
+    url: str
+    #: File holding the HMAC-SHA256 key that signs every body.
+    secret_file: str
+    #: ``json`` (the event as JSON) or ``slack`` (a Slack-compatible ``{"text": ...}``).
+    format: Literal["json", "slack"] = "json"
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 5.0
+    #: Retries after a failed delivery, with exponential backoff and jitter.
+    retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 5
+
+
 class ApprovalSection(_Section, frozen=True):
     #: ``module:factory`` of a confirmation agent (default: the rule-based one).
     agent: str | None = None
+    webhook: WebhookConfig | None = None
 
 
 class ToolsSection(_Section, frozen=True):
@@ -134,6 +149,7 @@ class HandshakeConfig:
     keys: KeysConfig
     targets: dict[str, TargetConfig]
     approval_agent: str | None = None
+    webhook: WebhookConfig | None = None
 
     def resolve(self, relative: str) -> Path:
         p = Path(relative)
@@ -160,4 +176,5 @@ def load_config(path: Path) -> HandshakeConfig:
         keys=data.keys,
         targets=data.targets,
         approval_agent=data.approval.agent,
+        webhook=data.approval.webhook,
     )

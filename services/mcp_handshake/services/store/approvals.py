@@ -65,11 +65,26 @@ class ApprovalStore:
         """Transactions waiting for approval that have not expired (oldest expiry first)."""
         now = time.time()
         try:
-            await self._redis.zremrangebyscore(Keys.PENDING, "-inf", now)
             raw = await self._redis.zrangebyscore(Keys.PENDING, now, "+inf", start=0, num=limit)
         except RedisError:
             raise Unavailable("token store unavailable") from None
         return [_text(t) for t in raw]
+
+    async def take_expired(self, limit: int = 500) -> list[str]:
+        """Pending transactions whose approval time ran out, each returned to exactly one
+        caller (the one whose removal from the pending index succeeded)."""
+        try:
+            raw = await self._redis.zrangebyscore(Keys.PENDING, "-inf", time.time(), 0, limit)
+            due = [_text(t) for t in raw]
+            if not due:
+                return []
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for txn in due:
+                    pipe.zrem(Keys.PENDING, txn)
+                removed = await pipe.execute()
+        except RedisError:
+            raise Unavailable("token store unavailable") from None
+        return [t for t, gone in zip(due, removed, strict=True) if gone]
 
     async def pending_count(self) -> int:
         try:
