@@ -150,3 +150,29 @@ async def test_audit_writer_refuses_an_event_claiming_another_kind(own_stack: St
     assert len(refused) == 2, refused
     assert all(r["subject"] == "handshake.audit.execute.authorize.granted" for r in refused)
     assert not [e for e in events if e.get("txn") == "forged"]
+
+
+async def test_agents_add_gives_a_working_identity_of_its_own(stack: Stack) -> None:
+    """`mcp-handshake agents add` on a running dev stack: the new agent connects at once,
+    with its own inbox, and its password file is private."""
+    import os
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "mcp_handshake.services.dev.cli", "agents", "add", "bot-7"]
+    out = await asyncio.to_thread(
+        subprocess.run, argv, env=stack.env(), capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert "reloaded" in out.stdout and "_INBOX.bot-7" in out.stdout
+    secret = stack.identities.secret_file("bot-7")
+    assert os.stat(secret).st_mode & 0o777 == 0o600
+    assert secret.read_text().strip() not in out.stdout  # the password is never printed
+    options = stack.connect_options("bot-7")
+    assert options["inbox_prefix"] == "_INBOX.bot-7"
+    nc = await nats.connect(**options)
+    try:
+        raw = Raw(nc, stack)
+        await _handshake(raw, raw.session("alice", "billing"))
+    finally:
+        await nc.close()

@@ -216,9 +216,13 @@ class Stack:
         stack = {"nats_url": self.nats_url, "redis_url": self.redis_url,
                  "target_url": self.target_url, "pid": os.getpid()}  # fmt: skip
         if self.nats_port:
+            nats = next(p for p in self.procs if p.name == "nats-server")
             stack.update(
+                nats_pid=nats.popen.pid,
+                nats_listen=f"127.0.0.1:{self.nats_port}",
                 nats_user=DEFAULT_AGENT,
                 nats_password_file=str(self.identities.secret_file(DEFAULT_AGENT)),
+                operator_password_file=str(self.identities.secret_file(OPERATOR)),
             )
         write_private(self.home / STACK_FILE, json.dumps(stack))  # fmt: skip
 
