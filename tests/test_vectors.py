@@ -11,8 +11,10 @@ from __future__ import annotations
 import datetime as dt
 import importlib.util
 import json
+import re
 import types
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +114,56 @@ def test_published_schemas_state_the_normalized_form() -> None:
     amount = PARAMS["schemas"]["payments.create_invoice"]["properties"]["amount"]
     assert amount["x-decimal-places"] == 2
     assert amount["x-normalized"]["type"] == "number"
+
+
+# What a client in another language does: normalize from the published schema alone.
+
+
+def _ecma_pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[Any]:
+    """JSON Schema patterns are ECMA-262: ``$`` is the end of the string, where Python's
+    ``re`` (which jsonschema uses) also matches before a final newline."""
+    from jsonschema.exceptions import ValidationError
+
+    if isinstance(instance, str) and not re.search(pattern.replace("$", r"\Z"), instance):
+        yield ValidationError(f"does not match {pattern!r}")
+
+
+def _normalize_from_schema(schema: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """Params normalized by the rules docs/protocol.md gives, from the schema only."""
+    jsonschema = pytest.importorskip("jsonschema")
+    validator = jsonschema.validators.extend(
+        jsonschema.Draft202012Validator, {"pattern": _ecma_pattern}
+    )
+    validator(schema).validate(params)
+    out: dict[str, Any] = {}
+    for name, prop in schema["properties"].items():
+        value = params[name] if name in params else prop["default"]
+        places = prop.get("x-decimal-places")
+        if places is not None and value is not None:
+            exponent = Decimal(str(value)).as_tuple().exponent
+            if not isinstance(exponent, int) or -exponent > places:
+                raise ValueError(f"{name}: more than {places} decimal places")
+        target = prop.get("x-normalized")
+        if target is not None and value is not None:
+            number = Decimal(str(value))
+            value = int(number) if target["type"] == "integer" else float(number)
+            validator(target).validate(value)
+        out[name] = value
+    validator(schema["x-normalized"]).validate(out)
+    return out
+
+
+@pytest.mark.parametrize("v", PARAMS["params"], ids=_describe)
+def test_normalization_follows_from_the_schema(v: dict[str, Any]) -> None:
+    schema = PARAMS["schemas"][v["tool"]]
+    assert _normalize_from_schema(schema, v["params"]) == v["normalized"]
+
+
+@pytest.mark.parametrize("v", PARAMS["invalid_params"], ids=_describe)
+def test_the_schema_refuses_what_is_refused(v: dict[str, Any]) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    with pytest.raises((jsonschema.ValidationError, ValueError)):
+        _normalize_from_schema(PARAMS["schemas"][v["tool"]], v["params"])
 
 
 # -- keys and sessions ----------------------------------------------------------------
