@@ -97,7 +97,27 @@ class Tool:
         return model.model_dump(mode="json")
 
     def params_schema(self) -> dict[str, Any]:
-        return self.params.model_json_schema()
+        """The params model's JSON Schema, as ``handshake.v1.tools`` publishes it.
+
+        It describes what :meth:`normalize` accepts and what it returns, so a
+        client in any language can compute the params hash from it alone: every
+        property the request leaves out is filled with its ``default`` (optional
+        params default to ``null``), which the top-level ``x-normalized`` states
+        by making every property required; a property's own ``x-normalized`` is
+        the narrower schema of its normalized value where the accepted one is
+        wider (e.g. a decimal string hashed as a JSON number), and
+        ``x-decimal-places`` the most digits after the decimal point.
+        """
+        schema = self.params.model_json_schema()
+        properties: dict[str, Any] = schema.get("properties", {})
+        required = set(schema.get("required", ()))
+        for name, prop in properties.items():
+            if name not in required and "default" not in prop:
+                raise ValueError(
+                    f"tool {self.name!r}: optional param {name!r} publishes no default"
+                )
+        schema["x-normalized"] = {"type": "object", "required": list(properties)}
+        return schema
 
 
 def _describe(exc: pydantic.ValidationError) -> str:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 from mcp_handshake.services.core.checks import AstRule, ParamCheck
 from mcp_handshake.services.core.tools import HttpOperation, Tier, Tool
@@ -14,10 +15,64 @@ Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 cod
 CustomerId = Annotated[
     str, Field(pattern=r"^cus_[A-Za-z0-9]{8,32}$", description="Customer id, e.g. cus_8f3k2m9q")
 ]
+
+# Numbers arrive as JSON numbers or as plain decimal strings, and are hashed as
+# JSON numbers. The published schema says exactly that (``x-normalized``,
+# ``x-decimal-places``; docs/protocol.md, "Params: schema, normalization,
+# hash"): a client in any language must be able to compute the params hash
+# from the schema alone, so nothing is coerced that the schema does not show.
+# [0-9], never \d: Python's \d also matches other scripts' digits.
+_INTEGER_TEXT = "(0|[1-9][0-9]{0,17})"
+_AMOUNT_TEXT = "(0|[1-9][0-9]{0,9})([.][0-9]{1,2})?"
+AMOUNT_MAX = 1_000_000_000
+
+
+def _json_integer(value: Any) -> Any:
+    """An integer param: a JSON number with no fraction, or a plain digit string."""
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not an integer")
+    if isinstance(value, str) and not re.fullmatch(_INTEGER_TEXT, value):
+        raise ValueError("integer text must be plain digits")
+    return value
+
+
+def _json_amount(value: Any) -> Any:
+    """An amount: a JSON number, or a plain decimal string with at most 2 places."""
+    if isinstance(value, str) and not re.fullmatch(_AMOUNT_TEXT, value):
+        raise ValueError("amount text must be plain digits with at most 2 decimal places")
+    return value
+
+
+def _integer_schema(minimum: int, maximum: int, description: str) -> dict[str, Any]:
+    bounds = {"minimum": minimum, "maximum": maximum}
+    return {
+        "anyOf": [
+            {"type": "integer", **bounds},
+            {"type": "string", "pattern": f"^{_INTEGER_TEXT}$"},
+        ],
+        "x-normalized": {"type": "integer", **bounds},
+        "description": f"{description}; a JSON integer or a digit string, "
+        'hashed as a JSON integer ("20" -> 20)',
+    }
+
+
 Amount = Annotated[
     Decimal,
-    Field(gt=0, le=Decimal("1000000000"), decimal_places=2, description="Amount, > 0"),
+    BeforeValidator(_json_amount),
+    Field(gt=0, le=Decimal(AMOUNT_MAX), decimal_places=2),
     PlainSerializer(float, return_type=float, when_used="json"),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0, "maximum": AMOUNT_MAX},
+                {"type": "string", "pattern": f"^{_AMOUNT_TEXT}$"},
+            ],
+            "x-decimal-places": 2,
+            "x-normalized": {"type": "number", "exclusiveMinimum": 0, "maximum": AMOUNT_MAX},
+            "description": f"Amount, > 0 and <= {AMOUNT_MAX}, at most 2 decimal places; "
+            'a JSON number or a decimal string, hashed as a JSON number ("250.50" -> 250.5)',
+        }
+    ),
 ]
 
 
@@ -32,7 +87,11 @@ class ExchangeRateParams(_Params):
 
 class ListInvoicesParams(_Params):
     status: Literal["open", "paid"] | None = None
-    limit: int = Field(20, ge=1, le=100)
+    limit: Annotated[
+        int,
+        BeforeValidator(_json_integer),
+        WithJsonSchema(_integer_schema(1, 100, "Most invoices to list")),
+    ] = Field(20, ge=1, le=100)
 
 
 class CreateInvoiceParams(_Params):
