@@ -26,7 +26,7 @@ from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from mcp_handshake.client.mcp_server import as_mcp_tools, host_name, tool_name
+from mcp_handshake.client.mcp_server import Calls, as_mcp_tools, host_name, tool_name
 from mcp_handshake.services.dev.devhome import mint_session
 from mcp_handshake.services.dev.devstack import Stack
 from mcp_handshake.services.dev.procs import free_port, wait_port
@@ -120,6 +120,20 @@ def test_names_map_reversibly_and_refuse_ambiguity() -> None:
     catalog = [ToolInfo(n, "d", "public", {"type": "object"}) for n in ("a.b", "a__b", "c-d")]
     tools, by_host = as_mcp_tools(catalog)
     assert [t.name for t in tools] == ["a__b", "c-d"] and by_host["a__b"].name == "a.b"
+
+
+async def test_a_server_bug_is_a_short_tool_error(caplog: pytest.LogCaptureFixture) -> None:
+    class Broken:
+        async def submit(self, tool: str, params: dict[str, Any]) -> None:
+            raise ZeroDivisionError("secret detail")
+
+    result = await Calls(Broken()).call("payments__list_invoices", {}, no_progress)  # type: ignore[arg-type]
+    assert error_code(result) == "internal" and "secret detail" not in str(result)
+    assert "ZeroDivisionError" in caplog.text  # the details go to the server's log
+
+
+async def no_progress(done: float, total: float | None, message: str | None) -> None:
+    pass
 
 
 async def test_stdio_lists_and_calls_each_tier(stack: Stack, tmp_path: Path) -> None:
