@@ -93,8 +93,11 @@ class Calls:
         if pending.grant.status == "pending_approval":
             try:
                 approved = await self._approved(pending, wait_s, progress)
-            except asyncio.CancelledError:
-                # The host gave up on the call: handshake_wait can still pick it up.
+            except ApprovalDenied:
+                raise
+            except (asyncio.CancelledError, Exception):
+                # The host gave up on the call, or the wait failed (NATS away): the call
+                # is still pending at the mediator, and handshake_wait can pick it up.
                 self._remember(pending)
                 raise
             if not approved:
