@@ -1,0 +1,139 @@
+"""The mediated catalog as MCP tools: names, schemas, and hints from the tier.
+
+The catalog (``handshake.v1.tools``) tells each tool's tier but not its HTTP
+method, so the hints follow the tier, leaning to the careful side (a host may
+skip a confirmation for a read-only tool, never for the others):
+
+========== ============ =============== ===============
+tier       readOnlyHint destructiveHint idempotentHint
+========== ============ =============== ===============
+public     true         false           true
+internal   false        false           false
+confidential false      false           false
+restricted false        true            false
+========== ============ =============== ===============
+
+Every tool also carries ``openWorldHint: true`` (it reaches a target API) and,
+in ``_meta``, its mediated name and tier.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import mcp_types as types
+
+from mcp_handshake.shared.wire import ToolInfo
+
+from ._names import host_name
+
+__all__ = ["META", "as_mcp_tools", "hints", "own_tools"]
+
+log = logging.getLogger("mcp_handshake.mcp")
+
+#: Prefix of this server's ``_meta`` keys.
+META = "mcp-handshake/"
+
+_HINTS: dict[str, tuple[bool, bool, bool]] = {
+    "public": (True, False, True),
+    "internal": (False, False, False),
+    "confidential": (False, False, False),
+    "restricted": (False, True, False),
+}
+
+
+def hints(tier: str) -> types.ToolAnnotations:
+    """Hints for a tool of ``tier`` (an unknown tier gets the restricted ones)."""
+    read_only, destructive, idempotent = _HINTS.get(tier, _HINTS["restricted"])
+    return types.ToolAnnotations(
+        read_only_hint=read_only,
+        destructive_hint=destructive,
+        idempotent_hint=idempotent,
+        open_world_hint=True,
+    )
+
+
+def _input_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    # MCP wants an object at the root; pydantic models always give one.
+    return schema if schema.get("type") == "object" else {**schema, "type": "object"}
+
+
+def as_mcp_tools(catalog: list[ToolInfo]) -> tuple[list[types.Tool], dict[str, ToolInfo]]:
+    """MCP tools for the catalog, and host name -> tool; tools without a reversible
+    host-safe name are left out (and logged)."""
+    tools: list[types.Tool] = []
+    by_host: dict[str, ToolInfo] = {}
+    for info in catalog:
+        name = host_name(info.name)
+        if name is None or name in by_host:
+            log.warning("tool %r has no unambiguous host-safe name; not offered", info.name)
+            continue
+        by_host[name] = info
+        tools.append(
+            types.Tool(
+                name=name,
+                title=info.name,
+                description=info.description,
+                input_schema=_input_schema(info.params_schema),
+                annotations=hints(info.tier),
+                _meta={f"{META}tool": info.name, f"{META}tier": info.tier},
+            )
+        )
+    return tools, by_host
+
+
+_TXN_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 64,
+    "description": "The transaction id a pending result gave.",
+}
+
+
+def own_tools(wait_bound_s: float) -> list[types.Tool]:
+    """``handshake_status`` and ``handshake_wait``: following up on pending approvals."""
+    return [
+        types.Tool(
+            name="handshake_status",
+            description="Where a transaction stands (pending_approval, approved, denied, "
+            "expired, executed, ...). Use it after a call answered 'pending approval'.",
+            input_schema={
+                "type": "object",
+                "properties": {"transaction_id": _TXN_SCHEMA},
+                "required": ["transaction_id"],
+                "additionalProperties": False,
+            },
+            annotations=types.ToolAnnotations(
+                read_only_hint=True,
+                destructive_hint=False,
+                idempotent_hint=True,
+                open_world_hint=False,
+            ),
+        ),
+        types.Tool(
+            name="handshake_wait",
+            description="Wait for a pending call's approval, then run it and return its "
+            "result. Answers 'pending approval' again if still undecided after wait_s.",
+            input_schema={
+                "type": "object",
+                "properties": {
+                    "transaction_id": _TXN_SCHEMA,
+                    "wait_s": {
+                        "type": "number",
+                        "minimum": 0,
+                        "maximum": wait_bound_s,
+                        "description": f"Seconds to wait (default and at most {wait_bound_s:g}).",
+                    },
+                },
+                "required": ["transaction_id"],
+                "additionalProperties": False,
+            },
+            annotations=types.ToolAnnotations(
+                read_only_hint=False,
+                destructive_hint=True,
+                idempotent_hint=False,
+                open_world_hint=True,
+            ),
+        ),
+    ]

@@ -1,0 +1,67 @@
+"""``mcp``: serve the session's mediated tools to an MCP host (stdio or streamable HTTP)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+from mcp_handshake.services.dev.cli._common import SessionOpt, fail, run_command, usage
+from mcp_handshake.shared.settings import Settings
+
+
+class Transport(StrEnum):
+    stdio = "stdio"
+    http = "http"
+
+
+def mcp(
+    transport: Annotated[
+        Transport, typer.Option(help="stdio (what MCP hosts start) or http (streamable HTTP).")
+    ] = Transport.stdio,
+    host: Annotated[str, typer.Option(help="HTTP only: address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP only: port.")] = 8765,
+    session_command: Annotated[
+        str | None,
+        typer.Option(
+            envvar="HANDSHAKE_SESSION_COMMAND",
+            help="A command that prints a fresh session JWT; run again before each expiry.",
+            show_default=False,
+        ),
+    ] = None,
+    approval_wait: Annotated[
+        float,
+        typer.Option(min=0, help="Seconds a call waits for approval before answering 'pending'."),
+    ] = 50.0,
+    session: SessionOpt = None,
+) -> None:
+    """Serve the tools this session may use to an MCP host; each call is a full handshake.
+
+    The session is $HANDSHAKE_SESSION (or --session), or what --session-command prints.
+    """
+    from mcp_handshake.client import CommandSession, StaticSession
+
+    if session_command:
+        provider: CommandSession | StaticSession = CommandSession(session_command)
+    elif session:
+        provider = StaticSession(session)
+    else:
+        fail("unauthenticated", "no session: set HANDSHAKE_SESSION or pass --session-command")
+    try:
+        from mcp_handshake.client.mcp_server import ServeOptions, serve
+    except ImportError as exc:
+        usage(f"the MCP server needs the mcp extra: pip install 'mcp-handshake[mcp]' ({exc.name})")
+    settings = Settings.from_env()
+    # stdout belongs to the protocol: logs go to stderr, where hosts collect them.
+    logging.basicConfig(stream=sys.stderr, level=settings.log_level,
+                        format="mcp-handshake %(levelname)s %(message)s")  # fmt: skip
+    # The SDK's own INFO lines (one per HTTP session) are noise in a host's log.
+    logging.getLogger("mcp").setLevel(max(logging.WARNING, logging.getLogger().level))
+    options = ServeOptions(transport.value, host, port, approval_wait)
+    try:
+        run_command(serve(settings, provider, options))
+    except KeyboardInterrupt:
+        pass
