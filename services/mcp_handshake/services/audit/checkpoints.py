@@ -20,14 +20,15 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from nats.js.errors import NotFoundError
 
 from mcp_handshake.services.audit.log import AuditLogWriter
+from mcp_handshake.services.audit.names import CHECKPOINT_STREAM, CHECKPOINT_SUBJECT
 from mcp_handshake.services.runtime.streams import ensure_stream
 
 __all__ = ["STREAM", "SUBJECT", "ensure_checkpoint_stream", "publish_pending", "read_published"]
 
 log = logging.getLogger(__name__)
 
-STREAM = "HANDSHAKE_CHECKPOINTS"
-SUBJECT = "handshake.checkpoints.audit"
+STREAM = CHECKPOINT_STREAM
+SUBJECT = CHECKPOINT_SUBJECT
 
 
 async def ensure_checkpoint_stream(js: JetStreamContext) -> None:

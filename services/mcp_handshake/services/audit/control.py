@@ -22,14 +22,12 @@ from nats.js.errors import NotFoundError
 from mcp_handshake.services.audit.continuity import available_from, identity, same_stream
 from mcp_handshake.services.audit.follow import WriterState
 from mcp_handshake.services.audit.log import AuditLogWriter
+from mcp_handshake.services.audit.names import RESUME
 from mcp_handshake.services.runtime.audit import STREAM
 
 __all__ = ["RESUME", "listen"]
 
 log = logging.getLogger(__name__)
-
-#: Outside ``handshake.audit.>``, so a control request is never itself an audit event.
-RESUME = "handshake.control.audit.resume"
 
 
 async def _resume(nc: NATS, writer: AuditLogWriter, state: WriterState,

@@ -31,9 +31,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from mcp_handshake.services.audit.checkpoints import STREAM as CHECKPOINTS
-from mcp_handshake.services.audit.checkpoints import SUBJECT as CHECKPOINT_SUBJECT
-from mcp_handshake.services.audit.control import RESUME
+from mcp_handshake.services.audit.names import CHECKPOINT_STREAM as CHECKPOINTS
+from mcp_handshake.services.audit.names import CHECKPOINT_SUBJECT, RESUME
 from mcp_handshake.services.runtime.approvals import DURABLE
 from mcp_handshake.services.runtime.approvals import STREAM as APPROVALS
 from mcp_handshake.services.runtime.audit import STREAM as AUDIT
