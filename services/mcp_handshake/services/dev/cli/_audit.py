@@ -51,7 +51,7 @@ def verify(settings: Settings, log: Path | None, against_stream: bool = False) -
         )
         return 0
     where = f"line {result.bad_line}" if result.bad_line else "checkpoint data"
-    console.print(f"[red]FAILED[/red] {path}: first bad {where}: {escape(result.reason)}")
+    console.print(f"[red]TAMPERED[/red] {path}: first bad {where}: {escape(result.reason)}")
     return 1
 
 
