@@ -8,9 +8,16 @@ bytes as written, rather than a canonical form, keeps the writer cheap; the
 verifier reads the file in binary, so not even a line ending can change
 unnoticed. Every N entries or T seconds, and when the
 writer stops, a checkpoint line carries an Ed25519 signature (audit key) over
-its ``seq`` and ``prev``; checkpoints are also appended to a side file, so a
-truncated log is caught by a checkpoint it no longer reaches. Lines are
-fsynced before the events they hold are acknowledged to the stream.
+its ``seq`` and ``prev``; checkpoints are also appended to a side file (and
+published off-host, see ``checkpoints``), so a truncated log is caught by a
+checkpoint it no longer reaches. Lines are fsynced before the events they
+hold are acknowledged to the stream.
+
+Continuity: the first line names the stream the log follows (``stream``),
+and every event must carry the next stream sequence. Anything else (the
+stream re-created, messages aged out or deleted) makes the writer append a
+signed ``gap`` record and stop; it writes again only after an operator's
+signed ``accept`` (``mcp-handshake audit resume --accept-gap``).
 
 Exactly one writer per log: the writer holds an exclusive lock on
 ``<log>.lock``; a second audit worker waits as a standby and takes over when
@@ -23,21 +30,21 @@ import fcntl
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import jwt
 
 from mcp_handshake.services.audit.chain import (
     CHECKPOINT_TYP,
     GENESIS,
+    SIGNED_TYP,
+    Signer,
     hashed_line,
     read_entries,
     side_file,
 )
-from mcp_handshake.shared.hashing import canonical_json
-from mcp_handshake.shared.keys import PrivateKey, algorithm_for, public_jwk
+from mcp_handshake.services.audit.continuity import Found
+from mcp_handshake.shared.keys import PrivateKey
 
 __all__ = ["AuditLogWriter"]
 
@@ -48,6 +55,12 @@ class _Tail:
     h: str = GENESIS
     last_stream_seq: int = 0
     since_checkpoint: int = 0
+    #: The identity of the stream the log follows (None: no header yet).
+    stream: dict[str, Any] | None = None
+    #: The claims of a gap not yet accepted (the writer is halted).
+    gap: dict[str, Any] | None = None
+    gap_line: int = 0
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
 
 
 class AuditLogWriter:
@@ -60,9 +73,7 @@ class AuditLogWriter:
         checkpoint_s: float = 5.0,
     ) -> None:
         self.path = path
-        self._key = key
-        self._alg = algorithm_for(key)
-        self._kid = public_jwk(key)["kid"]
+        self._signer = Signer(key)
         self._every = checkpoint_every
         self._interval = checkpoint_s
         self._tail = _Tail()
@@ -71,6 +82,8 @@ class AuditLogWriter:
         self._side: Any = None
         self._last_checkpoint = time.monotonic()
         self.written = 0
+        #: Signed checkpoints not yet known to be published off-host (oldest first).
+        self.unpublished: list[dict[str, Any]] = []
 
     # -- ownership -------------------------------------------------------------
 
@@ -94,56 +107,109 @@ class AuditLogWriter:
         """
         assert self._lock_fd is not None, "take the lock first"
         _drop_partial_tail(self.path)
+        tail = self._tail
         for entry in read_entries(self.path):
-            self._tail.seq, self._tail.h = entry["seq"], entry["h"]
-            if entry["kind"] == "event":
-                self._tail.last_stream_seq = max(self._tail.last_stream_seq, entry["body"]["sseq"])
-                self._tail.since_checkpoint += 1
-            else:
-                self._tail.since_checkpoint = 0
+            _replay(tail, entry)
+        side = side_file(self.path)
+        on_side = _read_side(side)
+        self._side = open(side, "a", encoding="utf-8")
+        # A crash between the log's checkpoint line and the side file's copy leaves
+        # the newest one out; only that one is restored (more missing is tampering).
+        if tail.checkpoints and (not on_side or on_side[-1]["seq"] < tail.checkpoints[-1]["seq"]):
+            if len(on_side) == len(tail.checkpoints) - 1:
+                self._write_side(tail.checkpoints[-1])
+                on_side.append(tail.checkpoints[-1])
+        self.unpublished = list(on_side)
         self._fh = open(self.path, "ab")
-        self._side = open(side_file(self.path), "a", encoding="utf-8")
 
     @property
     def last_stream_seq(self) -> int:
         return self._tail.last_stream_seq
 
+    @property
+    def stream(self) -> dict[str, Any] | None:
+        return self._tail.stream
+
+    @property
+    def gap(self) -> dict[str, Any] | None:
+        """The open gap's claims while the writer is halted, else None."""
+        return self._tail.gap
+
     # -- writing ---------------------------------------------------------------
 
-    def append(self, stream_seq: int, event: Any) -> bool:
-        """Append one event unless it was already written (a redelivery); True if written."""
-        if stream_seq <= self._tail.last_stream_seq:
-            return False
-        body = {"sseq": stream_seq, "event": event}
-        line, h = hashed_line(self._tail.seq + 1, self._tail.h, "event", body)
+    def _line(self, kind: str, body: Any) -> None:
+        line, h = hashed_line(self._tail.seq + 1, self._tail.h, kind, body)
         self._fh.write(line)
-        self._tail = _Tail(self._tail.seq + 1, h, stream_seq, self._tail.since_checkpoint + 1)
+        self._tail.seq, self._tail.h = self._tail.seq + 1, h
+        self._tail.since_checkpoint += 1
+
+    def begin(self, stream: dict[str, Any]) -> None:
+        """Name the stream this log follows: a new log from sequence 1; a log written
+        before logs named their stream, from the sequence after its last event."""
+        assert self._tail.stream is None, "a log names its stream once"
+        self._line("stream", {**stream, "start": self._tail.last_stream_seq + 1})
+        self._tail.stream = stream
+        self.sync(force=True)
+
+    def append(self, stream_seq: int, event: Any) -> bool:
+        """Append the event at ``stream_seq`` if it is the next one; True if written.
+
+        A sequence already written is a redelivery (ignored). Any other, or a halted
+        writer, writes nothing: the caller must check continuity and :meth:`halt`.
+        """
+        if self._tail.gap is not None or stream_seq != self._tail.last_stream_seq + 1:
+            return False
+        self._line("event", {"sseq": stream_seq, "event": event})
+        self._tail.last_stream_seq = stream_seq
         self.written += 1
         return True
 
-    def sync(self) -> None:
-        """Make what was appended durable; checkpoint when due."""
+    def halt(self, found: Found) -> dict[str, Any]:
+        """Record a discontinuity as a signed gap record (and a checkpoint); stop writing."""
+        claims = {**found.claims(), "at": round(time.time(), 3)}
+        self._line("gap", {**claims, "sig": self._signer.sign(claims, SIGNED_TYP)})
+        self._tail.gap, self._tail.gap_line = claims, self._tail.seq
+        self.sync(force=True)
+        return claims
+
+    def accept(self, by: str, note: str, stream: dict[str, Any], resume: int) -> dict[str, Any]:
+        """An operator's acceptance of the open gap: follow ``stream`` from ``resume``."""
+        assert self._tail.gap is not None, "nothing to accept"
+        claims = {"gap_line": self._tail.gap_line, "by": by, "note": note,
+                  "stream": stream, "resume": resume, "at": round(time.time(), 3)}  # fmt: skip
+        self._line("accept", {**claims, "sig": self._signer.sign(claims, SIGNED_TYP)})
+        self._tail.stream, self._tail.last_stream_seq = stream, resume - 1
+        self._tail.gap = None
+        self.sync(force=True)
+        return claims
+
+    def sync(self, force: bool = False) -> None:
+        """Make what was appended durable; checkpoint when due (or now, with ``force``)."""
         self._fh.flush()
         os.fsync(self._fh.fileno())
         due = time.monotonic() - self._last_checkpoint >= self._interval
-        if self._tail.since_checkpoint >= self._every or (due and self._tail.since_checkpoint):
+        pending = self._tail.since_checkpoint
+        if pending and (force or due or pending >= self._every):
             self.checkpoint()
 
     def checkpoint(self) -> None:
         seq, prev, at = self._tail.seq + 1, self._tail.h, round(time.time(), 3)
         claims = {"seq": seq, "prev": prev, "at": at}
-        sig = jwt.api_jws.encode(
-            canonical_json(claims), self._key, self._alg, {"typ": CHECKPOINT_TYP, "kid": self._kid}
-        )
-        line, h = hashed_line(seq, prev, "checkpoint", {**claims, "sig": sig})
+        body = {**claims, "sig": self._signer.sign(claims, CHECKPOINT_TYP)}
+        line, h = hashed_line(seq, prev, "checkpoint", body)
         self._fh.write(line)
         self._fh.flush()
         os.fsync(self._fh.fileno())
-        self._side.write(json.dumps({**claims, "sig": sig}) + "\n")
+        self._write_side(body)
+        self._tail.seq, self._tail.h, self._tail.since_checkpoint = seq, h, 0
+        self._tail.checkpoints.append(body)
+        self.unpublished.append(body)
+        self._last_checkpoint = time.monotonic()
+
+    def _write_side(self, body: dict[str, Any]) -> None:
+        self._side.write(json.dumps(body) + "\n")
         self._side.flush()
         os.fsync(self._side.fileno())
-        self._tail = _Tail(seq, h, self._tail.last_stream_seq, 0)
-        self._last_checkpoint = time.monotonic()
 
     def close(self) -> None:
         if self._fh is not None:
@@ -156,6 +222,38 @@ class AuditLogWriter:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
             self._lock_fd = None
+
+
+def _replay(tail: _Tail, entry: dict[str, Any]) -> None:
+    """Bring ``tail`` past one line already in the log."""
+    tail.seq, tail.h = entry["seq"], entry["h"]
+    kind, body = entry["kind"], entry["body"]
+    tail.since_checkpoint += 1
+    if kind == "event":
+        tail.last_stream_seq = max(tail.last_stream_seq, body["sseq"])
+    elif kind == "checkpoint":
+        tail.since_checkpoint = 0
+        tail.checkpoints.append(body)
+    elif kind == "stream":
+        tail.stream = {k: v for k, v in body.items() if k != "start"}
+    elif kind == "gap":
+        tail.gap = {k: v for k, v in body.items() if k != "sig"}
+        tail.gap_line = entry["seq"]
+    elif kind == "accept":
+        tail.stream, tail.last_stream_seq = body["stream"], body["resume"] - 1
+        tail.gap = None
+
+
+def _read_side(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    out = []
+    for raw in path.read_text().splitlines():
+        try:
+            out.append(json.loads(raw))
+        except ValueError:
+            break
+    return out
 
 
 def _drop_partial_tail(path: Path) -> None:

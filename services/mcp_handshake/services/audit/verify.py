@@ -1,20 +1,31 @@
-"""Reading and verifying the audit log: ``mcp-handshake audit verify`` and ``show``."""
+"""Reading and verifying the audit log: ``mcp-handshake audit verify`` and ``show``.
+
+Verification needs only the audit key's public JWKS. It checks the chain
+(every line), every signature (checkpoints, gaps, acceptances), continuity
+(every event carries the next stream sequence of the stream the log names; a
+gap is reported, and is a failure unless an operator's signed acceptance
+follows it), and the checkpoint side file (it must list exactly the log's
+checkpoints). :func:`cross_check` compares the log with the checkpoints
+published off-host.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jwt
 
-from mcp_handshake.services.audit.chain import GENESIS, side_file, split_line
-from mcp_handshake.shared.hashing import canonical_json
+from mcp_handshake.services.audit.chain import GENESIS, KINDS, check_signature, side_file
+from mcp_handshake.services.audit.chain import split_line as _split
+from mcp_handshake.services.audit.sidecheck import check_side_file, cross_check, read_side
 
-__all__ = ["VerifyResult", "verify_log"]
+__all__ = ["VerifyResult", "cross_check", "describe_gap", "verify_log"]
 
 
 @dataclass(frozen=True)
@@ -22,85 +33,124 @@ class VerifyResult:
     ok: bool
     entries: int
     checkpoints: int
-    #: 1-based line of the first problem, and what it is.
+    #: 1-based line of the first problem (None: not a line's), and what it is.
     bad_line: int | None = None
     reason: str = ""
+    #: Every gap in the log: its claims, its line, and who accepted it (if anyone).
+    gaps: tuple[dict[str, Any], ...] = ()
+    #: Complete lines read, and the log's checkpoints by line, for :func:`cross_check`.
+    lines: int = 0
+    inline: dict[int, dict[str, Any]] = field(default_factory=dict, repr=False)
 
 
-def _check_signature(claims: dict[str, Any], sig: str, keys: dict[str, jwt.PyJWK]) -> bool:
-    try:
-        kid = jwt.get_unverified_header(sig).get("kid", "")
-        key = keys.get(kid)
-        if key is None:
-            return False
-        decoded = jwt.api_jws.decode_complete(
-            sig, key.key, algorithms=[key.algorithm_name], detached_payload=None
-        )
-    except jwt.PyJWTError:
-        return False
-    return bool(decoded["payload"] == canonical_json(claims))
+@dataclass
+class _Walk:
+    prev: str = GENESIS
+    entries: int = 0
+    line: int = 0
+    stream: dict[str, Any] | None = None
+    last: int = 0
+    open_gap: dict[str, Any] | None = None
+    gaps: list[dict[str, Any]] = field(default_factory=list)
+    inline: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def result(self, ok: bool, bad: int | None = None, reason: str = "") -> VerifyResult:
+        return VerifyResult(ok, self.entries, len(self.inline), bad, reason,
+                            tuple(self.gaps), self.line, self.inline)  # fmt: skip
 
 
-def verify_log(path: Path, jwks: dict[str, Any]) -> VerifyResult:
-    """Check the whole chain, every checkpoint signature, and the side file of checkpoints."""
+def verify_log(path: Path, jwks: dict[str, Any], *, settle_s: float = 0.5) -> VerifyResult:
+    """Check the whole chain, every signature, continuity, and the side file of checkpoints."""
     keys = {k["kid"]: jwt.PyJWK(k) for k in jwks.get("keys", [])}
-    prev, entries = GENESIS, 0
-    checkpoints: dict[int, dict[str, Any]] = {}
-    line_no = 0
-    # The side file first: the writer puts a checkpoint in the log before the side
-    # file, so everything read here is already in the log even while it grows.
-    side = side_file(path)
-    side_text = side.read_text() if side.exists() else None
+    walk = _Walk()
     with contextlib.ExitStack() as stack:
         if not path.exists():
-            return VerifyResult(False, 0, 0, 1, "log file missing")
+            return walk.result(False, 1, "log file missing")
         fh = stack.enter_context(open(path, "rb"))
         for n, raw in enumerate(fh, start=1):
             if not raw.endswith(b"\n"):
                 break  # a line being written right now (only ever the last one)
-            line_no = n
-            bad = _check_line(raw, line_no, prev, keys)
-            if isinstance(bad, str):
-                return VerifyResult(False, entries, len(checkpoints), line_no, bad)
-            record = bad
-            prev = record["h"]
-            if record["kind"] == "checkpoint":
-                checkpoints[record["seq"]] = record["body"]
-            else:
-                entries += 1
-    problem = _check_side_file(side_text, line_no, checkpoints, keys)
-    if problem is not None:
-        return VerifyResult(False, entries, len(checkpoints), problem[0], problem[1])
-    return VerifyResult(True, entries, len(checkpoints))
+            walk.line = n
+            record = _check_line(raw, n, walk.prev, keys)
+            if isinstance(record, str):
+                return walk.result(False, n, record)
+            walk.prev = record["h"]
+            problem = _follow(walk, record)
+            if problem is not None:
+                return walk.result(False, n, problem)
+    if walk.open_gap is not None:
+        g = walk.open_gap
+        return walk.result(False, g["line"], f"{describe_gap(g)}: not accepted (writer halted)")
+    side = side_file(path)
+    side_problem = check_side_file(read_side(side), walk.line, walk.inline, keys)
+    if side_problem and side_problem[1].startswith("checkpoint file trimmed") and settle_s:
+        time.sleep(settle_s)  # the writer may be between the log's line and the side file's
+        side_problem = check_side_file(read_side(side), walk.line, walk.inline, keys)
+    if side_problem is not None:
+        return walk.result(False, side_problem[0], side_problem[1])
+    return walk.result(True)
 
 
-def _check_side_file(
-    side: str | None, lines: int, inline: dict[int, dict[str, Any]], keys: dict[str, jwt.PyJWK]
-) -> tuple[int | None, str] | None:
-    """Every signed checkpoint in the side file must be in the log, as signed."""
-    if side is None:
-        return None
-    for n, raw in enumerate(side.splitlines(), start=1):
-        try:
-            cp = json.loads(raw)
-            claims = {"seq": cp["seq"], "prev": cp["prev"], "at": cp["at"]}
-        except (ValueError, KeyError, TypeError):
-            return None, f"checkpoint file line {n} unreadable"
-        if not _check_signature(claims, cp.get("sig", ""), keys):
-            return None, f"checkpoint file line {n}: bad signature"
-        if cp["seq"] > lines:
-            return lines + 1, f"log truncated: the checkpoint at line {cp['seq']} is missing"
-        found = inline.get(cp["seq"])
-        if found is None or found.get("prev") != cp["prev"]:
-            return cp["seq"], "line does not match the signed checkpoint"
+def describe_gap(gap: dict[str, Any]) -> str:
+    """One line about a gap, for people."""
+    after, nxt = gap.get("after", 0), gap.get("next", 0)
+    if gap.get("reason") == "reset":
+        return (f"stream reset at line {gap['line']}: after sequence {after} of the stream created "
+                f"{(gap.get('stream') or {}).get('created')}, the stream was re-created "
+                f"{(gap.get('found') or {}).get('created')}; events after {after} of the old "
+                f"stream and before {nxt} of the new one are not in the log")  # fmt: skip
+    return (f"gap at line {gap['line']}: stream sequences {after + 1}..{nxt - 1} "
+            f"are not in the log")  # fmt: skip
+
+
+def _follow(walk: _Walk, record: dict[str, Any]) -> str | None:
+    """Advance the continuity state by one verified record; the problem, if any."""
+    kind, body, seq = record["kind"], record["body"], record["seq"]
+    if kind == "stream":
+        # Logs name their stream on line 1; one written before that names it once,
+        # after its older events, where the next event must continue.
+        if walk.stream is not None or walk.gaps or int(body.get("start", 1)) != walk.last + 1:
+            return "a second or misplaced stream header"
+        walk.stream = {k: v for k, v in body.items() if k != "start"}
+        walk.last = int(body.get("start", 1)) - 1
+    elif kind == "event":
+        walk.entries += 1
+        if walk.open_gap is not None:
+            return "an event written after an unaccepted gap"
+        sseq = body.get("sseq") if isinstance(body, dict) else None
+        if walk.stream is None and walk.last == 0 and isinstance(sseq, int):
+            walk.last = sseq - 1  # an older log's first event, before any header
+        if sseq != walk.last + 1:
+            gap = {"reason": "gap", "after": walk.last, "next": sseq, "line": seq}
+            return f"{describe_gap(gap)} and no gap was recorded"
+        walk.last = sseq
+    elif kind == "checkpoint":
+        walk.inline[seq] = body
+    elif kind == "gap":
+        walk.open_gap = {k: v for k, v in body.items() if k != "sig"} | {"line": seq}
+        walk.gaps.append(walk.open_gap)
+    elif kind == "accept":
+        open_gap = walk.open_gap
+        if open_gap is None or body.get("gap_line") != open_gap["line"]:
+            return "an acceptance of no open gap"
+        open_gap["accepted"] = {k: body.get(k) for k in ("by", "at", "note", "resume")}
+        walk.stream, walk.last, walk.open_gap = body["stream"], int(body["resume"]) - 1, None
     return None
+
+
+def _signed_claims(body: Any, kind: str) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        return {}
+    if kind == "checkpoint":
+        return {"seq": body.get("seq"), "prev": body.get("prev"), "at": body.get("at")}
+    return {k: v for k, v in body.items() if k != "sig"}
 
 
 def _check_line(
     raw: bytes, line_no: int, prev: str, keys: dict[str, jwt.PyJWK]
 ) -> dict[str, Any] | str:
     """The parsed, verified record, or why it is bad."""
-    parts = split_line(raw)
+    parts = _split(raw)
     try:
         record = json.loads(raw)
         fields = {k: record[k] for k in ("seq", "prev", "kind", "body")}
@@ -115,14 +165,14 @@ def _check_line(
         return "chain broken (previous hash does not match)"
     if hashlib.sha256(parts[0]).hexdigest() != h:
         return "content does not match its hash"
-    if fields["kind"] == "checkpoint":
-        body = fields["body"]
-        claims = {"seq": body.get("seq"), "prev": body.get("prev"), "at": body.get("at")}
-        if claims["seq"] != line_no or claims["prev"] != prev:
-            return "checkpoint does not cover its position"
-        if not _check_signature(claims, body.get("sig", ""), keys):
-            return "checkpoint signature invalid"
-    elif fields["kind"] != "event":
+    kind, body = fields["kind"], fields["body"]
+    if kind not in KINDS:
         return "unknown record kind"
+    if kind in {"checkpoint", "gap", "accept"}:
+        claims = _signed_claims(body, kind)
+        if kind == "checkpoint" and (claims["seq"] != line_no or claims["prev"] != prev):
+            return "checkpoint does not cover its position"
+        if not check_signature(claims, body.get("sig", ""), keys):
+            return f"{kind} signature invalid"
     verified: dict[str, Any] = record
     return verified

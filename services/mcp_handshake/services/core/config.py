@@ -71,8 +71,12 @@ class KeysConfig(_Section, frozen=True):
     internal: str = "keys/internal.pem"
     #: Public JWKS of internal keys (approval workers verify with it).
     internal_public: str = "keys/internal.jwks.json"
-    #: Audit checkpoint signing key (audit workers), and its public JWKS (verifiers).
+    #: Audit signing key (audit workers: checkpoints, gap records). It must lie outside
+    #: the audit log's directory (the worker refuses to start otherwise): whoever can
+    #: rewrite the log must not also be able to re-sign it. In production, mount it from
+    #: a secret store the log's volume does not share.
     audit: str = "keys/audit.pem"
+    #: Public JWKS of the audit key: all ``audit verify`` needs.
     audit_public: str = "keys/audit.jwks.json"
 
 

@@ -14,7 +14,10 @@ kind; each agent has a user of its own. What each may do:
   streams and consumers;
 - stream management belongs to the audit user and the operator; no worker
   may delete or purge a stream;
-- the operator may run ``status`` (``$SRV``) and ``audit tail``.
+- the operator may run ``status`` (``$SRV``) and ``audit tail``, and is the only
+  one who may tell a halted audit writer to resume (``audit resume``);
+- only the audit user publishes signed checkpoints to ``HANDSHAKE_CHECKPOINTS``
+  (a stream that refuses deletes and purges, even the operator's).
 
 :func:`render` turns the model into a ``nats-server`` configuration: the one
 ``deploy/nats/nats.conf`` ships (passwords from the environment) and the one
@@ -28,6 +31,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from mcp_handshake.services.audit.names import CHECKPOINT_STREAM as CHECKPOINTS
+from mcp_handshake.services.audit.names import CHECKPOINT_SUBJECT, RESUME
 from mcp_handshake.services.runtime.approvals import DURABLE
 from mcp_handshake.services.runtime.approvals import STREAM as APPROVALS
 from mcp_handshake.services.runtime.audit import STREAM as AUDIT
@@ -86,7 +91,7 @@ def permissions(identity: Identity, subjects: Subjects) -> dict[str, object]:
                s.approvals_decide]  # fmt: skip
         return {"publish": {"allow": pub}, "subscribe": {"allow": [inbox]}}
     if role == OPERATOR:
-        pub = [f"{_JS}.>", "$JS.ACK.>", "$JS.FC.>", discovery]
+        pub = [f"{_JS}.>", "$JS.ACK.>", "$JS.FC.>", discovery, RESUME]
         return {"publish": {"allow": pub}, "subscribe": {"allow": [inbox]}}
     by_role: dict[str, tuple[list[str], list[str]]] = {
         "authorize": (
@@ -107,8 +112,10 @@ def permissions(identity: Identity, subjects: Subjects) -> dict[str, object]:
              f"$JS.ACK.{APPROVALS}.{DURABLE}.>"],
         ),
         "audit": (
-            [],
+            [RESUME],
             [f"{_JS}.INFO", *_stream_api(AUDIT, "INFO", "CREATE", "UPDATE"),
+             *_stream_api(CHECKPOINTS, "INFO", "CREATE", "UPDATE", "MSG.GET"),
+             CHECKPOINT_SUBJECT,
              *_stream_api(APPROVALS, "INFO", "CREATE", "UPDATE"),
              f"{_JS}.CONSUMER.CREATE.{AUDIT}", f"{_JS}.CONSUMER.CREATE.{AUDIT}.>",
              f"{_JS}.CONSUMER.DELETE.{AUDIT}.>", f"{_JS}.CONSUMER.INFO.{AUDIT}.>",

@@ -1,22 +1,25 @@
-"""``mcp-handshake audit``: verify, show, export and tail the audit trail."""
+"""``mcp-handshake audit``: verify, resume, show, export and tail the audit trail."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from nats.errors import ConnectionClosedError
+from nats.errors import ConnectionClosedError, NoRespondersError
 from nats.js.api import DeliverPolicy
 from rich.console import Console
 from rich.markup import escape
 
 from mcp_handshake.services.audit.chain import read_entries
+from mcp_handshake.services.audit.checkpoints import read_published
+from mcp_handshake.services.audit.control import RESUME
 from mcp_handshake.services.audit.main import audit_log_path
-from mcp_handshake.services.audit.verify import verify_log
+from mcp_handshake.services.audit.verify import VerifyResult, cross_check, describe_gap, verify_log
 from mcp_handshake.services.core.config import load_config
 from mcp_handshake.services.dev.cli._conn import nats_connection
 from mcp_handshake.services.runtime.audit import STREAM, SUBJECT_PREFIX
@@ -25,20 +28,72 @@ from mcp_handshake.shared.settings import Settings
 console = Console()
 
 
-def verify(settings: Settings, log: Path | None) -> int:
+def verify(settings: Settings, log: Path | None, against_stream: bool = False) -> int:
+    """Exit 0 if the log (and, with ``against_stream``, the published checkpoints) agree."""
     cfg = load_config(settings.config_path)
     jwks = json.loads(cfg.resolve(cfg.keys.audit_public).read_text())
     path = log or audit_log_path(settings)
     result = verify_log(path, jwks)
+    for gap in result.gaps:
+        if "accepted" in gap:
+            a = gap["accepted"]
+            console.print(
+                f"[yellow]GAP (accepted)[/yellow] {escape(describe_gap(gap))}; accepted by "
+                f"{escape(str(a.get('by')))} at {_when(a.get('at'))}: {escape(str(a.get('note')))}"
+            )
+    if result.ok and against_stream:
+        result = asyncio.run(_against_stream(settings, result, jwks))
     if result.ok:
         console.print(
             f"[green]OK[/green] {path}: {result.entries} entries, "
             f"{result.checkpoints} signed checkpoints, chain intact"
+            + (", every published checkpoint present" if against_stream else "")
         )
         return 0
-    where = f"line {result.bad_line}" if result.bad_line else "checkpoint file"
+    where = f"line {result.bad_line}" if result.bad_line else "checkpoint data"
     console.print(f"[red]TAMPERED[/red] {path}: first bad {where}: {escape(result.reason)}")
     return 1
+
+
+async def _against_stream(settings: Settings, result: VerifyResult, jwks: Any) -> VerifyResult:
+    import jwt
+
+    keys = {k["kid"]: jwt.PyJWK(k) for k in jwks.get("keys", [])}
+    async with nats_connection(settings.as_operator()) as nc:
+        published = await read_published(nc.jetstream())
+    problem = cross_check(published, result.lines, result.inline, keys)
+    if problem is None:
+        return result
+    return replace(result, ok=False, bad_line=problem[0], reason=problem[1])
+
+
+def _when(at: Any) -> str:
+    try:
+        return datetime.fromtimestamp(float(at), UTC).isoformat(timespec="seconds")
+    except (TypeError, ValueError):
+        return "?"
+
+
+async def resume(settings: Settings, by: str, note: str) -> int:
+    """Ask the halted audit writer to record the gap as accepted and write again."""
+    body = {"accept_gap": True, "by": by, "note": note}
+    async with nats_connection(settings.as_operator()) as nc:
+        try:
+            msg = await nc.request(RESUME, json.dumps(body).encode(), timeout=5.0)
+        except (TimeoutError, NoRespondersError):
+            console.print("[red]no audit writer answered[/red] (is an audit worker running?)")
+            return 3
+    reply = json.loads(msg.data)
+    if not reply.get("ok"):
+        console.print(f"[red]not resumed[/red]: {escape(str(reply.get('error')))}")
+        return 1
+    gap = {**reply["gap"], "line": reply["accepted"]["gap_line"]}
+    console.print(
+        f"[green]resumed[/green]: {escape(describe_gap(gap))}; recorded as accepted by "
+        f"{escape(reply['accepted']['by'])}; writing from stream sequence "
+        f"{reply['accepted']['resume']}"
+    )
+    return 0
 
 
 def _line(event: dict[str, Any]) -> str:

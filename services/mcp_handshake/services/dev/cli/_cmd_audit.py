@@ -20,11 +20,45 @@ def audit_verify(
     log: Annotated[
         Path | None, typer.Option(help="Log file (default: under HANDSHAKE_HOME).")
     ] = None,
+    against_stream: Annotated[
+        bool,
+        typer.Option(
+            "--against-stream",
+            help="Also check that every checkpoint in HANDSHAKE_CHECKPOINTS is in the log.",
+        ),
+    ] = False,
 ) -> None:
-    """Check the whole hash chain and every checkpoint signature; report the first bad line."""
+    """Check the hash chain, every signature, stream continuity and the checkpoint copies.
+
+    Every gap is reported: unaccepted ones (and missing, trimmed or inconsistent
+    checkpoint data) fail; gaps an operator accepted are listed as accepted.
+    """
     from mcp_handshake.services.dev.cli._audit import verify
 
-    raise typer.Exit(verify(Settings.from_env(), log))
+    raise typer.Exit(verify(Settings.from_env(), log, against_stream))
+
+
+@audit_app.command("resume")
+def audit_resume(
+    accept_gap: Annotated[
+        bool,
+        typer.Option("--accept-gap", help="Accept the gap the halted writer found (required)."),
+    ] = False,
+    by: Annotated[
+        str | None, typer.Option(help="Who accepts it (default: your login name).")
+    ] = None,
+    note: Annotated[str, typer.Option(help="Why the gap is accepted.")] = "",
+) -> None:
+    """Let a halted audit writer go on: the gap is recorded in the log as accepted (signed)."""
+    import getpass
+
+    from mcp_handshake.services.dev.cli._audit import resume
+
+    if not accept_gap:
+        typer.echo("resuming records the gap as accepted: pass --accept-gap", err=True)
+        raise typer.Exit(2)
+    who = by or getpass.getuser()
+    raise typer.Exit(run_command(resume(Settings.from_env(), who, note)))
 
 
 @audit_app.command("show")
