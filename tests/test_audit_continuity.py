@@ -21,6 +21,7 @@ from mcp_handshake.services.audit.continuity import Found
 from mcp_handshake.services.audit.log import AuditLogWriter
 from mcp_handshake.services.audit.main import signing_key_path
 from mcp_handshake.services.audit.verify import verify_log
+from mcp_handshake.services.dev.cli._status import snapshot
 from mcp_handshake.services.dev.devstack import Stack
 from mcp_handshake.services.runtime.audit import STREAM, ensure_audit_stream
 from mcp_handshake.services.runtime.service import discover
@@ -104,6 +105,8 @@ async def test_stream_recreated_halts_until_resume_and_loses_nothing(own_stack: 
         assert stats["gap"]["found"]["created"] != stats["gap"]["stream"]["created"]
         await until_stats(operator, lambda s: (s.get("lag") or 0) > 0)
         assert not set(after) & txns_in_log(own_stack), "written across a reset"
+        snap = await snapshot(own_stack.settings("operator"), operator.nc)  # `status`
+        assert snap["audit_halted"]["reason"] == "reset" and snap["audit_lag"] >= 1
         halted = verify_log(log_path(own_stack), jwks(own_stack))
         assert not halted.ok and "not accepted" in halted.reason, halted
         alarm = (own_stack.logs / "audit-0.log").read_text()

@@ -31,6 +31,7 @@ async def snapshot(settings: Settings, nc: NATS) -> dict[str, Any]:
         lambda: {"instances": 0, "requests": 0, "errors": 0, "time_ns": 0, "outcomes": {}}
     )
     audit_seq = 0
+    halted: dict[str, Any] | None = None
     for s in stats:
         k = kinds[s["name"].removeprefix("handshake-")]
         k["instances"] += 1
@@ -41,12 +42,16 @@ async def snapshot(settings: Settings, nc: NATS) -> dict[str, Any]:
             for code, n in ((e.get("data") or {}).get("outcomes") or {}).items():
                 k["outcomes"][code] = k["outcomes"].get(code, 0) + n
         data = s.get("data") or {}
-        if data.get("role") == "active":
+        if data.get("role") in {"active", "halted"}:
             audit_seq = max(audit_seq, int(data.get("last_stream_seq") or 0))
-    out: dict[str, Any] = {"workers": dict(kinds)}
+        if data.get("role") == "halted":
+            halted = data.get("gap") or {"reason": "halted"}
+    out: dict[str, Any] = {"workers": dict(kinds), "audit_halted": halted}
     try:
         info = await nc.jetstream().stream_info(STREAM)
         out["audit_lag"] = max(info.state.last_seq - audit_seq, 0) if audit_seq else None
+        if halted is not None:  # a halted writer is never "caught up"
+            out["audit_lag"] = max(out["audit_lag"] or 0, 1)
         out["audit_events"] = info.state.messages
     except Exception:
         out["audit_lag"] = out["audit_events"] = None
@@ -85,6 +90,11 @@ def render(snap: dict[str, Any]) -> Group:
         f"tokens live: {snap.get('tokens_live', '?')}, expired unused: "
         f"{snap.get('tokens_expired', '?')}, authorize ok: {issued}"
     )
+    halted = snap.get("audit_halted")
+    if halted is not None:
+        alarm = Text("AUDIT WRITER HALTED: ", style="bold red")
+        alarm.append(f"{halted}  (see deploy/README.md; accept with `audit resume --accept-gap`)")
+        return Group(table, footer, alarm)
     return Group(table, footer)
 
 
