@@ -19,6 +19,7 @@ from mcp_handshake.services.approval.handler import (
     handle_list,
     handle_status,
 )
+from mcp_handshake.services.approval.rebuild import run_rebuild
 from mcp_handshake.services.core.policy import Policy
 from mcp_handshake.services.core.signing import DispatchVerifier
 from mcp_handshake.services.runtime.approvals import STREAM as APPROVALS
@@ -83,7 +84,7 @@ async def build(settings: Settings, nc: NATS) -> Worker:
                          partial(handle_decide, deps=deps), audit=decide_audit(audit)),
         ],
         background=[partial(consume_approvals, nc, deps, verifier, audit),
-                    partial(_watch_pending, kit, store)],
+                    partial(_watch_pending, kit, store), partial(run_rebuild, kit, store)],
         closers=[decided.unsubscribe],
         extra_stats=lambda: {"approvals_pending": gauges.get("approvals_pending")},
     )  # fmt: skip

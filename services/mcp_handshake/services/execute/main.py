@@ -12,6 +12,7 @@ from mcp_handshake.services.execute.audit import execute_audit
 from mcp_handshake.services.execute.handler import ExecuteDeps, handle_execute, handle_keys
 from mcp_handshake.services.runtime.build import open_kit
 from mcp_handshake.services.runtime.worker import Worker
+from mcp_handshake.services.store import KeyRegistry
 from mcp_handshake.shared.protocol import TOKEN_HEADER
 from mcp_handshake.shared.settings import Settings
 from mcp_handshake.shared.wire import EmptyRequest, ExecuteRequest
@@ -29,7 +30,7 @@ async def build(settings: Settings, nc: NATS) -> Worker:
         tools=kit.tools,
         policy=kit.policy,
         store=store,
-        proofs=ProofVerifier(store.keys),
+        proofs=ProofVerifier(KeyRegistry(nc.jetstream(), create=True)),
         audit=audit,
         receipts=ReceiptSigner.from_file(cfg.resolve(cfg.keys.receipt), cfg.service.id),
         dispatcher=DispatchSigner.from_file(cfg.resolve(cfg.keys.dispatch)),

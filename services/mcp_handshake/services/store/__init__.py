@@ -14,7 +14,7 @@ from mcp_handshake.shared.settings import Settings
 
 from .approvals import ApprovalStore
 from .dispatches import DispatchLog
-from .keys import KeyRegistry
+from .keys import KEYS_BUCKET, KeyRegistry
 from .limits import Counters
 from .records import Approval, TxRecord
 from .redis import redis_client
@@ -22,6 +22,7 @@ from .scripts import Scripts
 from .tokens import RETENTION_S, TokenStore
 
 __all__ = [
+    "KEYS_BUCKET",
     "RETENTION_S",
     "Approval",
     "ApprovalStore",
@@ -43,7 +44,6 @@ class Store:
     tokens: TokenStore
     approvals: ApprovalStore
     counters: Counters
-    keys: KeyRegistry
     dispatches: DispatchLog
 
     @classmethod
@@ -55,7 +55,6 @@ class Store:
             tokens=tokens,
             approvals=ApprovalStore(scripts, tokens),
             counters=Counters(scripts),
-            keys=KeyRegistry(redis),
             dispatches=DispatchLog(redis),
         )
 
