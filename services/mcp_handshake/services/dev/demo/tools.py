@@ -100,7 +100,10 @@ TOOLS = [
         tier=Tier.INTERNAL,
         target=TARGET,
         operation=HttpOperation(
-            "POST", "/v1/invoices", body=("customer_id", "amount", "currency", "memo")
+            "POST",
+            "/v1/invoices",
+            body=("customer_id", "amount", "currency", "memo"),
+            idempotency_key=True,
         ),
         preview_mask={"customer_id": "last4"},
     ),
@@ -130,7 +133,9 @@ TOOLS = [
         params=SendPaymentParams,
         tier=Tier.RESTRICTED,
         target=TARGET,
-        operation=HttpOperation("POST", "/v1/payments", body=("to_account", "amount", "currency")),
+        operation=HttpOperation(
+            "POST", "/v1/payments", body=("to_account", "amount", "currency"), idempotency_key=True
+        ),
         preview_mask={"to_account": "last4"},
     ),
 ]
