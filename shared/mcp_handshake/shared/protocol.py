@@ -32,6 +32,8 @@ __all__ = [
     "PROOF_HEADER",
     "PROOF_TYP",
     "RECEIPT_TYP",
+    "RECONCILE_PROOF_PH",
+    "RECONCILE_PROOF_TOOL",
     "TOKEN_HEADER",
     "decode_error",
     "encode_error",
@@ -51,6 +53,11 @@ INTERNAL_HEADER = "Handshake-Internal-Signature"
 
 # JOSE ``typ`` values.
 PROOF_TYP = "handshake-proof+jwt"
+#: A reconcile's proof: a ``PROOF_TYP`` JWS whose ``tool`` and ``ph`` claims are these
+#: (with ``txn``, ``iat`` and a fresh ``jti``). The caller may know only the transaction
+#: id; ``ph`` is no params hash, so no execute proof can pass for one, nor the reverse.
+RECONCILE_PROOF_TOOL = "handshake.reconcile"
+RECONCILE_PROOF_PH = "reconcile"
 RECEIPT_TYP = "handshake-receipt+jwt"
 DISPATCH_TYP = "handshake-dispatch+jws"
 APPROVAL_TYP = "handshake-approval-request+jws"

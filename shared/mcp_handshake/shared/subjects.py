@@ -113,10 +113,10 @@ class Keys:
         return f"handshake:dispatched:{{{transaction_id}}}"
 
     @staticmethod
-    def reconciled(transaction_id: str) -> str:
-        """Set once by the executor that runs a transaction's reconcile dispatch: one more
-        run under the same Idempotency-Key, never two."""
-        return f"handshake:dispatched:{{{transaction_id}}}:reconcile"
+    def reconciled(transaction_id: str, attempt: int) -> str:
+        """Set once by the executor that runs a transaction's ``attempt``-th reconcile
+        dispatch: each reconcile runs at most once, like the transaction's own dispatch."""
+        return f"handshake:dispatched:{{{transaction_id}}}:reconcile:{attempt}"
 
     @staticmethod
     def jti(thumbprint: str, jti: str) -> str:

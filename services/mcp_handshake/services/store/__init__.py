@@ -16,6 +16,7 @@ from .approvals import ApprovalStore
 from .dispatches import DispatchLog
 from .keys import KEYS_BUCKET, KeyRegistry
 from .limits import Counters
+from .reconcile import ReconcileStore
 from .records import Approval, TxRecord
 from .redis import redis_client
 from .scripts import Scripts
@@ -29,6 +30,7 @@ __all__ = [
     "Counters",
     "DispatchLog",
     "KeyRegistry",
+    "ReconcileStore",
     "Store",
     "TokenStore",
     "TxRecord",
@@ -45,6 +47,7 @@ class Store:
     approvals: ApprovalStore
     counters: Counters
     dispatches: DispatchLog
+    reconciles: ReconcileStore
 
     @classmethod
     def over(cls, redis: Redis) -> Store:
@@ -56,6 +59,7 @@ class Store:
             approvals=ApprovalStore(scripts, tokens),
             counters=Counters(scripts),
             dispatches=DispatchLog(redis),
+            reconciles=ReconcileStore(scripts),
         )
 
     @classmethod
