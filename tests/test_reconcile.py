@@ -5,6 +5,8 @@ the run in the audit trail; the target sees one side effect."""
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import time
 from typing import Any
 
@@ -117,3 +119,21 @@ async def test_reconcile_needs_a_proof_and_a_tool_safe_to_repeat(own_stack: Stac
         replay = await raw.request(raw.s.reconcile, {"transaction_id": txn}, sam,
                                    {"Handshake-Proof": proof})  # fmt: skip
         assert replay.error in {"invalid_transaction", "validation_failed"}
+
+
+def test_cli_reconcile(stack: Stack) -> None:
+    from tests.test_cli import INVALID, OUTCOME_UNKNOWN, cli
+
+    minted = cli(stack, "token", "mint", "--sub", "cli-rick", "--role", "billing", "--bind-key")
+    session = minted.stdout.strip()
+    params = json.dumps({**SLOW, "delay_s": 3.0})
+    lost = cli(stack, "call", "test.slow_payment", "--params", params, session=session)
+    assert lost.returncode == OUTCOME_UNKNOWN, lost.stderr
+    txn = re.findall(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", lost.stderr)
+    assert txn, lost.stderr
+    done = cli(stack, "reconcile", txn[0], session=session)
+    assert done.returncode == 0, done.stderr
+    body = json.loads(done.stdout)
+    assert body["transaction_id"] == txn[0] and body["receipt"]["reconciled"] == 1
+    again = cli(stack, "reconcile", txn[0], session=session)
+    assert again.returncode == INVALID and again.stderr.startswith("invalid_transaction: ")
