@@ -53,6 +53,12 @@ approval_ttl_s = 2
 [tools."test.limited"]
 roles = ["*"]
 rate_limit = { requests = 3, per_s = 5 }
+
+[tools."test.slow_payment"]
+roles = ["*"]
+
+[tools."test.slow_plain_post"]
+roles = ["*"]
 """
 
 

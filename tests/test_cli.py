@@ -203,13 +203,13 @@ def test_unreachable_nats_is_one_line_within_3s(tmp_path: Path, server: str) -> 
             silent.close()
 
 
-def test_unreachable_redis_is_one_line(tmp_path: Path) -> None:
-    port = free_port()
-    env = {**no_stack_env(tmp_path, "nats://127.0.0.1:1"),
-           "HANDSHAKE_REDIS_URL": f"redis://:pw@127.0.0.1:{port}/0"}  # fmt: skip
+def test_unreachable_key_registry_is_one_line(tmp_path: Path) -> None:
+    port = free_port()  # the registry is in NATS KV: Redis plays no part
+    env = {**no_stack_env(tmp_path, f"nats://127.0.0.1:{port}"),
+           "HANDSHAKE_REDIS_URL": "redis://:pw@127.0.0.1:1/0"}  # fmt: skip
     for args in (("keys", "register", "--sub", "x"), ("keys", "revoke", "--sub", "x", "kid")):
         line = one_line(run_cli(*args, env=env, timeout=20), "unavailable")
-        assert line == f"unavailable: cannot reach Redis at redis://***@127.0.0.1:{port}/0"
+        assert line == f"unavailable: cannot reach NATS at nats://127.0.0.1:{port}"
 
 
 def test_token_mint_caps_ttl_and_binds_public_keys(stack: Stack, tmp_path: Path) -> None:

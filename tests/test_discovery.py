@@ -25,7 +25,7 @@ async def test_info_and_stats(operator: Raw) -> None:
     stats = json.loads(msg.data)
     assert stats["type"] == "io.nats.micro.v1.stats_response"
     names = {e["name"] for e in stats["endpoints"]}
-    assert names == {"execute", "keys"}
+    assert names == {"execute", "reconcile", "keys"}
     for e in stats["endpoints"]:
         assert e["num_errors"] <= e["num_requests"]
 

@@ -9,7 +9,7 @@ from typing import Any
 import jwt
 
 from mcp_handshake.services.store import KeyRegistry
-from tests.conftest import AgentKey, Raw
+from tests.conftest import AgentKey, Raw, connected
 
 LIST = {"status": None, "limit": 20}  # normalized params of payments.list_invoices
 
@@ -146,7 +146,8 @@ async def test_registered_key_without_cnf(raw: Raw, redis: Any) -> None:
     burnt = await _grant(raw, erin)
     r = await raw.execute(erin, burnt, "payments.list_invoices", LIST)  # not registered yet
     assert r.error == "validation_failed"
-    await KeyRegistry(redis).register("erin", key.jwk)
+    async with connected(raw.stack, "operator") as op:
+        await KeyRegistry(op.nc.jetstream(), create=True).register("erin", key.jwk)
     assert (await raw.execute(erin, burnt, "payments.list_invoices", LIST)).error == (
         "invalid_transaction"
     )

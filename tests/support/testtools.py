@@ -8,12 +8,21 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mcp_handshake.services.core.tools import Tier, Tool
+from mcp_handshake.services.core.tools import HttpOperation, Tier, Tool
 
 
 class EchoParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text: str = Field(max_length=100)
+
+
+class SlowPaymentParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    to_account: str = Field(max_length=40)
+    amount: float = Field(gt=0)
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    #: The demo target answers this late (after the payment is made).
+    delay_s: float = Field(ge=0, le=30)
 
 
 class SleepParams(BaseModel):
@@ -38,4 +47,12 @@ TOOLS = [
     Tool("test.short_approval", "Approval expires fast.", EchoParams, Tier.RESTRICTED,
          "payments", echo),
     Tool("test.limited", "Rate limited.", EchoParams, Tier.PUBLIC, "payments", echo),
+    Tool("test.slow_payment", "Send a payment; the target answers late.", SlowPaymentParams,
+         Tier.INTERNAL, "payments",
+         HttpOperation("POST", "/v1/payments", query=("delay_s",),
+                       body=("to_account", "amount", "currency"), idempotency_key=True)),
+    Tool("test.slow_plain_post", "A POST the target does not de-duplicate.",
+         SlowPaymentParams, Tier.PUBLIC, "payments",
+         HttpOperation("POST", "/v1/payments", query=("delay_s",),
+                       body=("to_account", "amount", "currency"))),
 ]  # fmt: skip

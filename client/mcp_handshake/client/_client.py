@@ -30,6 +30,8 @@ from mcp_handshake.shared.protocol import (
     AUTHORIZATION_HEADER,
     PROOF_HEADER,
     RECEIPT_TYP,
+    RECONCILE_PROOF_PH,
+    RECONCILE_PROOF_TOOL,
     TOKEN_HEADER,
 )
 from mcp_handshake.shared.settings import Settings, default_agent_key, make_private_dirs
@@ -210,6 +212,32 @@ class HandshakeClient:
         reply: ExecuteReply = await self._request(
             self._subjects.execute, body, ExecuteReply, headers, timeout_error=OutcomeUnknown
         )
+        claims = await self.verify_receipt(reply.receipt, reply.result, grant, tool)
+        return CallResult(reply.transaction_id, reply.result, reply.receipt, claims)
+
+    async def reconcile(self, transaction_id: str) -> CallResult:
+        """Settle one of this caller's transactions left ``outcome_unknown``.
+
+        The mediator runs the operation again under the same Idempotency-Key (when the
+        tool declares it safe to repeat) or the tool's status operation, and answers
+        like ``execute``, with a receipt (claim ``reconciled``), verified here. Signed
+        with the client's ``proof_key`` when it has one (tiers above public need it).
+        """
+        headers: dict[str, str] = {}
+        if self._proof_key is not None:
+            headers[PROOF_HEADER] = self._proof_key.sign(
+                transaction_id, RECONCILE_PROOF_TOOL, RECONCILE_PROOF_PH
+            )
+        body = {"transaction_id": transaction_id}
+        reply: ExecuteReply = await self._request(
+            self._subjects.reconcile, body, ExecuteReply, headers, timeout_error=OutcomeUnknown
+        )
+        # The caller may hold only the id: the receipt's signature, txn and result hash
+        # are checked, and its tool and params hash must agree with the reply's.
+        tool = str(jwt.decode(reply.receipt, options={"verify_signature": False}).get("tool"))
+        grant = Grant(transaction_id=transaction_id, token="", status="executed",
+                      tier=reply.tier or "", params_hash=reply.params_hash or "",
+                      expires_at=0.0)  # fmt: skip
         claims = await self.verify_receipt(reply.receipt, reply.result, grant, tool)
         return CallResult(reply.transaction_id, reply.result, reply.receipt, claims)
 

@@ -33,6 +33,8 @@ __all__ = [
     "PROOF_HEADER",
     "PROOF_TYP",
     "RECEIPT_TYP",
+    "RECONCILE_PROOF_PH",
+    "RECONCILE_PROOF_TOOL",
     "TOKEN_HEADER",
     "decode_error",
     "encode_error",
@@ -54,6 +56,11 @@ INTERNAL_HEADER = "Handshake-Internal-Signature"
 PROOF_TYP = "handshake-proof+jwt"
 #: An approver's signed decision, sent in ``Handshake-Proof`` on ``approvals.decide``.
 DECISION_TYP = "handshake-decision+jwt"
+#: A reconcile's proof: a ``PROOF_TYP`` JWS whose ``tool`` and ``ph`` claims are these
+#: (with ``txn``, ``iat`` and a fresh ``jti``). The caller may know only the transaction
+#: id; ``ph`` is no params hash, so no execute proof can pass for one, nor the reverse.
+RECONCILE_PROOF_TOOL = "handshake.reconcile"
+RECONCILE_PROOF_PH = "reconcile"
 RECEIPT_TYP = "handshake-receipt+jwt"
 DISPATCH_TYP = "handshake-dispatch+jws"
 APPROVAL_TYP = "handshake-approval-request+jws"

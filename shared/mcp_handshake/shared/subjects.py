@@ -58,6 +58,11 @@ class Subjects:
         return f"{self.prefix}.keys"
 
     @property
+    def reconcile(self) -> str:
+        """Settle a transaction left ``outcome_unknown`` (its original caller only)."""
+        return f"{self.prefix}.reconcile"
+
+    @property
     def approvals_list(self) -> str:
         return f"{self.prefix}.approvals.list"
 
@@ -85,6 +90,9 @@ class Keys:
     PENDING = "handshake:approvals:pending"
     #: Sorted set of tokens granted and not yet used (score: expiry).
     LIVE = "handshake:tokens:live"
+    #: Set by the approval worker that restored pending approvals from NATS KV into an
+    #: empty Redis; its absence means Redis lost its data (or never held any).
+    RESTORED = "handshake:approvals:restored"
     #: Counter of tokens that expired unused.
     EXPIRED = "handshake:tokens:expired"
 
@@ -103,6 +111,12 @@ class Keys:
         """Set once by the executor that runs a transaction's dispatch: no executor runs it
         again (the marker outlives the dispatch)."""
         return f"handshake:dispatched:{{{transaction_id}}}"
+
+    @staticmethod
+    def reconciled(transaction_id: str, attempt: int) -> str:
+        """Set once by the executor that runs a transaction's ``attempt``-th reconcile
+        dispatch: each reconcile runs at most once, like the transaction's own dispatch."""
+        return f"handshake:dispatched:{{{transaction_id}}}:reconcile:{attempt}"
 
     @staticmethod
     def jti(thumbprint: str, jti: str) -> str:

@@ -28,6 +28,7 @@ __all__ = [
     "Grant",
     "Jwks",
     "PendingApproval",
+    "ReconcileRequest",
     "StatusReply",
     "StatusRequest",
     "Tier",
@@ -74,6 +75,12 @@ class ExecuteRequest(_Request, frozen=True):
     transaction_id: TxnId
     tool: ToolName
     params: dict[str, Any]
+
+
+class ReconcileRequest(_Request, frozen=True):
+    """Body of ``reconcile``: settle a transaction left ``outcome_unknown``."""
+
+    transaction_id: TxnId
 
 
 class EmptyRequest(_Request, frozen=True):
@@ -195,7 +202,7 @@ class ErrorReply(msgspec.Struct, frozen=True):
 # Internal messages (handshake.internal.>): services only.
 
 
-class Dispatch(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+class Dispatch(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
     """What an execute worker asks an executor to run; signed (see ``dispatch``)."""
 
     txn: str
@@ -206,6 +213,9 @@ class Dispatch(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     ph: str
     iat: float
     exp: float
+    #: Additive: 0 for the transaction's own run; n > 0 for its n-th reconcile run (the
+    #: same operation under the same Idempotency-Key, or its declared status operation).
+    reconcile: int = 0
 
 
 class DispatchReply(msgspec.Struct, frozen=True):

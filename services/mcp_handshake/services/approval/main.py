@@ -20,6 +20,7 @@ from mcp_handshake.services.approval.handler import (
     handle_status,
 )
 from mcp_handshake.services.approval.notify import Notifier
+from mcp_handshake.services.approval.rebuild import run_rebuild
 from mcp_handshake.services.core.policy import Policy
 from mcp_handshake.services.core.proofs import ProofVerifier
 from mcp_handshake.services.core.signing import DispatchVerifier
@@ -27,7 +28,7 @@ from mcp_handshake.services.runtime.approvals import STREAM as APPROVALS
 from mcp_handshake.services.runtime.build import Kit, open_kit
 from mcp_handshake.services.runtime.streams import await_stream
 from mcp_handshake.services.runtime.worker import Worker
-from mcp_handshake.services.store import Store
+from mcp_handshake.services.store import KeyRegistry, Store
 from mcp_handshake.services.store.sweep import sweep_expired
 from mcp_handshake.shared.errors import HandshakeError
 from mcp_handshake.shared.protocol import APPROVAL_TYP
@@ -73,7 +74,8 @@ async def build(settings: Settings, nc: NATS) -> Worker:
     notifier = Notifier(cfg.webhook, cfg.resolve(cfg.webhook.secret_file)) if cfg.webhook else None
     deps = ApprovalDeps(nc=nc, subjects=subjects, policy=kit.policy, store=store,
                         agent=_load_agent(cfg.approval_agent, kit.policy, store),
-                        proofs=ProofVerifier(store.keys), notifier=notifier)  # fmt: skip
+                        proofs=ProofVerifier(KeyRegistry(nc.jetstream())),
+                        notifier=notifier)  # fmt: skip
     verifier = DispatchVerifier.from_file(cfg.resolve(cfg.keys.internal_public), APPROVAL_TYP)
 
     async def on_decided(msg: Msg) -> None:
@@ -92,7 +94,8 @@ async def build(settings: Settings, nc: NATS) -> Worker:
                          partial(handle_decide, deps=deps), audit=decide_audit(audit)),
         ],
         background=[partial(consume_approvals, nc, deps, verifier, audit),
-                    partial(_watch_pending, kit, store, notifier)],
+                    partial(_watch_pending, kit, store, notifier),
+                    partial(run_rebuild, kit, store)],
         closers=[decided.unsubscribe, *([notifier.aclose] if notifier else [])],
         extra_stats=lambda: {"approvals_pending": gauges.get("approvals_pending")},
     )  # fmt: skip

@@ -15,6 +15,7 @@ from mcp_handshake.services.runtime.approvals import ApprovalQueue
 from mcp_handshake.services.runtime.context import log_txn
 from mcp_handshake.services.runtime.endpoint import Request
 from mcp_handshake.services.store import Store, TxRecord
+from mcp_handshake.services.store.pending import PendingLog
 from mcp_handshake.shared.errors import Forbidden
 from mcp_handshake.shared.hashing import new_token, params_hash, token_hash
 from mcp_handshake.shared.wire import (
@@ -35,6 +36,8 @@ class AuthorizeDeps:
     policy: Policy
     store: Store
     approvals: ApprovalQueue
+    #: The durable copy of pending approvals (restored if Redis loses everything).
+    pending: PendingLog | None = None
 
 
 async def handle_authorize(req: Request[AuthorizeRequest], deps: AuthorizeDeps) -> Grant:
@@ -58,6 +61,8 @@ async def handle_authorize(req: Request[AuthorizeRequest], deps: AuthorizeDeps) 
     await deps.store.tokens.issue(th, record, ttl)
     if record.status == "pending_approval":
         try:
+            if deps.pending is not None:
+                await deps.pending.save(th, record)
             await deps.approvals.publish(txn)
         except Exception:
             await deps.store.tokens.burn(th)  # never leave a request no approver will see

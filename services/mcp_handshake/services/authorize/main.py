@@ -11,9 +11,10 @@ from mcp_handshake.services.authorize.handler import AuthorizeDeps, handle_autho
 from mcp_handshake.services.core.signing import DispatchSigner
 from mcp_handshake.services.runtime.approvals import STREAM as APPROVALS
 from mcp_handshake.services.runtime.approvals import ApprovalQueue
-from mcp_handshake.services.runtime.build import open_kit
+from mcp_handshake.services.runtime.build import duplicate_window, open_kit
 from mcp_handshake.services.runtime.streams import await_stream
 from mcp_handshake.services.runtime.worker import Worker
+from mcp_handshake.services.store.pending import PendingLog
 from mcp_handshake.shared.protocol import APPROVAL_TYP
 from mcp_handshake.shared.settings import Settings
 from mcp_handshake.shared.wire import AuthorizeRequest, EmptyRequest
@@ -31,6 +32,7 @@ async def build(settings: Settings, nc: NATS) -> Worker:
         policy=kit.policy,
         store=kit.open_store(),
         approvals=ApprovalQueue(nc, subjects, signer),
+        pending=await PendingLog.opened(nc.jetstream(), duplicate_window(kit.policy)),
     )
     return kit.worker(
         "Handshake phase 1 and the tool catalog",

@@ -99,8 +99,15 @@ class TargetConfig(_Section, frozen=True):
     auth: TargetAuth = msgspec.field(default_factory=TargetAuth)
     timeout_s: Annotated[float, msgspec.Meta(gt=0, le=300)] = 5.0
     connect_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 2.0
-    #: Retries for idempotent operations only (connection errors and 5xx).
+    #: Retries: of calls that never reached the target, and for operations safe to
+    #: repeat (idempotent methods, declared Idempotency-Key POSTs) of timeouts, 5xx and 429.
     retries: Annotated[int, msgspec.Meta(ge=0, le=5)] = 1
+    #: Backoff between retries: exponential from ``backoff_s``, full jitter, at most
+    #: ``backoff_max_s``; a ``Retry-After`` is honoured up to ``retry_after_max_s`` (a
+    #: longer one ends the retries).
+    backoff_s: Annotated[float, msgspec.Meta(ge=0, le=10)] = 0.05
+    backoff_max_s: Annotated[float, msgspec.Meta(ge=0, le=60)] = 1.0
+    retry_after_max_s: Annotated[float, msgspec.Meta(ge=0, le=60)] = 3.0
     #: TLS: CA bundle to trust, and client certificate/key for mTLS.
     ca_file: str | None = None
     client_cert: str | None = None

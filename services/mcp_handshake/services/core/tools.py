@@ -51,17 +51,25 @@ class HttpOperation:
 
     ``path`` is a template whose ``{name}`` parts are filled from params (URL
     quoted); ``query`` and ``body`` name the params sent as query string and
-    JSON body. ``None`` values are left out.
+    JSON body. ``None`` values are left out. ``idempotency_key`` declares that the
+    target de-duplicates this call by its ``Idempotency-Key`` (the transaction id):
+    repeating it under the same key has the effect of one call.
     """
 
     method: str
     path: str
     query: tuple[str, ...] = ()
     body: tuple[str, ...] = ()
+    idempotency_key: bool = False
 
     @property
     def idempotent(self) -> bool:
         return self.method.upper() in {"GET", "HEAD", "OPTIONS", "PUT", "DELETE"}
+
+    @property
+    def repeatable(self) -> bool:
+        """Safe to send again: an idempotent method, or a key the target de-duplicates."""
+        return self.idempotent or self.idempotency_key
 
 
 #: Custom logic: ``async def op(params, ctx) -> result`` where ``ctx`` gives the
@@ -87,6 +95,17 @@ class Tool:
     #: Params that determine the operation's effect (recipient, amount, currency,
     #: account): approvers always see them in full.
     effect: tuple[str, ...] = ()
+    #: How a transaction left ``outcome_unknown`` is settled: a status operation run with
+    #: the same params (and Idempotency-Key), answering the original call's result. Without
+    #: one, an HTTP operation that is ``repeatable`` is sent again; others cannot be.
+    reconcile: HttpOperation | FunctionOperation | None = None
+
+    @property
+    def reconcile_operation(self) -> HttpOperation | FunctionOperation | None:
+        if self.reconcile is not None:
+            return self.reconcile
+        op = self.operation
+        return op if isinstance(op, HttpOperation) and op.repeatable else None
 
     def normalize(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """Validated params with defaults filled and types coerced, as JSON values."""

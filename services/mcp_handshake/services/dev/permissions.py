@@ -14,10 +14,14 @@ kind; each agent has a user of its own. What each may do:
   streams and consumers;
 - stream management belongs to the audit user and the operator; no worker
   may delete or purge a stream;
-- the operator may run ``status`` (``$SRV``) and ``audit tail``, and is the only
-  one who may tell a halted audit writer to resume (``audit resume``);
+- the operator may run ``status`` (``$SRV``) and ``audit tail``, is the only
+  one who may tell a halted audit writer to resume (``audit resume``), and
+  writes the key registry (KV ``HANDSHAKE_KEYS``), which execute workers read;
 - only the audit user publishes signed checkpoints to ``HANDSHAKE_CHECKPOINTS``
-  (a stream that refuses deletes and purges, even the operator's).
+  (a stream that refuses deletes and purges, even the operator's);
+- authorize workers write, and approval workers read and prune, the pending
+  approvals' durable copy (KV ``HANDSHAKE_PENDING``); each creates its bucket
+  when missing, with the stream API of exactly that bucket.
 
 :func:`render` turns the model into a ``nats-server`` configuration: the one
 ``deploy/nats/nats.conf`` ships (passwords from the environment) and the one
@@ -36,6 +40,8 @@ from mcp_handshake.services.audit.names import CHECKPOINT_SUBJECT, RESUME
 from mcp_handshake.services.runtime.approvals import DURABLE
 from mcp_handshake.services.runtime.approvals import STREAM as APPROVALS
 from mcp_handshake.services.runtime.audit import STREAM as AUDIT
+from mcp_handshake.services.store.keys import KEYS_BUCKET
+from mcp_handshake.services.store.pending import PENDING_BUCKET
 from mcp_handshake.shared.natsconn import inbox_prefix
 from mcp_handshake.shared.subjects import AUDIT_PREFIX, Subjects
 
@@ -70,6 +76,11 @@ def _stream_api(stream: str, *verbs: str) -> list[str]:
     return [f"{_JS}.STREAM.{verb}.{stream}" for verb in verbs]
 
 
+def _kv_api(bucket: str, *verbs: str) -> list[str]:
+    """The stream API for exactly one key-value bucket (its stream is ``KV_<bucket>``)."""
+    return _stream_api(f"KV_{bucket}", *verbs)
+
+
 def _consumer_api(stream: str, consumer: str, *verbs: str) -> list[str]:
     out = []
     for verb in verbs:
@@ -88,20 +99,22 @@ def permissions(identity: Identity, subjects: Subjects) -> dict[str, object]:
     discovery = "$SRV.>"
     if role == "agent":
         pub = [s.authorize, s.execute, s.tools, s.status, s.keys, s.approvals_list,
-               s.approvals_decide]  # fmt: skip
+               s.approvals_decide, s.reconcile]  # fmt: skip
         return {"publish": {"allow": pub}, "subscribe": {"allow": [inbox]}}
     if role == OPERATOR:
-        pub = [f"{_JS}.>", "$JS.ACK.>", "$JS.FC.>", discovery, RESUME]
+        pub = [f"{_JS}.>", "$JS.ACK.>", "$JS.FC.>", discovery, RESUME, f"$KV.{KEYS_BUCKET}.>"]
         return {"publish": {"allow": pub}, "subscribe": {"allow": [inbox]}}
     by_role: dict[str, tuple[list[str], list[str]]] = {
         "authorize": (
             [s.authorize, s.tools],
             [audit_events, s.approval_requests, *_stream_api(AUDIT, "INFO"),
-             *_stream_api(APPROVALS, "INFO")],
+             *_stream_api(APPROVALS, "INFO"), *_kv_api(PENDING_BUCKET, "INFO", "CREATE"),
+             f"$KV.{PENDING_BUCKET}.>"],
         ),
         "execute": (
-            [s.execute, s.keys],
-            [s.executor("*"), audit_events, *_stream_api(AUDIT, "INFO")],
+            [s.execute, s.keys, s.reconcile],
+            [s.executor("*"), audit_events, *_stream_api(AUDIT, "INFO"),
+             *_kv_api(KEYS_BUCKET, "INFO", "CREATE", "MSG.GET")],
         ),
         "executor": ([s.executor("*")], []),
         "approval": (
@@ -109,7 +122,9 @@ def permissions(identity: Identity, subjects: Subjects) -> dict[str, object]:
             [audit_events, s.approval_decided("*"), *_stream_api(AUDIT, "INFO"),
              *_stream_api(APPROVALS, "INFO"),
              *_consumer_api(APPROVALS, DURABLE, "INFO", "CREATE", "DURABLE.CREATE", "MSG.NEXT"),
-             f"$JS.ACK.{APPROVALS}.{DURABLE}.>"],
+             f"$JS.ACK.{APPROVALS}.{DURABLE}.>",
+             *_kv_api(PENDING_BUCKET, "INFO", "CREATE", "MSG.GET"), f"$KV.{PENDING_BUCKET}.>",
+             *_kv_api(KEYS_BUCKET, "INFO", "MSG.GET")],  # signed decisions by registered keys
         ),
         "audit": (
             [RESUME],

@@ -204,7 +204,10 @@ async def _dispatch(
         )
     except HandshakeError as exc:
         unknown = isinstance(exc, OutcomeUnknown)
-        deps.later(deps.store.tokens.set_status(th, "outcome_unknown" if unknown else "failed"))
+        if unknown:  # keep what ran, so the caller can reconcile it
+            await deps.store.reconciles.unknown(th, params)
+        else:
+            deps.later(deps.store.tokens.set_status(th, "failed"))
         if exc.code not in _PASSTHROUGH:
             log.error("executor refused a dispatch", extra={"txn": record.txn, "code": exc.code})
             raise InternalError(transaction_id=record.txn) from None

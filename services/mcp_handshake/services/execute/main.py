@@ -10,11 +10,13 @@ from mcp_handshake.services.core.proofs import ProofVerifier
 from mcp_handshake.services.core.signing import DispatchSigner, ReceiptSigner
 from mcp_handshake.services.execute.audit import execute_audit
 from mcp_handshake.services.execute.handler import ExecuteDeps, handle_execute, handle_keys
+from mcp_handshake.services.execute.reconcile import handle_reconcile, reconcile_audit
 from mcp_handshake.services.runtime.build import open_kit
 from mcp_handshake.services.runtime.worker import Worker
+from mcp_handshake.services.store import KeyRegistry
 from mcp_handshake.shared.protocol import TOKEN_HEADER
 from mcp_handshake.shared.settings import Settings
-from mcp_handshake.shared.wire import EmptyRequest, ExecuteRequest
+from mcp_handshake.shared.wire import EmptyRequest, ExecuteRequest, ReconcileRequest
 
 
 async def build(settings: Settings, nc: NATS) -> Worker:
@@ -29,7 +31,7 @@ async def build(settings: Settings, nc: NATS) -> Worker:
         tools=kit.tools,
         policy=kit.policy,
         store=store,
-        proofs=ProofVerifier(store.keys),
+        proofs=ProofVerifier(KeyRegistry(nc.jetstream(), create=True)),
         audit=audit,
         receipts=ReceiptSigner.from_file(cfg.resolve(cfg.keys.receipt), cfg.service.id),
         dispatcher=DispatchSigner.from_file(cfg.resolve(cfg.keys.dispatch)),
@@ -41,6 +43,8 @@ async def build(settings: Settings, nc: NATS) -> Worker:
             kit.endpoint("execute", subjects.execute, ExecuteRequest,
                          partial(handle_execute, deps=deps), require=(TOKEN_HEADER,),
                          audit=execute_audit(audit, kit.metrics)),
+            kit.endpoint("reconcile", subjects.reconcile, ReconcileRequest,
+                         partial(handle_reconcile, deps=deps), audit=reconcile_audit(audit)),
             kit.endpoint("keys", subjects.keys, EmptyRequest, partial(handle_keys, deps=deps),
                          auth=False),
         ],

@@ -50,10 +50,16 @@ async def handle_dispatch(req: Request[Dispatch], deps: ExecutorDeps) -> Dispatc
     if tool is None or target is None or tool.target != d.target:
         log.error("dispatch for a tool this executor does not run", extra={"txn": d.txn})
         raise InternalError(transaction_id=d.txn)
-    if not await deps.dispatches.claim(d.txn, max(d.exp - now, 0.0) + _MARKER_MARGIN_S):
+    # A reconcile run (d.reconcile > 0) settles an unknown outcome: the tool's declared
+    # status operation, or the same operation if it is safe to repeat under its key.
+    op = tool.reconcile_operation if d.reconcile else tool.operation
+    if op is None:
+        log.error("reconcile dispatch for a tool that cannot be reconciled", extra={"txn": d.txn})
+        raise InternalError(transaction_id=d.txn)
+    ttl = max(d.exp - now, 0.0) + _MARKER_MARGIN_S
+    if not await deps.dispatches.claim(d.txn, ttl, d.reconcile):
         log.warning("refused a replayed dispatch", extra={"txn": d.txn})
         raise Forbidden("dispatch already run", transaction_id=d.txn)
-    op = tool.operation
     if isinstance(op, HttpOperation):
         result: Any = await target.call(op, d.params, d.txn)
     else:

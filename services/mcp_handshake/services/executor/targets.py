@@ -1,5 +1,11 @@
 """Target API clients: base URL, credentials, timeouts, retries, TLS.
 
+Retries (tenacity): a call that never reached the target is always retried;
+a timeout, 5xx or 429 only for an operation safe to repeat (an idempotent
+method, or a POST whose target de-duplicates by ``Idempotency-Key``), with
+exponential backoff and full jitter, or after the target's ``Retry-After``
+when it gave one no longer than ``retry_after_max_s``.
+
 Credentials are read here, by executors only, from a file or an environment
 variable named in the configuration. They never leave this module: not in
 logs, not in errors, not in replies.
@@ -12,6 +18,7 @@ executor hop is on every handshake's hot path.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import logging
 import os
 import ssl
@@ -23,6 +30,7 @@ from urllib.parse import quote
 
 import aiohttp
 import msgspec
+import tenacity
 from opentelemetry.trace import SpanKind
 
 from mcp_handshake.services.core.config import HandshakeConfig, TargetAuth, TargetConfig
@@ -126,6 +134,9 @@ class TargetClient:
             total=cfg.timeout_s, sock_connect=cfg.connect_timeout_s
         )
         self._session: aiohttp.ClientSession | None = None
+        self._backoff = tenacity.wait_random_exponential(
+            multiplier=cfg.backoff_s, max=cfg.backoff_max_s
+        )
 
     @classmethod
     def all_from(cls, config: HandshakeConfig, names: list[str]) -> dict[str, TargetClient]:
@@ -154,15 +165,36 @@ class TargetClient:
         path = op.path.format_map({k: quote(str(v), safe="") for k, v in params.items()})
         query = {k: _query_value(params[k]) for k in op.query if params.get(k) is not None}
         body = {k: params[k] for k in op.body if params.get(k) is not None} if op.body else None
-        attempts = 1 + (self._cfg.retries if op.idempotent else 0)
-        for attempt in range(attempts):
-            last = attempt + 1 == attempts
-            try:
-                return await self._request(op.method, path, txn, params=query, json=body)
-            except _Retryable as exc:
-                if last or (exc.sent and not op.idempotent):
-                    raise exc.error from None
+        cfg, repeatable = self._cfg, op.repeatable
+
+        def worth_retrying(exc: BaseException) -> bool:
+            # Nothing reached the target: always safe. Otherwise only an operation safe to
+            # repeat under the same Idempotency-Key, and never past a long Retry-After.
+            if not isinstance(exc, _Retryable) or (exc.sent and not repeatable):
+                return False
+            return exc.retry_after is None or exc.retry_after <= cfg.retry_after_max_s
+
+        retrying = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(1 + cfg.retries),
+            wait=self._wait,
+            retry=tenacity.retry_if_exception(worth_retrying),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._request(op.method, path, txn, params=query, json=body)
+        except _Retryable as exc:
+            raise exc.error from None
         raise AssertionError("unreachable")
+
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        """The target's Retry-After when it gave one (bounded by the retry test), else
+        exponential backoff with full jitter."""
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(exc, _Retryable) and exc.retry_after is not None:
+            return exc.retry_after
+        return float(self._backoff(state))
 
     async def request(self, method: str, path: str, txn: str, **kw: Any) -> Any:
         """One authenticated call (no retries); the decoded JSON answer or a protocol error."""
@@ -188,10 +220,12 @@ class TargetClient:
                 ) as resp:  # fmt: skip
                     data = await resp.read()
                     status = resp.status
+                    retry_after = _retry_after(resp.headers.get("Retry-After"))
                     if span is not None:
                         span.set_attribute("http.response.status_code", status)
-                if status >= 500:
-                    raise _Retryable(TargetError(_target_message(status, data), transaction_id=txn))
+                if status >= 500 or status == 429:
+                    refused = TargetError(_target_message(status, data), transaction_id=txn)
+                    raise _Retryable(refused, retry_after=retry_after)
                 return _result(status, data, txn)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
             # Nothing reached the target: safe to retry, and safe to say so.
@@ -204,11 +238,31 @@ class TargetClient:
 
 
 class _Retryable(Exception):
-    """A failure an idempotent call may retry; ``sent`` tells whether the target saw it."""
+    """A failure a call safe to repeat may retry; ``sent`` tells whether the target saw
+    it, ``retry_after`` when the target asked to be called again (seconds)."""
 
-    def __init__(self, error: Exception, sent: bool = True) -> None:
+    def __init__(
+        self, error: Exception, sent: bool = True, retry_after: float | None = None
+    ) -> None:
         self.error = error
         self.sent = sent
+        self.retry_after = retry_after
+
+
+def _retry_after(value: str | None) -> float | None:
+    """RFC 9110 ``Retry-After``: delay seconds or an HTTP date; ``None`` if absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def _result(status: int, data: bytes, txn: str) -> Any:

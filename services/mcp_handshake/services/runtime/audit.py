@@ -46,7 +46,8 @@ SUBJECT_PREFIX = AUDIT_PREFIX
 EVENT_KINDS: dict[str, frozenset[str]] = {
     "authorize": frozenset({"authorize.granted", "authorize.denied", "approval.requested"}),
     "execute": frozenset({"execute.intent", "execute.succeeded", "execute.failed",
-                          "execute.denied", "receipt.issued"}),
+                          "execute.denied", "receipt.issued", "execute.reconcile_intent",
+                          "execute.reconciled", "execute.reconcile_failed"}),
     "approval": frozenset({"approval.decided", "approval.voted", "approval.refused",
                            "approval.passed"}),
 }  # fmt: skip
@@ -142,9 +143,12 @@ class Audit:
             self.failed += 1
             log.error("audit event not recorded: %s", event.kind, extra={"txn": event.txn})
 
-    async def intent(self, **facts: Any) -> None:
-        """Record ``execute.intent`` durably before anything runs (see module docstring)."""
-        event = self.event("execute.intent", "ok", **facts)
+    async def intent(
+        self, kind: str = "execute.intent", unique: str | None = None, **facts: Any
+    ) -> None:
+        """Record ``execute.intent`` (or a reconcile run's intent) durably before anything
+        runs (see module docstring)."""
+        event = self.event(kind, "ok", unique=unique, **facts)
         try:
             ack = await self._publish(event, timeout=2.0)
         except (NatsError, TimeoutError):

@@ -14,20 +14,23 @@ from mcp_handshake.shared.settings import Settings
 
 from .approvals import ApprovalStore
 from .dispatches import DispatchLog
-from .keys import KeyRegistry
+from .keys import KEYS_BUCKET, KeyRegistry
 from .limits import Counters
+from .reconcile import ReconcileStore
 from .records import Approval, TxRecord
 from .redis import redis_client
 from .scripts import Scripts
 from .tokens import RETENTION_S, TokenStore
 
 __all__ = [
+    "KEYS_BUCKET",
     "RETENTION_S",
     "Approval",
     "ApprovalStore",
     "Counters",
     "DispatchLog",
     "KeyRegistry",
+    "ReconcileStore",
     "Store",
     "TokenStore",
     "TxRecord",
@@ -43,8 +46,8 @@ class Store:
     tokens: TokenStore
     approvals: ApprovalStore
     counters: Counters
-    keys: KeyRegistry
     dispatches: DispatchLog
+    reconciles: ReconcileStore
 
     @classmethod
     def over(cls, redis: Redis) -> Store:
@@ -55,8 +58,8 @@ class Store:
             tokens=tokens,
             approvals=ApprovalStore(scripts, tokens),
             counters=Counters(scripts),
-            keys=KeyRegistry(redis),
             dispatches=DispatchLog(redis),
+            reconciles=ReconcileStore(scripts),
         )
 
     @classmethod

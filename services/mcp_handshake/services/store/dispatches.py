@@ -3,7 +3,9 @@
 An executor claims a transaction's marker (``SET NX PX``) before it calls the
 target; a replayed dispatch, on any executor, finds the marker and runs
 nothing. The marker outlives the dispatch's validity, so it cannot expire while
-a replay would still be accepted. Redis unavailable is ``Unavailable``: without
+a replay would still be accepted. A reconcile dispatch (``attempt`` n > 0: a new
+signed dispatch for the same transaction) has a marker of its own, so it runs
+once more, once. Redis unavailable is ``Unavailable``: without
 the marker nothing runs.
 """
 
@@ -27,9 +29,10 @@ class DispatchLog:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
 
-    async def claim(self, txn: str, ttl_s: float) -> bool:
-        """Whether this call is the first to claim ``txn`` (the marker lives ``ttl_s``)."""
-        key = Keys.dispatched(txn)
+    async def claim(self, txn: str, ttl_s: float, attempt: int = 0) -> bool:
+        """Whether this call is the first to claim ``txn`` (the marker lives ``ttl_s``);
+        ``attempt`` n > 0 claims the transaction's n-th reconcile run instead."""
+        key = Keys.reconciled(txn, attempt) if attempt else Keys.dispatched(txn)
         # A unique value tells our own write apart from another executor's, should the
         # client's retry after a broken connection re-send a SET that had landed.
         mine = secrets.token_hex(8)

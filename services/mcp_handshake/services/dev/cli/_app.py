@@ -14,6 +14,7 @@ from mcp_handshake.services.dev.cli._cmd_audit import audit_app
 from mcp_handshake.services.dev.cli._cmd_bus import agents_app, nats_config
 from mcp_handshake.services.dev.cli._cmd_identity import keys_app, token_app
 from mcp_handshake.services.dev.cli._cmd_mcp import mcp
+from mcp_handshake.services.dev.cli._cmd_reconcile import reconcile
 from mcp_handshake.services.dev.cli._common import (
     SessionOpt,
     console,
@@ -34,6 +35,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(agents_app, name="agents")
 app.command("nats-config")(nats_config)
 app.command("mcp")(mcp)
+app.command("reconcile")(reconcile)
 
 
 class Kind(StrEnum):

@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
 
 import jwt
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from redis.asyncio import Redis
-from redis.exceptions import AuthenticationError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeout
 
-from mcp_handshake.services.store import KeyRegistry, redis_client
-from mcp_handshake.shared.errors import Unauthenticated, Unavailable
+from mcp_handshake.services.dev.cli._conn import nats_connection
+from mcp_handshake.services.store import KeyRegistry
 from mcp_handshake.shared.keys import PublicKey, public_jwk
-from mcp_handshake.shared.natsconn import redact
 from mcp_handshake.shared.proofs import ProofKey
 from mcp_handshake.shared.settings import Settings, default_agent_key, make_private_dirs
 
 __all__ = ["KeyFileError", "agent_key", "read_public_jwk", "register", "revoke"]
-
-T = TypeVar("T")
 
 
 class KeyFileError(ValueError):
@@ -70,23 +60,12 @@ def read_public_jwk(path: Path) -> dict[str, object]:
     return public_jwk(_load_public_key(path))
 
 
-async def _with_redis(settings: Settings, fn: Callable[[Redis], Awaitable[T]]) -> T:
-    """Run ``fn`` with a Redis client; an unreachable Redis becomes ``Unavailable``."""
-    redis = redis_client(settings)
-    try:
-        return await fn(redis)
-    except AuthenticationError:
-        raise Unauthenticated(f"Redis at {redact(settings.redis_url)} refused") from None
-    except (RedisConnectionError, RedisTimeout, OSError):
-        raise Unavailable(f"cannot reach Redis at {redact(settings.redis_url)}") from None
-    finally:
-        with contextlib.suppress(Exception):
-            await redis.aclose()
-
-
 async def register(settings: Settings, sub: str, jwk: dict[str, object]) -> str:
-    return await _with_redis(settings, lambda redis: KeyRegistry(redis).register(sub, jwk))
+    """Register a key in the registry (NATS KV, as the operator)."""
+    async with nats_connection(settings.as_operator()) as nc:
+        return await KeyRegistry(nc.jetstream(), create=True).register(sub, jwk)
 
 
 async def revoke(settings: Settings, sub: str, kid: str) -> bool:
-    return await _with_redis(settings, lambda redis: KeyRegistry(redis).revoke(sub, kid))
+    async with nats_connection(settings.as_operator()) as nc:
+        return await KeyRegistry(nc.jetstream(), create=True).revoke(sub, kid)

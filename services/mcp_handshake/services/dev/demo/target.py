@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import asyncio
 import hmac
 import itertools
 import json
@@ -138,6 +139,10 @@ class _Api:
             response: JSONResponse = await handler(request)
             if request.method == "POST" and key and response.status_code < 300:
                 ledger.idempotent[key] = json.loads(bytes(response.body))
+            # For fault tests: the effect is done (and its key recorded), the answer late.
+            delay = request.query_params.get("delay_s", "")
+            if delay.replace(".", "", 1).isdigit():
+                await asyncio.sleep(min(float(delay), 30.0))
             return response
 
         return wrapped

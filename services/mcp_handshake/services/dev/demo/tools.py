@@ -159,7 +159,10 @@ TOOLS = [
         tier=Tier.INTERNAL,
         target=TARGET,
         operation=HttpOperation(
-            "POST", "/v1/invoices", body=("customer_id", "amount", "currency", "memo")
+            "POST",
+            "/v1/invoices",
+            body=("customer_id", "amount", "currency", "memo"),
+            idempotency_key=True,
         ),
         effect=("customer_id", "amount", "currency"),
     ),
@@ -189,7 +192,9 @@ TOOLS = [
         params=SendPaymentParams,
         tier=Tier.RESTRICTED,
         target=TARGET,
-        operation=HttpOperation("POST", "/v1/payments", body=("to_account", "amount", "currency")),
+        operation=HttpOperation(
+            "POST", "/v1/payments", body=("to_account", "amount", "currency"), idempotency_key=True
+        ),
         effect=("to_account", "amount", "currency"),
     ),
 ]
