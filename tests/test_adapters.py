@@ -5,8 +5,10 @@ a receipt that verifies."""
 from __future__ import annotations
 
 import ast
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -278,20 +280,47 @@ async def test_llamaindex_function_agent(stack: Stack, hs: SyncHandshakeClient) 
     assert_one_verified_invoice(saw, outputs, hs.keys())
 
 
-# -- CrewAI: the tools' own run() (CrewAI has no fake LLM) ---------------------------
+# -- CrewAI: a Crew with a scripted LLM (ReAct text; CrewAI ships no fake LLM) ---------
 
 
-async def test_crewai_tool_run(stack: Stack, hs: SyncHandshakeClient) -> None:
+# CrewAI reads its own deprecated fields while setting up an agent.
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+async def test_crewai_crew(
+    stack: Stack, hs: SyncHandshakeClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     pytest.importorskip("crewai", reason="CrewAI is not in the dev extra (install [crewai])")
-    import asyncio
+    monkeypatch.setenv("CREWAI_DISABLE_TELEMETRY", "true")
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    monkeypatch.setenv("HOME", str(tmp_path))  # CrewAI keeps state under the home directory
+    from crewai import Agent, Crew, Task
+    from crewai.llms.base_llm import BaseLLM
+    from pydantic import PrivateAttr
 
     from mcp_handshake.client.adapters.crewai import crewai_tools
 
-    tools = {t.name: t for t in crewai_tools(hs)}
-    tool = tools[HOST]
-    assert "customer_id" in tool.args_schema.model_fields
+    class ScriptedLLM(BaseLLM):
+        _turns: int = PrivateAttr(default=0)
+
+        def call(self, messages: Any, *args: Any, **kw: Any) -> str:
+            self._turns += 1
+            if self._turns == 1:
+                return f"Thought: invoice\nAction: {HOST}\nAction Input: {json.dumps(INVOICE)}"
+            observation = str(messages[-2]["content"]).rsplit("Observation: ", 1)[1]
+            return f"Thought: I now know the final answer\nFinal Answer: {observation}"
+
+        def supports_function_calling(self) -> bool:
+            return False
+
+    tools = crewai_tools(hs)
+    assert "customer_id" in next(t for t in tools if t.name == HOST).args_schema.model_fields
+    clerk = Agent(
+        role="Billing clerk", goal="Create invoices", backstory="Careful.",
+        tools=tools, llm=ScriptedLLM(model="scripted"),
+    )  # fmt: skip
+    task = Task(description="Invoice cus_8f3k2m9q 42 EUR", expected_output="the tool's answer")
+    task.agent = clerk
     async with TargetSaw(stack) as saw:
-        out = await asyncio.to_thread(tool.run, **INVOICE)
-    assert_one_verified_invoice(saw, [out], hs.keys())
+        result = await asyncio.to_thread(Crew(agents=[clerk], tasks=[task]).kickoff)
+    assert_one_verified_invoice(saw, [result.raw], hs.keys())
     with pytest.raises(ValueError, match="validation failed"):
-        tool.run(customer_id="cus_8f3k2m9q")
+        next(t for t in tools if t.name == HOST).run(customer_id="cus_8f3k2m9q")

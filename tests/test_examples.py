@@ -36,6 +36,7 @@ async def test_example_runs_one_mediated_operation(
     key = ProofKey.load_or_create(key_file)
     env = stack.env()
     env.update(
+        HOME=str(tmp_path),  # frameworks that keep state (CrewAI) keep it here
         HANDSHAKE_AGENT_KEY=str(key_file),
         HANDSHAKE_SESSION=mint_session(stack.home, "alice", roles=["billing"], jkt=key.thumbprint),
     )
