@@ -107,6 +107,16 @@ def test_names_map_reversibly() -> None:
         host_name("x" * 70)
 
 
+def test_catalog_needs_a_positive_bound_and_an_async_clients_tools() -> None:
+    from mcp_handshake.client.adapters._catalog import mediated
+
+    client = HandshakeClient("nats://127.0.0.1:1", session="x")
+    with pytest.raises(ValueError, match="approval_wait_s"):
+        mediated(client, [], 0)
+    with pytest.raises(TypeError, match="pass the catalog"):
+        mediated(client, None, 1)
+
+
 # -- LangChain: create_agent with a fake tool-calling chat model ---------------------
 
 

@@ -2,7 +2,7 @@
 
 nats-py binds a connection to the event loop that opened it, so this client owns
 one private loop on a daemon thread and runs every operation there. Any thread, and
-any other event loop (through the ``a``-prefixed helper ``arun``), may call it.
+any other event loop (through ``arun``), may call it.
 """
 
 from __future__ import annotations

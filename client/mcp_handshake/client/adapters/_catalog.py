@@ -169,6 +169,8 @@ def mediated(
     client: AnyClient, tools: list[ToolInfo] | None, approval_wait_s: float
 ) -> list[MediatedTool]:
     """The catalog as ``MediatedTool``s, plus ``handshake_wait`` when a tool is restricted."""
+    if not approval_wait_s > 0:
+        raise ValueError("approval_wait_s must be a positive number of seconds")
     infos = catalog(client, tools)
     if any(info.tier == "restricted" for info in infos):
         infos = [*infos, WAIT_TOOL]
