@@ -132,8 +132,8 @@ def test_public_api_is_pinned() -> None:
         "CommandSession", "EnvSession", "FileSession", "Forbidden", "Grant", "HandshakeClient",
         "HandshakeError", "InternalError", "InvalidParams", "InvalidTransaction",
         "OutcomeUnknown", "PayloadTooLarge", "PendingCall", "ProofKey", "RateLimited",
-        "SessionProvider", "StaticSession", "StatusReply", "TargetError", "ToolInfo",
-        "Unauthenticated", "Unavailable", "UnknownTool", "ValidationFailed"]""")
+        "SessionProvider", "StaticSession", "StatusReply", "SyncHandshakeClient", "TargetError",
+        "ToolInfo", "Unauthenticated", "Unavailable", "UnknownTool", "ValidationFailed"]""")
     )
     for name in client.__all__:
         assert hasattr(client, name)

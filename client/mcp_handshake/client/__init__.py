@@ -43,6 +43,7 @@ from ._session import (
     SessionProvider,
     StaticSession,
 )
+from ._sync import SyncHandshakeClient
 
 __all__ = [
     "ApprovalDenied",
@@ -68,6 +69,7 @@ __all__ = [
     "SessionProvider",
     "StaticSession",
     "StatusReply",
+    "SyncHandshakeClient",
     "TargetError",
     "ToolInfo",
     "Unauthenticated",
