@@ -67,9 +67,7 @@ async def test_keys_and_pending_approvals_survive_an_empty_redis(own_stack: Stac
         r = await raw.execute(erin, gi.body, "payments.list_invoices", LIST)
         assert r.error is None, r.body
 
-        ok = await raw.request(
-            raw.s.approvals_decide, {"transaction_id": txn, "decision": "approve"}, victor
-        )
+        ok = await raw.decide(victor, txn, "approve")  # signed: victor's session is bound
         assert ok.error is None and ok.body["status"] == "approved", ok.body
         done = await raw.execute(tess, g.body, "payments.send_payment", PAYMENT)
         assert done.error is None, done.body
