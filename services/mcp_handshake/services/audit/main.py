@@ -118,8 +118,11 @@ async def build(settings: Settings, nc: NATS) -> Worker:
     cfg = kit.config
     js = nc.jetstream()
     # The audit worker manages the streams; other workers wait for them.
-    await ensure_audit_stream(js, duplicate_window(kit.policy))
-    await ensure_approval_stream(js, settings.subjects, kit.policy.max_lifetime_s + 60)
+    replicas = settings.stream_replicas
+    await ensure_audit_stream(js, duplicate_window(kit.policy), replicas=replicas)
+    await ensure_approval_stream(
+        js, settings.subjects, kit.policy.max_lifetime_s + 60, replicas=replicas
+    )
     writer = AuditLogWriter(audit_log_path(settings), load_private_key(cfg.resolve(cfg.keys.audit)))
     state = _State()
 
