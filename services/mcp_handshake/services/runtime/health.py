@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 from nats.aio.client import Client as NATS
@@ -31,8 +32,9 @@ from mcp_handshake.services.runtime.approvals import STREAM as APPROVALS
 from mcp_handshake.services.runtime.audit import STREAM as AUDIT
 from mcp_handshake.services.runtime.streams import StartupError
 
-if TYPE_CHECKING:
-    from mcp_handshake.services.runtime.worker import Worker
+#: A started ``runtime.worker.Worker`` (its service, Redis client, audit emitter, gauges);
+#: typed loosely because the run loop imports this module.
+Worker = Any
 
 __all__ = ["STREAMS", "Health"]
 
@@ -75,7 +77,8 @@ class Health:
             await web.TCPSite(self._runner, host, port).start()
         except OSError as exc:
             await self._runner.cleanup()
-            raise StartupError(f"failed: health port {host}:{port}: {exc.strerror}") from None
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise StartupError(f"failed: health port {host}:{port}: {reason}") from None
         log.info("health on http://%s:%d (/healthz /readyz /metrics)", host, port)
 
     async def stop(self) -> None:
