@@ -8,6 +8,7 @@ declares its endpoints with :meth:`Kit.endpoint`, and returns
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,8 @@ from mcp_handshake.shared.errors import Unavailable
 from mcp_handshake.shared.settings import Settings
 
 __all__ = ["VERSION", "Kit", "duplicate_window", "open_kit"]
+
+log = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
 
@@ -144,6 +147,7 @@ class Kit:
 def _gated(handler: Handler, audit: Audit) -> Handler:
     async def gated(request: Any) -> Any:
         if audit.full:
+            log.warning("audit outbox full (%d events): refusing work", len(audit.outbox))
             raise Unavailable("audit trail backlogged; nothing was done", retry_after_s=1.0)
         return await handler(request)
 
