@@ -174,10 +174,9 @@ async def serve(
     else:  # embedded (tests): the host process owns signals and telemetry
         shutdown_telemetry = lambda: None  # noqa: E731
     health = Health(kind) if settings.health_port is not None else None
-    if health is not None:
-        assert settings.health_port is not None
-        await health.start(settings.health_host, settings.health_port)
     try:
+        if health is not None and settings.health_port is not None:
+            await health.start(settings.health_host, settings.health_port)
         await _start_and_serve(settings, kind, build, stop, health)
     finally:
         if health is not None:
