@@ -586,7 +586,6 @@ def test_manifests_pass_only_flags_the_cli_knows_or_is_getting() -> None:
     assert unknown <= PENDING_FLAGS, unknown
 
 
-@pytest.mark.xfail(reason="--health-port is being added to the workers (issue 11)", strict=False)
 def test_pending_flags_have_landed() -> None:
     out = subprocess.run(
         [_entrypoint(), "worker", "--help"], capture_output=True, text=True, timeout=60,

@@ -8,12 +8,13 @@ nats.js ``inboxPrefix``, nats-py ``inbox_prefix``).
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .settings import Settings
 
-__all__ = ["connect_options", "inbox_prefix", "redact"]
+__all__ = ["connect_options", "inbox_prefix", "redact", "tls_context"]
 
 
 def inbox_prefix(user: str | None) -> str:
@@ -21,8 +22,20 @@ def inbox_prefix(user: str | None) -> str:
     return f"_INBOX.{user}" if user else "_INBOX"
 
 
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context the settings ask for (a private CA, a client certificate), if any."""
+    ca, cert, key = settings.nats_tls_ca, settings.nats_tls_cert, settings.nats_tls_key
+    if ca is None and cert is None:
+        return None
+    context = ssl.create_default_context(cafile=str(ca) if ca else None)
+    if cert is not None:
+        context.load_cert_chain(str(cert), str(key) if key else None)
+    return context
+
+
 def connect_options(settings: Settings, name: str) -> dict[str, Any]:
-    """Keyword arguments for ``nats.connect`` from settings: servers, identity, inbox."""
+    """Keyword arguments for ``nats.connect`` from settings: servers, identity, inbox,
+    TLS and credentials (user/password, token, ``.creds`` file or nkey seed)."""
     servers = [u.strip() for u in settings.nats_url.split(",") if u.strip()]
     # A user given in the URL (nats://user:password@host) names the inbox as well.
     user = settings.nats_user or (urlsplit(servers[0]).username if servers else None)
@@ -31,10 +44,25 @@ def connect_options(settings: Settings, name: str) -> dict[str, Any]:
         "name": name,
         "inbox_prefix": inbox_prefix(user),
     }
-    if settings.nats_user:
+    password = settings.nats_password() if settings.nats_user else None
+    if settings.nats_user and (password is not None or not _key_auth(settings)):
         options["user"] = settings.nats_user
-        options["password"] = settings.nats_password()
+        options["password"] = password
+    if settings.nats_token:
+        options["token"] = settings.nats_token
+    if settings.nats_creds is not None:
+        options["user_credentials"] = str(settings.nats_creds)
+    elif settings.nats_nkey_seed is not None:
+        options["nkeys_seed"] = str(settings.nats_nkey_seed)
+    tls = tls_context(settings)
+    if tls is not None:
+        options["tls"] = tls
     return options
+
+
+def _key_auth(settings: Settings) -> bool:
+    """Whether the identity is proven by a key or token (the user then only names the inbox)."""
+    return bool(settings.nats_creds or settings.nats_nkey_seed or settings.nats_token)
 
 
 def redact(urls: str) -> str:

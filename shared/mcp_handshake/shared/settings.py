@@ -59,6 +59,29 @@ class Settings:
     #: The operator identity's password file (``status``, ``audit tail``), when known:
     #: ``HANDSHAKE_OPERATOR_PASSWORD_FILE`` or the running dev stack's.
     operator_password_file: Path | None = None
+    #: NATS TLS: the CA that signed the servers' certificates (``HANDSHAKE_NATS_TLS_CA``),
+    #: and a client certificate and key where the servers ask for one
+    #: (``HANDSHAKE_NATS_TLS_CERT``, ``HANDSHAKE_NATS_TLS_KEY``).
+    nats_tls_ca: Path | None = None
+    nats_tls_cert: Path | None = None
+    nats_tls_key: Path | None = None
+    #: A NATS ``.creds`` file (user JWT and nkey seed; ``HANDSHAKE_NATS_CREDS``).
+    nats_creds: Path | None = None
+    #: A file holding an nkey seed (``HANDSHAKE_NATS_NKEY_SEED``).
+    nats_nkey_seed: Path | None = None
+    #: A NATS authentication token (``HANDSHAKE_NATS_TOKEN``).
+    nats_token: str | None = field(default=None, repr=False)
+    #: Replicas of the JetStream streams the audit worker creates
+    #: (``HANDSHAKE_STREAM_REPLICAS``; 3 on a three-node cluster). Existing streams are
+    #: never changed.
+    stream_replicas: int = 1
+    #: Port of a worker's ``/healthz``, ``/readyz`` and ``/metrics`` (``HANDSHAKE_HEALTH_PORT``;
+    #: ``None``: not served) and the address it listens on (``HANDSHAKE_HEALTH_HOST``).
+    health_port: int | None = None
+    health_host: str = "127.0.0.1"
+    #: Audit events a worker keeps while the stream does not ack them
+    #: (``HANDSHAKE_AUDIT_OUTBOX``); when full its endpoints answer ``unavailable``.
+    audit_outbox_limit: int = 10_000
 
     def as_operator(self) -> Settings:
         """These settings as the ``operator`` NATS identity, where one is configured."""
@@ -110,6 +133,15 @@ class Settings:
         )
         redis_env = env.get("HANDSHAKE_REDIS_URL")
         config = env.get("HANDSHAKE_CONFIG")
+
+        def path(name: str) -> Path | None:
+            value = env.get(name)
+            return Path(value) if value else None
+
+        replicas = int(env.get("HANDSHAKE_STREAM_REPLICAS", "1"))
+        if not 1 <= replicas <= 5:
+            raise ValueError("HANDSHAKE_STREAM_REPLICAS must be between 1 and 5")
+        health_port = env.get("HANDSHAKE_HEALTH_PORT")
         return cls(
             nats_url=nats_env or stack.get("nats_url") or _DEFAULT_NATS,
             redis_url=redis_env or stack.get("redis_url") or _DEFAULT_REDIS,
@@ -128,6 +160,16 @@ class Settings:
             nats_password_value=env.get("HANDSHAKE_NATS_PASSWORD"),
             operator_password_file=Path(operator) if operator else None,
             agent_key=default_agent_key(env),
+            nats_tls_ca=path("HANDSHAKE_NATS_TLS_CA"),
+            nats_tls_cert=path("HANDSHAKE_NATS_TLS_CERT"),
+            nats_tls_key=path("HANDSHAKE_NATS_TLS_KEY"),
+            nats_creds=path("HANDSHAKE_NATS_CREDS"),
+            nats_nkey_seed=path("HANDSHAKE_NATS_NKEY_SEED"),
+            nats_token=env.get("HANDSHAKE_NATS_TOKEN") or None,
+            stream_replicas=replicas,
+            health_port=int(health_port) if health_port else None,
+            health_host=env.get("HANDSHAKE_HEALTH_HOST", "127.0.0.1"),
+            audit_outbox_limit=int(env.get("HANDSHAKE_AUDIT_OUTBOX", "10000")),
         )
 
     def with_(self, **changes: object) -> Settings:

@@ -31,7 +31,7 @@ STREAM = CHECKPOINT_STREAM
 SUBJECT = CHECKPOINT_SUBJECT
 
 
-async def ensure_checkpoint_stream(js: JetStreamContext) -> None:
+async def ensure_checkpoint_stream(js: JetStreamContext, *, replicas: int = 1) -> None:
     config = StreamConfig(
         name=STREAM,
         subjects=[SUBJECT],
@@ -40,6 +40,7 @@ async def ensure_checkpoint_stream(js: JetStreamContext) -> None:
         discard=DiscardPolicy.NEW,  # never age out or drop an old checkpoint
         deny_delete=True,
         deny_purge=True,
+        num_replicas=replicas,
     )
     await ensure_stream(js, config)
 

@@ -93,9 +93,12 @@ async def build(settings: Settings, nc: NATS) -> Worker:
     cfg = kit.config
     js = nc.jetstream()
     # The audit worker manages the streams; other workers wait for them.
-    await ensure_audit_stream(js, duplicate_window(kit.policy))
-    await ensure_approval_stream(js, settings.subjects, kit.policy.max_lifetime_s + 60)
-    await ensure_checkpoint_stream(js)
+    replicas = settings.stream_replicas
+    await ensure_audit_stream(js, duplicate_window(kit.policy), replicas=replicas)
+    await ensure_approval_stream(
+        js, settings.subjects, kit.policy.max_lifetime_s + 60, replicas=replicas
+    )
+    await ensure_checkpoint_stream(js, replicas=replicas)
     key = signing_key_path(settings, cfg.resolve(cfg.keys.audit))
     writer = AuditLogWriter(audit_log_path(settings), load_private_key(key))
     state = WriterState()

@@ -35,8 +35,10 @@ DURABLE = "approval-workers"
 
 
 async def ensure_approval_stream(
-    js: JetStreamContext, subjects: Subjects, max_age_s: float
+    js: JetStreamContext, subjects: Subjects, max_age_s: float, *, replicas: int = 1
 ) -> None:
+    """Create the approval queue with ``replicas`` if it is missing; an existing one is
+    left as its operator configured it, unless its retention or subjects are wrong."""
     config = StreamConfig(
         name=STREAM,
         subjects=[subjects.approval_requests],
@@ -45,6 +47,7 @@ async def ensure_approval_stream(
         discard=DiscardPolicy.OLD,
         max_age=max_age_s,
         duplicate_window=120.0,
+        num_replicas=replicas,
     )
     await ensure_stream(js, config)
 

@@ -11,11 +11,16 @@ before it dispatches. No ack means ``unavailable`` and nothing runs; a
 *duplicate* ack means this transaction was executed before (a consume lost in
 a Redis failover), so it is refused. The stream's duplicate window outlives
 every token.
+
+Every other event goes through a bounded local outbox (:mod:`.outbox`): a publish
+that fails or times out is retried with backoff until the stream acks it, so a
+lost NATS node delays events but never loses them. While the outbox is full the
+worker's endpoints answer ``unavailable`` (see ``Kit.endpoint``): no work is
+accepted whose events could not be recorded.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
@@ -30,6 +35,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
 from mcp_handshake.services.runtime.context import current
+from mcp_handshake.services.runtime.outbox import Outbox
 from mcp_handshake.services.runtime.streams import ensure_stream
 from mcp_handshake.shared.errors import InvalidTransaction, Unavailable
 from mcp_handshake.shared.subjects import AUDIT_PREFIX
@@ -77,8 +83,16 @@ class AuditEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
 
 async def ensure_audit_stream(
-    js: JetStreamContext, duplicate_window_s: float, max_age_s: float = 30 * 86400
+    js: JetStreamContext,
+    duplicate_window_s: float,
+    max_age_s: float = 30 * 86400,
+    *,
+    replicas: int = 1,
 ) -> None:
+    """Create the audit stream with ``replicas`` if it is missing; an existing one is
+    left as its operator configured it, unless unsafe: a duplicate window shorter than
+    ``duplicate_window_s`` (a replayed execute intent would go unnoticed), another
+    retention, or subjects missing stop the worker (:class:`.StreamConfigError`)."""
     config = StreamConfig(
         name=STREAM,
         subjects=[f"{SUBJECT_PREFIX}.>"],
@@ -87,8 +101,9 @@ async def ensure_audit_stream(
         discard=DiscardPolicy.OLD,
         max_age=max_age_s,
         duplicate_window=duplicate_window_s,
+        num_replicas=replicas,
     )
-    await ensure_stream(js, config)
+    await ensure_stream(js, config, min_duplicate_window=duplicate_window_s)
 
 
 _encode = msgspec.json.encode
@@ -97,13 +112,25 @@ _encode = msgspec.json.encode
 class Audit:
     """Emits a worker's audit events: gated (the execute intent) or in the background."""
 
-    def __init__(self, nc: NATS, kind: str) -> None:
+    def __init__(self, nc: NATS, kind: str, *, outbox_limit: int = 10_000) -> None:
         self._js = nc.jetstream()
         self.kind = kind
         self.worker = worker_id(kind)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.published = 0
+        self.outbox: Outbox[AuditEvent] = Outbox(
+            self._send, limit=outbox_limit, name=f"{kind} audit outbox"
+        )
+        self.intents = 0
         self.failed = 0
+
+    @property
+    def published(self) -> int:
+        """Events the stream acknowledged."""
+        return self.outbox.sent + self.intents
+
+    @property
+    def full(self) -> bool:
+        """The outbox is full: accept no work that would emit events until it drains."""
+        return self.outbox.full
 
     def event(
         self, kind: str, outcome: str, *, unique: str | None = None, **facts: Any
@@ -130,18 +157,14 @@ class Audit:
         )
 
     def emit(self, event: AuditEvent) -> None:
-        """Publish in the background; a failure is logged and counted, never silent."""
-        task = asyncio.get_running_loop().create_task(self._background(event))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _background(self, event: AuditEvent) -> None:
-        try:
-            await self._publish(event, timeout=5.0)
-            self.published += 1
-        except (NatsError, TimeoutError):
+        """Publish in the background through the outbox, retried until the stream acks it."""
+        if not self.outbox.put(event):  # past the hard limit: only ever logged, never silent
             self.failed += 1
-            log.error("audit event not recorded: %s", event.kind, extra={"txn": event.txn})
+            log.error("audit event not recorded (outbox full): %s", event.kind,
+                      extra={"txn": event.txn})  # fmt: skip
+
+    async def _send(self, event: AuditEvent) -> None:
+        await self._publish(event, timeout=5.0)
 
     async def intent(
         self, kind: str = "execute.intent", unique: str | None = None, **facts: Any
@@ -160,11 +183,14 @@ class Audit:
         if ack.duplicate:
             log.error("execute intent seen before: refusing a replay", extra={"txn": event.txn})
             raise InvalidTransaction(transaction_id=event.txn)
-        self.published += 1
+        self.intents += 1
 
     async def drain(self, timeout: float = 5.0) -> None:
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=timeout)
+        """At shutdown: wait for the outbox to empty; what is left is logged as lost."""
+        left = await self.outbox.drain(timeout)
+        if left:
+            self.failed += left
+            log.error("%d audit events not recorded at shutdown", left)
 
 
 def worker_id(kind: str) -> str:

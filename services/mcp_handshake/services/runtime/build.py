@@ -8,6 +8,7 @@ declares its endpoints with :meth:`Kit.endpoint`, and returns
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,9 +27,12 @@ from mcp_handshake.services.runtime.streams import await_stream
 from mcp_handshake.services.runtime.telemetry import Metrics
 from mcp_handshake.services.runtime.worker import Worker
 from mcp_handshake.services.store import Store
+from mcp_handshake.shared.errors import Unavailable
 from mcp_handshake.shared.settings import Settings
 
 __all__ = ["VERSION", "Kit", "duplicate_window", "open_kit"]
+
+log = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
 
@@ -52,6 +56,7 @@ class Kit:
     metrics: Metrics
     sessions: SessionVerifier | None = None
     audit: Audit | None = None
+    store: Store | None = None
     closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
 
     async def open_sessions(self) -> SessionVerifier:
@@ -63,13 +68,14 @@ class Kit:
     async def open_audit(self) -> Audit:
         """The audit emitter, once the audit stream exists."""
         await await_stream(self.nc.jetstream(), AUDIT_STREAM)
-        self.audit = Audit(self.nc, self.kind)
+        self.audit = Audit(self.nc, self.kind, outbox_limit=self.settings.audit_outbox_limit)
         self.closers.append(self.audit.drain)
         return self.audit
 
     def open_store(self) -> Store:
         """The Redis store, closed when the worker stops."""
         store = Store.open(self.settings)
+        self.store = store
         self.closers.append(store.aclose)
         return store
 
@@ -87,9 +93,14 @@ class Kit:
         max_payload: int | None = None,
     ) -> Endpoint:
         """An endpoint in this kind's queue group; ``auth`` verifies the session first
-        and caps each caller's requests in flight (policy ``max_inflight_per_caller``)."""
+        and caps each caller's requests in flight (policy ``max_inflight_per_caller``).
+
+        An endpoint with an ``audit`` hook answers ``unavailable`` while the audit
+        outbox is full: no work is done whose events could not be recorded."""
         if auth and self.sessions is None:
             raise RuntimeError(f"{self.kind}: endpoint {name} needs sessions")
+        if audit is not None and self.audit is not None:
+            handler = _gated(handler, self.audit)
         return Endpoint(
             name,
             subject,
@@ -123,7 +134,24 @@ class Kit:
             metadata=metadata,
             extra_stats=extra_stats,
         )
-        return Worker(service, closers=[*closers, *self.closers], background=list(background))
+        return Worker(
+            service,
+            closers=[*closers, *self.closers],
+            background=list(background),
+            redis=self.store.redis if self.store is not None else None,
+            audit=self.audit,
+            gauges=self.metrics.gauges,
+        )
+
+
+def _gated(handler: Handler, audit: Audit) -> Handler:
+    async def gated(request: Any) -> Any:
+        if audit.full:
+            log.warning("audit outbox full (%d events): refusing work", len(audit.outbox))
+            raise Unavailable("audit trail backlogged; nothing was done", retry_after_s=1.0)
+        return await handler(request)
+
+    return gated
 
 
 def open_kit(settings: Settings, nc: NATS, kind: str) -> Kit:

@@ -1,4 +1,10 @@
-"""The run loop every worker kind shares: connect, serve, stop cleanly on a signal."""
+"""The run loop every worker kind shares: connect, serve, stop cleanly on a signal.
+
+Starting is bounded: the first connection to NATS gets a few attempts, and a
+failure (an untrusted certificate, refused credentials, no server) ends the
+process with one line saying which (:class:`StartupError`). Once connected,
+reconnects are unlimited. A signal during start-up stops the worker at once.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +12,30 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
+import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
+from nats.errors import AuthorizationError, NoServersError
 
+from mcp_handshake.services.runtime.health import Health
 from mcp_handshake.services.runtime.service import MicroService
+from mcp_handshake.services.runtime.streams import StartupError
 from mcp_handshake.services.runtime.telemetry import setup_telemetry
-from mcp_handshake.shared.natsconn import connect_options
+from mcp_handshake.shared.natsconn import connect_options, redact
 from mcp_handshake.shared.settings import Settings
 
-__all__ = ["Worker", "connect_nats", "run", "serve"]
+__all__ = ["StartupError", "Worker", "connect_nats", "run", "serve"]
+
+#: Attempts per server for the first connection; afterwards reconnects never stop.
+CONNECT_ATTEMPTS = 3
+CONNECT_TIMEOUT_S = 5.0
+#: Exit codes of ``mcp-handshake`` (dev/cli/_exits.py): auth, unavailable.
+_EXIT_AUTH, _EXIT_UNAVAILABLE = 3, 8
 
 log = logging.getLogger(__name__)
 
@@ -30,27 +47,112 @@ class Worker:
     service: MicroService
     closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
     background: list[Callable[[], Coroutine[Any, Any, Any]]] = field(default_factory=list)
+    #: What ``/readyz`` checks besides NATS: the store's Redis client (anything with an
+    #: async ``ping``), the audit emitter (its outbox must not be full).
+    redis: Any = None
+    audit: Any = None
+    #: Gauges exported on ``/metrics`` (``Metrics.gauges``).
+    gauges: dict[str, float] = field(default_factory=dict)
 
 
 async def connect_nats(settings: Settings, name: str) -> NATS:
+    """Connect, with :data:`CONNECT_ATTEMPTS` per server for the first connection; then
+    unlimited reconnects. Raises :class:`StartupError` saying why it could not connect."""
+    errors: list[BaseException] = []
+    connected = False
+
     async def on_error(exc: Exception) -> None:
-        log.warning("NATS error: %s", type(exc).__name__)
+        if connected:
+            log.warning("NATS error: %s", type(exc).__name__)
+        else:
+            errors.append(exc)
 
     async def on_disconnect() -> None:
-        log.warning("NATS disconnected; reconnecting")
+        if connected:
+            log.warning("NATS disconnected; reconnecting")
 
     async def on_reconnect() -> None:
         log.info("NATS reconnected")
 
-    return await nats.connect(
+    options: dict[str, Any] = {
         **connect_options(settings, name),
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
-        connect_timeout=5,
-        error_cb=on_error,
-        disconnected_cb=on_disconnect,
-        reconnected_cb=on_reconnect,
+        "reconnect_time_wait": 0.5,
+        "connect_timeout": CONNECT_TIMEOUT_S,
+    }
+    # Each first attempt runs without nats-py's own retries: after a failed TLS upgrade
+    # its retry path waits forever for the old socket to close.
+    for attempt in range(CONNECT_ATTEMPTS * max(len(options["servers"]), 1)):
+        if attempt:
+            await asyncio.sleep(0.5)
+        nc = NATS()
+        try:
+            await nc.connect(
+                **options,
+                allow_reconnect=False,
+                error_cb=on_error,
+                disconnected_cb=on_disconnect,
+                reconnected_cb=on_reconnect,
+            )
+        except (OSError, TimeoutError, nats.errors.Error) as exc:
+            errors.append(exc)
+            _abandon(nc)
+            continue
+        connected = True
+        # From now on a lost server is waited for, however long it takes.
+        nc.options["allow_reconnect"] = True
+        nc.options["max_reconnect_attempts"] = -1
+        return nc
+    raise _connect_error(settings, errors)
+
+
+def _abandon(nc: NATS) -> None:
+    """Drop the socket of a failed first attempt (nats-py leaves it open)."""
+    transport = getattr(nc, "_transport", None)
+    with contextlib.suppress(Exception):
+        if transport is not None:
+            transport.close()
+
+
+def _connect_error(settings: Settings, errors: list[BaseException]) -> StartupError:
+    """One line for why the first connection failed, the most telling error first."""
+    where = redact(settings.nats_url)
+    for exc in errors:
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            reason = exc.verify_message or "certificate verify failed"
+            return StartupError(f"unavailable: TLS handshake with NATS at {where} failed: "
+                                f"{reason} (HANDSHAKE_NATS_TLS_CA)", _EXIT_UNAVAILABLE)  # fmt: skip
+        if isinstance(exc, ssl.SSLError):
+            return StartupError(f"unavailable: TLS handshake with NATS at {where} failed: "
+                                f"{exc.reason or exc}", _EXIT_UNAVAILABLE)  # fmt: skip
+    for exc in errors:
+        if isinstance(exc, AuthorizationError) or "authorization" in str(exc).lower():
+            who = settings.nats_user or "the configured identity"
+            return StartupError(f"unauthenticated: NATS at {where} refused the credentials "
+                                f"of {who}", _EXIT_AUTH)  # fmt: skip
+    last = errors[-1]
+    detail = (
+        type(last).__name__
+        if isinstance(last, NoServersError)
+        else str(last) or type(last).__name__
     )
+    return StartupError(f"unavailable: cannot connect to NATS at {where} ({detail})",
+                        _EXIT_UNAVAILABLE)  # fmt: skip
+
+
+async def _or_stop(stop: asyncio.Event, work: Awaitable[Any]) -> Any:
+    """``work``'s result, or ``None`` (``work`` cancelled) if ``stop`` is set first."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
+    return None
 
 
 async def serve(
@@ -71,9 +173,42 @@ async def serve(
         shutdown_telemetry = setup_telemetry(settings, kind)
     else:  # embedded (tests): the host process owns signals and telemetry
         shutdown_telemetry = lambda: None  # noqa: E731
-    nc = await connect_nats(settings, f"handshake-{kind}")
-    worker = await build(settings, nc)
+    health = Health(kind) if settings.health_port is not None else None
+    try:
+        if health is not None and settings.health_port is not None:
+            await health.start(settings.health_host, settings.health_port)
+        await _start_and_serve(settings, kind, build, stop, health)
+    finally:
+        if health is not None:
+            await health.stop()
+        shutdown_telemetry()
+
+
+async def _start_and_serve(
+    settings: Settings,
+    kind: str,
+    build: Callable[[Settings, NATS], Awaitable[Worker]],
+    stop: asyncio.Event,
+    health: Health | None,
+) -> None:
+    nc: NATS | None = await _or_stop(stop, connect_nats(settings, f"handshake-{kind}"))
+    if nc is None:
+        return
+    if health is not None:
+        health.nc = nc
+    try:
+        worker: Worker | None = await _or_stop(stop, build(settings, nc))
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await nc.close()
+        raise
+    if worker is None:
+        with contextlib.suppress(Exception):
+            await nc.close()
+        return
     await worker.service.start(nc)
+    if health is not None:
+        health.ready(worker)
     tasks = [asyncio.create_task(job()) for job in worker.background]
     for task in tasks:
         task.add_done_callback(_report_crash(stop))
@@ -99,7 +234,6 @@ async def serve(
             await nc.flush(timeout=2)
         with contextlib.suppress(Exception):
             await nc.close()
-        shutdown_telemetry()
 
 
 def _report_crash(stop: asyncio.Event) -> Callable[[asyncio.Task[Any]], None]:
@@ -118,10 +252,16 @@ def _report_crash(stop: asyncio.Event) -> Callable[[asyncio.Task[Any]], None]:
 
 
 def run(main: Awaitable[None]) -> None:
-    """Run a coroutine on uvloop where available."""
+    """Run a coroutine on uvloop where available; a :class:`StartupError` ends the
+    process with its one line on stderr and its exit code."""
     try:
-        import uvloop
-
-        uvloop.run(main)  # type: ignore[arg-type]
-    except ImportError:
-        asyncio.run(main)  # type: ignore[arg-type]
+        try:
+            import uvloop
+        except ImportError:
+            asyncio.run(main)  # type: ignore[arg-type]
+        else:
+            uvloop.run(main)  # type: ignore[arg-type]
+    except StartupError as exc:
+        sys.stderr.write(f"{exc.args[0]}\n")
+        sys.stderr.flush()
+        raise SystemExit(exc.exit_code) from None

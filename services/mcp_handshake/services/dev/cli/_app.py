@@ -52,12 +52,32 @@ def worker(
     target: Annotated[
         list[str] | None, typer.Option(help="Executor only: target(s) to serve (default: all).")
     ] = None,
+    health_port: Annotated[
+        int | None,
+        typer.Option(
+            "--health-port",
+            envvar="HANDSHAKE_HEALTH_PORT",
+            help="Serve /healthz, /readyz and /metrics on this port.",
+        ),
+    ] = None,
+    health_host: Annotated[
+        str | None,
+        typer.Option(
+            "--health-host",
+            envvar="HANDSHAKE_HEALTH_HOST",
+            help="Address of the health port (default 127.0.0.1).",
+        ),
+    ] = None,
 ) -> None:
     """Run one worker of the given kind until SIGINT/SIGTERM."""
     from mcp_handshake.services.runtime.logs import setup_logging
     from mcp_handshake.services.runtime.worker import run, serve
 
     settings = Settings.from_env()
+    if health_port is not None:
+        settings = settings.with_(health_port=health_port)
+    if health_host is not None:
+        settings = settings.with_(health_host=health_host)
     setup_logging(settings.log_level, settings.log_format)
     if kind is Kind.executor:
         from mcp_handshake.services.executor.main import builder

@@ -1,0 +1,153 @@
+"""A bounded local outbox: items are sent with bounded concurrency and retried, with
+backoff, until they are acknowledged.
+
+A send that fails (a timeout while a NATS node is lost, a stream with no leader)
+puts the item back at the front and pauses sending for a backoff that doubles up
+to ``backoff_max``; the first success resets it. Nothing is dropped while the
+outbox holds fewer than ``hard_limit`` items. ``full`` (``limit`` reached) is the
+signal for the owner to stop accepting work that would add more; the margin up
+to ``hard_limit`` absorbs what the work already accepted still produces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+__all__ = ["Outbox"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Outbox(Generic[T]):
+    """Sends items with ``send`` until each succeeds; see the module docstring."""
+
+    def __init__(
+        self,
+        send: Callable[[T], Awaitable[object]],
+        *,
+        limit: int = 10_000,
+        hard_limit: int | None = None,
+        concurrency: int = 64,
+        backoff_min: float = 0.1,
+        backoff_max: float = 5.0,
+        name: str = "outbox",
+    ) -> None:
+        if limit < 1 or concurrency < 1:
+            raise ValueError("limit and concurrency must be positive")
+        self._send = send
+        self.limit = limit
+        self.hard_limit = hard_limit if hard_limit is not None else limit + 4 * 1024
+        self._concurrency = concurrency
+        self._backoff = (backoff_min, backoff_max)
+        self._name = name
+        self._queue: deque[T] = deque()
+        self._inflight = 0
+        self._delay = 0.0
+        self._resume_at = 0.0
+        self._wake: asyncio.Event | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._empty = asyncio.Event()
+        self._empty.set()
+        self.sent = 0
+        self.retried = 0
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        """Items not yet acknowledged (waiting or being sent)."""
+        return len(self._queue) + self._inflight
+
+    @property
+    def full(self) -> bool:
+        """At or above ``limit``: accept no work that would add items."""
+        return len(self) >= self.limit
+
+    @property
+    def failing(self) -> bool:
+        """The last send failed (sending is backing off)."""
+        return self._delay > 0
+
+    def put(self, item: T) -> bool:
+        """Queue ``item``; ``False`` (and counted in ``dropped``) only past ``hard_limit``."""
+        if len(self) >= self.hard_limit:
+            self.dropped += 1
+            return False
+        self._queue.append(item)
+        self._empty.clear()
+        if self._pump is None or self._pump.done():
+            self._wake = asyncio.Event()
+            self._pump = asyncio.get_running_loop().create_task(self._run())
+        assert self._wake is not None
+        self._wake.set()
+        return True
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        wake = self._wake
+        slots = asyncio.Semaphore(self._concurrency)
+        while True:
+            if not self._queue or (self._delay and self._inflight):
+                # Nothing to send, or failing: then one probe at a time until one succeeds.
+                wake.clear()
+                await wake.wait()
+                continue
+            await slots.acquire()
+            pause = self._resume_at - time.monotonic()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            if not self._queue:
+                slots.release()
+                continue
+            item = self._queue.popleft()
+            self._inflight += 1
+            task = asyncio.get_running_loop().create_task(self._send_one(item, slots))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _send_one(self, item: T, slots: asyncio.Semaphore) -> None:
+        try:
+            await self._send(item)
+        except asyncio.CancelledError:
+            self._queue.appendleft(item)
+            raise
+        except Exception as exc:  # any failure is retried: the item must not be lost
+            self._queue.appendleft(item)
+            self.retried += 1
+            low, high = self._backoff
+            if self._delay == 0:
+                log.warning("%s: send failed (%s); retrying", self._name, type(exc).__name__)
+            self._delay = min(max(self._delay * 2, low), high)
+            self._resume_at = time.monotonic() + self._delay
+        else:
+            self.sent += 1
+            if self._delay:
+                log.info("%s: sending again (%d waiting)", self._name, len(self._queue))
+            self._delay = 0.0
+        finally:
+            self._inflight -= 1
+            if not len(self):
+                self._empty.set()
+            slots.release()
+            if self._wake is not None:
+                self._wake.set()
+
+    async def drain(self, timeout: float = 5.0) -> int:
+        """Wait up to ``timeout`` for everything to be sent, then stop; returns how many
+        items were left unsent (each logged as an error by the owner)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._empty.wait(), timeout)
+        left = len(self)
+        for task in [*self._tasks, *([self._pump] if self._pump else [])]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *([self._pump] if self._pump else []),
+                             return_exceptions=True)  # fmt: skip
+        self._pump = None
+        return left
