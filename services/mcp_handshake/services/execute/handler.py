@@ -41,7 +41,7 @@ from mcp_handshake.shared.wire import (
     Jwks,
 )
 
-__all__ = ["ExecuteDeps", "handle_execute", "handle_keys"]
+__all__ = ["ExecuteDeps", "handle_execute", "handle_keys", "send_dispatch"]
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ async def handle_execute(req: Request[ExecuteRequest], deps: ExecuteDeps) -> Exe
     params = record.params if record.params is not None else bound.params
     try:
         result = plan.mask_result(await _dispatch(deps, record, params, bound, th))
-        rh = _result_hash(result, txn)
+        rh = result_hash(result, txn)
     except HandshakeError as exc:
         raise _noted(exc, {**facts, "intent": True}) from None
     receipt = deps.receipts.sign(
@@ -162,7 +162,7 @@ def _noted(exc: HandshakeError, facts: dict[str, Any]) -> HandshakeError:
     return exc
 
 
-def _result_hash(result: Any, txn: str) -> str:
+def result_hash(result: Any, txn: str) -> str:
     try:
         return sha256_tagged(canonical_json(result))
     except ValueError:
@@ -187,21 +187,8 @@ async def _dispatch(
         iat=now,
         exp=now + deps.executor_timeout_s,
     )
-    data = msgspec.json.encode(body)  # the exact bytes that are signed
     try:
-        reply = await protocol.request(
-            deps.nc,
-            deps.subjects.executor(tool.target),
-            data,
-            DispatchReply,
-            headers={DISPATCH_HEADER: deps.dispatcher.sign(data)},
-            timeout=deps.executor_timeout_s,
-            timeout_error=OutcomeUnknown,
-            no_responders="no executor is serving this operation; nothing was executed",
-            no_answer="the target did not answer in time; the operation may or may not have "
-            "happened",
-            span_attributes={"handshake.transaction_id": record.txn},
-        )
+        reply = await send_dispatch(deps, body)
     except HandshakeError as exc:
         unknown = isinstance(exc, OutcomeUnknown)
         if unknown:  # keep what ran, so the caller can reconcile it
@@ -216,6 +203,24 @@ async def _dispatch(
         exc.transaction_id = record.txn
         raise
     return reply.result
+
+
+async def send_dispatch(deps: ExecuteDeps, body: Dispatch) -> DispatchReply:
+    """Sign a dispatch (detached JWS over the exact bytes sent) and send it to the
+    target's executors; their error replies and a missing answer are raised."""
+    data = msgspec.json.encode(body)
+    return await protocol.request(
+        deps.nc,
+        deps.subjects.executor(body.target),
+        data,
+        DispatchReply,
+        headers={DISPATCH_HEADER: deps.dispatcher.sign(data)},
+        timeout=deps.executor_timeout_s,
+        timeout_error=OutcomeUnknown,
+        no_responders="no executor is serving this operation; nothing was executed",
+        no_answer="the target did not answer in time; the operation may or may not have happened",
+        span_attributes={"handshake.transaction_id": body.txn},
+    )
 
 
 async def handle_keys(req: Request[EmptyRequest], deps: ExecuteDeps) -> Jwks:

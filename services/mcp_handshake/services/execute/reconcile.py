@@ -18,15 +18,12 @@ import logging
 import time
 from typing import Any
 
-import msgspec
-
 from mcp_handshake.services.core.bind import bind
 from mcp_handshake.services.core.tiers import TierPlan
-from mcp_handshake.services.execute.handler import ExecuteDeps, _result_hash
+from mcp_handshake.services.execute.handler import ExecuteDeps, result_hash, send_dispatch
 from mcp_handshake.services.runtime.audit import Audit, unique
 from mcp_handshake.services.runtime.endpoint import AuditHook, Outcome, Request
 from mcp_handshake.services.store import TxRecord
-from mcp_handshake.shared import protocol
 from mcp_handshake.shared.errors import (
     Forbidden,
     HandshakeError,
@@ -38,12 +35,11 @@ from mcp_handshake.shared.errors import (
     ValidationFailed,
 )
 from mcp_handshake.shared.protocol import (
-    DISPATCH_HEADER,
     PROOF_HEADER,
     RECONCILE_PROOF_PH,
     RECONCILE_PROOF_TOOL,
 )
-from mcp_handshake.shared.wire import Dispatch, DispatchReply, ExecuteReply, ReconcileRequest
+from mcp_handshake.shared.wire import Dispatch, ExecuteReply, ReconcileRequest
 
 __all__ = ["handle_reconcile", "reconcile_audit"]
 
@@ -68,7 +64,7 @@ async def handle_reconcile(req: Request[ReconcileRequest], deps: ExecuteDeps) ->
         raise
     try:
         result = plan.mask_result(await _redispatch(deps, record, run))
-        rh = _result_hash(result, txn)
+        rh = result_hash(result, txn)
     except HandshakeError as exc:
         unknown = exc.code in {OutcomeUnknown.code, Unavailable.code}
         await store.reconciles.settle(th, "outcome_unknown" if unknown else "failed")
@@ -134,21 +130,8 @@ async def _redispatch(deps: ExecuteDeps, record: TxRecord, run: int) -> Any:
     body = Dispatch(txn=record.txn, sub=record.sub, tool=tool.name, target=tool.target,
                     params=record.params or {}, ph=record.ph, iat=now,
                     exp=now + deps.executor_timeout_s, reconcile=run)  # fmt: skip
-    data = msgspec.json.encode(body)
     try:
-        reply = await protocol.request(
-            deps.nc,
-            deps.subjects.executor(tool.target),
-            data,
-            DispatchReply,
-            headers={DISPATCH_HEADER: deps.dispatcher.sign(data)},
-            timeout=deps.executor_timeout_s,
-            timeout_error=OutcomeUnknown,
-            no_responders="no executor is serving this operation; nothing was executed",
-            no_answer="the target did not answer in time; the operation may or may not have "
-            "happened",
-            span_attributes={"handshake.transaction_id": record.txn},
-        )
+        reply = await send_dispatch(deps, body)
     except HandshakeError as exc:
         if exc.code not in _PASSTHROUGH:
             log.error("executor refused a reconcile", extra={"txn": record.txn, "code": exc.code})
