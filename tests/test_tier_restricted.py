@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -273,3 +275,10 @@ async def test_approver_decisions_are_signed_and_forgeries_refused(raw: Raw) -> 
             and line["body"]["event"].get("kind") == "approval.decided"
         ]
     assert recorded and recorded[0]["signature"] == signature
+    # audit show verifies the signed decision from the log
+    argv = [sys.executable, "-m", "mcp_handshake.services.dev.cli", "audit", "show", txn]
+    shown = await asyncio.to_thread(
+        subprocess.run, argv, env=raw.stack.env(), capture_output=True, text=True, timeout=60
+    )
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert f"signed by key {raw.key('victor-sig').thumbprint} (verified)" in shown.stdout

@@ -21,6 +21,7 @@ from mcp_handshake.services.audit.control import RESUME
 from mcp_handshake.services.audit.main import audit_log_path
 from mcp_handshake.services.audit.verify import VerifyResult, cross_check, describe_gap, verify_log
 from mcp_handshake.services.core.config import load_config
+from mcp_handshake.services.core.proofs import decision_signer
 from mcp_handshake.services.dev.cli._conn import nats_connection
 from mcp_handshake.services.runtime.audit import STREAM, SUBJECT_PREFIX
 from mcp_handshake.shared.settings import Settings
@@ -110,14 +111,30 @@ def _events(settings: Settings) -> list[dict[str, Any]]:
             if e.get("kind") == "event"]  # fmt: skip
 
 
+def _signed(event: dict[str, Any]) -> tuple[str, bool]:
+    """How an approver's signed decision checks out: (what to print, whether it holds)."""
+    signer = decision_signer(event["signature"], txn=event.get("txn") or "",
+                             preview_hash=event.get("preview_hash") or "",
+                             decision=event.get("decision") or "")  # fmt: skip
+    if signer is None:
+        return "  decision signature INVALID", False
+    return f"  decision signed by key {signer} (verified)", True
+
+
 def show(settings: Settings, txn: str) -> int:
+    """One transaction's story; an approver's signed decision is verified on the way."""
     story = [e for e in _events(settings) if e.get("txn") == txn]
     if not story:
         console.print(f"no audit events for {escape(txn)}")
         return 1
+    holds = True
     for event in sorted(story, key=lambda e: e.get("at", 0)):
-        console.print(escape(_line(event)))
-    return 0
+        line = _line(event)
+        if event.get("signature"):
+            note, ok = _signed(event)
+            line, holds = line + note, holds and ok
+        console.print(escape(line))
+    return 0 if holds else 1
 
 
 def _since(value: str) -> float:
