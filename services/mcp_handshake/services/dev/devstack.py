@@ -229,7 +229,10 @@ class Stack:
     async def wait_ready(self, expected: dict[str, int], timeout: float = 30.0) -> None:
         """Wait until ``expected[name]`` instances of each service answer ``$SRV.PING``."""
         deadline = time.monotonic() + timeout
-        options = self.connect_options(OPERATOR) if self.nats_port else {"servers": self.nats_url}
+        if self.nats_port:
+            options = self.connect_options(OPERATOR)
+        else:  # existing servers (several URLs allowed), as the settings say
+            options = connect_options(self.settings().as_operator(), "stack")
         nc = await nats.connect(**options, connect_timeout=5)
         try:
             while True:
