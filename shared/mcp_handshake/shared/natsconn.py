@@ -8,10 +8,17 @@ nats.js ``inboxPrefix``, nats-py ``inbox_prefix``).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ssl
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from nats.aio.client import Client as NATS
+from nats.errors import AuthorizationError
+from nats.errors import Error as NatsError
+
+from .errors import Unauthenticated, Unavailable
 from .settings import Settings
 
 __all__ = ["connect_options", "inbox_prefix", "redact", "tls_context"]
@@ -74,3 +81,26 @@ def redact(urls: str) -> str:
             parts = parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1])
         out.append(urlunsplit(parts))
     return ",".join(out)
+
+
+async def connect_bounded(settings: Settings, name: str, deadline_s: float, **options: Any) -> NATS:
+    """A connection made within ``deadline_s``, or one protocol error: a refused identity
+    is ``Unauthenticated``, anything else ``Unavailable`` (credentials never shown).
+    ``options`` (callbacks, reconnect behaviour) go to ``nats.connect`` as they are."""
+    nc = NATS()
+    where = redact(settings.nats_url)
+    try:
+        async with asyncio.timeout(deadline_s):
+            await nc.connect(**connect_options(settings, name), **options)
+    except AuthorizationError:
+        await _close_quietly(nc)
+        raise Unauthenticated(f"NATS at {where} refused this identity") from None
+    except (OSError, TimeoutError, NatsError):
+        await _close_quietly(nc)
+        raise Unavailable(f"cannot reach NATS at {where}") from None
+    return nc
+
+
+async def _close_quietly(nc: NATS) -> None:
+    with contextlib.suppress(Exception):
+        await nc.close()

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
 
 from nats.aio.client import Client as NATS
-from nats.errors import AuthorizationError
-from nats.errors import Error as NatsError
 
 from mcp_handshake.client import HandshakeClient, HandshakeError, SessionProvider
-from mcp_handshake.shared.errors import Unauthenticated, Unavailable
-from mcp_handshake.shared.natsconn import connect_options, redact
+from mcp_handshake.shared.errors import Unauthenticated
+from mcp_handshake.shared.natsconn import connect_bounded
 from mcp_handshake.shared.proofs import ProofKey
 from mcp_handshake.shared.settings import Settings, default_agent_key, make_private_dirs
 
@@ -47,24 +44,15 @@ async def _log_error(exc: Exception) -> None:
 
 
 async def _connect(settings: Settings) -> NATS:
-    nc = NATS()
-    where = redact(settings.nats_url)
-    try:
-        async with asyncio.timeout(CONNECT_DEADLINE_S):
-            await nc.connect(
-                **connect_options(settings, "mcp-handshake-mcp"),
-                connect_timeout=2,
-                max_reconnect_attempts=-1,  # a long-lived server rides out NATS restarts
-                reconnect_time_wait=1,
-                error_cb=_log_error,
-            )
-    except AuthorizationError:
-        await _close_quietly(nc)
-        raise Unauthenticated(f"NATS at {where} refused this identity") from None
-    except (OSError, TimeoutError, NatsError):
-        await _close_quietly(nc)
-        raise Unavailable(f"cannot reach NATS at {where}") from None
-    return nc
+    return await connect_bounded(
+        settings,
+        "mcp-handshake-mcp",
+        CONNECT_DEADLINE_S,
+        connect_timeout=2,
+        max_reconnect_attempts=-1,  # a long-lived server rides out NATS restarts
+        reconnect_time_wait=1,
+        error_cb=_log_error,
+    )
 
 
 async def _close_quietly(nc: NATS) -> None:

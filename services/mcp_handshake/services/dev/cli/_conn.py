@@ -6,16 +6,14 @@ one line within seconds, not retry for minutes with a traceback per attempt.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from nats.aio.client import Client as NATS
-from nats.errors import AuthorizationError, ConnectionClosedError, StaleConnectionError
-from nats.errors import Error as NatsError
+from nats.errors import ConnectionClosedError, StaleConnectionError
 
-from mcp_handshake.shared.errors import Unauthenticated, Unavailable
-from mcp_handshake.shared.natsconn import connect_options, redact
+from mcp_handshake.shared.errors import Unavailable
+from mcp_handshake.shared.natsconn import connect_bounded, redact
 from mcp_handshake.shared.settings import Settings
 
 __all__ = ["CONNECT_DEADLINE_S", "nats_connection"]
@@ -33,29 +31,20 @@ async def _ignore() -> None:
 
 
 async def _connect(settings: Settings, closed_cb: Callable[[], Awaitable[None]]) -> NATS:
-    nc = NATS()
-    where = redact(settings.nats_url)
-    try:
-        async with asyncio.timeout(CONNECT_DEADLINE_S):
-            await nc.connect(
-                **connect_options(settings, "mcp-handshake-cli"),
-                connect_timeout=2,
-                # nats-py treats max_reconnect_attempts=0 as "no limit" while picking a
-                # server; 1 tries each server at most twice, back to back.
-                allow_reconnect=False,
-                max_reconnect_attempts=1,
-                reconnect_time_wait=0,
-                error_cb=_ignore_error,
-                disconnected_cb=_ignore,
-                closed_cb=closed_cb,
-            )
-    except AuthorizationError:
-        await _close_quietly(nc)
-        raise Unauthenticated(f"NATS at {where} refused this identity") from None
-    except (OSError, TimeoutError, NatsError):
-        await _close_quietly(nc)
-        raise Unavailable(f"cannot reach NATS at {where}") from None
-    return nc
+    return await connect_bounded(
+        settings,
+        "mcp-handshake-cli",
+        CONNECT_DEADLINE_S,
+        connect_timeout=2,
+        # nats-py treats max_reconnect_attempts=0 as "no limit" while picking a
+        # server; 1 tries each server at most twice, back to back.
+        allow_reconnect=False,
+        max_reconnect_attempts=1,
+        reconnect_time_wait=0,
+        error_cb=_ignore_error,
+        disconnected_cb=_ignore,
+        closed_cb=closed_cb,
+    )
 
 
 async def _close_quietly(nc: NATS) -> None:
