@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .subjects import DEFAULT_INTERNAL_PREFIX, DEFAULT_PREFIX, Subjects
 
-__all__ = ["STACK_FILE", "Settings", "default_agent_key", "make_private_dirs"]
+__all__ = ["STACK_FILE", "Settings", "default_agent_key", "make_private_dirs", "write_private"]
 
 #: Written under ``HANDSHAKE_HOME`` by ``mcp-handshake up`` so other commands find the stack.
 STACK_FILE = "stack.json"
@@ -199,3 +199,12 @@ def make_private_dirs(path: Path) -> Path:
         directory.mkdir(mode=0o700, exist_ok=True)
         directory.chmod(0o700)  # mkdir's mode is narrowed by the umask, never widened
     return path
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a secret: the file 0600 (created so, never briefly wider), its missing
+    folders 0700."""
+    make_private_dirs(path.parent)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)

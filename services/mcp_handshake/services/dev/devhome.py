@@ -11,7 +11,6 @@ never does (it is a user file, ``Settings.agent_key``).
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import time
 import uuid
@@ -27,20 +26,13 @@ from mcp_handshake.shared.keys import (
     load_private_key,
     public_jwk,
 )
-from mcp_handshake.shared.settings import make_private_dirs
+from mcp_handshake.shared.settings import make_private_dirs, write_private
 
 __all__ = ["MAX_SESSION_TTL_S", "ensure_home", "mint_session"]
 
 IDP_KEY = "keys/idp.pem"
 #: Longest lifetime of a dev session: they are for trying things out, not for keeping.
 MAX_SESSION_TTL_S = 24 * 3600
-
-
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
 
 
 def _demo_file(name: str) -> str:
@@ -61,7 +53,7 @@ def ensure_home(home: Path, target_url: str) -> Path:
         (keys / f"{name}.jwks.json").write_text(json.dumps({"keys": [public_jwk(key)]}, indent=2))
     api_key = home / "secrets" / "payments_api_key"
     if not api_key.exists():
-        _write_private(api_key, secrets.token_urlsafe(32))
+        write_private(api_key, secrets.token_urlsafe(32))
     policy = home / "policy.toml"
     if not policy.exists():
         policy.write_text(_demo_file("policy.toml"))

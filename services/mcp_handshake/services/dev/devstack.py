@@ -31,7 +31,7 @@ import nats
 from nats.aio.client import Client as NATS
 
 from mcp_handshake.services.dev.devhome import ensure_home
-from mcp_handshake.services.dev.identities import DEFAULT_AGENT, Identities, write_private
+from mcp_handshake.services.dev.identities import DEFAULT_AGENT, Identities
 from mcp_handshake.services.dev.permissions import OPERATOR, WORKER_KINDS
 from mcp_handshake.services.dev.procs import (
     Proc,
@@ -43,7 +43,7 @@ from mcp_handshake.services.dev.procs import (
 )
 from mcp_handshake.services.runtime.service import discover
 from mcp_handshake.shared.natsconn import connect_options
-from mcp_handshake.shared.settings import STACK_FILE, Settings
+from mcp_handshake.shared.settings import STACK_FILE, Settings, write_private
 
 __all__ = ["Stack", "StackSpec", "find_nats_server", "free_port"]
 

@@ -10,27 +10,19 @@ password. Adding an identity rewrites the configuration; a running
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from pathlib import Path
 
 import bcrypt
 
 from mcp_handshake.services.dev.permissions import OPERATOR, WORKER_KINDS, Identity, render
+from mcp_handshake.shared.settings import write_private
 from mcp_handshake.shared.subjects import Subjects
 
 __all__ = ["DEFAULT_AGENT", "Identities"]
 
 #: The agent identity the dev stack creates for the CLI and local agents.
 DEFAULT_AGENT = "agent"
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write a secret: the file 0600, its folder 0700."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
 
 
 class Identities:
