@@ -44,3 +44,20 @@ if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
   .venv/bin/python -c 'import mcp_handshake.services, nats, redis' # fail here, not later
   touch .venv/.installed
 fi
+
+# `bootstrap.sh crewai`: a second virtualenv for the CrewAI adapter's test and example.
+# CrewAI (about 1 GB) pins older pydantic and openai releases than the other framework
+# extras, so it cannot share .venv; the test command runs its tests there.
+if [ "${1:-}" = "crewai" ]; then
+  if [ ! -x .venv-crewai/bin/python ]; then
+    "$(pick_python)" -m venv .venv-crewai
+  fi
+  if [ ! -f .venv-crewai/.installed ] || [ pyproject.toml -nt .venv-crewai/.installed ]; then
+    echo "installing mcp-handshake[server,crewai] into .venv-crewai ..." >&2
+    .venv-crewai/bin/python -m pip install -q --upgrade pip </dev/null 2>&1 | grep -v "is ignored" || true
+    .venv-crewai/bin/python -m pip install -q -e '.[server,crewai]' \
+      'pytest>=8' 'pytest-asyncio>=0.24' 'pytest-timeout>=2.3' </dev/null 2>&1 | grep -v "is ignored" || true
+    .venv-crewai/bin/python -c 'import crewai, mcp_handshake.services' # fail here, not later
+    touch .venv-crewai/.installed
+  fi
+fi

@@ -9,4 +9,11 @@ echo "== ruff"
 echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"
-exec .venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest -q "$@"
+if [ $# -eq 0 ]; then
+  # The CrewAI adapter's test and example, in their own virtualenv (see bootstrap.sh).
+  echo "== pytest (CrewAI, in .venv-crewai)"
+  bash scripts/bootstrap.sh crewai
+  HANDSHAKE_REQUIRE_FRAMEWORKS=crewai .venv-crewai/bin/python -m pytest -q -p no:cacheprovider -k crewai \
+    tests/test_adapters.py tests/test_examples.py
+fi

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,8 @@ from .conftest import ROOT, connected
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 NEEDS = {"crewai_agent.py": "crewai"}
+#: Frameworks a run must not skip (the test command's CrewAI run sets it).
+REQUIRED = set(filter(None, os.environ.get("HANDSHAKE_REQUIRE_FRAMEWORKS", "").split(",")))
 
 
 def test_every_example_is_listed_in_the_readme() -> None:
@@ -30,6 +33,7 @@ async def test_example_runs_one_mediated_operation(
 ) -> None:
     framework = NEEDS.get(script.name)
     if framework and importlib.util.find_spec(framework) is None:
+        assert framework not in REQUIRED, f"{framework} must be installed in this run"
         pytest.skip(f"{framework} is not installed (extra [{framework}])")
     # The user's setup from the README: an agent key, and a session bound to it.
     key_file = tmp_path / "agent.pem"
