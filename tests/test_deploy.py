@@ -34,7 +34,13 @@ import yaml
 from mcp_handshake.services.core.config import load_config
 from mcp_handshake.services.core.policy import load_policy
 from mcp_handshake.services.dev.cli._app import Kind
-from mcp_handshake.services.dev.permissions import OPERATOR, WORKER_KINDS, Identity, permissions
+from mcp_handshake.services.dev.permissions import (
+    CONSOLE,
+    OPERATOR,
+    WORKER_KINDS,
+    Identity,
+    permissions,
+)
 from mcp_handshake.shared.subjects import Subjects
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -424,7 +430,8 @@ def test_overlays() -> None:
 def _nats_conf_users() -> dict[str, dict[str, Any]]:
     """Each user's permissions in the permission model (which renders deploy/nats/nats.conf;
     tests/test_nats_permissions.py checks the file is its output)."""
-    users = [(k, k) for k in WORKER_KINDS] + [(OPERATOR, OPERATOR), ("agent", "agent")]
+    users = [(k, k) for k in WORKER_KINDS] + [(OPERATOR, OPERATOR), (CONSOLE, CONSOLE),
+                                              ("agent", "agent")]
     return {n: permissions(Identity(n, role, ""), Subjects()) for n, role in users}
 
 
