@@ -25,6 +25,7 @@ from mcp_handshake.services.dev.devhome import mint_session
 from mcp_handshake.services.dev.devstack import Stack
 from mcp_handshake.shared.errors import ApprovalDenied
 from mcp_handshake.shared.proofs import ProofKey
+from tests.conftest import connected
 from tests.test_console import console_url
 
 __all__ = ["console_url"]
@@ -154,3 +155,81 @@ async def test_an_approver_denies_a_payment_and_the_agent_is_told(
         with pytest.raises(ApprovalDenied) as denied:
             await asyncio.wait_for(call, 30)
     assert denied.value.code == "approval_denied"
+
+
+async def test_an_auditor_reads_the_verified_story_of_a_transaction(
+    stack: Stack, console_url: str, browser: WebDriver, tmp_path: Path
+) -> None:
+    recipient = "acct_C0nsoleAudit03"
+    async with Agent(stack, tmp_path, "tess-audited").client as hs, connected(stack) as raw:
+        pending = await hs.submit("payments.send_payment", payment(recipient, 3100))
+        txn = pending.transaction_id
+        approver = raw.session("alma-approver", "approver", bind=False)
+        decided = await raw.decide(approver, txn, "approve", sign=False)
+        assert decided.error is None, decided.body
+        result = await hs.wait(pending, 30)
+
+    def audit() -> None:
+        sign_in(browser, console_url, "aud-itor", "auditor")
+        assert not browser.find_elements(By.ID, "nav-approvals")
+        browser.get(f"{console_url}/transactions?user=tess-audited&tool=send_payment")
+        link = wait_for(browser, lambda: browser.find_element(By.LINK_TEXT, txn))
+        link.click()
+        # The audit writer appends asynchronously: reload until the receipt is recorded.
+        wait_for(browser, lambda: browser.find_element(
+            By.XPATH, "//li[.//strong[text()='receipt.issued']]"))  # fmt: skip
+        kinds = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#story .kind")]
+        for kind in ("authorize.granted", "approval.requested", "approval.decided",
+                     "execute.intent", "execute.succeeded", "receipt.issued"):  # fmt: skip
+            assert kind in kinds, kinds
+        story = browser.find_element(By.ID, "story").text
+        assert "by=alma-approver" in story and "sub=tess-audited" in story
+        assert recipient not in story  # the trail holds hashes, never raw params
+        assert browser.find_element(By.ID, "chain").text.startswith("Audit chain OK")
+        browser.find_element(By.ID, "receipt").send_keys(result.receipt)
+        browser.find_element(By.ID, "verify-receipt").click()
+        verdict = browser.find_element(By.ID, "receipt-result").text
+        assert verdict.startswith("Receipt verified"), verdict
+        shot(browser, tmp_path, "audit-story")
+        # A receipt for another transaction does not pass for this one's.
+        browser.find_element(By.ID, "receipt").send_keys(result.receipt[:-6] + "AAAAAA")
+        browser.find_element(By.ID, "verify-receipt").click()
+        assert "NOT verified" in browser.find_element(By.ID, "receipt-result").text
+
+    await asyncio.to_thread(audit)
+
+
+async def test_a_non_approver_sees_no_approvals_and_script_in_params_is_text(
+    stack: Stack, console_url: str, browser: WebDriver, tmp_path: Path
+) -> None:
+    evil = "<script>document.title='pwned'</script>"
+    async with connected(stack) as raw:
+        requester = raw.session("rita-requester", "treasury")
+        granted = await raw.request(raw.s.authorize, {
+            "tool": "test.two_approvers", "params": {"text": evil},
+            "context": {"agent": "<b>bold agent</b>", "reason": "<img src=x onerror=alert(1)>"},
+        }, requester)  # fmt: skip
+        assert granted.error is None and granted.body["status"] == "pending_approval"
+        txn = granted.body["transaction_id"]
+
+    def look() -> None:
+        sign_in(browser, console_url, "tom-treasury", "treasury")
+        assert not browser.find_elements(By.ID, "nav-approvals")
+        browser.get(f"{console_url}/approvals")
+        assert browser.find_element(By.ID, "forbidden").text == "Not allowed"
+        assert txn not in browser.page_source
+        shot(browser, tmp_path, "not-an-approver")
+        browser.delete_all_cookies()
+        sign_in(browser, console_url, "pia-approver", "approver")
+        browser.get(f"{console_url}/approvals")
+        item = wait_for(browser, lambda: browser.find_element(By.ID, f"approval-{txn}"))
+        assert evil in item.find_element(By.CLASS_NAME, "preview").text
+        assert item.find_element(By.CLASS_NAME, "reason").text == "<img src=x onerror=alert(1)>"
+        assert item.find_element(By.CLASS_NAME, "agent").text == "<b>bold agent</b>"
+        assert item.find_element(By.CLASS_NAME, "quorum").text == "0/2"
+        assert not browser.find_elements(By.TAG_NAME, "script")
+        assert not browser.find_elements(By.CSS_SELECTOR, "article img, article b")
+        assert browser.title != "pwned"
+        shot(browser, tmp_path, "script-as-text")
+
+    await asyncio.to_thread(look)
