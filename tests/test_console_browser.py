@@ -233,3 +233,6 @@ async def test_a_non_approver_sees_no_approvals_and_script_in_params_is_text(
         shot(browser, tmp_path, "script-as-text")
 
     await asyncio.to_thread(look)
+    async with connected(stack) as raw:  # leave nothing pending for other tests
+        denier = raw.session("dora-approver", "approver", bind=False)
+        assert (await raw.decide(denier, txn, "deny", sign=False)).error is None
