@@ -15,7 +15,7 @@ from mcp_handshake.services.core.policy import load_policy
 from mcp_handshake.services.runtime.worker import connect_nats
 from mcp_handshake.shared.settings import Settings
 
-__all__ = ["run_console", "serve_console"]
+__all__ = ["main", "run_console", "serve_console"]
 
 log = logging.getLogger(__name__)
 
@@ -37,3 +37,10 @@ async def serve_console(settings: Settings, cs: ConsoleSettings) -> None:
 
 def run_console(settings: Settings, cs: ConsoleSettings) -> None:
     asyncio.run(serve_console(settings, cs))
+
+
+def main(settings: Settings, *, port: int | None = None, dev_login: bool = False) -> None:
+    """``worker console``: ``HANDSHAKE_CONSOLE_*`` settings, with the command line's port
+    and dev login over them; ``ValueError`` for settings it refuses."""
+    cs = ConsoleSettings.from_env()
+    run_console(settings, cs.with_(port=port or cs.port, dev_login=dev_login or cs.dev_login))

@@ -99,13 +99,10 @@ def worker(
 
 
 def _console(settings: Settings, port: int | None, dev_login: bool) -> None:
-    from mcp_handshake.services.console.main import run_console
-    from mcp_handshake.services.console.settings import ConsoleSettings
-
-    cs = ConsoleSettings.from_env()
-    cs = cs.with_(port=port or cs.port, dev_login=dev_login or cs.dev_login)
+    # Loaded by name, like the other worker kinds: the console sits above the CLI.
+    module = importlib.import_module("mcp_handshake.services.console.main")
     try:
-        run_console(settings, cs)
+        module.main(settings, port=port, dev_login=dev_login)
     except ValueError as exc:
         usage(str(exc))
 
