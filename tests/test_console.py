@@ -4,6 +4,7 @@ OIDC provider run by the test."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -34,7 +35,10 @@ from mcp_handshake.services.console.settings import ConsoleSettings
 from mcp_handshake.services.dev.devhome import mint_session
 from mcp_handshake.services.dev.devstack import Stack, free_port
 from mcp_handshake.services.dev.procs import Proc, terminate, wait_port
+from mcp_handshake.shared.proofs import ProofKey
+from mcp_handshake.shared.settings import make_private_dirs
 from tests.conftest import connected
+from tests.test_cli import cli
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
@@ -286,6 +290,24 @@ class TinyOidc:
         ])  # fmt: skip
 
 
+@contextlib.contextmanager
+def own_console(stack: Stack, tmp: Path, **env: str) -> Iterator[str]:
+    """A console process of the test's own on ``stack``, with extra settings."""
+    port = free_port()
+    full = {**stack.env("console"), "HANDSHAKE_CONSOLE_PORT": str(port),
+            "HANDSHAKE_CONSOLE_SECRET_FILE": str(tmp / "console_secret"), **env}  # fmt: skip
+    log = open(tmp / "console.log", "wb")
+    popen = subprocess.Popen(
+        [sys.executable, "-m", "mcp_handshake.services.dev.cli", "worker", "console"],
+        env=full, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_port(port, "console")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        terminate([Proc("console", popen, log)])
+
+
 @pytest.fixture(scope="module")
 def oidc_console(
     stack: Stack, tmp_path_factory: pytest.TempPathFactory
@@ -299,22 +321,16 @@ def oidc_console(
     tmp = tmp_path_factory.mktemp("oidc-console")
     secret = tmp / "client_secret"
     secret.write_text(provider.secret)
-    port = free_port()
-    env = {**stack.env("console"), "HANDSHAKE_CONSOLE_PORT": str(port),
-           "HANDSHAKE_CONSOLE_OIDC_ISSUER": provider.issuer,
-           "HANDSHAKE_CONSOLE_OIDC_CLIENT_ID": "console",
-           "HANDSHAKE_CONSOLE_OIDC_CLIENT_SECRET_FILE": str(secret),
-           "HANDSHAKE_CONSOLE_SECRET_FILE": str(tmp / "console_secret")}  # fmt: skip
-    log = open(tmp / "console.log", "wb")
-    popen = subprocess.Popen(
-        [sys.executable, "-m", "mcp_handshake.services.dev.cli", "worker", "console"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
     try:
-        wait_port(port, "OIDC console")
-        yield f"http://127.0.0.1:{port}", provider
+        with own_console(
+            stack,
+            tmp,
+            HANDSHAKE_CONSOLE_OIDC_ISSUER=provider.issuer,
+            HANDSHAKE_CONSOLE_OIDC_CLIENT_ID="console",
+            HANDSHAKE_CONSOLE_OIDC_CLIENT_SECRET_FILE=str(secret),
+        ) as url:
+            yield url, provider
     finally:
-        terminate([Proc("oidc-console", popen, log)])
         server.should_exit = True
         thread.join(5)
 
@@ -367,3 +383,50 @@ def test_oidc_callback_checks_state_and_the_login_cookie(
         provider.codes[q["code"]] = provider.authorize_requests[-1] | {"code_challenge": "x" * 43}
         r = c.get(f"{url}/login/callback?code={q['code']}&state={oq['state']}")
         assert r.status_code == 400 and "did not redeem" in r.text
+
+
+# -- decisions signed with an approver's key file ---------------------------------------
+
+
+async def test_a_console_with_an_approver_key_file_signs_that_approvers_decisions(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """The decision carries a JWS by the approver's registered key; the audit story shows
+    it verified. An approver without a key file decides unsigned (no ``signed_by``)."""
+    keys = make_private_dirs(tmp_path / "approver-keys")
+    signer = ProofKey.load_or_create(keys / "kai-signer.pem")
+    reg = cli(stack, "keys", "register", "--sub", "kai-signer", str(keys / "kai-signer.pem"))
+    assert reg.returncode == 0, reg.stderr
+    async with connected(stack) as raw:
+        tess = raw.session("tess-signed", "treasury")
+        txns = []
+        for n in (1, 2):
+            params = {"to_account": f"acct_S1gned0{n}x", "amount": 1500, "currency": "EUR"}
+            r = await raw.authorize(tess, "payments.send_payment", params)
+            assert r.body["status"] == "pending_approval", r.body
+            txns.append(r.body["transaction_id"])
+
+    def decide(url: str, sub: str, txn: str) -> str:
+        with login(url, sub, "approver") as c:
+            page = c.get("/approvals")
+            assert f'id="approval-{txn}"' in page.text
+            r = c.post(f"/approvals/{txn}/decide",
+                       data={"csrf": csrf_of(page.text), "decision": "approve"})  # fmt: skip
+            assert r.status_code == 303
+            return c.get("/approvals").text
+
+    with own_console(stack, tmp_path, HANDSHAKE_CONSOLE_DEV_LOGIN="1",
+                     HANDSHAKE_CONSOLE_APPROVER_KEYS=str(keys)) as url:  # fmt: skip
+        assert f"{txns[0]}: approved" in await asyncio.to_thread(decide, url, "kai-signer", txns[0])
+        assert f"{txns[1]}: approved" in await asyncio.to_thread(decide, url, "lou-plain", txns[1])
+        with login(url, "aud-signed", "auditor") as c:
+            deadline = time.monotonic() + 20
+            while True:
+                signed, plain = c.get(f"/transactions/{txns[0]}"), c.get(f"/transactions/{txns[1]}")
+                if "approval.decided" in signed.text and "approval.decided" in plain.text:
+                    break
+                assert time.monotonic() < deadline, "the audit writer did not catch up"
+                await asyncio.sleep(0.5)
+    assert f"decision signed by key {signer.thumbprint} (verified)" in signed.text
+    assert "by=kai-signer" in signed.text
+    assert "decision signed by key" not in plain.text and "by=lou-plain" in plain.text
