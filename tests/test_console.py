@@ -30,8 +30,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from mcp_handshake.services.console.app import create_app
+from mcp_handshake.services.console.backend import Backend
 from mcp_handshake.services.console.context import templates
 from mcp_handshake.services.console.settings import ConsoleSettings
+from mcp_handshake.services.core.config import load_config
+from mcp_handshake.services.core.policy import load_policy
 from mcp_handshake.services.dev.devhome import mint_session
 from mcp_handshake.services.dev.devstack import Stack, free_port
 from mcp_handshake.services.dev.procs import Proc, terminate, wait_port
@@ -430,3 +434,35 @@ async def test_a_console_with_an_approver_key_file_signs_that_approvers_decision
     assert f"decision signed by key {signer.thumbprint} (verified)" in signed.text
     assert "by=kai-signer" in signed.text
     assert "decision signed by key" not in plain.text and "by=lou-plain" in plain.text
+
+
+# -- failures ---------------------------------------------------------------------------
+
+
+async def test_a_lost_nats_connection_fails_closed_with_a_clear_page(
+    stack: Stack, tmp_path: Path
+) -> None:
+    nc = await nats.connect(**stack.connect_options("console"))
+    await nc.close()
+    cfg = load_config(stack.home / "handshake.toml")
+    backend = Backend(stack.settings("console"), cfg, load_policy(cfg.policy_file), nc)
+    app = create_app(ConsoleSettings(dev_login=True, secret_file=tmp_path / "secret"), backend)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8090") as c:
+        page = await c.get("/login")
+        form = {"sub": "ned-op", "csrf": csrf_of(page.text), "role_operator": "1",
+                "role_approver": "1"}  # fmt: skip
+        assert (await c.post("/login/dev", data=form)).status_code == 303
+        assert (await c.get("/healthz")).status_code == 503
+        status = await c.get("/status")
+        assert status.status_code == 503 and 'id="unavailable"' in status.text
+        assert "content-security-policy" in status.headers
+        approvals = await c.get("/approvals")
+        assert 'id="error"' in approvals.text or approvals.status_code == 503
+        page = await c.get("/login")
+        decided = await c.post(
+            "/approvals/txn-1/decide", data={"csrf": csrf_of(page.text), "decision": "approve"}
+        )
+        assert decided.status_code in {303, 503}
+        if decided.status_code == 303:
+            assert "not recorded" in (await c.get("/approvals")).text

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from importlib import resources
+from typing import Any
 
+from nats.errors import Error as NatsError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -17,8 +20,11 @@ from mcp_handshake.services.console.pages import page_routes
 from mcp_handshake.services.console.security import SecurityHeaders
 from mcp_handshake.services.console.sessions import SessionStore
 from mcp_handshake.services.console.settings import ConsoleSettings, load_secret
+from mcp_handshake.shared.errors import HandshakeError
 
 __all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
 
 _CSS = resources.files("mcp_handshake.services.console").joinpath("static/console.css")
 
@@ -48,7 +54,15 @@ def create_app(cs: ConsoleSettings, backend: Backend) -> Starlette:
         Route("/static/console.css", stylesheet),
         Route("/healthz", healthz),
     ]
-    app = Starlette(routes=routes)
+
+    async def unavailable(request: Request, exc: Exception) -> Response:
+        # Fail closed, with a clear page and no detail (no token, no internal state).
+        log.warning("console request failed: %s", type(exc).__name__)
+        return console.page("unavailable.html", console.session(request), 503)
+
+    failures: dict[Any, Any] = {e: unavailable for e in (HandshakeError, NatsError, OSError,
+                                                          TimeoutError, ValueError)}  # fmt: skip
+    app = Starlette(routes=routes, exception_handlers=failures)
     app.state.console = console
     app.add_middleware(SecurityHeaders, https=cs.base_url.startswith("https://"))
     return app
