@@ -19,6 +19,8 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.expected_conditions import staleness_of
+from selenium.webdriver.support.wait import WebDriverWait
 
 from mcp_handshake.client import CallResult, HandshakeClient
 from mcp_handshake.services.dev.devhome import mint_session
@@ -60,14 +62,20 @@ def shot(driver: WebDriver, tmp_path: Path, name: str) -> None:
     assert driver.save_screenshot(str(path)) and path.stat().st_size > 0
 
 
+def submit(driver: WebDriver, button: WebElement) -> None:
+    """Click a form's button and wait until the next page has replaced this one."""
+    page = driver.find_element(By.TAG_NAME, "html")
+    button.click()
+    WebDriverWait(driver, 15).until(staleness_of(page))
+
+
 def sign_in(driver: WebDriver, url: str, sub: str, *roles: str) -> None:
     driver.get(f"{url}/login")
     driver.find_element(By.ID, "sub").send_keys(sub)
     for role in roles:
         driver.find_element(By.ID, f"role_{role}").click()
-    driver.find_element(By.ID, "dev-login-submit").click()
-    who = driver.find_elements(By.ID, "whoami")
-    assert who and sub in who[0].text, (driver.current_url, driver.page_source[:3000])
+    submit(driver, driver.find_element(By.ID, "dev-login-submit"))
+    assert sub in driver.find_element(By.ID, "whoami").text
 
 
 def wait_for(
@@ -123,7 +131,7 @@ async def test_an_approver_approves_a_payment_and_the_waiting_agent_completes(
             assert item.find_element(By.CLASS_NAME, "quorum").text == "0/1"
             shot(browser, tmp_path, "approval-pending")
             item.find_element(By.NAME, "reason").send_keys("invoice 2024-117 checked")
-            item.find_element(By.CSS_SELECTOR, "button.approve").click()
+            submit(browser, item.find_element(By.CSS_SELECTOR, "button.approve"))
             assert "approved (1/1 approvals)" in browser.find_element(By.ID, "flash").text
             shot(browser, tmp_path, "approval-approved")
 
@@ -145,7 +153,7 @@ async def test_an_approver_denies_a_payment_and_the_agent_is_told(
             browser.get(f"{console_url}/approvals")
             item = wait_for(browser, lambda: approval_with(browser, recipient))
             item.find_element(By.NAME, "reason").send_keys("unknown account")
-            item.find_element(By.CSS_SELECTOR, "button.deny").click()
+            submit(browser, item.find_element(By.CSS_SELECTOR, "button.deny"))
             assert "denied" in browser.find_element(By.ID, "flash").text
             shot(browser, tmp_path, "approval-denied")
             browser.get(f"{console_url}/approvals")
@@ -174,7 +182,7 @@ async def test_an_auditor_reads_the_verified_story_of_a_transaction(
         assert not browser.find_elements(By.ID, "nav-approvals")
         browser.get(f"{console_url}/transactions?user=tess-audited&tool=send_payment")
         link = wait_for(browser, lambda: browser.find_element(By.LINK_TEXT, txn))
-        link.click()
+        submit(browser, link)
         # The audit writer appends asynchronously: reload until the receipt is recorded.
         wait_for(browser, lambda: browser.find_element(
             By.XPATH, "//li[.//strong[text()='receipt.issued']]"))  # fmt: skip
@@ -187,13 +195,13 @@ async def test_an_auditor_reads_the_verified_story_of_a_transaction(
         assert recipient not in story  # the trail holds hashes, never raw params
         assert browser.find_element(By.ID, "chain").text.startswith("Audit chain OK")
         browser.find_element(By.ID, "receipt").send_keys(result.receipt)
-        browser.find_element(By.ID, "verify-receipt").click()
+        submit(browser, browser.find_element(By.ID, "verify-receipt"))
         verdict = browser.find_element(By.ID, "receipt-result").text
         assert verdict.startswith("Receipt verified"), verdict
         shot(browser, tmp_path, "audit-story")
-        # A receipt for another transaction does not pass for this one's.
+        # A tampered receipt does not verify.
         browser.find_element(By.ID, "receipt").send_keys(result.receipt[:-6] + "AAAAAA")
-        browser.find_element(By.ID, "verify-receipt").click()
+        submit(browser, browser.find_element(By.ID, "verify-receipt"))
         assert "NOT verified" in browser.find_element(By.ID, "receipt-result").text
 
     await asyncio.to_thread(audit)
