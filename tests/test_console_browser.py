@@ -50,7 +50,7 @@ def browser(tmp_path: Path) -> Iterator[WebDriver]:
     for arg in (*ARGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(20)
+    driver.set_page_load_timeout(60)  # a loaded CI machine is slow
     try:
         yield driver
     finally:
@@ -66,7 +66,7 @@ def submit(driver: WebDriver, button: WebElement) -> None:
     """Click a form's button and wait until the next page has replaced this one."""
     page = driver.find_element(By.TAG_NAME, "html")
     button.click()
-    WebDriverWait(driver, 15).until(staleness_of(page))
+    WebDriverWait(driver, 30).until(staleness_of(page))
 
 
 def sign_in(driver: WebDriver, url: str, sub: str, *roles: str) -> None:
