@@ -33,6 +33,7 @@ from starlette.routing import Route
 from mcp_handshake.services.console.app import create_app
 from mcp_handshake.services.console.backend import Backend
 from mcp_handshake.services.console.context import templates
+from mcp_handshake.services.console.sessions import SessionStore
 from mcp_handshake.services.console.settings import ConsoleSettings
 from mcp_handshake.services.core.config import load_config
 from mcp_handshake.services.core.policy import load_policy
@@ -466,3 +467,14 @@ async def test_a_lost_nats_connection_fails_closed_with_a_clear_page(
         assert decided.status_code in {303, 503}
         if decided.status_code == 303:
             assert "not recorded" in (await c.get("/approvals")).text
+
+
+def test_a_flood_of_anonymous_visitors_never_signs_a_user_out() -> None:
+    store = SessionStore("s" * 40, secure=True, max_sessions=3)
+    user = store.sign_in(None, "ada", frozenset({"auditor"}), "tok", 60)
+    first = store.new()
+    for _ in range(10):
+        store.new()
+    assert store._sessions.get(user.sid) is user  # still signed in
+    assert first.sid not in store._sessions and len(store._sessions) == 3
+    assert store.cookie == "__Host-hs_console"

@@ -70,7 +70,12 @@ class SessionStore:
 
     def new(self, ttl_s: float = ANON_TTL_S) -> ConsoleSession:
         while len(self._sessions) >= self._max:
-            self._sessions.popitem(last=False)
+            # Anonymous visitors go first: a flood of them never signs a user out.
+            anon = next((k for k, s in self._sessions.items() if not s.signed_in), None)
+            if anon is None:
+                self._sessions.popitem(last=False)
+            else:
+                del self._sessions[anon]
         session = ConsoleSession(secrets.token_urlsafe(32), secrets.token_urlsafe(32),
                                  time.time() + ttl_s)  # fmt: skip
         self._sessions[session.sid] = session
