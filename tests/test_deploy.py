@@ -34,7 +34,13 @@ import yaml
 from mcp_handshake.services.core.config import load_config
 from mcp_handshake.services.core.policy import load_policy
 from mcp_handshake.services.dev.cli._app import Kind
-from mcp_handshake.services.dev.permissions import OPERATOR, WORKER_KINDS, Identity, permissions
+from mcp_handshake.services.dev.permissions import (
+    CONSOLE,
+    OPERATOR,
+    WORKER_KINDS,
+    Identity,
+    permissions,
+)
 from mcp_handshake.shared.subjects import Subjects
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,6 +62,9 @@ KIND_KEYS: dict[str, dict[str, str]] = {
 KEYS_DIR = "/etc/handshake/keys"
 CONFIG_DIR = "/etc/handshake/config"
 HOME_DIR = "/var/lib/handshake"
+#: The worker kinds the manifests run: the web console is not deployed by them (yet;
+#: docs/console.md says how to run it next to the audit log).
+DEPLOYED_KINDS = {k.value for k in Kind} - {"console"}
 #: Kinds that never talk to Redis, so never get its password.
 NO_REDIS = {"audit"}
 #: A Kubernetes resource quantity (the forms these manifests use).
@@ -258,7 +267,7 @@ def test_manifests_validate_against_kubernetes_schemas(which: str, version: str)
 def test_every_worker_kind_runs_hardened_and_probed(which: str) -> None:
     objs = render(which)
     deployments = of_kind(objs, "Deployment")
-    assert {worker_kind(d) for d in deployments.values()} == {k.value for k in Kind}
+    assert {worker_kind(d) for d in deployments.values()} == DEPLOYED_KINDS
     pdbs = of_kind(objs, "PodDisruptionBudget")
     for name, dep in deployments.items():
         pod = dep["spec"]["template"]["spec"]
@@ -424,7 +433,11 @@ def test_overlays() -> None:
 def _nats_conf_users() -> dict[str, dict[str, Any]]:
     """Each user's permissions in the permission model (which renders deploy/nats/nats.conf;
     tests/test_nats_permissions.py checks the file is its output)."""
-    users = [(k, k) for k in WORKER_KINDS] + [(OPERATOR, OPERATOR), ("agent", "agent")]
+    users = [(k, k) for k in WORKER_KINDS] + [
+        (OPERATOR, OPERATOR),
+        (CONSOLE, CONSOLE),
+        ("agent", "agent"),
+    ]
     return {n: permissions(Identity(n, role, ""), Subjects()) for n, role in users}
 
 
@@ -473,7 +486,7 @@ def compose_workers() -> dict[str, dict[str, Any]]:
 
 def test_compose_runs_every_worker_kind() -> None:
     workers = compose_workers()
-    assert {s["command"][1] for s in workers.values()} == {k.value for k in Kind}
+    assert {s["command"][1] for s in workers.values()} == DEPLOYED_KINDS
     for name, svc in workers.items():
         assert svc["restart"] == "unless-stopped", name
         assert svc["command"][svc["command"].index("--health-port") + 1] == "8081"

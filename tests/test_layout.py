@@ -23,6 +23,8 @@ ALLOWED = {
     "runtime": {"shared", "core", "store"},
     **{w: {"shared", "core", "store", "runtime"} for w in WORKERS},
     "dev": {"shared", "client", "core", "store", "runtime", *WORKERS},
+    # The web console sits on top: it reuses the CLI's status and audit readers.
+    "console": {"shared", "client", "core", "store", "runtime", "audit", "dev"},
 }
 MAX_MODULE_LINES = 300
 MAX_FUNCTION_LINES = 60

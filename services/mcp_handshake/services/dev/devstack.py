@@ -32,7 +32,7 @@ from nats.aio.client import Client as NATS
 
 from mcp_handshake.services.dev.devhome import ensure_home
 from mcp_handshake.services.dev.identities import DEFAULT_AGENT, Identities
-from mcp_handshake.services.dev.permissions import OPERATOR, WORKER_KINDS
+from mcp_handshake.services.dev.permissions import CONSOLE, OPERATOR, WORKER_KINDS
 from mcp_handshake.services.dev.procs import (
     Proc,
     die_with_parent,
@@ -100,7 +100,7 @@ class Stack:
                 HANDSHAKE_NATS_USER=identity,
                 HANDSHAKE_NATS_PASSWORD_FILE=str(self.identities.secret_file(identity)),
             )
-            if identity not in WORKER_KINDS:  # the CLI's status and audit tail
+            if identity not in (*WORKER_KINDS, CONSOLE):  # the CLI's status and audit tail
                 operator = self.identities.secret_file(OPERATOR)
                 env["HANDSHAKE_OPERATOR_PASSWORD_FILE"] = str(operator)
         env.update(self.extra_env)
@@ -198,6 +198,13 @@ class Stack:
     def start_worker(self, kind: str, index: int = 0, *args: str) -> Proc:
         cli = [sys.executable, "-m", "mcp_handshake.services.dev.cli", "worker", kind, *args]
         return self._spawn(f"{kind}-{index}", cli, identity=kind)
+
+    def start_console(self, port: int = 0) -> str:
+        """The web console with dev login, on ``port`` (a free one when 0); its URL."""
+        port = port or free_port()
+        self.start_worker(CONSOLE, 0, "--port", str(port), "--dev-login")
+        wait_port(port, "console")
+        return f"http://127.0.0.1:{port}"
 
     async def start(self, timeout: float = 30.0) -> None:
         if self.nats_url is None:

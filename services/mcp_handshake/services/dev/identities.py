@@ -15,7 +15,13 @@ from pathlib import Path
 
 import bcrypt
 
-from mcp_handshake.services.dev.permissions import OPERATOR, WORKER_KINDS, Identity, render
+from mcp_handshake.services.dev.permissions import (
+    CONSOLE,
+    OPERATOR,
+    WORKER_KINDS,
+    Identity,
+    render,
+)
 from mcp_handshake.shared.settings import write_private
 from mcp_handshake.shared.subjects import Subjects
 
@@ -61,10 +67,11 @@ class Identities:
         return secret
 
     def ensure_defaults(self) -> None:
-        """One user per worker kind, the operator, and the default agent."""
+        """One user per worker kind, the operator, the console, and the default agent."""
         for kind in WORKER_KINDS:
             self.ensure(kind, kind)
         self.ensure(OPERATOR, OPERATOR)
+        self.ensure(CONSOLE, CONSOLE)
         self.ensure(DEFAULT_AGENT, "agent")
 
     def all(self) -> list[Identity]:

@@ -17,6 +17,9 @@ kind; each agent has a user of its own. What each may do:
 - the operator may run ``status`` (``$SRV``) and ``audit tail``, is the only
   one who may tell a halted audit writer to resume (``audit resume``), and
   writes the key registry (KV ``HANDSHAKE_KEYS``), which execute workers read;
+- the console user (``worker console``) publishes only to the approvals subjects (for
+  the signed-in approver, with their session), the receipt keys, discovery and the
+  audit stream's info (``status``);
 - only the audit user publishes signed checkpoints to ``HANDSHAKE_CHECKPOINTS``
   (a stream that refuses deletes and purges, even the operator's);
 - authorize workers write, and approval workers read and prune, the pending
@@ -45,11 +48,13 @@ from mcp_handshake.services.store.pending import PENDING_BUCKET
 from mcp_handshake.shared.natsconn import inbox_prefix
 from mcp_handshake.shared.subjects import AUDIT_PREFIX, Subjects
 
-__all__ = ["OPERATOR", "ROLES", "WORKER_KINDS", "Identity", "permissions", "render"]
+__all__ = ["CONSOLE", "OPERATOR", "ROLES", "WORKER_KINDS", "Identity", "permissions", "render"]
 
 WORKER_KINDS = ("authorize", "execute", "approval", "audit", "executor")
 OPERATOR = "operator"
-ROLES = (*WORKER_KINDS, OPERATOR, "agent")
+#: The web console's identity: it acts for signed-in users with their own sessions.
+CONSOLE = "console"
+ROLES = (*WORKER_KINDS, OPERATOR, CONSOLE, "agent")
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _JS = "$JS.API"
 
@@ -103,6 +108,10 @@ def permissions(identity: Identity, subjects: Subjects) -> dict[str, object]:
         return {"publish": {"allow": pub}, "subscribe": {"allow": [inbox]}}
     if role == OPERATOR:
         pub = [f"{_JS}.>", "$JS.ACK.>", "$JS.FC.>", discovery, RESUME, f"$KV.{KEYS_BUCKET}.>"]
+        return {"publish": {"allow": pub}, "subscribe": {"allow": [inbox]}}
+    if role == CONSOLE:
+        pub = [s.approvals_list, s.approvals_decide, s.keys, discovery,
+               *_stream_api(AUDIT, "INFO")]  # fmt: skip
         return {"publish": {"allow": pub}, "subscribe": {"allow": [inbox]}}
     by_role: dict[str, tuple[list[str], list[str]]] = {
         "authorize": (

@@ -44,6 +44,7 @@ class Kind(StrEnum):
     executor = "executor"
     approval = "approval"
     audit = "audit"
+    console = "console"
 
 
 @app.command()
@@ -68,6 +69,12 @@ def worker(
             help="Address of the health port (default 127.0.0.1).",
         ),
     ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Console only: HTTP port (HANDSHAKE_CONSOLE_PORT).")
+    ] = None,
+    dev_login: Annotated[
+        bool, typer.Option("--dev-login", help="Console only: dev login (dev stack only).")
+    ] = False,
 ) -> None:
     """Run one worker of the given kind until SIGINT/SIGTERM."""
     from mcp_handshake.services.runtime.logs import setup_logging
@@ -79,6 +86,9 @@ def worker(
     if health_host is not None:
         settings = settings.with_(health_host=health_host)
     setup_logging(settings.log_level, settings.log_format)
+    if kind is Kind.console:
+        _console(settings, port, dev_login)
+        return
     if kind is Kind.executor:
         from mcp_handshake.services.executor.main import builder
 
@@ -86,6 +96,15 @@ def worker(
         return
     module = importlib.import_module(f"mcp_handshake.services.{kind.value}.main")
     run(serve(settings, kind.value, module.build))
+
+
+def _console(settings: Settings, port: int | None, dev_login: bool) -> None:
+    # Loaded by name, like the other worker kinds: the console sits above the CLI.
+    module = importlib.import_module("mcp_handshake.services.console.main")
+    try:
+        module.main(settings, port=port, dev_login=dev_login)
+    except ValueError as exc:
+        usage(str(exc))
 
 
 @app.command()

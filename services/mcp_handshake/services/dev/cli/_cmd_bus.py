@@ -11,7 +11,13 @@ import typer
 
 from mcp_handshake.services.dev.cli._common import console, fail
 from mcp_handshake.services.dev.identities import Identities
-from mcp_handshake.services.dev.permissions import OPERATOR, WORKER_KINDS, Identity, render
+from mcp_handshake.services.dev.permissions import (
+    CONSOLE,
+    OPERATOR,
+    WORKER_KINDS,
+    Identity,
+    render,
+)
 from mcp_handshake.shared.natsconn import inbox_prefix
 from mcp_handshake.shared.settings import STACK_FILE, Settings
 
@@ -64,7 +70,7 @@ def nats_config(
     Every password is read by nats-server from its environment: NATS_<USER>_PASSWORD
     (upper case, '-' as '_'), e.g. NATS_EXECUTE_PASSWORD.
     """
-    names = [(k, k) for k in WORKER_KINDS] + [(OPERATOR, OPERATOR)]
+    names = [(k, k) for k in WORKER_KINDS] + [(OPERATOR, OPERATOR), (CONSOLE, CONSOLE)]
     names += [(a, "agent") for a in agent or ["agent"]]
     identities = [Identity(n, role, _env_name(n), from_env=True) for n, role in names]
     typer.echo(

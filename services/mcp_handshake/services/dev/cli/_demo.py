@@ -97,4 +97,5 @@ def run_demo() -> int:
         finally:
             stack.stop()
     console.print("\n[bold green]demo complete[/bold green]" if ok else "[red]demo failed[/red]")
+    console.print("approvers and auditors can also work in a browser: `up` prints the console URL")
     return 0 if ok else 1

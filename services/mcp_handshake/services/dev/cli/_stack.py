@@ -32,6 +32,7 @@ def run_up(authorize: int, execute: int, executor: int, approval: int) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stack.start()
+        console_url = stack.start_console()
         console.print("[bold green]mcp-handshake is up[/bold green]")
         console.print(
             f"  NATS         {redact(stack.nats_url or '')}  (authorization on; "
@@ -40,6 +41,7 @@ def run_up(authorize: int, execute: int, executor: int, approval: int) -> None:
         console.print(f"  Redis        {redact(stack.redis_url or '')}  (password on)")
         console.print(f"  demo target  {stack.target_url}")
         console.print(f"  home         {stack.home}  (logs in {stack.logs})")
+        console.print(f"  web console  {console_url}  (dev login: approvers, auditors)")
         console.print(
             "  try: [cyan]export HANDSHAKE_SESSION=$(mcp-handshake token mint --sub alice "
             "--role billing --bind-key)[/cyan]\n"
