@@ -12,6 +12,14 @@ import typer
 from mcp_handshake.services.dev.cli._cmd_approvals import approvals_app
 from mcp_handshake.services.dev.cli._cmd_audit import audit_app
 from mcp_handshake.services.dev.cli._cmd_bus import agents_app, nats_config
+from mcp_handshake.services.dev.cli._cmd_gateway import (
+    CorsOpt,
+    HostOpt,
+    NonceKeyOpt,
+    PortOpt,
+    PublicUrlOpt,
+    gateway_build,
+)
 from mcp_handshake.services.dev.cli._cmd_identity import keys_app, token_app
 from mcp_handshake.services.dev.cli._cmd_mcp import mcp
 from mcp_handshake.services.dev.cli._cmd_reconcile import reconcile
@@ -44,6 +52,7 @@ class Kind(StrEnum):
     executor = "executor"
     approval = "approval"
     audit = "audit"
+    gateway = "gateway"
 
 
 @app.command()
@@ -68,6 +77,11 @@ def worker(
             help="Address of the health port (default 127.0.0.1).",
         ),
     ] = None,
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 8080,
+    public_url: PublicUrlOpt = None,
+    dpop_nonce_key_file: NonceKeyOpt = None,
+    cors_origin: CorsOpt = None,
 ) -> None:
     """Run one worker of the given kind until SIGINT/SIGTERM."""
     from mcp_handshake.services.runtime.logs import setup_logging
@@ -83,6 +97,10 @@ def worker(
         from mcp_handshake.services.executor.main import builder
 
         run(serve(settings, kind.value, builder(list(target or []))))
+        return
+    if kind is Kind.gateway:
+        build = gateway_build(host, port, public_url, dpop_nonce_key_file, cors_origin)
+        run(serve(settings, kind.value, build))
         return
     module = importlib.import_module(f"mcp_handshake.services.{kind.value}.main")
     run(serve(settings, kind.value, module.build))
