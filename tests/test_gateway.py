@@ -44,8 +44,9 @@ async def test_public_tier_full_handshake_and_receipt(http: HttpAgent) -> None:
     assert g.status_code == 200, g.text
     grant = g.json()
     assert grant["status"] == "granted" and grant["tier"] == "public"
-    r = await http.execute(alice, grant, "payments.get_exchange_rate", RATE, dpop=False,
-                           scheme="Bearer")  # fmt: skip
+    r = await http.execute(
+        alice, grant, "payments.get_exchange_rate", RATE, dpop=False, scheme="Bearer"
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["transaction_id"] == grant["transaction_id"]

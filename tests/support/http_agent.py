@@ -42,12 +42,23 @@ def ath(token: str) -> str:
 
 
 def dpop_proof(
-    key: AgentKey, htm: str, htu: str, token: str | None, *, headers: dict[str, Any] | None = None,
-    alg: str = "EdDSA", signing_key: Any = None, **claims: Any,
+    key: AgentKey,
+    htm: str,
+    htu: str,
+    token: str | None,
+    *,
+    headers: dict[str, Any] | None = None,
+    alg: str = "EdDSA",
+    signing_key: Any = None,
+    **claims: Any,
 ) -> str:
     """A DPoP proof (RFC 9449) with plain PyJWT; ``claims`` override or (as ``None``) drop."""
-    body: dict[str, Any] = {"htm": htm, "htu": htu, "iat": int(time.time()),
-                            "jti": uuid.uuid4().hex}  # fmt: skip
+    body: dict[str, Any] = {
+        "htm": htm,
+        "htu": htu,
+        "iat": int(time.time()),
+        "jti": uuid.uuid4().hex,
+    }
     if token is not None:
         body["ath"] = ath(token)
     body.update(claims)
@@ -67,28 +78,43 @@ class HttpAgent:
 
     def session(self, sub: str, *roles: str, bind: bool = True) -> str:
         key = self.keys.setdefault(sub, AgentKey())
-        return mint_session(self.stack.home, sub, roles=list(roles),
-                            jkt=key.thumbprint if bind else None)  # fmt: skip
+        return mint_session(
+            self.stack.home, sub, roles=list(roles), jkt=key.thumbprint if bind else None
+        )
 
     def key_of(self, token: str) -> AgentKey:
         sub = jwt.decode(token, options={"verify_signature": False})["sub"]
         return self.keys[sub]
 
-    async def authorize(self, session: str | None, tool: str, params: dict[str, Any],
-                        **kw: Any) -> httpx.Response:  # fmt: skip
+    async def authorize(
+        self, session: str | None, tool: str, params: dict[str, Any], **kw: Any
+    ) -> httpx.Response:
         headers = {"Authorization": f"Bearer {session}"} if session else {}
-        return await self.http.post(f"{self.base}/v1/authorize", headers=headers,
-                                    json={"tool": tool, "params": params}, **kw)  # fmt: skip
+        return await self.http.post(
+            f"{self.base}/v1/authorize",
+            headers=headers,
+            json={"tool": tool, "params": params},
+            **kw,
+        )
 
     async def execute(
-        self, session: str, grant: dict[str, Any], tool: str, params: dict[str, Any], *,
-        dpop: str | bool = True, scheme: str = "DPoP", headers: dict[str, str] | None = None,
+        self,
+        session: str,
+        grant: dict[str, Any],
+        tool: str,
+        params: dict[str, Any],
+        *,
+        dpop: str | bool = True,
+        scheme: str = "DPoP",
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         """Execute; with ``dpop`` True a fresh proof by the session's key is attached (a
         string is sent as the proof as it is)."""
         url = f"{self.base}/v1/execute"
-        hdrs = {"Authorization": f"{scheme} {session}",
-                "Handshake-Transaction-Token": grant["token"]}  # fmt: skip
+        hdrs = {
+            "Authorization": f"{scheme} {session}",
+            "Handshake-Transaction-Token": grant["token"],
+        }
         if dpop is True:
             hdrs["DPoP"] = dpop_proof(self.key_of(session), "POST", url, session)
         elif dpop:
@@ -99,9 +125,12 @@ class HttpAgent:
 
     async def status(self, session: str, txn: str, wait: float | None = None) -> httpx.Response:
         params = {"wait": str(wait)} if wait is not None else {}
-        return await self.http.get(f"{self.base}/v1/status/{txn}", params=params,
-                                   headers={"Authorization": f"Bearer {session}"},
-                                   timeout=(wait or 0) + 15)  # fmt: skip
+        return await self.http.get(
+            f"{self.base}/v1/status/{txn}",
+            params=params,
+            headers={"Authorization": f"Bearer {session}"},
+            timeout=(wait or 0) + 15,
+        )
 
     async def jwks(self) -> dict[str, Any]:
         r = await self.http.get(f"{self.base}/v1/keys")
@@ -114,8 +143,9 @@ def verify_receipt(receipt: str, jwks: dict[str, Any]) -> dict[str, Any]:
     """The receipt's claims, verified with the gateway's JWKS (by ``kid``)."""
     kid = jwt.get_unverified_header(receipt)["kid"]
     (jwk,) = [k for k in jwks["keys"] if k["kid"] == kid]
-    claims: dict[str, Any] = jwt.decode(receipt, jwt.PyJWK(jwk).key, algorithms=["EdDSA"],
-                                        options={"verify_aud": False})  # fmt: skip
+    claims: dict[str, Any] = jwt.decode(
+        receipt, jwt.PyJWK(jwk).key, algorithms=["EdDSA"], options={"verify_aud": False}
+    )
     return claims
 
 

@@ -19,6 +19,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_handshake.services.core.dpop import DPOP_HEADER, DPOP_HTU_HEADER, normalize_htu
 from mcp_handshake.services.gateway.errors import (
@@ -181,14 +182,33 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
     return error_response(BadRequest())
 
 
-async def _on_bug(request: Request, exc: Exception) -> Response:
-    log.error("unhandled error in the gateway", exc_info=exc)
-    return error_response(InternalError())
+class _Contain:
+    """An unexpected exception becomes ``internal`` with no detail (the traceback goes
+    to the log, once), instead of a plain-text 500 and a re-raise into the server."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            log.exception("unhandled error in the gateway")
+            if started or scope["type"] != "http":
+                raise
+            await error_response(InternalError())(scope, receive, send)
 
 
 def create_app(gateway: Gateway) -> Starlette:
     """The gateway's ASGI app (CORS only for the configured origins)."""
-    middleware = []
+    middleware = [Middleware(_Contain)]
     if gateway.options.cors_origins:
         middleware.append(
             Middleware(
@@ -221,7 +241,6 @@ def create_app(gateway: Gateway) -> Starlette:
         exception_handlers={
             HandshakeError: _on_protocol_error,
             HTTPException: _on_http_error,
-            Exception: _on_bug,
         },
     )
     app.state.gateway = gateway

@@ -39,12 +39,12 @@ class UseDpopNonce(HandshakeError):
 
 def error_response(err: HandshakeError, headers: dict[str, str] | None = None) -> Response:
     """The HTTP response for a protocol error: its status, the protocol's error body,
-    ``Retry-After`` (whole seconds) where the error says when to retry, and a
+    ``Retry-After`` (whole seconds; 1 when a retryable error says no more), and a
     challenge on 401."""
     body, _ = encode_error(err)
     out = dict(headers or {})
-    if err.retry_after_s is not None:
-        out["Retry-After"] = str(max(1, math.ceil(err.retry_after_s)))
+    if err.retryable or err.retry_after_s is not None:
+        out["Retry-After"] = str(max(1, math.ceil(err.retry_after_s or 1)))
     if isinstance(err, UseDpopNonce):
         out["WWW-Authenticate"] = 'DPoP error="use_dpop_nonce"'
     elif err.status == 401:
