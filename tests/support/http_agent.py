@@ -64,6 +64,7 @@ def dpop_proof(
     body.update(claims)
     body = {k: v for k, v in body.items() if v is not None}
     hdrs = {"typ": "dpop+jwt", "jwk": key.jwk, **(headers or {})}
+    hdrs = {k: v for k, v in hdrs.items() if v is not None}
     return jwt.encode(body, signing_key or key.private, algorithm=alg, headers=hdrs)
 
 
