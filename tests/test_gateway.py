@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import nats
 import pytest
 
 from mcp_handshake.services.dev.devstack import Stack
@@ -144,3 +145,37 @@ async def test_restricted_tier_denied(http: HttpAgent) -> None:
     assert st.json()["status"] == "denied"
     r = await http.execute(tess, grant, "payments.send_payment", payment(75_000))
     assert r.status_code == 403 and error_of(r) == "approval_denied"
+
+
+async def test_gateway_identity_has_least_privilege(stack: Stack) -> None:
+    """The gateway's NATS user asks the agent subjects it serves, and nothing else."""
+    errors: list[Exception] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(exc)
+
+    nc = await nats.connect(**stack.connect_options("gateway"), error_cb=on_error)
+    try:
+        for subject in (
+            "handshake.v1.approvals.list",
+            "handshake.v1.approvals.decide",
+            "handshake.v1.reconcile",
+            "handshake.internal.executor.payments",
+            "handshake.audit.gateway.x",
+            "$KV.HANDSHAKE_KEYS.x",
+        ):
+            await nc.publish(subject, b"{}")
+        for subject, queue in (
+            ("handshake.v1.authorize", "authorize"),
+            ("_INBOX.agent.>", ""),
+            ("handshake.internal.>", ""),
+        ):
+            await nc.subscribe(subject, queue=queue)
+        await nc.flush()
+        await asyncio.sleep(0.3)
+        violations = [e for e in errors if "permissions violation" in str(e).lower()]
+        assert len(violations) == 9, errors
+        r = await nc.request("handshake.v1.keys", b"{}", timeout=5)  # what it may do
+        assert b"keys" in r.data
+    finally:
+        await nc.close()
