@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
@@ -27,6 +28,8 @@ from mcp_handshake.shared.settings import Settings
 __all__ = ["builder"]
 
 _EXIT_UNAVAILABLE = 8
+
+log = logging.getLogger(__name__)
 
 
 class _Server(uvicorn.Server):
@@ -56,6 +59,7 @@ def builder(options: GatewayOptions) -> Callable[[Settings, NATS], Awaitable[Wor
         config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
                                 server_header=False, timeout_keep_alive=5)  # fmt: skip
         server = _Server(config)
+        log.info("gateway serving HTTP on %s:%s (agents use %s)", host, port, url)
 
         async def serve_http() -> None:
             task = asyncio.ensure_future(server.serve(sockets=[sock]))
