@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from nats.aio.client import Client as NATS
 
 from mcp_handshake.services.dev.cli._common import usage
-from mcp_handshake.services.runtime.worker import Worker
-from mcp_handshake.shared.settings import Settings
+
+if TYPE_CHECKING:  # the CLI starts fast: worker modules load only when a worker runs
+    from nats.aio.client import Client as NATS
+
+    from mcp_handshake.services.runtime.worker import Worker
+    from mcp_handshake.shared.settings import Settings
 
 __all__ = ["CorsOpt", "HostOpt", "NonceKeyOpt", "PortOpt", "PublicUrlOpt", "gateway_build"]
 
