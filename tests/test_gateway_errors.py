@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -152,11 +153,13 @@ async def test_no_cors_by_default(http: HttpAgent) -> None:
 # -- in-process gateways: NATS unreachable, a bug ---------------------------------
 
 
-async def _app_client(stack: Stack, *, close: bool = False) -> tuple[Any, httpx.AsyncClient]:
+async def _app_client(
+    stack: Stack, *, close: bool = False, options: GatewayOptions | None = None
+) -> tuple[Any, httpx.AsyncClient]:
     nc = await nats.connect(**stack.connect_options("gateway"))
     if close:
         await nc.close()
-    app = create_app(Gateway(nc, Subjects(), GatewayOptions()))
+    app = create_app(Gateway(nc, Subjects(), options or GatewayOptions()))
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw.test")
     return nc, client
 
@@ -186,5 +189,21 @@ async def test_a_bug_is_internal_with_no_detail(
             r = await client.get("/v1/keys")
         _expect(r, 500, "internal")
         assert "secret detail" not in r.text
+    finally:
+        await nc.close()
+
+
+async def test_a_slow_body_is_a_request_timeout(stack: Stack) -> None:
+    nc, client = await _app_client(stack, options=GatewayOptions(body_timeout_s=0.3))
+
+    async def slowly() -> AsyncIterator[bytes]:
+        yield b'{"tool": "test.echo", '
+        await asyncio.sleep(1.5)
+        yield b'"params": {"text": "hi"}}'
+
+    try:
+        async with client:
+            r = await client.post("/v1/authorize", content=slowly())
+        _expect(r, 408, "request_timeout")
     finally:
         await nc.close()

@@ -65,7 +65,7 @@ def _gateway(request: Request) -> Gateway:
 
 async def authorize(request: Request) -> Response:
     gw = _gateway(request)
-    data = await read_body(request, gw.options.max_body)
+    data = await read_body(request, gw.options.max_body, gw.options.body_timeout_s)
     grant = await gw.forward(gw.subjects.authorize, data, Grant, nats_headers(request))
     return _json(grant, 202 if grant.status == "pending_approval" else 200)
 
@@ -90,7 +90,7 @@ def check_nonce(proof: str, nonces: NonceIssuer) -> None:
 
 async def execute(request: Request) -> Response:
     gw = _gateway(request)
-    data = await read_body(request, gw.options.max_body)
+    data = await read_body(request, gw.options.max_body, gw.options.body_timeout_s)
     headers = nats_headers(request, TOKEN_HEADER, PROOF_HEADER, DPOP_HEADER)
     proof = headers.get(DPOP_HEADER)
     extra = {"DPoP-Nonce": gw.options.nonces.issue()} if gw.options.nonces else {}

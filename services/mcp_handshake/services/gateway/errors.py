@@ -11,7 +11,7 @@ from starlette.responses import Response
 from mcp_handshake.shared.errors import HandshakeError
 from mcp_handshake.shared.protocol import PROOF_ALGORITHMS, encode_error
 
-__all__ = ["MethodNotAllowed", "NotFound", "UseDpopNonce", "error_response"]
+__all__ = ["MethodNotAllowed", "NotFound", "RequestTimeout", "UseDpopNonce", "error_response"]
 
 JSON = "application/json"
 #: What a 401 challenges for: a session, with or without a DPoP-bound key.
@@ -28,6 +28,12 @@ class MethodNotAllowed(HandshakeError):
     """The route exists, not with this method (gateway only)."""
 
     code, status, default_message = "method_not_allowed", 405, "method not allowed"
+
+
+class RequestTimeout(HandshakeError):
+    """The request body did not arrive in time (gateway only)."""
+
+    code, status, default_message = "request_timeout", 408, "request body not received in time"
 
 
 class UseDpopNonce(HandshakeError):

@@ -9,6 +9,7 @@ W3C trace context.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import TypeVar
@@ -19,6 +20,7 @@ from nats.errors import Error as NatsError
 from starlette.requests import Request
 
 from mcp_handshake.services.core.dpop import bearer_token
+from mcp_handshake.services.gateway.errors import RequestTimeout
 from mcp_handshake.services.gateway.nonce import NonceIssuer
 from mcp_handshake.shared import protocol
 from mcp_handshake.shared.errors import (
@@ -54,6 +56,8 @@ class GatewayOptions:
     max_body: int = 65536
     #: How long to wait for a worker's reply (execute: then ``outcome_unknown``).
     timeout_s: float = 15.0
+    #: How long a request body may take to arrive (then ``request_timeout``, 408).
+    body_timeout_s: float = 10.0
     #: Origins allowed by CORS; none (CORS off) by default.
     cors_origins: tuple[str, ...] = ()
     #: DPoP server nonces, when configured.
@@ -97,17 +101,22 @@ class Gateway:
             raise InternalError() from None
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused (``payload_too_large``) as soon as it is over ``limit``."""
+async def read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The body, refused (``payload_too_large``) as soon as it is over ``limit``, or
+    (``request_timeout``) when it has not all arrived within ``timeout`` seconds."""
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:
         raise PayloadTooLarge(f"request body over {limit} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body over {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"request body over {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout() from None
     return b"".join(chunks)
 
 

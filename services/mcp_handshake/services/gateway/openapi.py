@@ -34,8 +34,8 @@ __all__ = ["ERROR_STATUSES", "docs_page", "openapi_document"]
 _REF = "#/components/schemas/{name}"
 #: Protocol errors each operation can answer, beyond those every operation can.
 ERROR_STATUSES = {
-    "authorize": (400, 401, 403, 404, 413, 422, 429, 500, 503),
-    "execute": (400, 401, 403, 409, 413, 422, 429, 500, 502, 503, 504),
+    "authorize": (400, 401, 403, 404, 408, 413, 422, 429, 500, 503),
+    "execute": (400, 401, 403, 408, 409, 413, 422, 429, 500, 502, 503, 504),
     "tools": (400, 401, 429, 500, 503),
     "status": (400, 401, 404, 409, 429, 500, 503),
     "keys": (400, 500, 503),
@@ -43,7 +43,8 @@ ERROR_STATUSES = {
 _DESCRIPTIONS = {
     400: "bad_request", 401: "unauthenticated, or use_dpop_nonce (execute)",
     403: "forbidden or approval_denied", 404: "unknown_tool, or no such endpoint",
-    405: "method_not_allowed", 409: "invalid_transaction or approval_pending (Retry-After)",
+    405: "method_not_allowed", 408: "request_timeout (the body came too slowly)",
+    409: "invalid_transaction or approval_pending (Retry-After)",
     413: "payload_too_large", 422: "invalid_params or validation_failed",
     429: "rate_limited (Retry-After)", 500: "internal", 502: "target_error",
     503: "unavailable (Retry-After)", 504: "outcome_unknown",
