@@ -69,8 +69,6 @@ class Gateway:
         self.nc = nc
         self.subjects = subjects
         self.options = options
-        self.requests = 0
-        self.errors = 0
 
     async def forward(
         self,
