@@ -14,6 +14,8 @@ import pytest
 from mcp_handshake.services.dev.devstack import Stack
 from tests.conftest import connected
 from tests.support.http_agent import (
+    HEALTH,
+    SECRETS,
     HttpAgent,
     error_of,
     gateway_url,
@@ -179,3 +181,22 @@ async def test_gateway_identity_has_least_privilege(stack: Stack) -> None:
         assert b"keys" in r.data
     finally:
         await nc.close()
+
+
+async def test_health_port(gateway_url: str) -> None:
+    async with httpx.AsyncClient(base_url=HEALTH[gateway_url], timeout=10) as client:
+        assert (await client.get("/healthz")).status_code == 200
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200, ready.text
+
+
+def test_no_secret_in_the_gateway_log(stack: Stack, gateway_url: str) -> None:
+    """Last in this module: no session or transaction token the agents sent or got has
+    reached the gateway's log."""
+    assert len(SECRETS) > 10
+    port = gateway_url.rsplit(":", 1)[1]
+    log = (stack.logs / f"gateway-{port}.log").read_text()
+    assert "serving HTTP" in log
+    for secret in SECRETS:
+        assert secret not in log
+    assert "eyJ" not in log and "Bearer" not in log

@@ -22,15 +22,22 @@ from mcp_handshake.services.dev.devstack import Stack
 from mcp_handshake.services.dev.procs import free_port, wait_port
 from tests.conftest import AgentKey
 
+#: Every session and transaction token the HTTP agents used: none may reach a log.
+SECRETS: list[str] = []
+#: The health server of each gateway ``gateway_url`` started, by its URL.
+HEALTH: dict[str, str] = {}
+
 
 @pytest.fixture(scope="module")
 def gateway_url(stack: Stack) -> Iterator[str]:
-    port = free_port()
+    port, health = free_port(), free_port()
     name = f"gateway-{port}"
-    proc = stack.start_worker("gateway", port, "--port", str(port))
+    proc = stack.start_worker("gateway", port, "--port", str(port), "--health-port", str(health))
+    url = f"http://127.0.0.1:{port}"
+    HEALTH[url] = f"http://127.0.0.1:{health}"
     try:
         wait_port(port, "gateway")
-        yield f"http://127.0.0.1:{port}"
+        yield url
     finally:
         assert proc.popen.poll() is None, "the gateway died during the tests"
         stack.stop_proc(name)
@@ -79,9 +86,11 @@ class HttpAgent:
 
     def session(self, sub: str, *roles: str, bind: bool = True) -> str:
         key = self.keys.setdefault(sub, AgentKey())
-        return mint_session(
+        token = mint_session(
             self.stack.home, sub, roles=list(roles), jkt=key.thumbprint if bind else None
         )
+        SECRETS.append(token)
+        return token
 
     def key_of(self, token: str) -> AgentKey:
         sub = jwt.decode(token, options={"verify_signature": False})["sub"]
@@ -91,12 +100,15 @@ class HttpAgent:
         self, session: str | None, tool: str, params: dict[str, Any], **kw: Any
     ) -> httpx.Response:
         headers = {"Authorization": f"Bearer {session}"} if session else {}
-        return await self.http.post(
+        r = await self.http.post(
             f"{self.base}/v1/authorize",
             headers=headers,
             json={"tool": tool, "params": params},
             **kw,
         )
+        if r.status_code in (200, 202):
+            SECRETS.append(r.json()["token"])
+        return r
 
     async def execute(
         self,
