@@ -207,3 +207,26 @@ async def test_a_slow_body_is_a_request_timeout(stack: Stack) -> None:
         _expect(r, 408, "request_timeout")
     finally:
         await nc.close()
+
+
+async def test_cors_only_for_configured_origins(stack: Stack) -> None:
+    options = GatewayOptions(cors_origins=("https://app.example",))
+    nc, client = await _app_client(stack, options=options)
+    preflight = {
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, dpop",
+    }
+    try:
+        async with client:
+            ok = await client.options(
+                "/v1/execute", headers={"Origin": "https://app.example", **preflight}
+            )
+            other = await client.options(
+                "/v1/execute", headers={"Origin": "https://evil.example", **preflight}
+            )
+        assert ok.status_code == 200
+        assert ok.headers["access-control-allow-origin"] == "https://app.example"
+        assert "dpop" in ok.headers["access-control-allow-headers"].lower()
+        assert "access-control-allow-origin" not in other.headers
+    finally:
+        await nc.close()
