@@ -18,11 +18,12 @@ import pytest
 from joserfc import jwt as jose_jwt
 from joserfc.jwk import ECKey
 
+from mcp_handshake.services.core.dpop import normalize_htu
 from mcp_handshake.services.dev.devhome import mint_session
 from mcp_handshake.services.dev.devstack import Stack
 from mcp_handshake.services.gateway.app import create_app
 from mcp_handshake.services.gateway.forward import Gateway, GatewayOptions
-from mcp_handshake.services.gateway.nonce import NonceIssuer
+from mcp_handshake.services.gateway.nonce import NONCE_TTL_S, NonceIssuer
 from mcp_handshake.shared.subjects import Subjects
 from tests.conftest import AgentKey, connected
 from tests.support.http_agent import HttpAgent, dpop_proof, error_of, gateway_url
@@ -197,3 +198,33 @@ async def test_server_nonces(stack: Stack) -> None:
     finally:
         await http.http.aclose()
         await nc.close()
+
+
+@pytest.mark.parametrize(
+    ("uri", "normalized"),
+    [
+        ("HTTPS://Gw.Example.COM:443/v1/execute?x=1#f", "https://gw.example.com/v1/execute"),
+        ("http://127.0.0.1:8080/v1/execute", "http://127.0.0.1:8080/v1/execute"),
+        ("http://[::1]:80/v1/execute", "http://[::1]/v1/execute"),
+        ("http://gw.example", "http://gw.example/"),
+        ("ftp://gw.example/v1/execute", None),
+        ("http://user:pw@gw.example/v1/execute", None),
+        ("/v1/execute", None),
+        ("http://gw.example:99999/v1/execute", None),
+    ],
+)
+def test_htu_normalization(uri: str, normalized: str | None) -> None:
+    assert normalize_htu(uri) == normalized
+
+
+def test_nonces(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="32 bytes"):
+        NonceIssuer(b"short")
+    issuer, other = NonceIssuer(b"a" * 32), NonceIssuer(b"b" * 32)
+    nonce = issuer.issue()
+    assert issuer.valid(nonce) and not other.valid(nonce)
+    for bad in (None, 5, "", "x" * 200, nonce + "x", "." + nonce.split(".")[1]):
+        assert not issuer.valid(bad), bad
+    later = time.time() + NONCE_TTL_S + 1
+    monkeypatch.setattr(time, "time", lambda: later)
+    assert not issuer.valid(nonce)
