@@ -12,6 +12,7 @@ import nats
 import pytest
 
 from mcp_handshake.services.dev.devstack import Stack
+from mcp_handshake.services.runtime.service import discover
 from tests.conftest import connected
 from tests.support.http_agent import (
     HEALTH,
@@ -188,6 +189,23 @@ async def test_health_port(gateway_url: str) -> None:
         assert (await client.get("/healthz")).status_code == 200
         ready = await client.get("/readyz")
         assert ready.status_code == 200, ready.text
+
+
+async def test_discovery_shows_the_gateway_and_its_requests(
+    http: HttpAgent, stack: Stack, gateway_url: str
+) -> None:
+    """``mcp-handshake status`` reads these: the gateway's URL and per-route counts."""
+    await http.jwks()
+    async with connected(stack, "operator") as op:
+        answers = await discover(op.nc, "STATS", wait=1.0)
+        info = await discover(op.nc, "INFO", wait=1.0)
+    (mine,) = [a for a in info if a["metadata"].get("url") == gateway_url]
+    (stats,) = [a for a in answers if a["id"] == mine["id"]]
+    routes = {e["name"]: e for e in stats["endpoints"]}
+    assert set(routes) == {"authorize", "execute", "tools", "status", "keys"}
+    assert routes["keys"]["num_requests"] >= 1 and routes["keys"]["data"]["outcomes"]["ok"] >= 1
+    assert routes["authorize"]["num_requests"] >= 5
+    assert routes["execute"]["data"]["outcomes"].get("approval_pending", 0) >= 1
 
 
 def test_no_secret_in_the_gateway_log(stack: Stack, gateway_url: str) -> None:

@@ -38,11 +38,12 @@ from mcp_handshake.services.gateway.forward import (
 )
 from mcp_handshake.services.gateway.nonce import NonceIssuer
 from mcp_handshake.services.gateway.openapi import docs_page, openapi_document
+from mcp_handshake.services.gateway.stats import HttpRoute, counted
 from mcp_handshake.shared.errors import BadRequest, HandshakeError, InternalError, OutcomeUnknown
 from mcp_handshake.shared.protocol import AUTHORIZATION_HEADER, PROOF_HEADER, TOKEN_HEADER
 from mcp_handshake.shared.wire import ExecuteReply, Grant, Jwks, StatusReply, ToolsReply
 
-__all__ = ["Gateway", "GatewayOptions", "create_app"]
+__all__ = ["Gateway", "GatewayOptions", "create_app", "http_routes"]
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +207,21 @@ class _Contain:
             await error_response(InternalError())(scope, receive, send)
 
 
+#: The protocol's routes: path -> (method, handler); each is counted for discovery.
+_API = {
+    "/v1/authorize": ("POST", authorize),
+    "/v1/execute": ("POST", execute),
+    "/v1/tools": ("GET", tools),
+    "/v1/status/{txn}": ("GET", status),
+    "/v1/keys": ("GET", keys),
+}
+
+
+def http_routes() -> dict[str, HttpRoute]:
+    """One counter per protocol route, for ``Gateway.routes`` and discovery."""
+    return {path: HttpRoute(method, path) for path, (method, _) in _API.items()}
+
+
 def create_app(gateway: Gateway) -> Starlette:
     """The gateway's ASGI app (CORS only for the configured origins)."""
     middleware = [Middleware(_Contain)]
@@ -226,12 +242,12 @@ def create_app(gateway: Gateway) -> Starlette:
                 expose_headers=["DPoP-Nonce", "Retry-After", "WWW-Authenticate"],
             )
         )
+    gateway.routes = gateway.routes or http_routes()
     routes = [
-        Route("/v1/authorize", authorize, methods=["POST"]),
-        Route("/v1/execute", execute, methods=["POST"]),
-        Route("/v1/tools", tools, methods=["GET"]),
-        Route("/v1/status/{txn}", status, methods=["GET"]),
-        Route("/v1/keys", keys, methods=["GET"]),
+        Route(path, counted(gateway.routes[path], handler), methods=[method])
+        for path, (method, handler) in _API.items()
+    ]
+    routes += [
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/docs", docs, methods=["GET"]),
     ]

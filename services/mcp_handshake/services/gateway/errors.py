@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import math
 
-from starlette.responses import Response
-
+from mcp_handshake.services.gateway.stats import ErrorResponse
 from mcp_handshake.shared.errors import HandshakeError
 from mcp_handshake.shared.protocol import PROOF_ALGORITHMS, encode_error
 
@@ -43,7 +42,7 @@ class UseDpopNonce(HandshakeError):
     default_message = "the DPoP proof must carry the server's nonce (DPoP-Nonce header)"
 
 
-def error_response(err: HandshakeError, headers: dict[str, str] | None = None) -> Response:
+def error_response(err: HandshakeError, headers: dict[str, str] | None = None) -> ErrorResponse:
     """The HTTP response for a protocol error: its status, the protocol's error body,
     ``Retry-After`` (whole seconds; 1 when a retryable error says no more), and a
     challenge on 401."""
@@ -55,4 +54,6 @@ def error_response(err: HandshakeError, headers: dict[str, str] | None = None) -
         out["WWW-Authenticate"] = 'DPoP error="use_dpop_nonce"'
     elif err.status == 401:
         out["WWW-Authenticate"] = CHALLENGE
-    return Response(body, status_code=err.status, media_type=JSON, headers=out)
+    response = ErrorResponse(body, status_code=err.status, media_type=JSON, headers=out)
+    response.code = err.code
+    return response

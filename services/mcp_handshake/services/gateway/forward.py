@@ -22,6 +22,7 @@ from starlette.requests import Request
 from mcp_handshake.services.core.dpop import bearer_token
 from mcp_handshake.services.gateway.errors import RequestTimeout
 from mcp_handshake.services.gateway.nonce import NonceIssuer
+from mcp_handshake.services.gateway.stats import HttpRoute
 from mcp_handshake.shared import protocol
 from mcp_handshake.shared.errors import (
     BadRequest,
@@ -65,10 +66,18 @@ class GatewayOptions:
 
 
 class Gateway:
-    def __init__(self, nc: NATS, subjects: Subjects, options: GatewayOptions) -> None:
+    def __init__(
+        self,
+        nc: NATS,
+        subjects: Subjects,
+        options: GatewayOptions,
+        routes: dict[str, HttpRoute] | None = None,
+    ) -> None:
         self.nc = nc
         self.subjects = subjects
         self.options = options
+        #: Request counts per route, by path (``app.http_routes()``).
+        self.routes = routes if routes is not None else {}
 
     async def forward(
         self,

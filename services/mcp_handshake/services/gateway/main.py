@@ -18,7 +18,7 @@ from dataclasses import replace
 import uvicorn
 from nats.aio.client import Client as NATS
 
-from mcp_handshake.services.gateway.app import Gateway, GatewayOptions, create_app
+from mcp_handshake.services.gateway.app import Gateway, GatewayOptions, create_app, http_routes
 from mcp_handshake.services.runtime.build import VERSION
 from mcp_handshake.services.runtime.service import MicroService
 from mcp_handshake.services.runtime.streams import StartupError
@@ -43,8 +43,9 @@ def _listen(host: str, port: int) -> socket.socket:
     try:
         return socket.create_server((host, port), reuse_port=False)
     except OSError as exc:
-        raise StartupError(f"unavailable: cannot listen on {host}:{port} ({exc.strerror})",
-                           _EXIT_UNAVAILABLE) from None  # fmt: skip
+        raise StartupError(
+            f"unavailable: cannot listen on {host}:{port} ({exc.strerror})", _EXIT_UNAVAILABLE
+        ) from None
 
 
 def builder(options: GatewayOptions) -> Callable[[Settings, NATS], Awaitable[Worker]]:
@@ -52,12 +53,19 @@ def builder(options: GatewayOptions) -> Callable[[Settings, NATS], Awaitable[Wor
 
     async def build(settings: Settings, nc: NATS) -> Worker:
         opts = replace(options, max_body=min(options.max_body, settings.max_payload))
-        app = create_app(Gateway(nc, settings.subjects, opts))
+        routes = http_routes()
+        app = create_app(Gateway(nc, settings.subjects, opts, routes))
         sock = _listen(opts.host, opts.port)
         host, port = sock.getsockname()[:2]
         url = opts.public_url or f"http://{host}:{port}"
-        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
-                                server_header=False, timeout_keep_alive=5)  # fmt: skip
+        config = uvicorn.Config(
+            app,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            server_header=False,
+            timeout_keep_alive=5,
+        )
         server = _Server(config)
         log.info("gateway serving HTTP on %s:%s (agents use %s)", host, port, url)
 
@@ -71,8 +79,13 @@ def builder(options: GatewayOptions) -> Callable[[Settings, NATS], Awaitable[Wor
                     await asyncio.wait_for(task, 10)
                 raise
 
-        service = MicroService("handshake-gateway", VERSION, "Protocol v1 over HTTP", [],
-                               metadata={"url": url})  # fmt: skip
+        service = MicroService(
+            "handshake-gateway",
+            VERSION,
+            "Protocol v1 over HTTP",
+            list(routes.values()),
+            metadata={"url": url},
+        )
         return Worker(service, background=[serve_http], closers=[_closer(sock)])
 
     return build
