@@ -5,7 +5,9 @@ only), signed by a key bound to the caller (the session's ``cnf.jkt``
 thumbprint, RFC 7638, or a key registered for the caller's subject), with
 claims for exactly this transaction, tool and params hash, and ``iat`` within
 60 s of now. ``jti`` single use is enforced by the token store, in the same
-atomic step that consumes the token.
+atomic step that consumes the token. A DPoP proof (RFC 9449) is accepted in its
+place at execute (:meth:`ProofVerifier.verify_dpop`, see ``core.dpop``), checked
+by the same steps with its own ``typ`` and claims.
 """
 
 from __future__ import annotations
