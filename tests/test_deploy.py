@@ -58,6 +58,7 @@ KIND_KEYS: dict[str, dict[str, str]] = {
     "approval": {"internal_public": "internal.jwks.json"},
     "audit": {"audit": "audit.pem", "audit_public": "audit.jwks.json"},
     "executor": {"dispatch_public": "dispatch.jwks.json"},
+    "gateway": {},  # the HTTP gateway holds no key
 }
 KEYS_DIR = "/etc/handshake/keys"
 CONFIG_DIR = "/etc/handshake/config"
@@ -66,7 +67,7 @@ HOME_DIR = "/var/lib/handshake"
 #: docs/console.md says how to run it next to the audit log).
 DEPLOYED_KINDS = {k.value for k in Kind} - {"console"}
 #: Kinds that never talk to Redis, so never get its password.
-NO_REDIS = {"audit"}
+NO_REDIS = {"audit", "gateway"}
 #: A Kubernetes resource quantity (the forms these manifests use).
 QUANTITY = re.compile(r"[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?")
 #: Flags the manifests pass to workers that the CLI does not have yet (issue 11).
@@ -319,6 +320,9 @@ def test_each_kind_mounts_only_its_own_secrets(which: str) -> None:
         c = dep["spec"]["template"]["spec"]["containers"][0]
         assert [e["secretRef"]["name"] for e in c["envFrom"]] == [f"handshake-{kind}-env"]
         secrets = _secret_volumes(dep)
+        if not KIND_KEYS[kind]:  # no key, no key mount
+            assert secrets == {}, name
+            continue
         keys = secrets.pop(KEYS_DIR)
         assert keys["secretName"] == f"handshake-{kind}-keys", name
         # `items` mounts these keys only, whatever else the Secret holds
@@ -396,9 +400,14 @@ def test_network_policies() -> None:
     common = policies["handshake-workers"]
     assert _egress_ports(common) == {53, 4222, 6379, 26379}
     assert {p["port"] for r in common["spec"]["ingress"] for p in r["ports"]} == {8081}
+    # the gateway's pods take HTTP on 8080, and nothing more
+    gateway = policies["handshake-gateway-ingress"]["spec"]
+    assert gateway["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "gateway"
+    assert gateway["policyTypes"] == ["Ingress"]
+    assert {p["port"] for r in gateway["ingress"] for p in r["ports"]} == {8080}
     # only executors go further, and every executor pod is selected
     others = [p for n, p in policies.items() if n not in {"handshake-default-deny",
-                                                           "handshake-workers"}]  # fmt: skip
+              "handshake-workers", "handshake-gateway-ingress"}]  # fmt: skip
     for policy in others:
         assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == (
             "executor"
@@ -498,10 +507,9 @@ def test_compose_mounts_only_each_kinds_own_secrets() -> None:
     for name, svc in compose_workers().items():
         kind = svc["command"][1]
         mounts = {v.split(":")[1]: v for v in svc["volumes"]}
-        expected = {
-            CONFIG_DIR: f"./config/common:{CONFIG_DIR}:ro",
-            KEYS_DIR: f"./config/keys/{kind}:{KEYS_DIR}:ro",
-        }
+        expected = {CONFIG_DIR: f"./config/common:{CONFIG_DIR}:ro"}
+        if KIND_KEYS[kind]:
+            expected[KEYS_DIR] = f"./config/keys/{kind}:{KEYS_DIR}:ro"
         if kind == "executor":
             target = svc["command"][svc["command"].index("--target") + 1]
             path = f"/etc/handshake/targets/{target}"
@@ -533,6 +541,9 @@ def test_key_layout_gives_each_kind_its_keys_and_rotates(tmp_path: Path) -> None
     main = _keys_tool().main
     assert main(["init", str(tmp_path)]) == 0
     for kind, files in KIND_KEYS.items():
+        if not files:
+            assert not (tmp_path / "keys" / kind).exists(), kind
+            continue
         got = {p.name for p in (tmp_path / "keys" / kind).iterdir()}
         assert got == set(files.values()), kind
     executor = tmp_path / "keys" / "executor"

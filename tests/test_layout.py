@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKERS = {"authorize", "execute", "approval", "audit", "executor"}
+WORKERS = {"authorize", "execute", "approval", "audit", "executor", "gateway"}
 #: What each part may import from the project (besides itself).
 ALLOWED = {
     "shared": set(),

@@ -15,7 +15,10 @@ from mcp_handshake.services.dev.procs import find_nats_server, free_port, wait_p
 from mcp_handshake.shared.natsconn import inbox_prefix
 
 ROOT = Path(__file__).resolve().parent.parent
-USERS = ["authorize", "execute", "approval", "audit", "executor", "operator", "console", "agent"]
+USERS = [
+    "authorize", "execute", "approval", "audit", "executor", "gateway", "operator", "console",
+    "agent",
+]  # fmt: skip
 
 
 def test_shipped_config_is_the_generated_one() -> None:

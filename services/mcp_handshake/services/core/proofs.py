@@ -5,7 +5,9 @@ only), signed by a key bound to the caller (the session's ``cnf.jkt``
 thumbprint, RFC 7638, or a key registered for the caller's subject), with
 claims for exactly this transaction, tool and params hash, and ``iat`` within
 60 s of now. ``jti`` single use is enforced by the token store, in the same
-atomic step that consumes the token.
+atomic step that consumes the token. A DPoP proof (RFC 9449) is accepted in its
+place at execute (:meth:`ProofVerifier.verify_dpop`, see ``core.dpop``), checked
+by the same steps with its own ``typ`` and claims.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, Protocol
 
 import jwt
 
+from mcp_handshake.services.core import dpop
 from mcp_handshake.services.core.policy import Caller
 from mcp_handshake.shared.errors import ValidationFailed
 from mcp_handshake.shared.keys import jwk_thumbprint
@@ -36,11 +39,12 @@ class KeyLookup(Protocol):
 
 
 class VerifiedProof:
-    __slots__ = ("jti", "thumbprint")
+    __slots__ = ("claims", "jti", "thumbprint")
 
-    def __init__(self, jti: str, thumbprint: str) -> None:
+    def __init__(self, jti: str, thumbprint: str, claims: dict[str, Any] | None = None) -> None:
         self.jti = jti
         self.thumbprint = thumbprint
+        self.claims = claims or {}
 
 
 class ProofVerifier:
@@ -61,8 +65,34 @@ class ProofVerifier:
         expected = {"txn": txn, "preview_hash": preview_hash, "decision": decision}
         return await self._verify(signature, caller, DECISION_TYP, expected)
 
+    async def verify_dpop(
+        self, proof: str, caller: Caller, *, htu: str | None, authorization: str | None
+    ) -> VerifiedProof:
+        """A DPoP proof (RFC 9449) for ``POST`` to the execute URI ``htu``, bound to the
+        session it came with (``ath``); see :mod:`~mcp_handshake.services.core.dpop`."""
+        token = dpop.bearer_token(authorization)
+        target = dpop.normalize_htu(htu or "")
+        if token is None or target is None or not target.endswith(dpop.EXECUTE_PATH):
+            raise ValidationFailed("DPoP proof without the execute URI it was sent to")
+        try:
+            jwk = jwt.get_unverified_header(proof).get("jwk")
+        except jwt.PyJWTError:
+            raise ValidationFailed("proof is not a JWS") from None
+        if not isinstance(jwk, dict) or not dpop.is_public_jwk(jwk):
+            raise ValidationFailed("DPoP proof must carry its public key (jwk header)")
+        expected = {"htm": dpop.EXECUTE_METHOD, "ath": dpop.access_token_hash(token)}
+        verified = await self._verify(proof, caller, dpop.DPOP_TYP, expected, ("htu",))
+        if dpop.normalize_htu(str(verified.claims["htu"])) != target:
+            raise ValidationFailed("DPoP proof is for another URI")
+        return verified
+
     async def _verify(
-        self, proof: str | None, caller: Caller, typ: str, expected: dict[str, str]
+        self,
+        proof: str | None,
+        caller: Caller,
+        typ: str,
+        expected: dict[str, str],
+        required: tuple[str, ...] = (),
     ) -> VerifiedProof:
         if not proof:
             raise ValidationFailed("proof of possession required (Handshake-Proof header)")
@@ -84,7 +114,7 @@ class ProofVerifier:
                 proof,
                 key.key,
                 algorithms=[alg],
-                options={"require": [*expected, "iat", "jti"]},
+                options={"require": [*expected, *required, "iat", "jti"]},
                 leeway=IAT_WINDOW_S,
             )
         except jwt.PyJWTError:
@@ -97,7 +127,7 @@ class ProofVerifier:
         jti = claims["jti"]
         if not isinstance(jti, str) or not 8 <= len(jti) <= 128:
             raise ValidationFailed("proof jti invalid")
-        return VerifiedProof(jti, thumbprint)
+        return VerifiedProof(jti, thumbprint, claims)
 
     async def _bound_key(
         self, header: dict[str, Any], caller: Caller

@@ -59,6 +59,8 @@ class StackSpec:
     executor: int = 1
     approval: int = 1
     audit: int = 1
+    #: HTTP gateways (``up`` starts one), each on a free port; see ``Stack.gateway_url``.
+    gateway: int = 0
     #: Extra worker kinds started once each (e.g. approval, audit) when available.
     extra_kinds: Sequence[str] = ()
 
@@ -71,6 +73,8 @@ class Stack:
     redis_url: str | None = None
     procs: list[Proc] = field(default_factory=list)
     target_url: str = ""
+    #: The first HTTP gateway's URL, when the stack runs one.
+    gateway_url: str = ""
     redis_port: int = 0
     nats_port: int = 0
     #: Extra environment for every child (e.g. PYTHONPATH for extra tool modules).
@@ -206,6 +210,14 @@ class Stack:
         wait_port(port, "console")
         return f"http://127.0.0.1:{port}"
 
+    def _kind_args(self, kind: str) -> tuple[str, ...]:
+        """Arguments a worker kind needs on this machine: a gateway, a free port."""
+        if kind != "gateway":
+            return ()
+        port = free_port()
+        self.gateway_url = self.gateway_url or f"http://127.0.0.1:{port}"
+        return ("--port", str(port))
+
     async def start(self, timeout: float = 30.0) -> None:
         if self.nats_url is None:
             self.start_nats()
@@ -214,14 +226,16 @@ class Stack:
         self.start_target()
         kinds = [("authorize", self.spec.authorize), ("execute", self.spec.execute),
                  ("executor", self.spec.executor), ("approval", self.spec.approval),
-                 ("audit", self.spec.audit)]  # fmt: skip
+                 ("audit", self.spec.audit), ("gateway", self.spec.gateway)]  # fmt: skip
         kinds += [(k, 1) for k in self.spec.extra_kinds]
         for kind, count in kinds:
             for i in range(count):
-                self.start_worker(kind, i)
+                self.start_worker(kind, i, *self._kind_args(kind))
         await self.wait_ready({f"handshake-{k}": n for k, n in kinds if n}, timeout)
         stack = {"nats_url": self.nats_url, "redis_url": self.redis_url,
                  "target_url": self.target_url, "pid": os.getpid()}  # fmt: skip
+        if self.gateway_url:
+            stack["gateway_url"] = self.gateway_url
         if self.nats_port:
             nats = next(p for p in self.procs if p.name == "nats-server")
             stack.update(

@@ -9,6 +9,8 @@ kind; each agent has a user of its own. What each may do:
   subscribe only to their inbox;
 - only worker users join worker queue groups, and only the execute user
   publishes to executor subjects;
+- the HTTP gateway publishes only the agent subjects it serves (authorize,
+  execute, tools, status, keys), joins no queue group and emits no audit;
 - each worker kind publishes audit events only under
   ``handshake.audit.<kind>.``, and uses the JetStream API only for its own
   streams and consumers;
@@ -50,7 +52,7 @@ from mcp_handshake.shared.subjects import AUDIT_PREFIX, Subjects
 
 __all__ = ["CONSOLE", "OPERATOR", "ROLES", "WORKER_KINDS", "Identity", "permissions", "render"]
 
-WORKER_KINDS = ("authorize", "execute", "approval", "audit", "executor")
+WORKER_KINDS = ("authorize", "execute", "approval", "audit", "executor", "gateway")
 OPERATOR = "operator"
 #: The web console's identity: it acts for signed-in users with their own sessions.
 CONSOLE = "console"
@@ -126,6 +128,8 @@ def permissions(identity: Identity, subjects: Subjects) -> dict[str, object]:
              *_kv_api(KEYS_BUCKET, "INFO", "CREATE", "MSG.GET")],
         ),
         "executor": ([s.executor("*")], []),
+        # The HTTP gateway: an agent-facing proxy, it only asks (no queue group, no audit).
+        "gateway": ([], [s.authorize, s.execute, s.tools, s.status, s.keys]),
         "approval": (
             [s.status, f"{s.prefix}.approvals.>", s.approval_decided("*")],
             [audit_events, s.approval_decided("*"), *_stream_api(AUDIT, "INFO"),

@@ -12,6 +12,7 @@ import msgspec
 from nats.aio.client import Client as NATS
 
 from mcp_handshake.services.core.bind import Bound, bind
+from mcp_handshake.services.core.dpop import DPOP_HEADER, DPOP_HTU_HEADER
 from mcp_handshake.services.core.policy import Policy
 from mcp_handshake.services.core.proofs import ProofVerifier, VerifiedProof
 from mcp_handshake.services.core.signing import DispatchSigner, ReceiptSigner
@@ -30,7 +31,12 @@ from mcp_handshake.shared.errors import (
     ValidationFailed,
 )
 from mcp_handshake.shared.hashing import canonical_json, sha256_tagged, token_hash
-from mcp_handshake.shared.protocol import DISPATCH_HEADER, PROOF_HEADER, TOKEN_HEADER
+from mcp_handshake.shared.protocol import (
+    AUTHORIZATION_HEADER,
+    DISPATCH_HEADER,
+    PROOF_HEADER,
+    TOKEN_HEADER,
+)
 from mcp_handshake.shared.subjects import Subjects
 from mcp_handshake.shared.wire import (
     Dispatch,
@@ -149,7 +155,12 @@ async def _checked(
         bound.plan.check_params(bound.params)
         raw = req.header(PROOF_HEADER)
         if raw is None:
-            return None
+            # A DPoP proof (RFC 9449), as the HTTP gateway forwards it: verified here.
+            dpop = req.header(DPOP_HEADER)
+            if dpop is None:
+                return None
+            htu, auth = req.header(DPOP_HTU_HEADER), req.header(AUTHORIZATION_HEADER)
+            return await deps.proofs.verify_dpop(dpop, req.caller, htu=htu, authorization=auth)
         return await deps.proofs.verify(raw, req.caller, txn=txn, tool=bound.tool.name, ph=bound.ph)
     except ValidationFailed as exc:
         await deps.store.tokens.burn(th)

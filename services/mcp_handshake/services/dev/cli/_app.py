@@ -12,6 +12,15 @@ import typer
 from mcp_handshake.services.dev.cli._cmd_approvals import approvals_app
 from mcp_handshake.services.dev.cli._cmd_audit import audit_app
 from mcp_handshake.services.dev.cli._cmd_bus import agents_app, nats_config
+from mcp_handshake.services.dev.cli._cmd_gateway import (
+    CorsOpt,
+    HostOpt,
+    NonceKeyOpt,
+    PortOpt,
+    PublicUrlOpt,
+    gateway_build,
+    gateway_port,
+)
 from mcp_handshake.services.dev.cli._cmd_identity import keys_app, token_app
 from mcp_handshake.services.dev.cli._cmd_mcp import mcp
 from mcp_handshake.services.dev.cli._cmd_reconcile import reconcile
@@ -44,6 +53,7 @@ class Kind(StrEnum):
     executor = "executor"
     approval = "approval"
     audit = "audit"
+    gateway = "gateway"
     console = "console"
 
 
@@ -69,9 +79,11 @@ def worker(
             help="Address of the health port (default 127.0.0.1).",
         ),
     ] = None,
-    port: Annotated[
-        int | None, typer.Option(help="Console only: HTTP port (HANDSHAKE_CONSOLE_PORT).")
-    ] = None,
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = None,
+    public_url: PublicUrlOpt = None,
+    dpop_nonce_key_file: NonceKeyOpt = None,
+    cors_origin: CorsOpt = None,
     dev_login: Annotated[
         bool, typer.Option("--dev-login", help="Console only: dev login (dev stack only).")
     ] = False,
@@ -93,6 +105,11 @@ def worker(
         from mcp_handshake.services.executor.main import builder
 
         run(serve(settings, kind.value, builder(list(target or []))))
+        return
+    if kind is Kind.gateway:
+        build = gateway_build(host, gateway_port(port), public_url, dpop_nonce_key_file,
+                              cors_origin)  # fmt: skip
+        run(serve(settings, kind.value, build))
         return
     module = importlib.import_module(f"mcp_handshake.services.{kind.value}.main")
     run(serve(settings, kind.value, module.build))

@@ -24,7 +24,7 @@ def make_stack(settings: Settings, spec: StackSpec) -> Stack:
 
 def run_up(authorize: int, execute: int, executor: int, approval: int) -> None:
     settings = Settings.from_env()
-    stack = make_stack(settings, StackSpec(authorize, execute, executor, approval))
+    stack = make_stack(settings, StackSpec(authorize, execute, executor, approval, gateway=1))
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -40,6 +40,7 @@ def run_up(authorize: int, execute: int, executor: int, approval: int) -> None:
         )
         console.print(f"  Redis        {redact(stack.redis_url or '')}  (password on)")
         console.print(f"  demo target  {stack.target_url}")
+        console.print(f"  HTTP gateway {stack.gateway_url}  (API docs at /docs)")
         console.print(f"  home         {stack.home}  (logs in {stack.logs})")
         console.print(f"  web console  {console_url}  (dev login: approvers, auditors)")
         console.print(

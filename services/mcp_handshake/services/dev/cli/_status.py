@@ -71,7 +71,8 @@ def render(snap: dict[str, Any]) -> Group:
     table = Table(title="mcp-handshake workers")
     for col in ("kind", "up", "requests", "errors", "avg ms", "outcomes"):
         table.add_column(col, justify="right" if col not in {"kind", "outcomes"} else "left")
-    for kind in ("authorize", "execute", "executor", "approval", "audit"):
+    core = ("authorize", "execute", "executor", "approval", "audit")
+    for kind in (*core, *sorted(set(snap["workers"]) - set(core))):  # gateway, ...
         k = snap["workers"].get(kind)
         if k is None:
             table.add_row(kind, Text("0", style="red"), "-", "-", "-", "")

@@ -1,0 +1,263 @@
+"""The gateway's HTTP routes: each is the NATS request of the same name (``forward``).
+
+A status code is the error table's; a grant still pending approval is 202.
+Nothing from a request is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import jwt
+import msgspec
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mcp_handshake.services.core.dpop import DPOP_HEADER, DPOP_HTU_HEADER, normalize_htu
+from mcp_handshake.services.gateway.errors import (
+    JSON,
+    MethodNotAllowed,
+    NotFound,
+    UseDpopNonce,
+    error_response,
+)
+from mcp_handshake.services.gateway.forward import (
+    TRACE_HEADERS,
+    Gateway,
+    GatewayOptions,
+    nats_headers,
+    read_body,
+)
+from mcp_handshake.services.gateway.nonce import NonceIssuer
+from mcp_handshake.services.gateway.openapi import docs_page, openapi_document
+from mcp_handshake.services.gateway.stats import HttpRoute, counted
+from mcp_handshake.shared.errors import BadRequest, HandshakeError, InternalError, OutcomeUnknown
+from mcp_handshake.shared.protocol import AUTHORIZATION_HEADER, PROOF_HEADER, TOKEN_HEADER
+from mcp_handshake.shared.wire import ExecuteReply, Grant, Jwks, StatusReply, ToolsReply
+
+__all__ = ["Gateway", "GatewayOptions", "create_app", "http_routes"]
+
+log = logging.getLogger(__name__)
+
+#: The longest ``wait`` a status request waits (the status subject clamps to it).
+MAX_WAIT_S = 30.0
+#: Time allowed past a status request's wait for the reply to arrive.
+WAIT_MARGIN_S = 5.0
+
+
+def _json(
+    body: msgspec.Struct, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(msgspec.json.encode(body), status_code=status, media_type=JSON, headers=headers)
+
+
+def _gateway(request: Request) -> Gateway:
+    gw: Gateway = request.app.state.gateway
+    return gw
+
+
+async def authorize(request: Request) -> Response:
+    gw = _gateway(request)
+    data = await read_body(request, gw.options.max_body, gw.options.body_timeout_s)
+    grant = await gw.forward(gw.subjects.authorize, data, Grant, nats_headers(request))
+    return _json(grant, 202 if grant.status == "pending_approval" else 200)
+
+
+def execute_uri(request: Request, public_url: str | None) -> str:
+    """The URI this execute request was sent to, as a DPoP proof's ``htu`` names it."""
+    if public_url:
+        return public_url.rstrip("/") + request.url.path
+    return normalize_htu(str(request.url)) or str(request.url)
+
+
+def check_nonce(proof: str, nonces: NonceIssuer) -> None:
+    """A proof that parses must carry a live nonce of ours; the execute worker verifies
+    the signature over it (and everything else)."""
+    try:
+        claims: dict[str, Any] = jwt.decode(proof, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return  # not a JWS: the execute worker refuses it
+    if not nonces.valid(claims.get("nonce")):
+        raise UseDpopNonce()
+
+
+async def execute(request: Request) -> Response:
+    gw = _gateway(request)
+    data = await read_body(request, gw.options.max_body, gw.options.body_timeout_s)
+    headers = nats_headers(request, TOKEN_HEADER, PROOF_HEADER, DPOP_HEADER)
+    proof = headers.get(DPOP_HEADER)
+    extra = {"DPoP-Nonce": gw.options.nonces.issue()} if gw.options.nonces else {}
+    if proof is not None:
+        if PROOF_HEADER in headers:
+            raise BadRequest("send either a DPoP or a Handshake-Proof header, not both")
+        if gw.options.nonces is not None:
+            try:
+                check_nonce(proof, gw.options.nonces)
+            except UseDpopNonce as exc:
+                return error_response(exc, extra)
+        headers[DPOP_HTU_HEADER] = execute_uri(request, gw.options.public_url)
+    try:
+        reply = await gw.forward(
+            gw.subjects.execute, data, ExecuteReply, headers, timeout_error=OutcomeUnknown
+        )
+    except HandshakeError as exc:
+        return error_response(exc, extra)
+    return _json(reply, headers=extra)
+
+
+async def tools(request: Request) -> Response:
+    gw = _gateway(request)
+    reply = await gw.forward(gw.subjects.tools, b"{}", ToolsReply, nats_headers(request))
+    return _json(reply)
+
+
+def _wait(raw: str | None) -> float | None:
+    if raw is None:
+        return None
+    try:
+        wait = float(raw)
+    except ValueError:
+        raise BadRequest("wait must be a number of seconds") from None
+    if not math.isfinite(wait) or wait < 0:
+        raise BadRequest("wait must be a number of seconds, at least 0")
+    return min(wait, MAX_WAIT_S)
+
+
+async def status(request: Request) -> Response:
+    gw = _gateway(request)
+    wait = _wait(request.query_params.get("wait"))
+    body: dict[str, Any] = {"transaction_id": request.path_params["txn"]}
+    if wait is not None:
+        body["wait_s"] = wait
+    timeout = max(gw.options.timeout_s, (wait or 0) + WAIT_MARGIN_S)
+    reply = await gw.forward(
+        gw.subjects.status,
+        msgspec.json.encode(body),
+        StatusReply,
+        nats_headers(request),
+        timeout=timeout,
+    )
+    return _json(reply)
+
+
+async def keys(request: Request) -> Response:
+    gw = _gateway(request)
+    return _json(await gw.forward(gw.subjects.keys, b"{}", Jwks, nats_headers(request)))
+
+
+async def openapi(request: Request) -> Response:
+    return Response(openapi_document(), media_type=JSON)
+
+
+async def docs(request: Request) -> Response:
+    return Response(
+        docs_page(),
+        media_type="text/html; charset=utf-8",
+        headers={
+            "Content-Security-Policy": "default-src 'none'; "
+            "style-src 'unsafe-inline'; connect-src 'self'; "
+            "script-src 'unsafe-inline'"
+        },
+    )
+
+
+async def _on_protocol_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HandshakeError)
+    return error_response(exc)
+
+
+async def _on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        return error_response(MethodNotAllowed(), dict(exc.headers or {}))
+    if exc.status_code == 404:
+        return error_response(NotFound())
+    return error_response(BadRequest())
+
+
+class _Contain:
+    """An unexpected exception becomes ``internal`` with no detail (the traceback goes
+    to the log, once), instead of a plain-text 500 and a re-raise into the server."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            log.exception("unhandled error in the gateway")
+            if started or scope["type"] != "http":
+                raise
+            await error_response(InternalError())(scope, receive, send)
+
+
+#: The protocol's routes: path -> (method, handler); each is counted for discovery.
+_API = {
+    "/v1/authorize": ("POST", authorize),
+    "/v1/execute": ("POST", execute),
+    "/v1/tools": ("GET", tools),
+    "/v1/status/{txn}": ("GET", status),
+    "/v1/keys": ("GET", keys),
+}
+
+
+def http_routes() -> dict[str, HttpRoute]:
+    """One counter per protocol route, for ``Gateway.routes`` and discovery."""
+    return {path: HttpRoute(method, path) for path, (method, _) in _API.items()}
+
+
+def create_app(gateway: Gateway) -> Starlette:
+    """The gateway's ASGI app (CORS only for the configured origins)."""
+    middleware = [Middleware(_Contain)]
+    if gateway.options.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(gateway.options.cors_origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=[
+                    AUTHORIZATION_HEADER,
+                    TOKEN_HEADER,
+                    PROOF_HEADER,
+                    DPOP_HEADER,
+                    "Content-Type",
+                    *TRACE_HEADERS,
+                ],
+                expose_headers=["DPoP-Nonce", "Retry-After", "WWW-Authenticate"],
+            )
+        )
+    gateway.routes = gateway.routes or http_routes()
+    routes = [
+        Route(path, counted(gateway.routes[path], handler), methods=[method])
+        for path, (method, handler) in _API.items()
+    ]
+    routes += [
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/docs", docs, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={
+            HandshakeError: _on_protocol_error,
+            HTTPException: _on_http_error,
+        },
+    )
+    app.state.gateway = gateway
+    return app
