@@ -14,11 +14,12 @@ from __future__ import annotations
 import logging
 import secrets
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from mcp_handshake.shared.errors import Unavailable
 from mcp_handshake.shared.subjects import Keys
+
+from .redis import Client
 
 __all__ = ["DispatchLog"]
 
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 class DispatchLog:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Client) -> None:
         self._redis = redis
 
     async def claim(self, txn: str, ttl_s: float, attempt: int = 0) -> bool:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from mcp_handshake.shared.errors import Unavailable
 from mcp_handshake.shared.subjects import Keys
+
+from .redis import Client
 
 __all__ = ["sweep_expired"]
 
@@ -20,7 +21,7 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-async def sweep_expired(redis: Redis) -> int:
+async def sweep_expired(redis: Client) -> int:
     """Count and forget tokens whose time ran out unused; returns how many.
 
     Candidates are the live-set members past their score. A used token's record

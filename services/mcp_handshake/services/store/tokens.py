@@ -3,10 +3,11 @@
 Redis never sees a token, only its SHA-256, so a dump of Redis yields nothing
 usable. Issuing is one round trip; consuming is one script that checks
 binding, status, what the policy in force demands, and the proof, and marks the
-token used in one atomic step (with a proof, its ``jti`` is claimed in the same
-round trip). A mismatching or refused attempt burns the token. A used token's
-record stays ``RETENTION_S`` so ``status`` can still answer, then expires. Any
-Redis failure is ``Unavailable``: fail closed.
+token used in one atomic step (with a proof, its ``jti`` is claimed in that step
+too). Every script touches one Cluster hash slot: the record's. A mismatching or
+refused attempt burns the token. A used token's record stays ``RETENTION_S`` so
+``status`` can still answer, then expires. Any Redis failure is ``Unavailable``:
+fail closed.
 """
 
 from __future__ import annotations
@@ -113,27 +114,35 @@ class TokenStore:
         proof that did not come (``validation_failed``) or an approval it never had
         (``forbidden``). A transaction still waiting for approval stays so.
 
-        With a proof, its ``jti`` is claimed (per key, for ``JTI_TTL_S``) in the same
-        round trip. The marker lives in another Cluster slot than the record, so it
-        cannot share the script: a replayed jti still consumes the token, which is then
-        burnt; the failure is on the safe side.
+        With a proof, its ``jti`` is claimed twice in the same round trip: for this
+        transaction inside the consume script (its marker shares the record's Cluster
+        slot), so a replayed proof is refused atomically and never consumes the token;
+        and per key (``Keys.jti``, the protocol's "once per key", another slot), so a key
+        cannot sign a second transaction's proof with a jti it used. A proof binds its
+        transaction, so only a new signature can reuse a jti across transactions: when
+        only the per-key claim fails, a token the script consumed is burnt at once.
         """
         args: list[Arg] = [sub, tool, txn, ph, RETENTION_S * 1000, repr(time.time()),
                 _flag(proof), thumbprint, _flag(allowed), _flag(proof_required),
                 _flag(approval_required)]  # fmt: skip
-        batch = self._scripts.batch()
+        keys = [Keys.tx(token_hash)]
         claim = bool(proof and jti)
-        if claim:
-            batch.pipe.set(Keys.jti(thumbprint, jti), b"1", nx=True, px=JTI_TTL_S * 1000)
-        batch.script("consume", [Keys.tx(token_hash)], args)
         try:
-            results = await batch.execute()
+            if claim:
+                keys.append(Keys.tx_jti(token_hash, thumbprint, jti))
+                args.append(JTI_TTL_S * 1000)
+                batch = self._scripts.batch()
+                batch.pipe.set(Keys.jti(thumbprint, jti), b"1", nx=True, px=JTI_TTL_S * 1000)
+                batch.script("consume", keys, args)
+                results = await batch.execute()
+            else:
+                results = [await self._scripts.call("consume", keys, args)]
         except RedisError:
             log.warning("token store unavailable while consuming", extra={"txn": txn})
             raise Unavailable("token store unavailable; nothing was executed") from None
         res = results[-1]
         outcome = _text(res[0])
-        if claim and not results[0]:
+        if outcome == "replay" or (claim and not results[0]):
             if outcome == "ok":
                 await self.set_status(token_hash, "burnt")
             raise ValidationFailed("proof jti already used", transaction_id=txn)
