@@ -65,6 +65,13 @@ def _flag(value: bool) -> str:
     return "1" if value else "0"
 
 
+def _refusal(outcome: str, txn: str) -> HandshakeError:
+    error, message = _REFUSALS.get(outcome, (InvalidTransaction, None))
+    if error is ApprovalPending:
+        return ApprovalPending(transaction_id=txn, retry_after_s=1.0)
+    return error(message, transaction_id=txn) if message else error(transaction_id=txn)
+
+
 class TokenStore:
     def __init__(self, scripts: Scripts) -> None:
         self._scripts = scripts
@@ -148,10 +155,7 @@ class TokenStore:
             raise ValidationFailed("proof jti already used", transaction_id=txn)
         if outcome == "ok":
             return from_hash(res[1])
-        error, message = _REFUSALS.get(outcome, (InvalidTransaction, None))
-        if error is ApprovalPending:
-            raise ApprovalPending(transaction_id=txn, retry_after_s=1.0)
-        raise error(message, transaction_id=txn) if message else error(transaction_id=txn)
+        raise _refusal(outcome, txn)
 
     async def burn(self, token_hash: str) -> None:
         try:
