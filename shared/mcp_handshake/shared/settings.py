@@ -30,8 +30,9 @@ class Settings:
 
     #: NATS server URL(s), comma separated.
     nats_url: str = _DEFAULT_NATS
-    #: Redis URL for the token store (services only).
-    redis_url: str = _DEFAULT_REDIS
+    #: Redis URL(s) for the token store (services only); it may hold a password, so it is
+    #: left out of ``repr`` (print ``natsconn.redact(redis_url)``).
+    redis_url: str = field(default=_DEFAULT_REDIS, repr=False)
     #: State directory: dev keys, generated config, logs, audit log.
     home: Path = field(default_factory=lambda: Path(".handshake"))
     #: Service configuration file (TOML); default ``<home>/handshake.toml``.

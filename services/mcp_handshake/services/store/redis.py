@@ -129,6 +129,17 @@ class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     the single-Redis pool."""
 
 
+class _SentinelClient(Redis):
+    """The master's client; closing it also closes the connections to the sentinels."""
+
+    watched_by: Sentinel | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        if self.watched_by is not None:
+            await self.watched_by.aclose()
+
+
 def _hostport(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
@@ -157,14 +168,15 @@ def _sentinel(settings: Settings) -> Redis:
         ssl=tls,
         db=int(path) if path.isdigit() else 0,
     )
-    client: Redis = sentinel.master_for(
+    client: _SentinelClient = sentinel.master_for(
         settings.redis_sentinel_master or "",
-        redis_class=Redis,
+        redis_class=_SentinelClient,
         connection_pool_class=_BlockingSentinelPool,
         max_connections=POOL_SIZE,
         timeout=POOL_WAIT_S,
         retry=_retry(),
     )
+    client.watched_by = sentinel
     return client
 
 

@@ -99,9 +99,9 @@ class Batch:
         async def plain() -> list[Any]:
             if not len(self.pipe):
                 return []
-            async with self.pipe as pipe:
-                out: list[Any] = await pipe.execute(raise_on_error=False)
-                return out
+            # Not ``async with``: a cluster pipeline's __aenter__ drops what was queued.
+            out: list[Any] = await self.pipe.execute(raise_on_error=False)
+            return out
 
         calls = [self._scripts.call(*c) for c in self._calls.values()]
         done = await asyncio.gather(plain(), *calls, return_exceptions=True)
