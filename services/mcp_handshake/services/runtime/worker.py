@@ -249,8 +249,8 @@ async def _store_usable(settings: Settings, worker: Worker, nc: NATS, stop: asyn
         for close in worker.closers:
             with contextlib.suppress(Exception):
                 await close()
-        with contextlib.suppress(Exception):
-            await nc.close()
+        # NATS is left to the process's exit: closing it here would log a disconnect
+        # before the one line this ends with.
         code = _EXIT_AUTH if isinstance(exc, Unauthenticated) else _EXIT_UNAVAILABLE
         raise StartupError(f"{exc.code}: {exc.message}", code) from None
     return not stop.is_set()
