@@ -127,35 +127,44 @@ class TokenStore:
         and per key (``Keys.jti``, the protocol's "once per key", another slot), so a key
         cannot sign a second transaction's proof with a jti it used. A proof binds its
         transaction, so only a new signature can reuse a jti across transactions: when
-        only the per-key claim fails, a token the script consumed is burnt at once.
+        the per-key marker names another token, a token the script consumed is burnt.
         """
         args: list[Arg] = [sub, tool, txn, ph, RETENTION_S * 1000, repr(time.time()),
                 _flag(proof), thumbprint, _flag(allowed), _flag(proof_required),
                 _flag(approval_required)]  # fmt: skip
-        keys = [Keys.tx(token_hash)]
         claim = bool(proof and jti)
         try:
-            if claim:
-                keys.append(Keys.tx_jti(token_hash, thumbprint, jti))
-                args.append(JTI_TTL_S * 1000)
-                batch = self._scripts.batch()
-                batch.pipe.set(Keys.jti(thumbprint, jti), b"1", nx=True, px=JTI_TTL_S * 1000)
-                batch.script("consume", keys, args)
-                results = await batch.execute()
-            else:
-                results = [await self._scripts.call("consume", keys, args)]
+            res, held = await self._consume(token_hash, args, thumbprint if claim else "", jti)
         except RedisError:
             log.warning("token store unavailable while consuming", extra={"txn": txn})
             raise Unavailable("token store unavailable; nothing was executed") from None
-        res = results[-1]
         outcome = _text(res[0])
-        if outcome == "replay" or (claim and not results[0]):
+        # The per-key marker holds the token that claimed it: the same token is the
+        # per-transaction claim's to judge (a concurrent copy of one proof: one runs).
+        reused = held is not None and _text(held) != token_hash
+        if outcome == "replay" or reused:
             if outcome == "ok":
                 await self.set_status(token_hash, "burnt")
             raise ValidationFailed("proof jti already used", transaction_id=txn)
         if outcome == "ok":
             return from_hash(res[1])
         raise _refusal(outcome, txn)
+
+    async def _consume(
+        self, token_hash: str, args: list[Arg], thumbprint: str, jti: str
+    ) -> tuple[Any, Any]:
+        """The consume script's reply and, with a proof (``thumbprint``), what the per-key
+        jti marker held (``None``: claimed now). One round trip on a single Redis."""
+        keys = [Keys.tx(token_hash)]
+        if not thumbprint:
+            return await self._scripts.call("consume", keys, args), None
+        keys.append(Keys.tx_jti(token_hash, thumbprint, jti))
+        batch = self._scripts.batch()
+        batch.pipe.set(Keys.jti(thumbprint, jti), token_hash, nx=True, get=True,
+                       px=JTI_TTL_S * 1000)  # fmt: skip
+        batch.script("consume", keys, [*args, JTI_TTL_S * 1000])
+        held, res = await batch.execute()
+        return res, held
 
     async def burn(self, token_hash: str) -> None:
         try:
