@@ -22,18 +22,34 @@ from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError, NoPermissionError, RedisError
+from redis.exceptions import (
+    AuthenticationError,
+    NoPermissionError,
+    RedisClusterException,
+    RedisError,
+)
 
 from mcp_handshake.shared.errors import Unauthenticated, Unavailable
 from mcp_handshake.shared.natsconn import redact
 from mcp_handshake.shared.settings import Settings
 
-__all__ = ["POOL_SIZE", "POOL_WAIT_S", "Client", "check_redis", "redis_client", "where"]
+__all__ = [
+    "POOL_SIZE",
+    "POOL_WAIT_S",
+    "Client",
+    "StoreError",
+    "check_redis",
+    "redis_client",
+    "where",
+]
 
 log = logging.getLogger(__name__)
 
 #: Either client shape; the store uses only what both offer.
 Client = Redis | RedisCluster
+#: What a failing store raises: redis-py's cluster client raises some errors (no node
+#: reachable, a slot not covered) outside ``RedisError``.
+StoreError = (RedisError, RedisClusterException)
 
 #: Connections per process (per node in a cluster). A burst beyond it waits (below).
 POOL_SIZE = 256
@@ -218,7 +234,7 @@ async def check_redis(client: Client, settings: Settings, deadline_s: float = 5.
         raise Unauthenticated(f"Redis at {at}: user {_user(settings)} may not run PING") from None
     except AuthenticationError:
         raise Unauthenticated(_refused(at, settings)) from None
-    except (RedisError, OSError, TimeoutError) as exc:
+    except (*StoreError, OSError, TimeoutError) as exc:
         tls = _tls_failure(exc)
         if tls is not None:
             raise Unavailable(

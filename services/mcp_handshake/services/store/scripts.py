@@ -81,7 +81,7 @@ class Batch:
             self.pipe.evalsha(self._scripts.sha(name), len(keys), *keys, *args)
 
     async def execute(self) -> list[Any]:
-        """Results in order; raises the first error (``RedisError``) among them."""
+        """Results in order; raises the first error (a ``StoreError``) among them."""
         if self._scripts.cluster:
             results = await self._clustered()
         else:

@@ -5,12 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from mcp_handshake.shared.errors import Unavailable
 from mcp_handshake.shared.subjects import Keys
 
-from .redis import Client
+from .redis import Client, StoreError
 
 __all__ = ["sweep_expired"]
 
@@ -59,6 +57,6 @@ async def sweep_expired(redis: Client) -> int:
             if expired:
                 pipe.incrby(Keys.EXPIRED, expired)
             await pipe.execute()
-    except RedisError:
+    except StoreError:
         raise Unavailable("token store unavailable") from None
     return expired

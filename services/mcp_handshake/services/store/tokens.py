@@ -16,8 +16,6 @@ import logging
 import time
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from mcp_handshake.shared.errors import (
     ApprovalDenied,
     ApprovalPending,
@@ -30,6 +28,7 @@ from mcp_handshake.shared.errors import (
 from mcp_handshake.shared.subjects import Keys
 
 from .records import TxRecord, from_hash, to_hash
+from .redis import StoreError
 from .scripts import Arg, Scripts
 
 __all__ = ["JTI_TTL_S", "RETENTION_S", "TokenStore"]
@@ -94,7 +93,7 @@ class TokenStore:
             batch.pipe.zadd(Keys.PENDING, {record.txn: record.expires_at})
         try:
             await batch.execute()
-        except RedisError:
+        except StoreError:
             log.warning("token store unavailable while issuing", extra={"txn": record.txn})
             raise Unavailable("token store unavailable; nothing was granted") from None
 
@@ -135,7 +134,7 @@ class TokenStore:
         claim = bool(proof and jti)
         try:
             res, held = await self._consume(token_hash, args, thumbprint if claim else "", jti)
-        except RedisError:
+        except StoreError:
             log.warning("token store unavailable while consuming", extra={"txn": txn})
             raise Unavailable("token store unavailable; nothing was executed") from None
         outcome = _text(res[0])
@@ -169,21 +168,21 @@ class TokenStore:
     async def burn(self, token_hash: str) -> None:
         try:
             await self._scripts.call("burn", [Keys.tx(token_hash)], [RETENTION_S * 1000])
-        except RedisError:
+        except StoreError:
             raise Unavailable("token store unavailable; nothing was executed") from None
 
     async def set_status(self, token_hash: str, status: str, *, decided_by: str = "") -> None:
         """Record a transaction's later status (best effort: the outcome is already decided)."""
         try:
             await self._scripts.call("set_status", [Keys.tx(token_hash)], [status, decided_by])
-        except RedisError:
+        except StoreError:
             log.warning("could not record a transaction status")
 
     async def locate(self, txn: str) -> tuple[str, str] | None:
         """(token hash, subject) of a transaction, if it is known."""
         try:
             raw = await self._redis.get(Keys.txn(txn))
-        except RedisError:
+        except StoreError:
             raise Unavailable("token store unavailable") from None
         if raw is None:
             return None
@@ -201,7 +200,7 @@ class TokenStore:
         th, sub = found
         try:
             raw = await self._redis.hgetall(Keys.tx(th))
-        except RedisError:
+        except StoreError:
             raise Unavailable("token store unavailable") from None
         if not raw:
             return TxRecord(txn=txn, sub=sub, status="expired")
