@@ -18,6 +18,8 @@ from redis.exceptions import NoPermissionError
 from mcp_handshake.services.dev.devstack import Stack, StackSpec
 from mcp_handshake.services.store import Store
 from mcp_handshake.services.store.redis import redis_client
+from mcp_handshake.services.store.redis_check import check_redis
+from mcp_handshake.shared.errors import HandshakeError
 from mcp_handshake.shared.hashing import token_hash
 from mcp_handshake.shared.settings import Settings
 from mcp_handshake.shared.subjects import Keys
@@ -297,3 +299,36 @@ def test_settings_and_secrets(tmp_path: Path) -> None:
     tls_on_plain = Settings(redis_url="redis://h:1/0", redis_tls_ca=pw)
     with pytest.raises(ValueError, match="rediss://"):
         redis_client(tls_on_plain)
+
+
+async def _refused_line(env: dict[str, str]) -> str:
+    settings = Settings.from_env(env)
+    client = redis_client(settings)
+    started = time.monotonic()
+    try:
+        with pytest.raises(HandshakeError) as refused:
+            await check_redis(client, settings)
+    finally:
+        await client.aclose()
+    assert time.monotonic() - started < 10
+    return f"{refused.value.code}: {refused.value.message}"
+
+
+def test_wrong_credentials_on_cluster_and_sentinel(
+    cluster: tuple[ClusterTopology, Stack], sentinel: tuple[SentinelTopology, Stack],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """Refused credentials are one clear error in every shape (the worker's exit line)."""
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not-the-password")
+    line = asyncio.run(_refused_line({**cluster[0].env(),
+                                      "HANDSHAKE_REDIS_PASSWORD_FILE": str(wrong)}))  # fmt: skip
+    assert line.startswith("unauthenticated: Redis at redis://***@"), line
+    line = asyncio.run(_refused_line({**sentinel[0].env(),
+                                      "HANDSHAKE_REDIS_PASSWORD_FILE": str(wrong)}))  # fmt: skip
+    assert line.startswith("unauthenticated: Redis at sentinel master handshake"), line
+    env = {**sentinel[0].env(), "HANDSHAKE_REDIS_SENTINEL_PASSWORD_FILE": str(wrong)}
+    line = asyncio.run(_refused_line(env))
+    assert line.startswith("unauthenticated: Redis sentinels at"), line
+    for shown in (line,):
+        assert "not-the-password" not in shown and sentinel[0].password not in shown

@@ -26,7 +26,7 @@ from mcp_handshake.services.runtime.health import Health
 from mcp_handshake.services.runtime.service import MicroService
 from mcp_handshake.services.runtime.streams import StartupError
 from mcp_handshake.services.runtime.telemetry import setup_telemetry
-from mcp_handshake.services.store.redis import check_redis
+from mcp_handshake.services.store.redis_check import check_redis
 from mcp_handshake.shared.errors import HandshakeError, Unauthenticated
 from mcp_handshake.shared.natsconn import connect_options, redact
 from mcp_handshake.shared.settings import Settings

@@ -10,9 +10,6 @@ Passwords are never part of a message, a log line or a ``repr``.
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import ssl
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -22,14 +19,8 @@ from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
-from redis.exceptions import (
-    AuthenticationError,
-    NoPermissionError,
-    RedisClusterException,
-    RedisError,
-)
+from redis.exceptions import RedisClusterException, RedisError
 
-from mcp_handshake.shared.errors import Unauthenticated, Unavailable
 from mcp_handshake.shared.natsconn import redact
 from mcp_handshake.shared.settings import Settings
 
@@ -37,13 +28,12 @@ __all__ = [
     "POOL_SIZE",
     "POOL_WAIT_S",
     "Client",
+    "SentinelClient",
     "StoreError",
-    "check_redis",
     "redis_client",
+    "urls",
     "where",
 ]
-
-log = logging.getLogger(__name__)
 
 #: Either client shape; the store uses only what both offer.
 Client = Redis | RedisCluster
@@ -70,7 +60,7 @@ def _retry() -> Retry:
     return Retry(NoBackoff(), 1)
 
 
-def _urls(settings: Settings) -> list[str]:
+def urls(settings: Settings) -> list[str]:
     urls = [u.strip() for u in settings.redis_url.split(",") if u.strip()]
     if not urls:
         raise ValueError("HANDSHAKE_REDIS_URL is empty")
@@ -132,7 +122,7 @@ def _standalone(settings: Settings) -> Redis:
     """The pool waits (bounded) instead of refusing when all its connections are busy:
     a non-waiting pool raised "Too many connections" under a burst and turned a healthy
     store into false ``unavailable`` replies."""
-    url = _urls(settings)[0]
+    url = urls(settings)[0]
     options: dict[str, Any] = {**parse_url(url), **_common(settings, url)}
     pool = BlockingConnectionPool(
         max_connections=POOL_SIZE, timeout=POOL_WAIT_S, retry=_retry(), **options
@@ -145,7 +135,7 @@ class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     the single-Redis pool."""
 
 
-class _SentinelClient(Redis):
+class SentinelClient(Redis):
     """The master's client; closing it also closes the connections to the sentinels."""
 
     watched_by: Sentinel | None = None
@@ -164,7 +154,7 @@ def _hostport(address: str) -> tuple[str, int]:
 
 
 def _sentinel(settings: Settings) -> Redis:
-    url = _urls(settings)[0]
+    url = urls(settings)[0]
     common = _common(settings, url)
     tls = urlsplit(url).scheme == "rediss"
     path = urlsplit(url).path.strip("/")
@@ -184,9 +174,9 @@ def _sentinel(settings: Settings) -> Redis:
         ssl=tls,
         db=int(path) if path.isdigit() else 0,
     )
-    client: _SentinelClient = sentinel.master_for(
+    client: SentinelClient = sentinel.master_for(
         settings.redis_sentinel_master or "",
-        redis_class=_SentinelClient,
+        redis_class=SentinelClient,
         connection_pool_class=_BlockingSentinelPool,
         max_connections=POOL_SIZE,
         timeout=POOL_WAIT_S,
@@ -199,13 +189,13 @@ def _sentinel(settings: Settings) -> Redis:
 def _cluster(settings: Settings) -> RedisCluster:
     """Redis Cluster from its startup nodes. A node's pool does not wait: beyond
     ``POOL_SIZE`` connections to one node a command is ``unavailable`` at once."""
-    urls = _urls(settings)
+    startup = urls(settings)
     nodes = [ClusterNode(urlsplit(u).hostname or "127.0.0.1", urlsplit(u).port or 6379)
-             for u in urls]  # fmt: skip
-    common = _common(settings, urls[0])
+             for u in startup]  # fmt: skip
+    common = _common(settings, startup[0])
     return RedisCluster(
         startup_nodes=nodes,
-        ssl=urlsplit(urls[0]).scheme == "rediss",
+        ssl=urlsplit(startup[0]).scheme == "rediss",
         max_connections=POOL_SIZE,
         retry=_retry(),
         **common,
@@ -219,68 +209,3 @@ def where(settings: Settings) -> str:
             settings.redis_sentinels
         )
     return redact(settings.redis_url)
-
-
-async def check_redis(client: Client, settings: Settings, deadline_s: float = 5.0) -> None:
-    """First contact at start-up, within ``deadline_s``: credentials refused (or an ACL
-    user that may not even ``PING``) raise ``Unauthenticated``, a failed TLS handshake
-    ``Unavailable``; a store that does not answer yet is only logged (requests are then
-    ``unavailable`` until it does)."""
-    at = where(settings)
-    try:
-        async with asyncio.timeout(deadline_s):
-            await client.ping()
-    except NoPermissionError:
-        raise Unauthenticated(f"Redis at {at}: user {_user(settings)} may not run PING") from None
-    except AuthenticationError:
-        raise Unauthenticated(_refused(at, settings)) from None
-    except (*StoreError, OSError, TimeoutError) as exc:
-        tls = _tls_failure(exc)
-        if tls is not None:
-            raise Unavailable(
-                f"TLS handshake with Redis at {at} failed: {tls} (HANDSHAKE_REDIS_TLS_CA)"
-            ) from None
-        if _auth_failure(exc):
-            raise Unauthenticated(_refused(at, settings)) from None
-        log.warning("Redis at %s does not answer yet (%s)", at, type(exc).__name__)
-
-
-def _refused(at: str, settings: Settings) -> str:
-    return f"Redis at {at} refused the credentials of {_user(settings)}"
-
-
-def _user(settings: Settings) -> str:
-    user = settings.redis_username or urlsplit(_urls(settings)[0]).username
-    return f"user {user}" if user else "the default user"
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in seen:
-        seen.append(current)
-        current = current.__cause__ or current.__context__
-    return seen
-
-
-def _tls_failure(exc: BaseException) -> str | None:
-    """Why a TLS handshake failed, if that is what ``exc`` (or its cause) says."""
-    for err in _chain(exc):
-        if isinstance(err, ssl.SSLCertVerificationError):
-            return err.verify_message or "certificate verify failed"
-        if isinstance(err, ssl.SSLError):
-            return str(err.reason or err)
-    text = " ".join(str(e) for e in _chain(exc))
-    for marker in ("certificate verify failed", "SSL", "TLS"):
-        if marker in text:
-            return "certificate verify failed" if "verify" in text else "TLS error"
-    return None
-
-
-def _auth_failure(exc: BaseException) -> bool:
-    """Whether a wrapped error (a cluster's or sentinel's) is a refused login."""
-    text = " ".join(str(e) for e in _chain(exc)).lower()
-    markers = ("wrongpass", "invalid username-password", "noauth", "authentication")
-    return any(isinstance(e, AuthenticationError) for e in _chain(exc)) or any(
-        m in text for m in markers
-    )
