@@ -25,7 +25,7 @@ from mcp_handshake.shared.settings import Settings
 from mcp_handshake.shared.subjects import Keys
 from tests.conftest import Raw, connected, make_stack
 from tests.support.redis_certs import make_tls
-from tests.support.redis_topologies import ClusterTopology, SentinelTopology, SingleRedis
+from tests.support.redis_topologies import ClusterTopology, SingleRedis
 
 LIST = {"status": None, "limit": 20}  # normalized params of payments.list_invoices
 SPEC = StackSpec(authorize=1, execute=1, executor=1, approval=1, audit=1)
@@ -43,19 +43,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ClusterT
     topo = ClusterTopology(tmp_path_factory.mktemp("cluster")).start()
     try:
         st = _stack(tmp_path_factory.mktemp("cluster-home"), topo.env())
-        try:
-            yield topo, st
-        finally:
-            st.stop()
-    finally:
-        topo.stop()
-
-
-@pytest.fixture(scope="module")
-def sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SentinelTopology, Stack]]:
-    topo = SentinelTopology(tmp_path_factory.mktemp("sentinel")).start()
-    try:
-        st = _stack(tmp_path_factory.mktemp("sentinel-home"), topo.env())
         try:
             yield topo, st
         finally:
@@ -114,89 +101,6 @@ async def _handshake(st: Stack, env: dict[str, str]) -> None:
             await _internal_and_replay(raw, redis)
     finally:
         await redis.aclose()
-
-
-def test_handshake_on_cluster(cluster: tuple[ClusterTopology, Stack]) -> None:
-    topo, st = cluster
-    asyncio.run(_handshake(st, topo.env()))
-    # Every node forgets the scripts (as a restarted or promoted node has): each one
-    # gets them again on its first NOSCRIPT, and the handshake still works.
-    for node in topo.nodes:
-        node.cli("SCRIPT", "FLUSH")
-    asyncio.run(_handshake(st, topo.env()))
-
-
-def test_handshake_on_sentinel(sentinel: tuple[SentinelTopology, Stack]) -> None:
-    topo, st = sentinel
-    asyncio.run(_handshake(st, topo.env()))
-
-
-async def _traffic_through(st: Stack, failover: Any, budget_s: float = 20.0) -> dict[str, Any]:
-    """Calls in a loop while ``failover`` runs in a thread; then until calls succeed
-    again. Returns outcomes, the grants executed, and how long service took to return."""
-    outcomes: dict[str, int] = {}
-    executed: list[dict[str, Any]] = []
-    async with connected(st) as raw:
-        session = raw.session("carol", "support")
-        task = asyncio.create_task(asyncio.to_thread(failover))
-        while not task.done():
-            err, grant = await _public(raw, session)
-            outcomes[str(err)] = outcomes.get(str(err), 0) + 1
-            if err is None and grant is not None:
-                executed.append(grant)
-        await task
-        started = time.monotonic()
-        while True:
-            err, grant = await _public(raw, session)
-            if err is None:
-                break
-            assert err == "unavailable" and time.monotonic() - started < budget_s, err
-            await asyncio.sleep(0.2)
-        back = time.monotonic() - started
-        # No token is consumed twice: every one that ran is refused now.
-        for g in executed:
-            r = await raw.execute(session, g, "test.sleep", {"seconds": 0})
-            assert r.error == "invalid_transaction", r.body
-    return {"outcomes": outcomes, "executed": len(executed), "back_s": back}
-
-
-def test_cluster_failover_under_traffic(cluster: tuple[ClusterTopology, Stack]) -> None:
-    topo, st = cluster
-    master = topo.master_of_slot(_slot(topo, Keys.LIVE))
-    report = asyncio.run(_traffic_through(st, lambda: topo.failover(master)))
-    print("cluster failover:", report)
-    assert set(report["outcomes"]) <= {"None", "unavailable"}, report
-    assert report["executed"] > 0
-
-
-def test_cluster_master_killed_under_traffic(cluster: tuple[ClusterTopology, Stack]) -> None:
-    topo, st = cluster
-    master = topo.master_of_slot(_slot(topo, Keys.LIVE))
-
-    def kill() -> None:
-        time.sleep(0.5)
-        master.kill()
-        topo.wait_ok(30)
-
-    report = asyncio.run(_traffic_through(st, kill))
-    print("cluster master killed:", report)
-    assert set(report["outcomes"]) <= {"None", "unavailable"}, report
-    master.start()  # back as a replica of the promoted node
-    topo.wait_ok(30)
-
-
-def test_sentinel_failover_under_traffic(sentinel: tuple[SentinelTopology, Stack]) -> None:
-    topo, st = sentinel
-    old = topo.master()
-    report = asyncio.run(_traffic_through(st, topo.failover))
-    print("sentinel failover:", report)
-    assert topo.master() is not old
-    assert set(report["outcomes"]) <= {"None", "unavailable"}, report
-    assert report["executed"] > 0
-
-
-def _slot(topo: ClusterTopology, key: str) -> int:
-    return int(topo.nodes[0].cli("CLUSTER", "KEYSLOT", key))
 
 
 def _worker_exit(st: Stack, env: dict[str, str], timeout: float = 30.0) -> tuple[int, str, float]:
@@ -301,6 +205,74 @@ def test_settings_and_secrets(tmp_path: Path) -> None:
         redis_client(tls_on_plain)
 
 
+def test_handshake_on_cluster(cluster: tuple[ClusterTopology, Stack]) -> None:
+    topo, st = cluster
+    asyncio.run(_handshake(st, topo.env()))
+    # Every node forgets the scripts (as a restarted or promoted node has): each one
+    # gets them again on its first NOSCRIPT, and the handshake still works.
+    for node in topo.nodes:
+        node.cli("SCRIPT", "FLUSH")
+    asyncio.run(_handshake(st, topo.env()))
+
+
+async def _traffic_through(st: Stack, failover: Any, budget_s: float = 20.0) -> dict[str, Any]:
+    """Calls in a loop while ``failover`` runs in a thread; then until calls succeed
+    again. Returns outcomes, the grants executed, and how long service took to return."""
+    outcomes: dict[str, int] = {}
+    executed: list[dict[str, Any]] = []
+    async with connected(st) as raw:
+        session = raw.session("carol", "support")
+        task = asyncio.create_task(asyncio.to_thread(failover))
+        while not task.done():
+            err, grant = await _public(raw, session)
+            outcomes[str(err)] = outcomes.get(str(err), 0) + 1
+            if err is None and grant is not None:
+                executed.append(grant)
+        await task
+        started = time.monotonic()
+        while True:
+            err, grant = await _public(raw, session)
+            if err is None:
+                break
+            assert err == "unavailable" and time.monotonic() - started < budget_s, err
+            await asyncio.sleep(0.2)
+        back = time.monotonic() - started
+        # No token is consumed twice: every one that ran is refused now.
+        for g in executed:
+            r = await raw.execute(session, g, "test.sleep", {"seconds": 0})
+            assert r.error == "invalid_transaction", r.body
+    return {"outcomes": outcomes, "executed": len(executed), "back_s": back}
+
+
+def test_cluster_failover_under_traffic(cluster: tuple[ClusterTopology, Stack]) -> None:
+    topo, st = cluster
+    master = topo.master_of_slot(_slot(topo, Keys.LIVE))
+    report = asyncio.run(_traffic_through(st, lambda: topo.failover(master)))
+    print("cluster failover:", report)
+    assert set(report["outcomes"]) <= {"None", "unavailable"}, report
+    assert report["executed"] > 0
+
+
+def test_cluster_master_killed_under_traffic(cluster: tuple[ClusterTopology, Stack]) -> None:
+    topo, st = cluster
+    master = topo.master_of_slot(_slot(topo, Keys.LIVE))
+
+    def kill() -> None:
+        time.sleep(0.5)
+        master.kill()
+        topo.wait_ok(30)
+
+    report = asyncio.run(_traffic_through(st, kill))
+    print("cluster master killed:", report)
+    assert set(report["outcomes"]) <= {"None", "unavailable"}, report
+    master.start()  # back as a replica of the promoted node
+    topo.wait_ok(30)
+
+
+def _slot(topo: ClusterTopology, key: str) -> int:
+    return int(topo.nodes[0].cli("CLUSTER", "KEYSLOT", key))
+
+
 async def _refused_line(env: dict[str, str]) -> str:
     settings = Settings.from_env(env)
     client = redis_client(settings)
@@ -314,21 +286,11 @@ async def _refused_line(env: dict[str, str]) -> str:
     return f"{refused.value.code}: {refused.value.message}"
 
 
-def test_wrong_credentials_on_cluster_and_sentinel(
-    cluster: tuple[ClusterTopology, Stack], sentinel: tuple[SentinelTopology, Stack],
-    tmp_path: Path,
-) -> None:  # fmt: skip
-    """Refused credentials are one clear error in every shape (the worker's exit line)."""
+def test_wrong_password_on_cluster(cluster: tuple[ClusterTopology, Stack], tmp_path: Path) -> None:
+    """Refused credentials are one clear error (the worker's exit line)."""
     wrong = tmp_path / "wrong"
     wrong.write_text("not-the-password")
     line = asyncio.run(_refused_line({**cluster[0].env(),
                                       "HANDSHAKE_REDIS_PASSWORD_FILE": str(wrong)}))  # fmt: skip
     assert line.startswith("unauthenticated: Redis at redis://***@"), line
-    line = asyncio.run(_refused_line({**sentinel[0].env(),
-                                      "HANDSHAKE_REDIS_PASSWORD_FILE": str(wrong)}))  # fmt: skip
-    assert line.startswith("unauthenticated: Redis at sentinel master handshake"), line
-    env = {**sentinel[0].env(), "HANDSHAKE_REDIS_SENTINEL_PASSWORD_FILE": str(wrong)}
-    line = asyncio.run(_refused_line(env))
-    assert line.startswith("unauthenticated: Redis sentinels at"), line
-    for shown in (line,):
-        assert "not-the-password" not in shown and sentinel[0].password not in shown
+    assert "not-the-password" not in line and cluster[0].password not in line
