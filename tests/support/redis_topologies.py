@@ -227,6 +227,15 @@ class SentinelTopology:
               and self.master().info("replication").get("role") == "master", timeout)  # fmt: skip
         return self.master()
 
+    def kill_master(self, timeout: float = 30.0) -> RedisNode:
+        """SIGKILL the master; returns the replica the Sentinels promote (restart the
+        old one with ``start()``: it rejoins as a replica)."""
+        old = self.master()
+        old.kill()
+        _wait("the sentinels to promote the replica", lambda: self.master() is not old
+              and self.master().info("replication").get("role") == "master", timeout)  # fmt: skip
+        return self.master()
+
     def stop(self) -> None:
         _stop_all([*self.sentinels, *self.data])
 
