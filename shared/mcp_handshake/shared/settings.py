@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from .subjects import DEFAULT_INTERNAL_PREFIX, DEFAULT_PREFIX, Subjects
 
@@ -29,8 +30,9 @@ class Settings:
 
     #: NATS server URL(s), comma separated.
     nats_url: str = _DEFAULT_NATS
-    #: Redis URL for the token store (services only).
-    redis_url: str = _DEFAULT_REDIS
+    #: Redis URL(s) for the token store (services only); it may hold a password, so it is
+    #: left out of ``repr`` (print ``natsconn.redact(redis_url)``).
+    redis_url: str = field(default=_DEFAULT_REDIS, repr=False)
     #: State directory: dev keys, generated config, logs, audit log.
     home: Path = field(default_factory=lambda: Path(".handshake"))
     #: Service configuration file (TOML); default ``<home>/handshake.toml``.
@@ -82,6 +84,31 @@ class Settings:
     #: Audit events a worker keeps while the stream does not ack them
     #: (``HANDSHAKE_AUDIT_OUTBOX``); when full its endpoints answer ``unavailable``.
     audit_outbox_limit: int = 10_000
+    #: Redis topology (``HANDSHAKE_REDIS_MODE``): ``standalone`` (``redis_url``),
+    #: ``sentinel`` (the master ``redis_sentinel_master`` found through
+    #: ``redis_sentinels``; ``redis_url`` then gives only scheme, credentials and db) or
+    #: ``cluster`` (Redis Cluster; ``redis_url`` lists startup nodes, comma separated).
+    redis_mode: str = "standalone"
+    #: Redis TLS (a ``rediss://`` URL): the CA that signed the servers' certificates
+    #: (``HANDSHAKE_REDIS_TLS_CA``), and a client certificate and key where the servers
+    #: ask for one (``HANDSHAKE_REDIS_TLS_CERT``, ``HANDSHAKE_REDIS_TLS_KEY``).
+    redis_tls_ca: Path | None = None
+    redis_tls_cert: Path | None = None
+    redis_tls_key: Path | None = None
+    #: Redis ACL user (``HANDSHAKE_REDIS_USERNAME``) and its password's file
+    #: (``HANDSHAKE_REDIS_PASSWORD_FILE``) or value (``HANDSHAKE_REDIS_PASSWORD``); they
+    #: override credentials in the URL.
+    redis_username: str | None = None
+    redis_password_file: Path | None = None
+    redis_password_value: str | None = field(default=None, repr=False)
+    #: Sentinel: the master's name (``HANDSHAKE_REDIS_SENTINEL_MASTER``), the sentinels
+    #: (``HANDSHAKE_REDIS_SENTINELS``, ``host:port`` comma separated) and, where the
+    #: sentinels require it, their own user and password file
+    #: (``HANDSHAKE_REDIS_SENTINEL_USERNAME``, ``HANDSHAKE_REDIS_SENTINEL_PASSWORD_FILE``).
+    redis_sentinel_master: str | None = None
+    redis_sentinels: tuple[str, ...] = ()
+    redis_sentinel_username: str | None = None
+    redis_sentinel_password_file: Path | None = None
 
     def as_operator(self) -> Settings:
         """These settings as the ``operator`` NATS identity, where one is configured."""
@@ -96,6 +123,14 @@ class Settings:
             return self.nats_password_value
         if self.nats_password_file is not None:
             return self.nats_password_file.read_text().strip()
+        return None
+
+    def redis_password(self) -> str | None:
+        """The Redis password, read from its file at the moment it is needed."""
+        if self.redis_password_value is not None:
+            return self.redis_password_value
+        if self.redis_password_file is not None:
+            return self.redis_password_file.read_text().strip()
         return None
 
     #: The agent's proof-of-possession key (CLI and ``HandshakeClient.from_env``): a user
@@ -170,10 +205,40 @@ class Settings:
             health_port=int(health_port) if health_port else None,
             health_host=env.get("HANDSHAKE_HEALTH_HOST", "127.0.0.1"),
             audit_outbox_limit=int(env.get("HANDSHAKE_AUDIT_OUTBOX", "10000")),
+            **_redis_env(env, path),
         )
 
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
+
+
+_REDIS_MODES = ("standalone", "sentinel", "cluster")
+
+
+def _redis_env(env: Mapping[str, str], path: Callable[[str], Path | None]) -> dict[str, Any]:
+    """The Redis topology, TLS and ACL settings from ``HANDSHAKE_REDIS_*``."""
+    sentinels = tuple(s.strip() for s in env.get("HANDSHAKE_REDIS_SENTINELS", "").split(",")
+                      if s.strip())  # fmt: skip
+    master = env.get("HANDSHAKE_REDIS_SENTINEL_MASTER") or None
+    mode = env.get("HANDSHAKE_REDIS_MODE", "sentinel" if master else "standalone").lower()
+    if mode not in _REDIS_MODES:
+        raise ValueError(f"HANDSHAKE_REDIS_MODE must be one of {', '.join(_REDIS_MODES)}")
+    if mode == "sentinel" and not (master and sentinels):
+        raise ValueError("Redis sentinel mode needs HANDSHAKE_REDIS_SENTINEL_MASTER "
+                         "and HANDSHAKE_REDIS_SENTINELS")  # fmt: skip
+    return {
+        "redis_mode": mode,
+        "redis_tls_ca": path("HANDSHAKE_REDIS_TLS_CA"),
+        "redis_tls_cert": path("HANDSHAKE_REDIS_TLS_CERT"),
+        "redis_tls_key": path("HANDSHAKE_REDIS_TLS_KEY"),
+        "redis_username": env.get("HANDSHAKE_REDIS_USERNAME") or None,
+        "redis_password_file": path("HANDSHAKE_REDIS_PASSWORD_FILE"),
+        "redis_password_value": env.get("HANDSHAKE_REDIS_PASSWORD") or None,
+        "redis_sentinel_master": master,
+        "redis_sentinels": sentinels,
+        "redis_sentinel_username": env.get("HANDSHAKE_REDIS_SENTINEL_USERNAME") or None,
+        "redis_sentinel_password_file": path("HANDSHAKE_REDIS_SENTINEL_PASSWORD_FILE"),
+    }
 
 
 def default_agent_key(env: Mapping[str, str]) -> Path:

@@ -124,6 +124,12 @@ class Keys:
         return f"handshake:jti:{{{thumbprint}}}:{jti}"
 
     @staticmethod
+    def tx_jti(token_hash: str, thumbprint: str, jti: str) -> str:
+        """A proof's ``jti`` claimed for one transaction, in its record's hash slot: the
+        consume script claims it in the same atomic step that uses the token up."""
+        return f"handshake:tx:{{{token_hash}}}:jti:{thumbprint}:{jti}"
+
+    @staticmethod
     def pubkeys(sub: str) -> str:
         """Public keys registered for a subject (thumbprint -> JWK)."""
         return f"handshake:pubkeys:{{{sub}}}"

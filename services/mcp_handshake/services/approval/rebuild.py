@@ -17,11 +17,11 @@ import time
 
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
-from redis.exceptions import RedisError
 
 from mcp_handshake.services.runtime.build import Kit, duplicate_window
 from mcp_handshake.services.store import Store
 from mcp_handshake.services.store.pending import PendingLog
+from mcp_handshake.services.store.redis import StoreError
 from mcp_handshake.shared.errors import HandshakeError
 from mcp_handshake.shared.subjects import Keys
 
@@ -64,12 +64,12 @@ async def run_rebuild(kit: Kit, store: Store, poll_s: float = 1.0) -> None:
                     try:
                         n = await restore_pending(store, pending)
                     except BaseException:
-                        with contextlib.suppress(RedisError):  # another worker tries again
+                        with contextlib.suppress(*StoreError):  # another worker tries again
                             await store.redis.delete(Keys.RESTORED)
                         raise
                     if n:
                         log.warning("restored %d pending approvals into an empty Redis", n)
-            except (RedisError, NatsError, TimeoutError, HandshakeError):
+            except (*StoreError, NatsError, TimeoutError, HandshakeError):
                 log.debug("pending approvals not restored yet", exc_info=True)
             await asyncio.sleep(poll_s)
     finally:

@@ -26,6 +26,8 @@ from mcp_handshake.services.runtime.health import Health
 from mcp_handshake.services.runtime.service import MicroService
 from mcp_handshake.services.runtime.streams import StartupError
 from mcp_handshake.services.runtime.telemetry import setup_telemetry
+from mcp_handshake.services.store.redis_check import check_redis
+from mcp_handshake.shared.errors import HandshakeError, Unauthenticated
 from mcp_handshake.shared.natsconn import connect_options, redact
 from mcp_handshake.shared.settings import Settings
 
@@ -202,7 +204,7 @@ async def _start_and_serve(
         with contextlib.suppress(Exception):
             await nc.close()
         raise
-    if worker is None:
+    if worker is None or not await _store_usable(settings, worker, nc, stop):
         with contextlib.suppress(Exception):
             await nc.close()
         return
@@ -234,6 +236,24 @@ async def _start_and_serve(
             await nc.flush(timeout=2)
         with contextlib.suppress(Exception):
             await nc.close()
+
+
+async def _store_usable(settings: Settings, worker: Worker, nc: NATS, stop: asyncio.Event) -> bool:
+    """First contact with Redis (kinds that use it): refused credentials or a failed TLS
+    handshake end the worker with one line, like NATS's; ``False`` if stopped meanwhile."""
+    if worker.redis is None:
+        return True
+    try:
+        await _or_stop(stop, check_redis(worker.redis, settings))
+    except HandshakeError as exc:
+        for close in worker.closers:
+            with contextlib.suppress(Exception):
+                await close()
+        # NATS is left to the process's exit: closing it here would log a disconnect
+        # before the one line this ends with.
+        code = _EXIT_AUTH if isinstance(exc, Unauthenticated) else _EXIT_UNAVAILABLE
+        raise StartupError(f"{exc.code}: {exc.message}", code) from None
+    return not stop.is_set()
 
 
 def _report_crash(stop: asyncio.Event) -> Callable[[asyncio.Task[Any]], None]:

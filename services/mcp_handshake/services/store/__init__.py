@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
 from mcp_handshake.shared.settings import Settings
 
 from .approvals import ApprovalStore
@@ -18,7 +16,7 @@ from .keys import KEYS_BUCKET, KeyRegistry
 from .limits import Counters
 from .reconcile import ReconcileStore
 from .records import Approval, TxRecord
-from .redis import redis_client
+from .redis import Client, redis_client
 from .scripts import Scripts
 from .tokens import RETENTION_S, TokenStore
 
@@ -42,7 +40,7 @@ __all__ = [
 class Store:
     """Every part of the store, over one Redis connection pool."""
 
-    redis: Redis
+    redis: Client
     tokens: TokenStore
     approvals: ApprovalStore
     counters: Counters
@@ -50,7 +48,7 @@ class Store:
     reconciles: ReconcileStore
 
     @classmethod
-    def over(cls, redis: Redis) -> Store:
+    def over(cls, redis: Client) -> Store:
         scripts = Scripts(redis)
         tokens = TokenStore(scripts)
         return cls(

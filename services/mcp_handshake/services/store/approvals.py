@@ -5,12 +5,11 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from redis.exceptions import RedisError
-
 from mcp_handshake.shared.errors import Unavailable
 from mcp_handshake.shared.subjects import Keys
 
 from .records import TxRecord
+from .redis import StoreError
 from .scripts import Arg, Scripts
 from .tokens import RETENTION_S, TokenStore
 
@@ -57,7 +56,7 @@ class ApprovalStore:
             res: Any = await self._scripts.call("decide", [Keys.tx(found[0])], args)
             if _text(res[0]) in {"approved", "denied"}:
                 await self._redis.zrem(Keys.PENDING, txn)
-        except RedisError:
+        except StoreError:
             raise Unavailable("token store unavailable; nothing was decided") from None
         return _text(res[0]), _text(res[1]), int(res[2])
 
@@ -66,7 +65,7 @@ class ApprovalStore:
         now = time.time()
         try:
             raw = await self._redis.zrangebyscore(Keys.PENDING, now, "+inf", start=0, num=limit)
-        except RedisError:
+        except StoreError:
             raise Unavailable("token store unavailable") from None
         return [_text(t) for t in raw]
 
@@ -82,12 +81,12 @@ class ApprovalStore:
                 for txn in due:
                     pipe.zrem(Keys.PENDING, txn)
                 removed = await pipe.execute()
-        except RedisError:
+        except StoreError:
             raise Unavailable("token store unavailable") from None
         return [t for t, gone in zip(due, removed, strict=True) if gone]
 
     async def pending_count(self) -> int:
         try:
             return int(await self._redis.zcard(Keys.PENDING))
-        except RedisError:
+        except StoreError:
             raise Unavailable("token store unavailable") from None

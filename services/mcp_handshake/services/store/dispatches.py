@@ -14,11 +14,10 @@ from __future__ import annotations
 import logging
 import secrets
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
 from mcp_handshake.shared.errors import Unavailable
 from mcp_handshake.shared.subjects import Keys
+
+from .redis import Client, StoreError
 
 __all__ = ["DispatchLog"]
 
@@ -26,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 class DispatchLog:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Client) -> None:
         self._redis = redis
 
     async def claim(self, txn: str, ttl_s: float, attempt: int = 0) -> bool:
@@ -40,7 +39,7 @@ class DispatchLog:
             if await self._redis.set(key, mine, nx=True, px=max(1, int(ttl_s * 1000))):
                 return True
             held = await self._redis.get(key)
-        except RedisError:
+        except StoreError:
             log.warning("dispatch log unavailable", extra={"txn": txn})
             raise Unavailable("dispatch log unavailable; nothing was executed") from None
         if isinstance(held, bytes):

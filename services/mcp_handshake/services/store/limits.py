@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from redis.exceptions import RedisError
-
 from mcp_handshake.shared.errors import RateLimited, Unavailable
 from mcp_handshake.shared.subjects import Keys
 
+from .redis import StoreError
 from .scripts import Scripts
 
 __all__ = ["Counters"]
@@ -20,7 +19,7 @@ class Counters:
         """Increment a fixed-window counter; returns (count, seconds left in the window)."""
         try:
             n, ttl = await self._scripts.call("count", [key], [int(window_s * 1000)])
-        except RedisError:
+        except StoreError:
             raise Unavailable("token store unavailable") from None
         return int(n), max(int(ttl), 0) / 1000
 
@@ -36,7 +35,7 @@ class Counters:
         """Whether this is the first claim of ``key`` within ``ttl_s`` (SET NX)."""
         try:
             return bool(await self._scripts.redis.set(key, b"1", nx=True, px=int(ttl_s * 1000)))
-        except RedisError:
+        except StoreError:
             raise Unavailable("token store unavailable") from None
 
     async def velocity(self, sub: str, tool: str, window_s: float) -> int:

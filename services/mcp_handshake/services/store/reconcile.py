@@ -14,12 +14,12 @@ import time
 from typing import Any
 
 import msgspec
-from redis.exceptions import RedisError
 
 from mcp_handshake.shared.errors import InvalidTransaction, Unavailable, ValidationFailed
 from mcp_handshake.shared.subjects import Keys
 
 from .records import TxRecord, from_hash
+from .redis import StoreError
 from .scripts import Arg, Scripts
 from .tokens import JTI_TTL_S
 
@@ -45,7 +45,7 @@ class ReconcileStore:
         try:
             encoded = msgspec.json.encode(params)
             await self._scripts.call("unknown", [Keys.tx(token_hash)], [encoded])
-        except RedisError:
+        except StoreError:
             log.warning("could not record an unknown outcome")
 
     async def take(
@@ -56,7 +56,7 @@ class ReconcileStore:
         args: list[Arg] = [sub, repr(time.time()), repr(lease_s), MAX_RUNS]
         try:
             res: Any = await self._scripts.call("reconcile", [Keys.tx(token_hash)], args)
-        except RedisError:
+        except StoreError:
             raise Unavailable("token store unavailable; nothing was executed") from None
         outcome = _text(res[0])
         if outcome == "ok":
@@ -71,7 +71,7 @@ class ReconcileStore:
     async def settle(self, token_hash: str, status: str) -> None:
         try:
             await self._scripts.call("settle", [Keys.tx(token_hash)], [status])
-        except RedisError:
+        except StoreError:
             log.warning("could not record a reconciled status")
 
     async def claim_jti(self, thumbprint: str, jti: str, txn: str) -> None:
@@ -79,7 +79,7 @@ class ReconcileStore:
         try:
             fresh = await self._redis.set(Keys.jti(thumbprint, jti), b"1", nx=True,
                                           px=JTI_TTL_S * 1000)  # fmt: skip
-        except RedisError:
+        except StoreError:
             raise Unavailable("token store unavailable; nothing was executed") from None
         if not fresh:
             raise ValidationFailed("proof jti already used", transaction_id=txn)

@@ -1,19 +1,25 @@
 """The Lua scripts of the token store, loaded from ``lua/*.lua`` by one loader.
 
-Scripts run by EVALSHA. Redis forgets scripts when it restarts or is flushed;
-the loader then loads them again and re-runs only the script that failed, so a
-pipeline's other commands (a ``SET NX`` among them) never run twice.
+Every script touches the keys of one Cluster hash slot (``Keys`` puts the part
+that decides the slot in braces), so each runs on one node in Redis Cluster as
+on a single Redis. Scripts run by EVALSHA. A node forgets scripts when it
+restarts, is flushed or was promoted from a replica; that node then gets the
+script's source once (EVAL, which also caches it there), and only the script
+that failed runs again, so a batch's other commands (a ``SET NX`` among them)
+never run twice.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
+
+from .redis import Client
 
 __all__ = ["Arg", "Batch", "Scripts"]
 
@@ -28,52 +34,83 @@ def _sources() -> dict[str, str]:
 class Scripts:
     """Every script by name (its file's stem)."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Client) -> None:
         self._redis = redis
         self._sha = {name: redis.register_script(src).sha for name, src in _SOURCES.items()}
+        #: Redis Cluster: scripts never go into a pipeline (redis-py refuses EVALSHA
+        #: in a cluster pipeline); each is its own round trip to its slot's node.
+        self.cluster = isinstance(redis, RedisCluster)
 
     @property
-    def redis(self) -> Redis:
+    def redis(self) -> Client:
         return self._redis
 
     def sha(self, name: str) -> str:
         return self._sha[name]
 
     async def call(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
-        """Run one script (one round trip; two after Redis forgot the scripts)."""
+        """Run one script (one round trip; two on a node that forgot the scripts)."""
         try:
             return await self._redis.evalsha(self._sha[name], len(keys), *keys, *args)
         except NoScriptError:
-            await self._redis.script_load(_SOURCES[name])
-            return await self._redis.evalsha(self._sha[name], len(keys), *keys, *args)
+            # EVAL goes to the same node as EVALSHA (the keys' slot) and caches it there.
+            return await self._redis.eval(_SOURCES[name], len(keys), *keys, *args)
 
     def batch(self) -> Batch:
-        return Batch(self, self._redis.pipeline(transaction=False))
+        return Batch(self)
 
 
 class Batch:
-    """A pipeline (no transaction) of scripts and plain commands: one round trip."""
+    """Scripts and plain commands sent together. On a single Redis (or through
+    Sentinel): one pipeline (no transaction), one round trip. On Redis Cluster: the
+    plain commands in one cluster pipeline (split by node) and each script on its own,
+    all at once; results in the order the calls were made either way."""
 
-    def __init__(self, scripts: Scripts, pipe: Pipeline) -> None:
+    def __init__(self, scripts: Scripts) -> None:
         self._scripts = scripts
-        self.pipe = pipe
+        self.pipe: Any = scripts.redis.pipeline(transaction=False)
         self._calls: dict[int, tuple[str, Sequence[str], Sequence[Arg]]] = {}
 
     def script(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> None:
-        self._calls[len(self.pipe)] = (name, keys, args)
-        self.pipe.evalsha(self._scripts.sha(name), len(keys), *keys, *args)
+        self._calls[len(self.pipe) + (len(self._calls) if self._scripts.cluster else 0)] = (
+            name,
+            keys,
+            args,
+        )
+        if not self._scripts.cluster:
+            self.pipe.evalsha(self._scripts.sha(name), len(keys), *keys, *args)
 
     async def execute(self) -> list[Any]:
-        """Results in order; raises the first error (``RedisError``) among them."""
-        async with self.pipe as pipe:
-            results: list[Any] = await pipe.execute(raise_on_error=False)
-        for i, (name, keys, args) in self._calls.items():
-            if isinstance(results[i], NoScriptError):
-                results[i] = await self._scripts.call(name, keys, args)
+        """Results in order; raises the first error (a ``StoreError``) among them."""
+        if self._scripts.cluster:
+            results = await self._clustered()
+        else:
+            async with self.pipe as pipe:
+                results = await pipe.execute(raise_on_error=False)
+            for i, (name, keys, args) in self._calls.items():
+                if isinstance(results[i], NoScriptError):
+                    results[i] = await self._scripts.call(name, keys, args)
         for result in results:
             if isinstance(result, Exception):
                 raise result
         return results
+
+    async def _clustered(self) -> list[Any]:
+        async def plain() -> list[Any]:
+            if not len(self.pipe):
+                return []
+            # Not ``async with``: a cluster pipeline's __aenter__ drops what was queued.
+            out: list[Any] = await self.pipe.execute(raise_on_error=False)
+            return out
+
+        calls = [self._scripts.call(*c) for c in self._calls.values()]
+        done = await asyncio.gather(plain(), *calls, return_exceptions=True)
+        if isinstance(done[0], BaseException):
+            raise done[0]
+        rest = iter(done[0])
+        scripted = dict(zip(self._calls, done[1:], strict=True))
+        total = len(done[0]) + len(scripted)
+        return [scripted[i] if i in scripted else next(rest) for i in range(total)]
 
 
 _SOURCES = _sources()

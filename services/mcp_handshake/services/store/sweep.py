@@ -5,11 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
 from mcp_handshake.shared.errors import Unavailable
 from mcp_handshake.shared.subjects import Keys
+
+from .redis import Client, StoreError
 
 __all__ = ["sweep_expired"]
 
@@ -20,7 +19,7 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-async def sweep_expired(redis: Redis) -> int:
+async def sweep_expired(redis: Client) -> int:
     """Count and forget tokens whose time ran out unused; returns how many.
 
     Candidates are the live-set members past their score. A used token's record
@@ -58,6 +57,6 @@ async def sweep_expired(redis: Redis) -> int:
             if expired:
                 pipe.incrby(Keys.EXPIRED, expired)
             await pipe.execute()
-    except RedisError:
+    except StoreError:
         raise Unavailable("token store unavailable") from None
     return expired

@@ -3,10 +3,11 @@
 Redis never sees a token, only its SHA-256, so a dump of Redis yields nothing
 usable. Issuing is one round trip; consuming is one script that checks
 binding, status, what the policy in force demands, and the proof, and marks the
-token used in one atomic step (with a proof, its ``jti`` is claimed in the same
-round trip). A mismatching or refused attempt burns the token. A used token's
-record stays ``RETENTION_S`` so ``status`` can still answer, then expires. Any
-Redis failure is ``Unavailable``: fail closed.
+token used in one atomic step (with a proof, its ``jti`` is claimed in that step
+too). Every script touches one Cluster hash slot: the record's. A mismatching or
+refused attempt burns the token. A used token's record stays ``RETENTION_S`` so
+``status`` can still answer, then expires. Any Redis failure is ``Unavailable``:
+fail closed.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any
-
-from redis.exceptions import RedisError
 
 from mcp_handshake.shared.errors import (
     ApprovalDenied,
@@ -29,6 +28,7 @@ from mcp_handshake.shared.errors import (
 from mcp_handshake.shared.subjects import Keys
 
 from .records import TxRecord, from_hash, to_hash
+from .redis import StoreError
 from .scripts import Arg, Scripts
 
 __all__ = ["JTI_TTL_S", "RETENTION_S", "TokenStore"]
@@ -64,6 +64,13 @@ def _flag(value: bool) -> str:
     return "1" if value else "0"
 
 
+def _refusal(outcome: str, txn: str) -> HandshakeError:
+    error, message = _REFUSALS.get(outcome, (InvalidTransaction, None))
+    if error is ApprovalPending:
+        return ApprovalPending(transaction_id=txn, retry_after_s=1.0)
+    return error(message, transaction_id=txn) if message else error(transaction_id=txn)
+
+
 class TokenStore:
     def __init__(self, scripts: Scripts) -> None:
         self._scripts = scripts
@@ -86,7 +93,7 @@ class TokenStore:
             batch.pipe.zadd(Keys.PENDING, {record.txn: record.expires_at})
         try:
             await batch.execute()
-        except RedisError:
+        except StoreError:
             log.warning("token store unavailable while issuing", extra={"txn": record.txn})
             raise Unavailable("token store unavailable; nothing was granted") from None
 
@@ -113,55 +120,69 @@ class TokenStore:
         proof that did not come (``validation_failed``) or an approval it never had
         (``forbidden``). A transaction still waiting for approval stays so.
 
-        With a proof, its ``jti`` is claimed (per key, for ``JTI_TTL_S``) in the same
-        round trip. The marker lives in another Cluster slot than the record, so it
-        cannot share the script: a replayed jti still consumes the token, which is then
-        burnt; the failure is on the safe side.
+        With a proof, its ``jti`` is claimed twice in the same round trip: for this
+        transaction inside the consume script (its marker shares the record's Cluster
+        slot), so a replayed proof is refused atomically and never consumes the token;
+        and per key (``Keys.jti``, the protocol's "once per key", another slot), so a key
+        cannot sign a second transaction's proof with a jti it used. A proof binds its
+        transaction, so only a new signature can reuse a jti across transactions: when
+        the per-key marker names another token, a token the script consumed is burnt.
         """
         args: list[Arg] = [sub, tool, txn, ph, RETENTION_S * 1000, repr(time.time()),
                 _flag(proof), thumbprint, _flag(allowed), _flag(proof_required),
                 _flag(approval_required)]  # fmt: skip
-        batch = self._scripts.batch()
         claim = bool(proof and jti)
-        if claim:
-            batch.pipe.set(Keys.jti(thumbprint, jti), b"1", nx=True, px=JTI_TTL_S * 1000)
-        batch.script("consume", [Keys.tx(token_hash)], args)
         try:
-            results = await batch.execute()
-        except RedisError:
+            res, held = await self._consume(token_hash, args, thumbprint if claim else "", jti)
+        except StoreError:
             log.warning("token store unavailable while consuming", extra={"txn": txn})
             raise Unavailable("token store unavailable; nothing was executed") from None
-        res = results[-1]
         outcome = _text(res[0])
-        if claim and not results[0]:
+        # The per-key marker holds the token that claimed it: the same token is the
+        # per-transaction claim's to judge (a concurrent copy of one proof: one runs).
+        reused = held is not None and _text(held) != token_hash
+        if outcome == "replay" or reused:
             if outcome == "ok":
                 await self.set_status(token_hash, "burnt")
             raise ValidationFailed("proof jti already used", transaction_id=txn)
         if outcome == "ok":
             return from_hash(res[1])
-        error, message = _REFUSALS.get(outcome, (InvalidTransaction, None))
-        if error is ApprovalPending:
-            raise ApprovalPending(transaction_id=txn, retry_after_s=1.0)
-        raise error(message, transaction_id=txn) if message else error(transaction_id=txn)
+        raise _refusal(outcome, txn)
+
+    async def _consume(
+        self, token_hash: str, args: list[Arg], thumbprint: str, jti: str
+    ) -> tuple[Any, Any]:
+        """The consume script's reply and, with a proof (``thumbprint``), what the per-key
+        jti marker held (``None``: claimed now). One round trip on a single Redis."""
+        keys = [Keys.tx(token_hash)]
+        if not thumbprint:
+            return await self._scripts.call("consume", keys, args), None
+        keys.append(Keys.tx_jti(token_hash, thumbprint, jti))
+        batch = self._scripts.batch()
+        batch.pipe.set(Keys.jti(thumbprint, jti), token_hash, nx=True, get=True,
+                       px=JTI_TTL_S * 1000)  # fmt: skip
+        batch.script("consume", keys, [*args, JTI_TTL_S * 1000])
+        held, res = await batch.execute()
+        return res, held
 
     async def burn(self, token_hash: str) -> None:
         try:
             await self._scripts.call("burn", [Keys.tx(token_hash)], [RETENTION_S * 1000])
-        except RedisError:
+        except StoreError:
             raise Unavailable("token store unavailable; nothing was executed") from None
 
     async def set_status(self, token_hash: str, status: str, *, decided_by: str = "") -> None:
         """Record a transaction's later status (best effort: the outcome is already decided)."""
         try:
             await self._scripts.call("set_status", [Keys.tx(token_hash)], [status, decided_by])
-        except RedisError:
+        except StoreError:
             log.warning("could not record a transaction status")
 
     async def locate(self, txn: str) -> tuple[str, str] | None:
         """(token hash, subject) of a transaction, if it is known."""
         try:
             raw = await self._redis.get(Keys.txn(txn))
-        except RedisError:
+        except StoreError:
             raise Unavailable("token store unavailable") from None
         if raw is None:
             return None
@@ -179,7 +200,7 @@ class TokenStore:
         th, sub = found
         try:
             raw = await self._redis.hgetall(Keys.tx(th))
-        except RedisError:
+        except StoreError:
             raise Unavailable("token store unavailable") from None
         if not raw:
             return TxRecord(txn=txn, sub=sub, status="expired")

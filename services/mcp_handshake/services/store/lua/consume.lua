@@ -1,8 +1,11 @@
 -- Use a token up: check its binding, status, the policy in force and the proof, and mark
 -- it executed, in one step.
--- KEYS[1]: the record. ARGV: sub, tool, txn, ph, retention ms, now, proof ('1' when a
--- valid proof came with the request), thumbprint of the proof's key; then what the
--- policy in force at execute says: allowed, proof required, approval required ('1'/'0').
+-- KEYS[1]: the record; KEYS[2] (with a proof): its jti's marker, in the same slot.
+-- ARGV: sub, tool, txn, ph, retention ms, now, proof ('1' when a valid proof came with
+-- the request), thumbprint of the proof's key; then what the policy in force at execute
+-- says: allowed, proof required, approval required ('1'/'0'); then the jti marker's ttl
+-- ms. A proof's jti is claimed on any use of a matching record: a replay is refused
+-- (and burns a live token) without the token ever being consumed.
 -- A mismatching or refused attempt burns a live token. A session bound to a key at
 -- authorize (jkt) can only be executed with a proof by that key.
 -- Returns {outcome} or {'ok', <the record as field/value pairs>}.
@@ -17,6 +20,10 @@ local live = status == 'granted' or status == 'pending_approval'
 if f[2] ~= ARGV[1] or f[3] ~= ARGV[2] or f[4] ~= ARGV[3] or f[5] ~= ARGV[4] then
   if live then burn() end
   return {'mismatch'}
+end
+if KEYS[2] and not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[12]) then
+  if live then burn() end
+  return {'replay'}
 end
 if live and ARGV[9] ~= '1' then burn() return {'forbidden'} end
 if status == 'pending_approval' then return {'pending'} end
