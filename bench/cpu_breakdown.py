@@ -6,7 +6,8 @@ from ``/proc``, Linux only) by the handshakes done.
 
     python bench/cpu_breakdown.py --seconds 6 --concurrency 64
 
-``--tool`` picks the operation (the HTTP-target one by default);
+``--tool`` picks the operation: the HTTP-target one by default,
+``bench.exchange_rate`` for the function target (as ``handshake.py`` runs it);
 ``--profile execute-0`` also records that process with py-spy for the measured
 window (``--profile-out``: a flame graph SVG, or ``.txt`` for collapsed stacks).
 """
@@ -17,13 +18,19 @@ import argparse
 import asyncio
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+import uvloop
+
 from mcp_handshake.client import HandshakeClient
 from mcp_handshake.services.dev.devhome import mint_session
 from mcp_handshake.services.dev.devstack import Stack, StackSpec
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import handshake  # the bench beside this file: its stack with the function tool
 
 RATE = {"base": "EUR", "quote": "USD"}
 
@@ -43,8 +50,11 @@ def start_profile(pid: int, seconds: float, out: str) -> subprocess.Popen[bytes]
 
 async def main(args: argparse.Namespace) -> None:
     seconds, concurrency, tool = args.seconds, args.concurrency, args.tool
-    stack = Stack(Path(tempfile.mkdtemp(prefix="handshake-cpu-")), StackSpec(),
-                  extra_env={"HANDSHAKE_LOG_LEVEL": "WARNING"})  # fmt: skip
+    if tool == handshake.FUNCTION_TOOL:  # the bench's in-process tool, as handshake.py runs it
+        stack = handshake.bench_stack(handshake.bench_home(), StackSpec())
+    else:
+        stack = Stack(Path(tempfile.mkdtemp(prefix="handshake-cpu-")), StackSpec(),
+                      extra_env={"HANDSHAKE_LOG_LEVEL": "WARNING"})  # fmt: skip
     await stack.start()
     try:
         token = mint_session(stack.home, "alice", roles=["billing"])
@@ -90,4 +100,4 @@ if __name__ == "__main__":
     parser.add_argument("--profile", default="", help="process to record, e.g. execute-0")
     parser.add_argument("--profile-out", default="profile.svg")
     args = parser.parse_args()
-    asyncio.run(main(args))
+    uvloop.run(main(args))
