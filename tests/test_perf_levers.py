@@ -9,7 +9,7 @@ import json
 import secrets
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +17,19 @@ import nats
 import pytest
 from nats.js.api import DiscardPolicy, StreamConfig
 from nats.js.errors import APIError, NoStreamResponseError
+from redis.asyncio import Redis
 
 from mcp_handshake.services.audit.chain import read_entries
+from mcp_handshake.services.dev.devstack import Stack, StackSpec
 from mcp_handshake.services.dev.procs import find_nats_server, free_port, wait_port
 from mcp_handshake.services.execute.handler import intent_key
 from mcp_handshake.services.runtime.outbox import Outbox
 from mcp_handshake.services.runtime.pubacks import AckPublisher
 from mcp_handshake.services.runtime.service import discover
-from tests.conftest import Raw
+from tests.conftest import Raw, connected
 
 LIST = {"status": None, "limit": 20}
+INVOICE = {"customer_id": "cus_8f3k2m9q", "amount": 12.5, "currency": "EUR", "memo": None}
 
 
 async def _intents(raw: Raw, txn: str, timeout: float = 15.0) -> list[dict[str, Any]]:
@@ -45,7 +48,14 @@ async def _intents(raw: Raw, txn: str, timeout: float = 15.0) -> list[dict[str, 
         await asyncio.sleep(0.2)
 
 
-async def test_a_forged_execute_cannot_take_the_holders_intent(raw: Raw) -> None:
+@pytest.fixture
+def concurrent_intent(stack_factory: Callable[..., Stack]) -> Stack:
+    """Execute workers that publish the intent while the token is consumed."""
+    spec = StackSpec(authorize=1, execute=2, executor=1, approval=1)
+    return stack_factory(spec, HANDSHAKE_EXECUTE_INTENT="concurrent")
+
+
+async def _forged_first_then_holder(raw: Raw) -> None:
     """Another caller, and the holder's own session with a made-up token, send the
     transaction id first: the intent is keyed by the token, so the holder still runs."""
     alice = raw.session("alice", "billing")
@@ -66,6 +76,57 @@ async def test_a_forged_execute_cannot_take_the_holders_intent(raw: Raw) -> None
     assert f"{intent_key(th)}.execute.intent" in {e["id"] for e in mine}
     text = json.dumps(mine)
     assert g["token"] not in text and th not in text
+
+
+async def test_a_forged_execute_cannot_take_the_holders_intent(raw: Raw) -> None:
+    await _forged_first_then_holder(raw)
+
+
+async def test_concurrent_intent_keeps_every_property(concurrent_intent: Stack) -> None:
+    """With the intent published during the consume: a forged request cannot take the
+    holder's intent; a consume lost in a Redis failover is still refused by the intent;
+    a token raced by its holder runs at most once, and every refusal is
+    ``invalid_transaction``; the restricted tier (approval) still works."""
+    async with connected(concurrent_intent) as raw:
+        await _forged_first_then_holder(raw)
+        alice = raw.session("alice", "billing")
+        g = (await raw.authorize(alice, "payments.list_invoices", LIST)).body
+        assert (await raw.execute(alice, g, "payments.list_invoices", LIST)).error is None
+        redis = Redis.from_url(concurrent_intent.redis_url or "")
+        try:  # the consume is lost: the record is put back as granted
+            th = (await redis.get(f"handshake:txn:{{{g['transaction_id']}}}")).decode().split()[0]
+            await redis.hset(f"handshake:tx:{{{th}}}", "status", "granted")
+        finally:
+            await redis.aclose()
+        before = await raw.target_stats()
+        r = await raw.execute(alice, g, "payments.list_invoices", LIST)
+        assert r.error == "invalid_transaction", r.body
+        assert (await raw.target_stats())["calls"] == before["calls"]
+        grants = [(await raw.authorize(alice, "payments.create_invoice", INVOICE)).body
+                  for _ in range(40)]  # fmt: skip
+        before = await raw.target_stats()
+        replies = await asyncio.gather(
+            *(raw.execute(alice, g, "payments.create_invoice", INVOICE) for g in grants
+              for _ in range(4))
+        )  # fmt: skip
+        won = [sum(r.error is None for r in replies[i : i + 4]) for i in range(0, 160, 4)]
+        assert max(won) == 1 and sum(won) > 0, won
+        assert {r.error for r in replies} <= {None, "invalid_transaction"}
+        after = await raw.target_stats()
+        assert after["side_effects"] - before["side_effects"] == sum(won)
+        await _restricted_payment(raw)
+
+
+async def _restricted_payment(raw: Raw) -> None:
+    tess = raw.session("tess-perf", "treasury")
+    params = {"to_account": "acct_77aa01", "amount": 250.0, "currency": "EUR"}
+    g = (await raw.authorize(tess, "payments.send_payment", params)).body
+    pending = await raw.execute(tess, g, "payments.send_payment", params)
+    assert pending.error == "approval_pending", pending.body
+    decided = await raw.decide(raw.session("victor", "approver"), g["transaction_id"], "approve")
+    assert decided.error is None, decided.body
+    done = await raw.execute(tess, g, "payments.send_payment", params)
+    assert done.error is None, done.body
 
 
 def test_intent_key_is_per_token_and_reveals_neither() -> None:

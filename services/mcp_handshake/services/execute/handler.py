@@ -64,6 +64,8 @@ class ExecuteDeps:
     receipts: ReceiptSigner
     dispatcher: DispatchSigner
     executor_timeout_s: float
+    #: Publish the execute intent with the consume (``HANDSHAKE_EXECUTE_INTENT=concurrent``).
+    intent_with_consume: bool = False
     background: set[asyncio.Task[None]] = field(default_factory=set)
 
     def later(self, coro: Any) -> None:
@@ -114,7 +116,8 @@ async def handle_execute(req: Request[ExecuteRequest], deps: ExecuteDeps) -> Exe
     plan = bound.plan
     tier = plan.tier.value
     intent = {"txn": txn, "sub": caller.sub, "tool": body.tool, "tier": tier, "ph": bound.ph}
-    record = await _consume_gated(deps, consume, intent, th, early=not plan.needs_approval)
+    early = deps.intent_with_consume and not plan.needs_approval
+    record = await _consume_gated(deps, consume, intent, th, early=early)
     facts: dict[str, Any] = {"tier": tier, "ph": record.ph}
     # Restricted: run exactly the params that were approved, as stored at authorize.
     params = record.params if record.params is not None else bound.params
@@ -152,10 +155,13 @@ async def _consume_gated(
     before anything is dispatched.
 
     The intent is keyed by the token (:func:`intent_key`), which only its holder can
-    produce: a forged request for someone else's transaction cannot take the key, so
-    the intent need not wait for the consume. Without approval in the tier both run at
-    once. With approval the intent waits for the consume: a transaction still pending
-    is executed again later with the same token, which would find its key taken.
+    produce: a forged request for someone else's transaction cannot take the key. So
+    ``early`` (``HANDSHAKE_EXECUTE_INTENT=concurrent``, tiers without approval) may
+    publish it while the token is consumed. By default it follows the consume: then
+    only the attempt that won the consume takes the key, and a token its holder sends
+    several times at once runs exactly once (early, the copy that took the key may
+    lose the consume, and then none runs). With approval it always follows: a
+    transaction still pending is executed again later with the same token.
     """
     key = intent_key(th)
     if early:
