@@ -1,4 +1,5 @@
-"""A plain nats-py request-reply echo responder: the transport's upper limit."""
+"""A plain nats-py request-reply echo responder: the transport's upper limit (on uvloop,
+like every worker)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import sys
 
 import nats
+import uvloop
 
 
 async def main(url: str) -> None:
@@ -21,4 +23,4 @@ async def main(url: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1]))
+    uvloop.run(main(sys.argv[1]))

@@ -215,18 +215,24 @@ def bench_home() -> Path:
     return home
 
 
-async def main(args: argparse.Namespace) -> None:
-    home = bench_home()
-    spec = StackSpec(authorize=args.authorize, execute=args.execute, executor=args.executor)
-    stack = Stack(
+def bench_stack(home: Path, spec: StackSpec) -> Stack:
+    """The stack with the bench's function-target tool loaded by its workers."""
+    return Stack(
         home,
         spec,
-        extra_env={"HANDSHAKE_LOG_LEVEL": "WARNING", "PYTHONPATH": str(HERE)},
+        extra_env={"HANDSHAKE_LOG_LEVEL": "WARNING",
+                   "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])},
         config_edit=lambda text: text.replace(
             'modules = ["mcp_handshake.services.dev.demo.tools"]',
             'modules = ["mcp_handshake.services.dev.demo.tools", "benchtools"]',
         ),
-    )
+    )  # fmt: skip
+
+
+async def main(args: argparse.Namespace) -> None:
+    home = bench_home()
+    spec = StackSpec(authorize=args.authorize, execute=args.execute, executor=args.executor)
+    stack = bench_stack(home, spec)
     await stack.start()
     try:
         print(f"machine: {os.cpu_count()} cores; workers: {spec}")

@@ -109,6 +109,11 @@ class Settings:
     redis_sentinels: tuple[str, ...] = ()
     redis_sentinel_username: str | None = None
     redis_sentinel_password_file: Path | None = None
+    #: When an execute worker records the execute intent (``HANDSHAKE_EXECUTE_INTENT``):
+    #: ``after_consume`` (default), or ``concurrent`` with the consume for tiers without
+    #: approval (one JetStream round trip less per execute; a token its holder sends
+    #: several times at once may then run not at all). See docs/decisions.md.
+    execute_intent: str = "after_consume"
 
     def as_operator(self) -> Settings:
         """These settings as the ``operator`` NATS identity, where one is configured."""
@@ -177,6 +182,9 @@ class Settings:
         if not 1 <= replicas <= 5:
             raise ValueError("HANDSHAKE_STREAM_REPLICAS must be between 1 and 5")
         health_port = env.get("HANDSHAKE_HEALTH_PORT")
+        execute_intent = env.get("HANDSHAKE_EXECUTE_INTENT", "after_consume")
+        if execute_intent not in ("after_consume", "concurrent"):
+            raise ValueError("HANDSHAKE_EXECUTE_INTENT must be after_consume or concurrent")
         return cls(
             nats_url=nats_env or stack.get("nats_url") or _DEFAULT_NATS,
             redis_url=redis_env or stack.get("redis_url") or _DEFAULT_REDIS,
@@ -206,6 +214,7 @@ class Settings:
             health_host=env.get("HANDSHAKE_HEALTH_HOST", "127.0.0.1"),
             audit_outbox_limit=int(env.get("HANDSHAKE_AUDIT_OUTBOX", "10000")),
             **_redis_env(env, path),
+            execute_intent=execute_intent,
         )
 
     def with_(self, **changes: object) -> Settings:

@@ -16,6 +16,7 @@ its headers (``baggage`` included) travels on to executors or targets.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
@@ -83,8 +84,17 @@ def _trace_context(headers: Mapping[str, str] | None) -> dict[str, str]:
     return carrier
 
 
+#: Whether a provider may come from the environment (else only ``set_tracer_provider``).
+_PROVIDER_FROM_ENV = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
+
+
 def enabled() -> bool:
-    """Whether a real tracer provider is installed (else skip all tracing work)."""
+    """Whether a real tracer provider is installed (else skip all tracing work).
+
+    Called several times per request: while no provider is set it answers without
+    ``get_tracer_provider``, which reads the environment on every call."""
+    if getattr(trace, "_TRACER_PROVIDER", True) is None and not _PROVIDER_FROM_ENV:
+        return False
     return not isinstance(
         trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider
     )

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +50,7 @@ from mcp_handshake.shared.wire import (
     Jwks,
 )
 
-__all__ = ["ExecuteDeps", "handle_execute", "handle_keys", "send_dispatch"]
+__all__ = ["ExecuteDeps", "handle_execute", "handle_keys", "intent_key", "send_dispatch"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,8 @@ class ExecuteDeps:
     receipts: ReceiptSigner
     dispatcher: DispatchSigner
     executor_timeout_s: float
+    #: Publish the execute intent with the consume (``HANDSHAKE_EXECUTE_INTENT=concurrent``).
+    intent_with_consume: bool = False
     background: set[asyncio.Task[None]] = field(default_factory=set)
 
     def later(self, coro: Any) -> None:
@@ -98,7 +103,7 @@ async def handle_execute(req: Request[ExecuteRequest], deps: ExecuteDeps) -> Exe
     # (once the binding matches), before any other check can tell more.
     allowed = bound is not None and bound.plan.rules.allows(caller)
     proof = await _checked(req, deps, bound, th) if bound is not None and allowed else None
-    record = await deps.store.tokens.consume(
+    consume = deps.store.tokens.consume(
         th,
         sub=caller.sub,
         tool=body.tool,
@@ -111,17 +116,15 @@ async def handle_execute(req: Request[ExecuteRequest], deps: ExecuteDeps) -> Exe
         jti=proof.jti if proof else "",
         thumbprint=proof.thumbprint if proof else "",
     )
-    if bound is None:  # never reached: a bad binding cannot match at consume
+    if bound is None or not allowed:  # refused by consume (a bad binding cannot match)
+        record = await consume
         raise _noted(InvalidTransaction(transaction_id=txn), {"tier": record.tier, "ph": record.ph})
     plan = bound.plan
     tier = plan.tier.value
+    intent = {"txn": txn, "sub": caller.sub, "tool": body.tool, "tier": tier, "ph": bound.ph}
+    early = deps.intent_with_consume and not plan.needs_approval
+    record = await _consume_gated(deps, consume, intent, th, early=early)
     facts: dict[str, Any] = {"tier": tier, "ph": record.ph}
-    try:
-        await deps.audit.intent(txn=txn, sub=record.sub, tool=record.tool, tier=tier,
-                                ph=record.ph)  # fmt: skip
-    except HandshakeError as exc:
-        deps.later(deps.store.tokens.set_status(th, "failed"))
-        raise _noted(exc, facts) from None
     # Restricted: run exactly the params that were approved, as stored at authorize.
     params = record.params if record.params is not None else bound.params
     try:
@@ -144,6 +147,56 @@ async def handle_execute(req: Request[ExecuteRequest], deps: ExecuteDeps) -> Exe
     )
     return ExecuteReply(transaction_id=txn, result=result, receipt=receipt, tier=tier,
                         params_hash=record.ph, result_hash=rh)  # fmt: skip
+
+
+async def _consume_gated(
+    deps: ExecuteDeps,
+    consume: Coroutine[Any, Any, TxRecord],
+    intent: dict[str, Any],
+    th: str,
+    *,
+    early: bool,
+) -> TxRecord:
+    """Consume the token and record the acknowledged execute intent; both must succeed
+    before anything is dispatched.
+
+    The intent is keyed by the token (:func:`intent_key`), which only its holder can
+    produce: a forged request for someone else's transaction cannot take the key. So
+    ``early`` (``HANDSHAKE_EXECUTE_INTENT=concurrent``, tiers without approval) may
+    publish it while the token is consumed. By default it follows the consume: then
+    only the attempt that won the consume takes the key, and a token its holder sends
+    several times at once runs exactly once (early, the copy that took the key may
+    lose the consume, and then none runs). With approval it always follows: a
+    transaction still pending is executed again later with the same token.
+    """
+    key = intent_key(th)
+    if early:
+        gate = asyncio.ensure_future(deps.audit.intent(key=key, **intent))
+        try:
+            record = await consume
+        except BaseException:
+            deps.later(_settle(gate))  # refused or failed: its outcome no longer matters
+            raise
+    else:
+        record = await consume
+        gate = asyncio.ensure_future(deps.audit.intent(key=key, **intent))
+    try:
+        await gate
+    except HandshakeError as exc:
+        deps.later(deps.store.tokens.set_status(th, "failed"))
+        raise _noted(exc, {"tier": intent["tier"], "ph": intent["ph"]}) from None
+    return record
+
+
+def intent_key(th: str) -> str:
+    """The execute intent's deduplication key: derived from the token hash (never the
+    hash itself, which names the token's record in the store)."""
+    return hashlib.sha256(b"handshake-intent\0" + th.encode()).hexdigest()[:32]
+
+
+async def _settle(task: asyncio.Future[None]) -> None:
+    with contextlib.suppress(HandshakeError):
+        await task
 
 
 async def _checked(

@@ -36,6 +36,7 @@ async def build(settings: Settings, nc: NATS) -> Worker:
         receipts=ReceiptSigner.from_file(cfg.resolve(cfg.keys.receipt), cfg.service.id),
         dispatcher=DispatchSigner.from_file(cfg.resolve(cfg.keys.dispatch)),
         executor_timeout_s=cfg.service.executor_timeout_s,
+        intent_with_consume=settings.execute_intent == "concurrent",
     )
     return kit.worker(
         "Handshake phase 2, receipts and receipt keys",

@@ -8,10 +8,16 @@ raw params, tokens, session JWTs or target credentials.
 
 The execute intent is special: the execute worker waits for the stream's ack
 before it dispatches. No ack means ``unavailable`` and nothing runs; a
-*duplicate* ack means this transaction was executed before (a consume lost in
-a Redis failover), so it is refused. The stream's duplicate window outlives
-every token.
+*duplicate* ack means this token was presented before (a consume lost in a
+Redis failover), so it is refused. Its ``Nats-Msg-Id`` is derived from the
+token (``execute.handler.intent_key``), not the transaction id: only the
+token's holder can produce it, so a forged request for another's transaction
+cannot take it (and ``HANDSHAKE_EXECUTE_INTENT=concurrent`` may publish it
+while the token is consumed). The stream's duplicate window outlives every
+token.
 
+Publishes go through :class:`.pubacks.AckPublisher` (acks matched on one
+subscription; measured 17 against 26 µs of CPU per event for ``js.publish``).
 Every other event goes through a bounded local outbox (:mod:`.outbox`): a publish
 that fails or times out is retried with backoff until the stream acks it, so a
 lost NATS node delays events but never loses them. While the outbox is full the
@@ -36,6 +42,7 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 
 from mcp_handshake.services.runtime.context import current
 from mcp_handshake.services.runtime.outbox import Outbox
+from mcp_handshake.services.runtime.pubacks import AckPublisher
 from mcp_handshake.services.runtime.streams import ensure_stream
 from mcp_handshake.shared.errors import InvalidTransaction, Unavailable
 from mcp_handshake.shared.subjects import AUDIT_PREFIX
@@ -113,7 +120,7 @@ class Audit:
     """Emits a worker's audit events: gated (the execute intent) or in the background."""
 
     def __init__(self, nc: NATS, kind: str, *, outbox_limit: int = 10_000) -> None:
-        self._js = nc.jetstream()
+        self._acks = AckPublisher(nc)
         self.kind = kind
         self.worker = worker_id(kind)
         self.outbox: Outbox[AuditEvent] = Outbox(
@@ -133,23 +140,30 @@ class Audit:
         return self.outbox.full
 
     def event(
-        self, kind: str, outcome: str, *, unique: str | None = None, **facts: Any
+        self,
+        kind: str,
+        outcome: str,
+        *,
+        unique: str | None = None,
+        key: str | None = None,
+        **facts: Any,
     ) -> AuditEvent:
         """An event of ``kind`` with the given facts (``txn``, ``sub``, ``tool``, ...).
 
-        Its id is ``<txn>.<kind>``, with ``unique`` appended for events that may
-        happen more than once per transaction (refusals, votes), so each counts.
+        Its id is ``<txn>.<kind>`` (``<key>.<kind>`` when a ``key`` is given: the
+        execute intent's comes from the token), with ``unique`` appended for events
+        that may happen more than once per transaction (refusals, votes), so each counts.
         """
         txn = facts.get("txn")
         if "trace_id" not in facts:
             ctx = current()
             facts["trace_id"] = ctx.trace_id if ctx is not None else None
-        event_id = f"{txn or uuid.uuid4()}.{kind}" + (f".{unique}" if unique else "")
+        event_id = f"{key or txn or uuid.uuid4()}.{kind}" + (f".{unique}" if unique else "")
         return AuditEvent(kind=kind, id=event_id, at=time.time(), worker=self.worker,
                           outcome=outcome, **facts)  # fmt: skip
 
     async def _publish(self, event: AuditEvent, timeout: float) -> Any:
-        return await self._js.publish(
+        return await self._acks.publish(
             f"{SUBJECT_PREFIX}.{self.kind}.{event.kind}",
             _encode(event),
             timeout=timeout,
@@ -167,11 +181,15 @@ class Audit:
         await self._publish(event, timeout=5.0)
 
     async def intent(
-        self, kind: str = "execute.intent", unique: str | None = None, **facts: Any
+        self,
+        kind: str = "execute.intent",
+        unique: str | None = None,
+        key: str | None = None,
+        **facts: Any,
     ) -> None:
         """Record ``execute.intent`` (or a reconcile run's intent) durably before anything
         runs (see module docstring)."""
-        event = self.event(kind, "ok", unique=unique, **facts)
+        event = self.event(kind, "ok", unique=unique, key=key, **facts)
         try:
             ack = await self._publish(event, timeout=2.0)
         except (NatsError, TimeoutError):

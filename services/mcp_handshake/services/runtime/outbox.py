@@ -57,6 +57,7 @@ class Outbox(Generic[T]):
         self._tasks: set[asyncio.Task[None]] = set()
         self._empty = asyncio.Event()
         self._empty.set()
+        self._stopping = False
         self.sent = 0
         self.retried = 0
         self.dropped = 0
@@ -76,43 +77,57 @@ class Outbox(Generic[T]):
         return self._delay > 0
 
     def put(self, item: T) -> bool:
-        """Queue ``item``; ``False`` (and counted in ``dropped``) only past ``hard_limit``."""
+        """Queue ``item``; ``False`` (and counted in ``dropped``) only past ``hard_limit``.
+
+        With nothing waiting, no backoff and a free slot, the send starts at once: it
+        joins the publishes of the same loop turn (a reply, the other events) in one
+        socket write instead of waiting a turn for the pump."""
         if len(self) >= self.hard_limit:
             self.dropped += 1
             return False
-        self._queue.append(item)
         self._empty.clear()
+        if not self._queue and not self._delay and self._inflight < self._concurrency:
+            self._start(item)
+            return True
+        self._queue.append(item)
+        self._poke()
+        return True
+
+    def _poke(self) -> None:
+        """Wake the pump, starting it if it is not running (not while ``drain`` stops it)."""
+        if self._stopping:
+            return
         if self._pump is None or self._pump.done():
             self._wake = asyncio.Event()
             self._pump = asyncio.get_running_loop().create_task(self._run())
         assert self._wake is not None
         self._wake.set()
-        return True
+
+    def _start(self, item: T) -> None:
+        self._inflight += 1
+        task = asyncio.get_running_loop().create_task(self._send_one(item))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _run(self) -> None:
         assert self._wake is not None
         wake = self._wake
-        slots = asyncio.Semaphore(self._concurrency)
         while True:
-            if not self._queue or (self._delay and self._inflight):
-                # Nothing to send, or failing: then one probe at a time until one succeeds.
+            if (
+                not self._queue
+                or (self._delay and self._inflight)  # failing: one probe at a time
+                or self._inflight >= self._concurrency
+            ):
                 wake.clear()
                 await wake.wait()
                 continue
-            await slots.acquire()
             pause = self._resume_at - time.monotonic()
             if pause > 0:
                 await asyncio.sleep(pause)
-            if not self._queue:
-                slots.release()
                 continue
-            item = self._queue.popleft()
-            self._inflight += 1
-            task = asyncio.get_running_loop().create_task(self._send_one(item, slots))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._start(self._queue.popleft())
 
-    async def _send_one(self, item: T, slots: asyncio.Semaphore) -> None:
+    async def _send_one(self, item: T) -> None:
         try:
             await self._send(item)
         except asyncio.CancelledError:
@@ -135,9 +150,8 @@ class Outbox(Generic[T]):
             self._inflight -= 1
             if not len(self):
                 self._empty.set()
-            slots.release()
-            if self._wake is not None:
-                self._wake.set()
+            if self._queue:
+                self._poke()
 
     async def drain(self, timeout: float = 5.0) -> int:
         """Wait up to ``timeout`` for everything to be sent, then stop; returns how many
@@ -145,9 +159,11 @@ class Outbox(Generic[T]):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._empty.wait(), timeout)
         left = len(self)
+        self._stopping = True
         for task in [*self._tasks, *([self._pump] if self._pump else [])]:
             task.cancel()
         await asyncio.gather(*self._tasks, *([self._pump] if self._pump else []),
                              return_exceptions=True)  # fmt: skip
         self._pump = None
+        self._stopping = False
         return left

@@ -208,13 +208,17 @@ async def _start_and_serve(
         with contextlib.suppress(Exception):
             await nc.close()
         return
+    # Which event loop serves (uvloop under ``run``), for discovery (INFO) and the log.
+    loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    worker.service.metadata.setdefault("event_loop", loop_kind)
     await worker.service.start(nc)
     if health is not None:
         health.ready(worker)
     tasks = [asyncio.create_task(job()) for job in worker.background]
     for task in tasks:
         task.add_done_callback(_report_crash(stop))
-    log.info("%s worker ready (id %s)", kind, worker.service.id, extra={"worker": kind})
+    log.info("%s worker ready (id %s, %s loop)", kind, worker.service.id, loop_kind,
+             extra={"worker": kind})  # fmt: skip
     try:
         await stop.wait()
     finally:

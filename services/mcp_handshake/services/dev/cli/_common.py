@@ -33,9 +33,14 @@ def usage(message: str) -> NoReturn:
 
 
 def run_command(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine; a protocol error becomes one line and its exit code."""
+    """Run a command's coroutine (on uvloop where installed, like the workers, for the
+    long-running ones: ``mcp``); a protocol error becomes one line and its exit code."""
     try:
-        return asyncio.run(coro)
+        try:
+            import uvloop
+        except ImportError:
+            return asyncio.run(coro)
+        return uvloop.run(coro)
     except HandshakeError as exc:
         txn = f" (transaction {exc.transaction_id})" if exc.transaction_id else ""
         fail(exc.code, exc.message + txn)
