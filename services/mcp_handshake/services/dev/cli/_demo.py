@@ -97,5 +97,8 @@ def run_demo() -> int:
         finally:
             stack.stop()
     console.print("\n[bold green]demo complete[/bold green]" if ok else "[red]demo failed[/red]")
-    console.print("approvers and auditors can also work in a browser: `up` prints the console URL")
+    console.print(
+        "agents that speak only HTTP use the gateway (docs/gateway.md), and approvers and"
+        " auditors work in the web console (docs/console.md): `up` prints both URLs"
+    )
     return 0 if ok else 1
