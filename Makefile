@@ -1,4 +1,4 @@
-.PHONY: install demo up test lint bench clean
+.PHONY: install demo up test test-cluster lint bench clean
 
 install:            ## virtualenv, packages, redis-server where missing
 	bash scripts/bootstrap.sh
@@ -11,6 +11,9 @@ up: install         ## the whole stack in the foreground until Ctrl-C
 
 test:               ## lint, type check, tests (what CI runs)
 	bash scripts/test.sh
+
+test-cluster:       ## the suites and failure drills on a NATS cluster + Redis Cluster/Sentinel
+	bash scripts/test-cluster.sh
 
 lint: install
 	.venv/bin/ruff check shared client services tests bench

@@ -1,6 +1,10 @@
 """Fixtures: real nats-server and redis-server on free ports, the whole stack as processes.
 
-Nothing here touches servers on the standard ports.
+Nothing here touches servers on the standard ports. With ``HANDSHAKE_TEST_ENGINES`` set
+(``make test-cluster``), the session's shared stack runs on the engines of a real
+deployment instead: a three-node NATS cluster (streams and buckets with three replicas)
+and a Redis Cluster (``cluster``: three masters, three replicas) or a Redis master and
+replica watched by three Sentinels (``sentinel``).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -29,7 +34,9 @@ from redis.asyncio import Redis
 
 from mcp_handshake.services.dev.devhome import mint_session
 from mcp_handshake.services.dev.devstack import Stack, StackSpec
+from mcp_handshake.services.store.redis import redis_client
 from mcp_handshake.shared.subjects import Subjects
+from tests.support.redis_topologies import ClusterTopology, SentinelTopology
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -117,16 +124,46 @@ def own_stack(stack_factory: Callable[..., Stack]) -> Stack:
     return stack_factory()
 
 
+#: ``cluster`` or ``sentinel``: the engines the session stack runs on (see the docstring).
+ENGINES = os.environ.get("HANDSHAKE_TEST_ENGINES", "")
+Topology = ClusterTopology | SentinelTopology
+
+
+@contextlib.contextmanager
+def engine_stack(
+    home: Path, spec: StackSpec, engines: str = ENGINES
+) -> Iterator[tuple[Stack, Topology | None]]:
+    """A started stack: on its own single servers, or (``engines``) on a three-node NATS
+    cluster and a Redis Cluster or Sentinel topology of its own; all stopped after."""
+    topology: Topology | None = None
+    if engines == "cluster":
+        topology = ClusterTopology(home / "redis-cluster")
+    elif engines == "sentinel":
+        topology = SentinelTopology(home / "redis-sentinel")
+    elif engines:
+        raise ValueError(f"HANDSHAKE_TEST_ENGINES={engines!r}: use cluster or sentinel")
+    if topology is not None:
+        topology.start()
+        spec = StackSpec(**{**spec.__dict__, "nats_nodes": 3})
+    try:
+        env = topology.env() if topology is not None else {}
+        st = make_stack(home / "home", spec, redis_url=env.get("HANDSHAKE_REDIS_URL"))
+        st.extra_env.update(env)
+        try:
+            asyncio.run(st.start(timeout=90 if topology else 30))
+            yield st, topology
+        finally:
+            st.stop()
+    finally:
+        if topology is not None:
+            topology.stop()
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    st = make_stack(
-        tmp_path_factory.mktemp("home"), StackSpec(authorize=2, execute=2, executor=1, approval=2)
-    )
-    try:
-        asyncio.run(st.start())
+    spec = StackSpec(authorize=2, execute=2, executor=1, approval=2)
+    with engine_stack(tmp_path_factory.mktemp("stack"), spec) as (st, _):
         yield st
-    finally:
-        st.stop()
 
 
 @dataclass
@@ -294,7 +331,9 @@ async def operator(stack: Stack) -> AsyncIterator[Raw]:
 
 @pytest.fixture
 async def redis(stack: Stack) -> AsyncIterator[Redis]:
-    client = Redis.from_url(stack.redis_url or "")
+    """The stack's token store, through the client its settings describe (a Redis
+    Cluster or Sentinel client under ``HANDSHAKE_TEST_ENGINES``)."""
+    client: Any = redis_client(stack.settings())
     try:
         yield client
     finally:

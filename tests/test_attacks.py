@@ -22,6 +22,7 @@ import nats
 import pytest
 from redis.asyncio import Redis
 from redis.asyncio.client import Monitor, MonitorCommandInfo
+from redis.asyncio.cluster import RedisCluster
 
 from mcp_handshake.services.dev.devhome import IDP_KEY
 from mcp_handshake.services.dev.devstack import Stack, StackSpec
@@ -213,7 +214,7 @@ def _jwt_attacks(raw: Raw) -> dict[str, str]:
     return attacks
 
 
-def _redis_addresses(stack: Stack, kinds: set[str]) -> set[str]:
+def _redis_addresses(stack: Stack, kinds: set[str], ports: set[int]) -> set[str]:
     """``ip:port`` of every TCP connection to Redis held by the stack's workers of these
     kinds, as Redis's MONITOR names its clients. Workers do not name their Redis
     connections, so each is found from its process: socket inodes in ``/proc/<pid>/fd``,
@@ -232,16 +233,37 @@ def _redis_addresses(stack: Stack, kinds: set[str]) -> set[str]:
         table = Path(f"/proc/{proc.popen.pid}/net/tcp").read_text().splitlines()[1:]
         for row in (line.split() for line in table):
             local, remote, inode = row[1], row[2], row[9]
-            if inode in sockets and int(remote.split(":")[1], 16) == stack.redis_port:
+            if inode in sockets and int(remote.split(":")[1], 16) in ports:
                 ip, port = local.split(":")
                 host = socket.inet_ntoa(struct.pack("=I", int(ip, 16)))
                 addresses.add(f"{host}:{int(port, 16)}")
     return addresses
 
 
+async def _redis_nodes(redis: Any) -> list[Redis]:
+    """One plain client per server holding the store's data: the single server, the
+    Sentinel master, or every master of a Redis Cluster."""
+    if not isinstance(redis, RedisCluster):
+        return [redis]
+    await redis.initialize()
+    password = redis.get_connection_kwargs().get("password")
+    return [Redis(host=n.host, port=n.port, password=password) for n in redis.get_primaries()]
+
+
+async def _redis_ports(redis: Any) -> set[int]:
+    if isinstance(redis, RedisCluster):
+        await redis.initialize()
+        return {int(n.port) for n in redis.get_nodes()}
+    pool = redis.connection_pool
+    if hasattr(pool, "get_master_address"):  # through Sentinel
+        return {int((await pool.get_master_address())[1])}
+    return {int(pool.connection_kwargs["port"])}
+
+
 @contextlib.asynccontextmanager
-async def _redis_commands(redis: Redis) -> AsyncIterator[list[MonitorCommandInfo]]:
-    """Every command Redis runs while the block runs (MONITOR), complete on exit."""
+async def _redis_commands(redis: Any) -> AsyncIterator[list[MonitorCommandInfo]]:
+    """Every command the store's servers run while the block runs (MONITOR on each),
+    complete on exit."""
     seen: list[MonitorCommandInfo] = []
     marker = f"end-of-watch-{uuid.uuid4().hex}"
 
@@ -249,16 +271,24 @@ async def _redis_commands(redis: Redis) -> AsyncIterator[list[MonitorCommandInfo
         while (cmd := await monitor.next_command())["command"] != f"ECHO {marker}":
             seen.append(cmd)
 
-    async with redis.monitor() as monitor:
-        watcher = asyncio.create_task(watch(monitor))
+    async with contextlib.AsyncExitStack() as stack:
+        nodes = await _redis_nodes(redis)
+        watchers = []
+        for node in nodes:
+            monitor = await stack.enter_async_context(node.monitor())
+            watchers.append(asyncio.create_task(watch(monitor)))
         try:
             yield seen
-            await redis.echo(marker)  # MONITOR reports in order: all before it are in
-            await asyncio.wait_for(asyncio.shield(watcher), 10)
+            for node in nodes:  # MONITOR reports in order: all before it are in
+                await node.echo(marker)
+            await asyncio.wait_for(asyncio.shield(asyncio.gather(*watchers)), 10)
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for watcher in watchers:
+                watcher.cancel()
+            await asyncio.gather(*watchers, return_exceptions=True)
+            for node in nodes:
+                if node is not redis:
+                    await node.aclose()
 
 
 async def test_jwt_attacks_are_unauthenticated_and_never_touch_redis(
@@ -289,7 +319,7 @@ async def test_jwt_attacks_are_unauthenticated_and_never_touch_redis(
                 assert r.error == "unauthenticated", (name, subject, r.body)
     async with _redis_commands(redis) as control:  # a valid request does reach Redis
         await _grant(raw, alice, "payments.get_exchange_rate", RATE)
-    workers = _redis_addresses(raw.stack, {"authorize", "execute"})
+    workers = _redis_addresses(raw.stack, {"authorize", "execute"}, await _redis_ports(redis))
 
     def by_workers(seen: list[MonitorCommandInfo]) -> list[str]:
         return [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from mcp_handshake.services.dev.devstack import ping_counts
+from mcp_handshake.services.dev.ready import ping_counts
 from tests.conftest import Raw
 
 

@@ -47,7 +47,9 @@ async def run_rebuild(kit: Kit, store: Store, poll_s: float = 1.0) -> None:
     nc, subjects = kit.nc, kit.settings.subjects
     while True:
         try:
-            pending = await PendingLog.opened(nc.jetstream(), duplicate_window(kit.policy))
+            pending = await PendingLog.opened(
+                nc.jetstream(), duplicate_window(kit.policy), kit.settings.stream_replicas
+            )
             break
         except (NatsError, TimeoutError):
             log.warning("pending approvals log unavailable; retrying", exc_info=True)

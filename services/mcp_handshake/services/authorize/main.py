@@ -32,7 +32,9 @@ async def build(settings: Settings, nc: NATS) -> Worker:
         policy=kit.policy,
         store=kit.open_store(),
         approvals=ApprovalQueue(nc, subjects, signer),
-        pending=await PendingLog.opened(nc.jetstream(), duplicate_window(kit.policy)),
+        pending=await PendingLog.opened(
+            nc.jetstream(), duplicate_window(kit.policy), settings.stream_replicas
+        ),
     )
     return kit.worker(
         "Handshake phase 1 and the tool catalog",

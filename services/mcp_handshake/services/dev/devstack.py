@@ -10,7 +10,6 @@ and children are also told to exit if this process dies.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -26,11 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nats
-from nats.aio.client import Client as NATS
-
 from mcp_handshake.services.dev.devhome import ensure_home
 from mcp_handshake.services.dev.identities import DEFAULT_AGENT, Identities
+from mcp_handshake.services.dev.natscluster import NatsNode, is_nats_process, node_configs
 from mcp_handshake.services.dev.permissions import CONSOLE, OPERATOR, WORKER_KINDS
 from mcp_handshake.services.dev.procs import (
     Proc,
@@ -40,11 +37,11 @@ from mcp_handshake.services.dev.procs import (
     terminate,
     wait_port,
 )
-from mcp_handshake.services.runtime.service import discover
+from mcp_handshake.services.dev.ready import ping_counts, wait_services
 from mcp_handshake.shared.natsconn import connect_options
 from mcp_handshake.shared.settings import STACK_FILE, Settings, write_private
 
-__all__ = ["Stack", "StackSpec", "find_nats_server", "free_port"]
+__all__ = ["Stack", "StackSpec", "find_nats_server", "free_port", "ping_counts"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +59,8 @@ class StackSpec:
     gateway: int = 0
     #: Extra worker kinds started once each (e.g. approval, audit) when available.
     extra_kinds: Sequence[str] = ()
+    #: nats-server nodes: one, or a cluster (streams and buckets get min(3, n) replicas).
+    nats_nodes: int = 1
 
 
 @dataclass
@@ -76,6 +75,8 @@ class Stack:
     gateway_url: str = ""
     redis_port: int = 0
     nats_port: int = 0
+    #: The nodes of a NATS cluster this stack started (empty for a single server).
+    nats_cluster: list[NatsNode] = field(default_factory=list)
     #: Extra environment for every child (e.g. PYTHONPATH for extra tool modules).
     extra_env: dict[str, str] = field(default_factory=dict)
     #: Applied to the generated ``handshake.toml`` text before workers start.
@@ -106,6 +107,8 @@ class Stack:
             if identity not in (*WORKER_KINDS, CONSOLE):  # the CLI's status and audit tail
                 operator = self.identities.secret_file(OPERATOR)
                 env["HANDSHAKE_OPERATOR_PASSWORD_FILE"] = str(operator)
+        if self.nats_cluster:
+            env["HANDSHAKE_STREAM_REPLICAS"] = str(min(3, len(self.nats_cluster)))
         env.update(self.extra_env)
         return env
 
@@ -120,20 +123,27 @@ class Stack:
         self._reload_nats()
         return self.connect_options(name)
 
+    def _write_nats_configs(self) -> list[Path]:
+        subjects = Settings().subjects
+        if self.nats_cluster:
+            return node_configs(self.identities, self.nats_cluster, subjects)
+        return [self.identities.write_config(f"127.0.0.1:{self.nats_port}", subjects)]
+
     def _reload_nats(self, timeout: float = 5.0) -> None:
-        """Rewrite the server configuration and wait until the server has reloaded it."""
-        self.identities.write_config(f"127.0.0.1:{self.nats_port}", Settings().subjects)
-        log_file = self.logs / "nats-server.log"
+        """Rewrite the server configurations and wait until every node has reloaded."""
+        self._write_nats_configs()
         marker = b"Reloaded server configuration"
-        before = log_file.read_bytes().count(marker)
-        for proc in self.procs:
-            if proc.name == "nats-server":
-                proc.popen.send_signal(signal.SIGHUP)
+        nodes = [p for p in self.procs if is_nats_process(p.name) and p.popen.poll() is None]
+        seen = {p.name: (self.logs / f"{p.name}.log").read_bytes().count(marker) for p in nodes}
+        for proc in nodes:
+            proc.popen.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + timeout
-        while log_file.read_bytes().count(marker) <= before:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"nats-server did not reload its configuration; see {log_file}")
-            time.sleep(0.02)
+        for proc in nodes:
+            log_file = self.logs / f"{proc.name}.log"
+            while log_file.read_bytes().count(marker) <= seen[proc.name]:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{proc.name} did not reload; see {log_file}")
+                time.sleep(0.02)
 
     def _spawn(self, name: str, argv: list[str], identity: str = DEFAULT_AGENT) -> Proc:
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -151,13 +161,25 @@ class Stack:
         return proc
 
     def start_nats(self) -> None:
-        """nats-server with authorization on: the permission model deploy/ ships."""
-        self.nats_port = self.nats_port or free_port()
+        """nats-server with authorization on (the permission model deploy/ ships): one
+        server, or ``spec.nats_nodes`` nodes clustered on loopback."""
         self.identities.ensure_defaults()
-        config = self.identities.write_config(f"127.0.0.1:{self.nats_port}", Settings().subjects)
-        self._spawn("nats-server", [find_nats_server(), "-c", str(config)])
-        self.nats_url = f"nats://127.0.0.1:{self.nats_port}"
-        wait_port(self.nats_port, "nats-server")
+        if self.spec.nats_nodes > 1:
+            self.nats_cluster = [NatsNode(i) for i in range(self.spec.nats_nodes)]
+            self.nats_port = self.nats_cluster[0].client
+        self.nats_port = self.nats_port or free_port()
+        nodes = self.nats_cluster or [NatsNode(0, self.nats_port)]
+        for node, config in zip(nodes, self._write_nats_configs(), strict=True):
+            self.start_nats_node(node, config)
+        self.nats_url = ",".join(n.url for n in nodes)
+
+    def start_nats_node(self, node: NatsNode, config: Path | None = None) -> None:
+        """Start (or restart, after a kill) one node of this stack's NATS."""
+        name = node.name if self.nats_cluster else "nats-server"
+        config = config or (self.identities.root / f"{name}.conf" if self.nats_cluster
+                            else self.identities.config_file)  # fmt: skip
+        self._spawn(name, [find_nats_server(), "-c", str(config)])
+        wait_port(node.client, name)
 
     def start_redis(self) -> None:
         exe = shutil.which("redis-server")
@@ -236,7 +258,7 @@ class Stack:
         if self.gateway_url:
             stack["gateway_url"] = self.gateway_url
         if self.nats_port:
-            nats = next(p for p in self.procs if p.name == "nats-server")
+            nats = next(p for p in self.procs if is_nats_process(p.name))
             stack.update(
                 nats_pid=nats.popen.pid,
                 nats_listen=f"127.0.0.1:{self.nats_port}",
@@ -248,33 +270,17 @@ class Stack:
 
     async def wait_ready(self, expected: dict[str, int], timeout: float = 30.0) -> None:
         """Wait until ``expected[name]`` instances of each service answer ``$SRV.PING``."""
-        deadline = time.monotonic() + timeout
         if self.nats_port:
             options = self.connect_options(OPERATOR)
         else:  # existing servers (several URLs allowed), as the settings say
             options = connect_options(self.settings().as_operator(), "stack")
-        nc = await nats.connect(**options, connect_timeout=5)
-        try:
-            while True:
-                counts = await ping_counts(nc)
-                if all(counts.get(k, 0) >= n for k, n in expected.items()):
-                    return
-                dead = [p.name for p in self.procs if p.popen.poll() is not None]
-                if dead or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"stack did not come up (dead: {dead}, seen: {counts}); "
-                        f"see logs in {self.logs}"
-                    )
-                await asyncio.sleep(0.1)
-        finally:
-            await nc.close()
+        await wait_services(options, expected, self.procs, self.logs, timeout)
 
     def stop(self) -> None:
         """Stop workers first (they drain through NATS), then the target, then the servers."""
-        servers = {"nats-server", "redis-server"}
-        workers = [p for p in self.procs if p.name not in servers | {"target"}]
-        for group in (workers, [p for p in self.procs if p.name == "target"],
-                      [p for p in self.procs if p.name in servers]):  # fmt: skip
+        servers = [p for p in self.procs if is_nats_process(p.name) or p.name == "redis-server"]
+        workers = [p for p in self.procs if p not in servers and p.name != "target"]
+        for group in (workers, [p for p in self.procs if p.name == "target"], servers):
             terminate(group)
         self.procs.clear()
         with contextlib.suppress(FileNotFoundError):
@@ -289,12 +295,3 @@ class Stack:
         options = self.connect_options(identity)
         del options["servers"]
         return options
-
-
-async def ping_counts(nc: NATS, wait: float = 0.25) -> dict[str, int]:
-    """How many instances of each micro service answer a ping."""
-    counts: dict[str, int] = {}
-    for answer in await discover(nc, "PING", wait):
-        name = answer.get("name", "?")
-        counts[name] = counts.get(name, 0) + 1
-    return counts

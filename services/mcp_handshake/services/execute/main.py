@@ -31,7 +31,9 @@ async def build(settings: Settings, nc: NATS) -> Worker:
         tools=kit.tools,
         policy=kit.policy,
         store=store,
-        proofs=ProofVerifier(KeyRegistry(nc.jetstream(), create=True)),
+        proofs=ProofVerifier(
+            KeyRegistry(nc.jetstream(), create=True, replicas=settings.stream_replicas)
+        ),
         audit=audit,
         receipts=ReceiptSigner.from_file(cfg.resolve(cfg.keys.receipt), cfg.service.id),
         dispatcher=DispatchSigner.from_file(cfg.resolve(cfg.keys.dispatch)),

@@ -53,9 +53,11 @@ async def open_bucket(js: JetStreamContext, config: KeyValueConfig, *, create: b
     raise AssertionError("unreachable")
 
 
-async def open_key_bucket(js: JetStreamContext, *, create: bool) -> KeyValue:
-    """The registry's bucket: file storage, one revision per key."""
-    config = KeyValueConfig(bucket=KEYS_BUCKET, history=1, storage=StorageType.FILE, direct=False)
+async def open_key_bucket(js: JetStreamContext, *, create: bool, replicas: int = 1) -> KeyValue:
+    """The registry's bucket: file storage, one revision per key, ``replicas`` copies
+    when it is created here."""
+    config = KeyValueConfig(bucket=KEYS_BUCKET, history=1, storage=StorageType.FILE,
+                            direct=False, replicas=replicas)  # fmt: skip
     return await open_bucket(js, config, create=create)
 
 
@@ -71,14 +73,15 @@ class KeyRegistry:
     """Keys per subject. Reads open the bucket lazily, so an execute worker started
     before any key was registered finds keys registered later."""
 
-    def __init__(self, js: JetStreamContext, *, create: bool = False) -> None:
+    def __init__(self, js: JetStreamContext, *, create: bool = False, replicas: int = 1) -> None:
         self._js = js
         self._create = create
+        self._replicas = replicas
         self._kv: KeyValue | None = None
 
     async def _bucket(self) -> KeyValue:
         if self._kv is None:
-            self._kv = await open_key_bucket(self._js, create=self._create)
+            self._kv = await open_key_bucket(self._js, create=self._create, replicas=self._replicas)
         return self._kv
 
     async def register(self, sub: str, jwk: dict[str, Any]) -> str:

@@ -50,22 +50,24 @@ class PendingLog:
     """The durable copy of pending approvals. ``max_age_s`` bounds how long any entry
     can stay (the longest approval lifetime), should its deletion have been lost."""
 
-    def __init__(self, js: JetStreamContext, max_age_s: float) -> None:
+    def __init__(self, js: JetStreamContext, max_age_s: float, replicas: int = 1) -> None:
         self._js = js
         self._max_age_s = max_age_s
+        self._replicas = replicas
         self._kv: KeyValue | None = None
 
     @classmethod
-    async def opened(cls, js: JetStreamContext, max_age_s: float) -> PendingLog:
+    async def opened(cls, js: JetStreamContext, max_age_s: float, replicas: int = 1) -> PendingLog:
         """The log, its bucket created when missing (by authorize or approval workers,
         whichever starts first; an operator may create it first with more replicas)."""
-        log_ = cls(js, max_age_s)
+        log_ = cls(js, max_age_s, replicas)
         await log_.open(create=True)
         return log_
 
     async def open(self, *, create: bool) -> None:
         config = KeyValueConfig(bucket=PENDING_BUCKET, history=1, ttl=self._max_age_s,
-                                storage=StorageType.FILE, direct=False)  # fmt: skip
+                                storage=StorageType.FILE, direct=False,
+                                replicas=self._replicas)  # fmt: skip
         self._kv = await open_bucket(self._js, config, create=create)
 
     @property

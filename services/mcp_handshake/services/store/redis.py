@@ -10,6 +10,9 @@ Passwords are never part of a message, a log line or a ``repr``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -19,6 +22,7 @@ from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 
 from mcp_handshake.shared.natsconn import redact
@@ -27,6 +31,7 @@ from mcp_handshake.shared.settings import Settings
 __all__ = [
     "POOL_SIZE",
     "POOL_WAIT_S",
+    "BoundedCluster",
     "Client",
     "SentinelClient",
     "StoreError",
@@ -186,14 +191,52 @@ def _sentinel(settings: Settings) -> Redis:
     return client
 
 
+class BoundedCluster(RedisCluster):
+    """redis-py's cluster client, bounded like the single-Redis pool.
+
+    A node's pool in redis-py does not wait: past its ``max_connections`` a command
+    fails at once (``MaxConnectionsError``), so a burst of healthy traffic turned into
+    ``unavailable`` replies. Here at most ``IN_FLIGHT`` commands (and batches) run at
+    once per process, below any node's pool size; the rest wait, up to
+    ``POOL_WAIT_S``. And when redis-py tears a connection down under a command (its
+    reconnect handling closes free connections while another command takes one), the
+    event loop's "transport closed" ``RuntimeError`` is a ``ConnectionError``:
+    ``unavailable``, never ``internal``.
+    """
+
+    IN_FLIGHT = POOL_SIZE * 3 // 4
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_flight = asyncio.Semaphore(self.IN_FLIGHT)
+
+    @contextlib.asynccontextmanager
+    async def bounded(self) -> AsyncIterator[None]:
+        """One slot of the process's in-flight bound, for a command or a batch."""
+        try:
+            async with asyncio.timeout(POOL_WAIT_S):
+                await self._in_flight.acquire()
+        except TimeoutError:
+            raise RedisConnectionError("no Redis connection became free in time") from None
+        try:
+            yield
+        except RuntimeError as exc:  # a transport closed under the command
+            raise RedisConnectionError("Redis connection closed during a command") from exc
+        finally:
+            self._in_flight.release()
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self.bounded():
+            return await super().execute_command(*args, **kwargs)
+
+
 def _cluster(settings: Settings) -> RedisCluster:
-    """Redis Cluster from its startup nodes. A node's pool does not wait: beyond
-    ``POOL_SIZE`` connections to one node a command is ``unavailable`` at once."""
+    """Redis Cluster from its startup nodes (see :class:`BoundedCluster`)."""
     startup = urls(settings)
     nodes = [ClusterNode(urlsplit(u).hostname or "127.0.0.1", urlsplit(u).port or 6379)
              for u in startup]  # fmt: skip
     common = _common(settings, startup[0])
-    return RedisCluster(
+    return BoundedCluster(
         startup_nodes=nodes,
         ssl=urlsplit(startup[0]).scheme == "rediss",
         max_connections=POOL_SIZE,

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from contextlib import nullcontext
 from importlib import resources
 from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
-from .redis import Client
+from .redis import BoundedCluster, Client
 
 __all__ = ["Arg", "Batch", "Scripts"]
 
@@ -100,7 +101,10 @@ class Batch:
             if not len(self.pipe):
                 return []
             # Not ``async with``: a cluster pipeline's __aenter__ drops what was queued.
-            out: list[Any] = await self.pipe.execute(raise_on_error=False)
+            redis = self._scripts.redis
+            bound = redis.bounded() if isinstance(redis, BoundedCluster) else nullcontext()
+            async with bound:
+                out: list[Any] = await self.pipe.execute(raise_on_error=False)
             return out
 
         calls = [self._scripts.call(*c) for c in self._calls.values()]

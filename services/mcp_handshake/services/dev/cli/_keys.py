@@ -63,9 +63,11 @@ def read_public_jwk(path: Path) -> dict[str, object]:
 async def register(settings: Settings, sub: str, jwk: dict[str, object]) -> str:
     """Register a key in the registry (NATS KV, as the operator)."""
     async with nats_connection(settings.as_operator()) as nc:
-        return await KeyRegistry(nc.jetstream(), create=True).register(sub, jwk)
+        registry = KeyRegistry(nc.jetstream(), create=True, replicas=settings.stream_replicas)
+        return await registry.register(sub, jwk)
 
 
 async def revoke(settings: Settings, sub: str, kid: str) -> bool:
     async with nats_connection(settings.as_operator()) as nc:
-        return await KeyRegistry(nc.jetstream(), create=True).revoke(sub, kid)
+        registry = KeyRegistry(nc.jetstream(), create=True, replicas=settings.stream_replicas)
+        return await registry.revoke(sub, kid)

@@ -190,8 +190,11 @@ class _Api:
 
     async def stats(self, request: Request) -> JSONResponse:
         ledger = self.ledger
-        return JSONResponse({"side_effects": ledger.side_effects, "calls": dict(ledger.calls),
-                             "traceparents": list(ledger.traceparents)})  # fmt: skip
+        body: dict[str, Any] = {"side_effects": ledger.side_effects, "calls": dict(ledger.calls),
+                                "traceparents": list(ledger.traceparents)}  # fmt: skip
+        if request.query_params.get("payments"):  # payments made per account (drills)
+            body["payments_to"] = Counter(str(p.get("to_account")) for p in ledger.payments)
+        return JSONResponse(body)
 
 
 def create_app(api_key: str) -> Starlette:

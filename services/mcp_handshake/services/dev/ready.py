@@ -1,0 +1,52 @@
+"""Waiting for a stack's workers: every expected micro service answers ``$SRV.PING``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+
+from mcp_handshake.services.dev.procs import Proc
+from mcp_handshake.services.runtime.service import discover
+
+__all__ = ["ping_counts", "wait_services"]
+
+
+async def ping_counts(nc: NATS, wait: float = 0.25) -> dict[str, int]:
+    """How many instances of each micro service answer a ping."""
+    counts: dict[str, int] = {}
+    for answer in await discover(nc, "PING", wait):
+        name = answer.get("name", "?")
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+async def wait_services(
+    options: dict[str, Any],
+    expected: dict[str, int],
+    procs: Sequence[Proc],
+    logs: Path,
+    timeout: float = 30.0,
+) -> None:
+    """Wait until ``expected[name]`` instances of each service answer; fail at once when
+    one of ``procs`` has died, or at ``timeout``."""
+    deadline = time.monotonic() + timeout
+    nc = await nats.connect(**options, connect_timeout=5)
+    try:
+        while True:
+            counts = await ping_counts(nc)
+            if all(counts.get(k, 0) >= n for k, n in expected.items()):
+                return
+            dead = [p.name for p in procs if p.popen.poll() is not None]
+            if dead or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"stack did not come up (dead: {dead}, seen: {counts}); see logs in {logs}"
+                )
+            await asyncio.sleep(0.1)
+    finally:
+        await nc.close()
