@@ -11,6 +11,10 @@ echo "== mypy"
 echo "== pytest"
 .venv/bin/python -m pytest -q "$@"
 if [ $# -eq 0 ]; then
+  # The failure drill on a NATS cluster and a Redis Cluster (the whole of it, suites on
+  # both Redis shapes included, is `make test-cluster`).
+  echo "== failure drill (NATS cluster + Redis Cluster)"
+  HANDSHAKE_TEST_ENGINES=cluster .venv/bin/python -m pytest -q -s tests/test_engine_drills.py
   # The CrewAI adapter's test and example, in their own virtualenv (see bootstrap.sh).
   echo "== pytest (CrewAI, in .venv-crewai)"
   bash scripts/bootstrap.sh crewai

@@ -11,7 +11,8 @@ away. Required, and printed with the figures:
   executed one its ``execute.succeeded`` and ``receipt.issued`` in the hash-chained log;
 - the failover window answers ``unavailable`` (a request whose worker was connected to
   the killed node gets no reply; a token issued just before the Redis master died may
-  be gone: ``invalid_transaction``, never a second run);
+  be gone: ``invalid_transaction``, never a second run; a dispatch whose executor was
+  connected to the killed node is ``outcome_unknown``, and ran at most once);
 - full service is back within seconds.
 """
 
@@ -49,7 +50,7 @@ AGENTS = 6  # concurrent callers
 STREAK = 20  # consecutive successes that count as "service is back"
 #: Outcomes a failover window may answer (see the module docstring).
 WINDOW_OUTCOMES = {"ok", "authorize:unavailable", "execute:unavailable", "no_reply",
-                   "execute:invalid_transaction"}  # fmt: skip
+                   "execute:invalid_transaction", "execute:outcome_unknown"}  # fmt: skip
 
 
 @dataclass
@@ -68,15 +69,15 @@ class Traffic:
     executed: set[str] = field(default_factory=set)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def after(self, t: float) -> list[Call]:
-        return sorted((c for c in self.calls if c.end >= t), key=lambda c: c.end)
+    def between(self, t: float, until: float = float("inf")) -> list[Call]:
+        return sorted((c for c in self.calls if t <= c.end < until), key=lambda c: c.end)
 
-    def back_after(self, t: float) -> float | None:
-        """Seconds from ``t`` until the first of ``STREAK`` consecutive successes that
-        lasts to the end of the run (None: service never came back)."""
+    def back_after(self, t: float, until: float = float("inf")) -> float | None:
+        """Seconds from ``t`` until the first of ``STREAK`` or more consecutive successes
+        that last until ``until`` (None: service did not come back)."""
         streak_start: float | None = None
         run = 0
-        for call in self.after(t):
+        for call in self.between(t, until):
             if call.outcome == "ok":
                 run += 1
                 if streak_start is None:
@@ -190,7 +191,7 @@ async def _drill(stack: Stack, topology: Topology, report: dict[str, Any]) -> Tr
         await asyncio.gather(*agents)
         await nc.close()
     report["windows"] = {"nats": _window(traffic, t_nats, t_redis),
-                         "redis": _window(traffic, t_redis, time.monotonic())}  # fmt: skip
+                         "redis": _window(traffic, t_redis, float("inf"))}  # fmt: skip
     return traffic
 
 
@@ -203,8 +204,8 @@ async def _until_back(traffic: Traffic, t: float, budget: float) -> None:
 
 
 def _window(traffic: Traffic, t: float, until: float) -> dict[str, Any]:
-    calls = [c for c in traffic.after(t) if c.end < until]
-    back = traffic.back_after(t)
+    calls = traffic.between(t, until)
+    back = traffic.back_after(t, until)
     return {"calls": len(calls), "outcomes": dict(Counter(c.outcome for c in calls)),
             "back_s": None if back is None else round(back, 2)}  # fmt: skip
 

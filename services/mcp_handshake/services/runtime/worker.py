@@ -289,3 +289,9 @@ def run(main: Awaitable[None]) -> None:
         sys.stderr.write(f"{exc.args[0]}\n")
         sys.stderr.flush()
         raise SystemExit(exc.exit_code) from None
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        # A key, config or credential file the settings name but this process cannot
+        # read (a kind started without its mount): one line, not a traceback.
+        sys.stderr.write(f"configuration: cannot read {exc.filename}: {exc.strerror}\n")
+        sys.stderr.flush()
+        raise SystemExit(2) from None  # the CLI's "usage" class (dev/cli/_exits.py)
