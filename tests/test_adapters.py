@@ -181,6 +181,32 @@ async def test_langchain_sync_invoke_and_pending_approval(
         assert refused["status"] == "error" and refused["code"] == "invalid_params"
 
 
+async def test_an_escalated_call_is_followed_up_with_handshake_wait(
+    stack: Stack, hs: SyncHandshakeClient
+) -> None:
+    """No tool of a billing session is restricted, but an invoice above the policy's
+    threshold needs approval: it answers pending, and handshake_wait is there for it."""
+    from mcp_handshake.client.adapters.langchain import langchain_tools
+
+    with (
+        SyncHandshakeClient(
+            stack.nats_url or "", **agent_args(stack, "fw-biller", "billing")
+        ) as biller,
+        SyncHandshakeClient(
+            stack.nats_url or "", **agent_args(stack, "fw-approver2", "approver")
+        ) as approver,
+    ):
+        tools = {t.name: t for t in langchain_tools(biller, approval_wait_s=0.5)}
+        big = {"customer_id": "cus_8f3k2m9q", "amount": 5000, "currency": "EUR"}
+        async with TargetSaw(stack) as saw:
+            first = tools["payments__create_invoice"].invoke(big)
+            assert first["status"] == "pending_approval", first
+            approver.decide(first["transaction_id"], "approve", "ok")
+            done = tools["handshake_wait"].invoke({"transaction_id": first["transaction_id"]})
+        assert done["status"] == "ok" and done["result"]["amount"] == 5000, done
+        assert saw.side_effects == 1
+
+
 # -- OpenAI Agents SDK: Runner with a fake Model -------------------------------------
 
 

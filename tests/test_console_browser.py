@@ -137,7 +137,7 @@ async def test_an_approver_approves_a_payment_and_the_waiting_agent_completes(
 
         await asyncio.to_thread(approve)
         result: CallResult = await asyncio.wait_for(call, 30)
-    assert result.result["status"] in {"sent", "completed", "ok"} or result.result
+    assert result.result["status"] == "sent", result.result  # the target made the payment
     assert [a["by"] for a in result.claims["approvals"]] == ["ana-approver"]
 
 
@@ -244,3 +244,33 @@ async def test_a_non_approver_sees_no_approvals_and_script_in_params_is_text(
     async with connected(stack) as raw:  # leave nothing pending for other tests
         denier = raw.session("dora-approver", "approver", bind=False)
         assert (await raw.decide(denier, txn, "deny", sign=False)).error is None
+
+
+async def test_a_decision_posted_without_its_csrf_token_is_refused(
+    stack: Stack, console_url: str, browser: WebDriver, tmp_path: Path
+) -> None:
+    """A signed-in approver's own browser, the form's CSRF field removed before it is
+    sent: 403, and the payment stays pending until a proper decision."""
+    recipient = "acct_C0nsoleCsrf03"
+    async with Agent(stack, tmp_path, "tess-csrf").client as hs:
+        call = asyncio.create_task(hs.call("payments.send_payment", payment(recipient, 3100)))
+
+        def forge_then_approve() -> None:
+            sign_in(browser, console_url, "cy-approver", "approver")
+            browser.get(f"{console_url}/approvals")
+            item = wait_for(browser, lambda: approval_with(browser, recipient))
+            browser.execute_script(
+                "arguments[0].closest('form').querySelector('input[name=csrf]').remove()",
+                item.find_element(By.CSS_SELECTOR, "button.approve"),
+            )
+            submit(browser, item.find_element(By.CSS_SELECTOR, "button.approve"))
+            assert "CSRF" in browser.page_source, browser.page_source[:500]
+            shot(browser, tmp_path, "csrf-refused")
+            browser.get(f"{console_url}/approvals")
+            item = wait_for(browser, lambda: approval_with(browser, recipient))
+            assert item.find_element(By.CLASS_NAME, "quorum").text == "0/1"
+            submit(browser, item.find_element(By.CSS_SELECTOR, "button.approve"))
+
+        await asyncio.to_thread(forge_then_approve)
+        result: CallResult = await asyncio.wait_for(call, 30)
+    assert [a["by"] for a in result.claims["approvals"]] == ["cy-approver"]

@@ -168,12 +168,11 @@ class MediatedTool:
 def mediated(
     client: AnyClient, tools: list[ToolInfo] | None, approval_wait_s: float
 ) -> list[MediatedTool]:
-    """The catalog as ``MediatedTool``s, plus ``handshake_wait`` when a tool is restricted."""
+    """The catalog as ``MediatedTool``s, plus ``handshake_wait``: always, since policy may
+    escalate any tool to approval for some params (an invoice above a threshold)."""
     if not approval_wait_s > 0:
         raise ValueError("approval_wait_s must be a positive number of seconds")
-    infos = catalog(client, tools)
-    if any(info.tier == "restricted" for info in infos):
-        infos = [*infos, WAIT_TOOL]
+    infos = [*catalog(client, tools), WAIT_TOOL]
     pending: dict[str, PendingCall] = {}
     return [MediatedTool(client, info, approval_wait_s, pending) for info in infos]
 

@@ -148,7 +148,8 @@ def _fmt_event(event: dict[str, Any]) -> dict[str, str]:
 def _kinds(snap: dict[str, Any], rates: dict[str, float]) -> list[dict[str, Any]]:
     """Workers per kind as ``status`` shows them (average latency in ms)."""
     out = []
-    for kind in ("authorize", "execute", "executor", "approval", "audit"):
+    core = ("authorize", "execute", "executor", "approval", "audit")
+    for kind in [*core, *sorted(set(snap["workers"]) - set(core))]:  # gateways too
         k = snap["workers"].get(kind)
         if k is None:
             out.append({"kind": kind, "up": 0})
