@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import shlex
 import subprocess
@@ -266,3 +267,40 @@ async def test_expired_or_missing_session(stack: Stack, tmp_path: Path) -> None:
     )  # fmt: skip
     assert out.returncode == 3 and out.stderr.startswith("unauthenticated: "), out.stderr
     assert "\n" not in out.stderr.strip()
+
+
+@pytest.mark.parametrize(
+    ("config", "key"),
+    [("claude_desktop_config.json", "mcpServers"), ("cursor_mcp.json", "mcpServers"),
+     ("vscode_mcp.json", "servers")],
+)  # fmt: skip
+async def test_the_shipped_host_configs_work_as_written(
+    stack: Stack, tmp_path: Path, config: str, key: str
+) -> None:
+    """examples/mcp/<host>.json started the way its host starts it: exactly the command,
+    args and env it gives (plus the host's own environment), with the project at a path
+    of the test's own. Nothing else says where NATS is or who the agent is."""
+    project = tmp_path / "project"
+    (project / ".venv" / "bin").mkdir(parents=True)
+    (project / ".venv" / "bin" / "mcp-handshake").symlink_to(Path(sys.executable).parent
+                                                             / "mcp-handshake")  # fmt: skip
+    (project / ".handshake").symlink_to(stack.home)
+
+    def local(value: str) -> str:
+        return value.replace("/home/me/project", str(project)).replace(
+            "${workspaceFolder}", str(project))  # fmt: skip
+
+    entry = json.loads((ROOT / "examples" / "mcp" / config).read_text())[key]["handshake"]
+    env = {k: local(v) for k, v in entry["env"].items()}
+    env.update(XDG_CONFIG_HOME=str(tmp_path / "config"), PYTHONPATH=str(ROOT))
+    params = StdioServerParameters(command=local(entry["command"]), args=entry["args"], env=env)
+    with (tmp_path / "mcp.log").open("a") as errlog:
+        async with stdio_client(params, errlog=errlog) as (read, write):
+            async with ClientSession(read, write) as mcp:
+                await mcp.initialize()
+                listed = {t.name for t in (await mcp.list_tools()).tools}
+                assert "payments__list_invoices" in listed, listed
+                # Internal tier: the proof is signed by the key the session is bound to.
+                result = await mcp.call_tool("payments__list_invoices", {"limit": 1})
+    assert not result.is_error, text(result)
+    assert receipt_claims(result)["tool"] == "payments.list_invoices"
