@@ -162,7 +162,6 @@ async def test_gateway_identity_has_least_privilege(stack: Stack) -> None:
         for subject in (
             "handshake.v1.approvals.list",
             "handshake.v1.approvals.decide",
-            "handshake.v1.reconcile",
             "handshake.internal.executor.payments",
             "handshake.audit.gateway.x",
             "$KV.HANDSHAKE_KEYS.x",
@@ -177,7 +176,7 @@ async def test_gateway_identity_has_least_privilege(stack: Stack) -> None:
         await nc.flush()
         await asyncio.sleep(0.3)
         violations = [e for e in errors if "permissions violation" in str(e).lower()]
-        assert len(violations) == 9, errors
+        assert len(violations) == 8, errors
         r = await nc.request("handshake.v1.keys", b"{}", timeout=5)  # what it may do
         assert b"keys" in r.data
     finally:
@@ -202,7 +201,7 @@ async def test_discovery_shows_the_gateway_and_its_requests(
     (mine,) = [a for a in info if a["metadata"].get("url") == gateway_url]
     (stats,) = [a for a in answers if a["id"] == mine["id"]]
     routes = {e["name"]: e for e in stats["endpoints"]}
-    assert set(routes) == {"authorize", "execute", "tools", "status", "keys"}
+    assert set(routes) == {"authorize", "execute", "reconcile", "tools", "status", "keys"}
     assert routes["keys"]["num_requests"] >= 1 and routes["keys"]["data"]["outcomes"]["ok"] >= 1
     assert routes["authorize"]["num_requests"] >= 5
     assert routes["execute"]["data"]["outcomes"].get("approval_pending", 0) >= 1

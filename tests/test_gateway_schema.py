@@ -50,6 +50,7 @@ def test_document_is_generated_from_the_wire_types() -> None:
     assert set(doc["paths"]) == {
         "/v1/authorize",
         "/v1/execute",
+        "/v1/reconcile",
         "/v1/tools",
         "/v1/status/{txn}",
         "/v1/keys",
@@ -76,7 +77,10 @@ def test_served_document_and_offline_docs(gateway_url: str) -> None:
 
 
 #: (operation, mode): operations without inputs have no negative data.
-RUNS = [(op, GenerationMode.POSITIVE) for op in ("authorize", "execute", "tools", "status", "keys")]
+RUNS = [
+    (op, GenerationMode.POSITIVE)
+    for op in ("authorize", "execute", "reconcile", "tools", "status", "keys")
+]
 RUNS += [(op, GenerationMode.NEGATIVE) for op in ("authorize", "execute", "status")]
 
 

@@ -113,6 +113,21 @@ async def execute(request: Request) -> Response:
     return _json(reply, headers=extra)
 
 
+async def reconcile(request: Request) -> Response:
+    """Settle an ``outcome_unknown`` transaction (protocol.md, "reconcile"): the token and,
+    where the tier needs one, a ``Handshake-Proof`` over ``{txn, tool:
+    "handshake.reconcile", ph: "reconcile"}``."""
+    gw = _gateway(request)
+    data = await read_body(request, gw.options.max_body, gw.options.body_timeout_s)
+    headers = nats_headers(request, TOKEN_HEADER, PROOF_HEADER, DPOP_HEADER)
+    if DPOP_HEADER in headers:
+        raise BadRequest("reconcile takes a Handshake-Proof header, not DPoP")
+    reply = await gw.forward(
+        gw.subjects.reconcile, data, ExecuteReply, headers, timeout_error=OutcomeUnknown
+    )
+    return _json(reply)
+
+
 async def tools(request: Request) -> Response:
     gw = _gateway(request)
     reply = await gw.forward(gw.subjects.tools, b"{}", ToolsReply, nats_headers(request))
@@ -211,6 +226,7 @@ class _Contain:
 _API = {
     "/v1/authorize": ("POST", authorize),
     "/v1/execute": ("POST", execute),
+    "/v1/reconcile": ("POST", reconcile),
     "/v1/tools": ("GET", tools),
     "/v1/status/{txn}": ("GET", status),
     "/v1/keys": ("GET", keys),

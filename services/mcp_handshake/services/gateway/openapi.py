@@ -25,6 +25,7 @@ from mcp_handshake.shared.wire import (
     ExecuteRequest,
     Grant,
     Jwks,
+    ReconcileRequest,
     StatusReply,
     ToolsReply,
 )
@@ -36,6 +37,7 @@ _REF = "#/components/schemas/{name}"
 ERROR_STATUSES = {
     "authorize": (400, 401, 403, 404, 408, 413, 422, 429, 500, 503),
     "execute": (400, 401, 403, 408, 409, 413, 422, 429, 500, 502, 503, 504),
+    "reconcile": (400, 401, 403, 408, 409, 413, 422, 429, 500, 502, 503, 504),
     "tools": (400, 401, 429, 500, 503),
     "status": (400, 401, 404, 409, 429, 500, 503),
     "keys": (400, 500, 503),
@@ -95,6 +97,13 @@ def _paths() -> dict[str, Any]:
             {200: _json_body(ExecuteReply, "the result and its signed receipt")},
             parameters=execute_headers,
             requestBody={"required": True, **_json_body(ExecuteRequest, "the operation")})},
+        "/v1/reconcile": {"post": _operation(
+            "reconcile", "Settle a transaction left outcome_unknown (run it again, once)",
+            {200: _json_body(ExecuteReply, "the result and its signed receipt")},
+            parameters=[execute_headers[0], _header(PROOF_HEADER,
+                        "a handshake-proof+jwt over {txn, tool: handshake.reconcile, "
+                        "ph: reconcile}, for tiers internal and above")],
+            requestBody={"required": True, **_json_body(ReconcileRequest, "the transaction")})},
         "/v1/tools": {"get": _operation(
             "tools", "The tools this caller may use", {200: _json_body(ToolsReply, "tools")})},
         "/v1/status/{txn}": {"get": _operation(
@@ -108,8 +117,8 @@ def _paths() -> dict[str, Any]:
 @functools.cache
 def openapi_document() -> bytes:
     """The document, as served at ``/openapi.json``."""
-    structs = (AuthorizeRequest, ExecuteRequest, Grant, ExecuteReply, ToolsReply,
-               StatusReply, Jwks, ErrorReply)  # fmt: skip
+    structs = (AuthorizeRequest, ExecuteRequest, ReconcileRequest, Grant, ExecuteReply,
+               ToolsReply, StatusReply, Jwks, ErrorReply)  # fmt: skip
     _, components = msgspec.json.schema_components(structs, ref_template=_REF)
     doc = {
         "openapi": "3.1.0",
