@@ -110,6 +110,11 @@ def test_public_api_is_pinned() -> None:
     assert all(hasattr(mcp_server, name) for name in mcp_server.__all__)
     assert mcp_server.hints("public").read_only_hint is True
     assert mcp_server.hints("restricted").destructive_hint is True
+    # The operation's own word over the tier's: an internal GET reads only.
+    internal_get = mcp_server.hints("internal", True, True)
+    assert internal_get.read_only_hint is True and internal_get.idempotent_hint is True
+    assert mcp_server.hints("restricted", True).destructive_hint is False
+    assert mcp_server.hints("restricted", False).destructive_hint is True
 
 
 def test_names_map_reversibly_and_refuse_ambiguity() -> None:
@@ -152,6 +157,8 @@ async def test_stdio_lists_and_calls_each_tier(stack: Stack, tmp_path: Path) -> 
         assert rate.input_schema["required"] == ["base", "quote"]
         send = listed["payments__send_payment"].annotations
         assert send is not None and send.destructive_hint is True and not send.read_only_hint
+        invoices = listed["payments__list_invoices"].annotations  # internal, but a GET
+        assert invoices is not None and invoices.read_only_hint is True
 
         public = await mcp.call_tool("payments__get_exchange_rate", RATE)
         assert public.structured_content["rate"] > 0

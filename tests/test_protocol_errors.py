@@ -259,8 +259,15 @@ async def test_tools_catalog_is_filtered_by_policy(raw: Raw) -> None:
     names = {t["name"] for t in r.body["tools"] if not t["name"].startswith("test.")}
     assert names == {"payments.get_exchange_rate", "customers.get_customer"}
     for t in r.body["tools"]:
-        assert set(t) == {"name", "description", "tier", "params_schema"}
+        assert {"name", "description", "tier", "params_schema"} <= set(t)
+        assert set(t) <= {"name", "description", "tier", "params_schema", "read_only",
+                          "idempotent"}  # fmt: skip
         assert t["params_schema"]["type"] == "object"
+    ops = {t["name"]: t for t in r.body["tools"]}
+    rate = ops["payments.get_exchange_rate"]  # GET: reads only
+    assert rate["read_only"] is True and rate["idempotent"] is True
+    echo = ops["test.echo"]  # an in-process function says nothing of its effect
+    assert "read_only" not in echo and "idempotent" not in echo
 
 
 async def test_keys_is_a_jwks(raw: Raw) -> None:

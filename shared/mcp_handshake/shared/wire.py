@@ -119,11 +119,16 @@ class ExecuteReply(msgspec.Struct, frozen=True, omit_defaults=True):
     result_hash: str | None = None
 
 
-class ToolInfo(msgspec.Struct, frozen=True):
+class ToolInfo(msgspec.Struct, frozen=True, omit_defaults=True):
     name: str
     description: str
     tier: str
     params_schema: dict[str, Any]
+    #: Additive, present when the operation says: it only reads (an HTTP GET or HEAD),
+    #: and repeating it has the effect of one call (GET, HEAD, PUT, DELETE, or a target
+    #: that de-duplicates it by its Idempotency-Key).
+    read_only: bool | None = None
+    idempotent: bool | None = None
 
 
 class ToolsReply(msgspec.Struct, frozen=True):

@@ -1,8 +1,11 @@
-"""The mediated catalog as MCP tools: names, schemas, and hints from the tier.
+"""The mediated catalog as MCP tools: names, schemas, and hints from the operation
+and the tier.
 
-The catalog (``handshake.v1.tools``) tells each tool's tier but not its HTTP
-method, so the hints follow the tier, leaning to the careful side (a host may
-skip a confirmation for a read-only tool, never for the others):
+Where the catalog (``handshake.v1.tools``) says what the operation does
+(``read_only``, ``idempotent``: an HTTP operation's method and Idempotency-Key),
+that sets ``readOnlyHint`` and ``idempotentHint``, and a read-only operation is
+never destructive. Otherwise the hints follow the tier, leaning to the careful
+side (a host may skip a confirmation for a read-only tool, never for the others):
 
 ========== ============ =============== ===============
 tier       readOnlyHint destructiveHint idempotentHint
@@ -43,9 +46,17 @@ _HINTS: dict[str, tuple[bool, bool, bool]] = {
 }
 
 
-def hints(tier: str) -> types.ToolAnnotations:
-    """Hints for a tool of ``tier`` (an unknown tier gets the restricted ones)."""
+def hints(
+    tier: str, read_only_op: bool | None = None, idempotent_op: bool | None = None
+) -> types.ToolAnnotations:
+    """Hints for a tool of ``tier`` (an unknown tier gets the restricted ones), with what
+    the catalog says of its operation over the tier's defaults."""
     read_only, destructive, idempotent = _HINTS.get(tier, _HINTS["restricted"])
+    if read_only_op is not None:
+        read_only = read_only_op
+        destructive = destructive and not read_only_op
+    if idempotent_op is not None:
+        idempotent = idempotent_op
     return types.ToolAnnotations(
         read_only_hint=read_only,
         destructive_hint=destructive,
@@ -76,7 +87,7 @@ def as_mcp_tools(catalog: list[ToolInfo]) -> tuple[list[types.Tool], dict[str, T
                 title=info.name,
                 description=info.description,
                 input_schema=_input_schema(info.params_schema),
-                annotations=hints(info.tier),
+                annotations=hints(info.tier, info.read_only, info.idempotent),
                 _meta={f"{META}tool": info.name, f"{META}tier": info.tier},
             )
         )

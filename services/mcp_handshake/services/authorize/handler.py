@@ -10,7 +10,7 @@ import msgspec
 
 from mcp_handshake.services.core.bind import Bound, bind
 from mcp_handshake.services.core.policy import Caller, Policy
-from mcp_handshake.services.core.tools import ToolRegistry
+from mcp_handshake.services.core.tools import HttpOperation, ToolRegistry
 from mcp_handshake.services.runtime.approvals import ApprovalQueue
 from mcp_handshake.services.runtime.context import log_txn
 from mcp_handshake.services.runtime.endpoint import Request
@@ -121,8 +121,21 @@ async def handle_tools(req: Request[EmptyRequest], deps: AuthorizeDeps) -> Tools
                 description=t.description,
                 tier=t.tier.value,
                 params_schema=deps.tools.schema(t.name),
+                **operation_hints(t.operation),
             )
             for t in deps.tools
             if deps.policy.allows(caller, t.name)
         ]
     )
+
+
+def operation_hints(operation: object) -> dict[str, bool]:
+    """What the catalog may say of an operation's effect (``ToolInfo.read_only`` and
+    ``idempotent``): only an HTTP operation's method and key tell; a function says
+    nothing."""
+    if not isinstance(operation, HttpOperation):
+        return {}
+    method = operation.method.upper()
+    return {"read_only": method in {"GET", "HEAD"},
+            "idempotent": method in {"GET", "HEAD", "PUT", "DELETE"}
+            or operation.idempotency_key}  # fmt: skip
