@@ -146,38 +146,62 @@ async def test_stdio_lists_and_calls_each_tier(stack: Stack, tmp_path: Path) -> 
     key = tmp_path / "agent.pem"
     session = bound_session(stack, key, "mcp-ann", "billing", "support", "treasury")
     async with over_stdio(server_env(stack, key, session), tmp_path / "mcp.log") as mcp:
-        listed = {t.name: t for t in (await mcp.list_tools()).tools}
-        assert {"payments__get_exchange_rate", "payments__list_invoices",
-                "customers__get_customer", "payments__send_payment",
-                "handshake_status", "handshake_wait"} <= set(listed)  # fmt: skip
-        assert "reports__run_query" not in listed  # analysts only
-        rate = listed["payments__get_exchange_rate"]
-        assert rate.title == "payments.get_exchange_rate" and rate.annotations is not None
-        assert rate.annotations.read_only_hint is True
-        assert rate.input_schema["required"] == ["base", "quote"]
-        send = listed["payments__send_payment"].annotations
-        assert send is not None and send.destructive_hint is True and not send.read_only_hint
-        invoices = listed["payments__list_invoices"].annotations  # internal, but a GET
-        assert invoices is not None and invoices.read_only_hint is True
+        await each_tier(mcp, "mcp-ann")
 
-        public = await mcp.call_tool("payments__get_exchange_rate", RATE)
-        assert public.structured_content["rate"] > 0
-        assert receipt_claims(public)["tool"] == "payments.get_exchange_rate"
 
-        internal = await mcp.call_tool("payments__list_invoices", {"limit": 1})
-        claims = receipt_claims(internal)
-        assert claims["tier"] == "internal" and claims["sub"] == "mcp-ann"
+async def test_http_lists_and_calls_each_tier(stack: Stack, tmp_path: Path) -> None:
+    """The same over streamable HTTP."""
+    port = free_port()
+    proc = start_http_server(stack, tmp_path / "agent.pem", tmp_path / "mcp.log", port,
+                             "mcp-bea", "billing", "support", "treasury")  # fmt: skip
+    try:
+        await asyncio.to_thread(wait_port, port, "mcp server")
+        async with (
+            streamable_http_client(f"http://127.0.0.1:{port}/mcp") as (read, write),
+            ClientSession(read, write) as mcp,
+        ):
+            await mcp.initialize()
+            await each_tier(mcp, "mcp-bea")
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
-        customer = await mcp.call_tool("customers__get_customer", {"customer_id": "cus_8f3k2m9q"})
-        assert receipt_claims(customer)["tier"] == "confidential"
-        assert customer.structured_content["card_number"] == "************4242"
-        assert "4242424242424242" not in text(customer)
 
-        assert error_code(await mcp.call_tool("payments__get_exchange_rate",
-                                              {"base": "euro"})) == "invalid_params"  # fmt: skip
-        assert error_code(await mcp.call_tool("nope__missing", {})) == "unknown_tool"
-        assert error_code(await mcp.call_tool("bad name!", {})) == "unknown_tool"
-        assert error_code(await mcp.call_tool("handshake_wait", {})) == "invalid_params"
+async def each_tier(mcp: ClientSession, sub: str) -> None:
+    """List the tools; a public, an internal (proof) and a confidential (masked) call;
+    bad params, unknown tools, a follow-up without a transaction."""
+    listed = {t.name: t for t in (await mcp.list_tools()).tools}
+    assert {"payments__get_exchange_rate", "payments__list_invoices",
+            "customers__get_customer", "payments__send_payment",
+            "handshake_status", "handshake_wait"} <= set(listed)  # fmt: skip
+    assert "reports__run_query" not in listed  # analysts only
+    rate = listed["payments__get_exchange_rate"]
+    assert rate.title == "payments.get_exchange_rate" and rate.annotations is not None
+    assert rate.annotations.read_only_hint is True
+    assert rate.input_schema["required"] == ["base", "quote"]
+    send = listed["payments__send_payment"].annotations
+    assert send is not None and send.destructive_hint is True and not send.read_only_hint
+    invoices = listed["payments__list_invoices"].annotations  # internal, but a GET
+    assert invoices is not None and invoices.read_only_hint is True
+
+    public = await mcp.call_tool("payments__get_exchange_rate", RATE)
+    assert public.structured_content["rate"] > 0
+    assert receipt_claims(public)["tool"] == "payments.get_exchange_rate"
+
+    internal = await mcp.call_tool("payments__list_invoices", {"limit": 1})
+    claims = receipt_claims(internal)
+    assert claims["tier"] == "internal" and claims["sub"] == sub
+
+    customer = await mcp.call_tool("customers__get_customer", {"customer_id": "cus_8f3k2m9q"})
+    assert receipt_claims(customer)["tier"] == "confidential"
+    assert customer.structured_content["card_number"] == "************4242"
+    assert "4242424242424242" not in text(customer)
+
+    assert error_code(await mcp.call_tool("payments__get_exchange_rate",
+                                          {"base": "euro"})) == "invalid_params"  # fmt: skip
+    assert error_code(await mcp.call_tool("nope__missing", {})) == "unknown_tool"
+    assert error_code(await mcp.call_tool("bad name!", {})) == "unknown_tool"
+    assert error_code(await mcp.call_tool("handshake_wait", {})) == "invalid_params"
 
 
 async def test_stdio_restricted_calls_wait_with_progress(stack: Stack, tmp_path: Path) -> None:
@@ -212,11 +236,13 @@ async def test_stdio_restricted_calls_wait_with_progress(stack: Stack, tmp_path:
         assert claims["txn"] == txn.group(1) and claims["approvals"][0]["by"] == "victor"
 
 
-def start_http_server(stack: Stack, key: Path, log: Path, port: int) -> subprocess.Popen[bytes]:
+def start_http_server(
+    stack: Stack, key: Path, log: Path, port: int, sub: str = "mcp-hal", *roles: str
+) -> subprocess.Popen[bytes]:
     """The server over streamable HTTP; its session comes from a command (a dev mint bound
     to the same agent key), and a call waits 1 s for approval."""
-    mint = shlex.join([*CLI, "token", "mint", "--sub", "mcp-hal", "--role", "treasury",
-                       "--bind-key"])  # fmt: skip
+    role_args = [a for r in (roles or ("treasury",)) for a in ("--role", r)]
+    mint = shlex.join([*CLI, "token", "mint", "--sub", sub, *role_args, "--bind-key"])
     args = ["mcp", "--transport", "http", "--port", str(port), "--approval-wait", "1",
             "--session-command", mint]  # fmt: skip
     with log.open("a") as out:
