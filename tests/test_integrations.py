@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +136,17 @@ def test_up_starts_everything_and_sigterm_leaves_nothing_behind(tmp_path: Path) 
         info: dict[str, Any] = json.loads(stack_file.read_text())
         assert info["nats_url"] != "nats://127.0.0.1:4222"  # never the standard ports
         assert not info["redis_url"].startswith("redis://127.0.0.1:6379")
+        # It prints where the HTTP gateway and the web console are, and both answer.
+        while "web console" not in out.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        printed = out.read_text()
+        gateway = re.search(r"HTTP gateway (http://127\.0\.0\.1:\d+)", printed)
+        console = re.search(r"web console\s+(http://127\.0\.0\.1:\d+)", printed)
+        assert gateway and console, printed
+        assert info["gateway_url"] == gateway.group(1)
+        for url in (f"{gateway.group(1)}/openapi.json", f"{console.group(1)}/healthz"):
+            with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - loopback
+                assert resp.status == 200, url
         kids = _children(up.pid)
         assert len(kids) >= 8  # nats, redis, target, five worker kinds
         minted = subprocess.run(
