@@ -14,6 +14,7 @@ import jwt
 import pytest
 import rfc8785
 
+from mcp_handshake.services.audit.chain import read_entries
 from mcp_handshake.services.dev.devstack import Stack
 from tests.conftest import Raw, connected
 
@@ -269,7 +270,7 @@ async def test_approver_decisions_are_signed_and_forgeries_refused(raw: Raw) -> 
         await asyncio.sleep(0.3)
         recorded = [
             line["body"]["event"]
-            for line in map(json.loads, log.read_text().splitlines())
+            for line in read_entries(log)  # complete lines only: the writer may be mid-line
             if line["kind"] == "event"
             and line["body"]["event"].get("txn") == txn
             and line["body"]["event"].get("kind") == "approval.decided"

@@ -131,6 +131,7 @@ def _ecma_pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> I
 def _normalize_from_schema(schema: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     """Params normalized by the rules docs/protocol.md gives, from the schema only."""
     import jsonschema
+
     validator = jsonschema.validators.extend(
         jsonschema.Draft202012Validator, {"pattern": _ecma_pattern}
     )
@@ -162,6 +163,7 @@ def test_normalization_follows_from_the_schema(v: dict[str, Any]) -> None:
 @pytest.mark.parametrize("v", PARAMS["invalid_params"], ids=_describe)
 def test_the_schema_refuses_what_is_refused(v: dict[str, Any]) -> None:
     import jsonschema
+
     with pytest.raises((jsonschema.ValidationError, ValueError)):
         _normalize_from_schema(PARAMS["schemas"][v["tool"]], v["params"])
 
