@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -43,7 +44,8 @@ def cpu_seconds(pid: int) -> float:
 def start_profile(pid: int, seconds: float, out: str) -> subprocess.Popen[bytes]:
     """py-spy sampling ``pid`` for ``seconds`` (non-blocking: the process is not paused)."""
     fmt = ["--format", "raw"] if out.endswith(".txt") else []
-    cmd = ["py-spy", "record", "--nonblocking", "--pid", str(pid), "--duration",
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
+    cmd = [spy, "record", "--nonblocking", "--pid", str(pid), "--duration",
            str(int(seconds)), "--rate", "200", "-o", out, *fmt]  # fmt: skip
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -61,8 +63,13 @@ async def main(args: argparse.Namespace) -> None:
         async with HandshakeClient(
             stack.nats_url or "", session=token, connect_options=stack.agent_options()
         ) as hs:
-            for _ in range(300):  # warm up
-                await hs.call(tool, RATE)
+            # Warm up at the measured concurrency: every pool (Redis connections, the
+            # outbox's window) grows to its working size before the window opens.
+            async def warm() -> None:
+                for _ in range(10):
+                    await hs.call(tool, RATE)
+
+            await asyncio.gather(*(warm() for _ in range(concurrency)))
             pids = {p.name: p.popen.pid for p in stack.procs}
             pids["bench client"] = os.getpid()
             spy = None
