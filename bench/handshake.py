@@ -69,13 +69,21 @@ class Result:
 
 
 async def measure(
-    name: str, op: Callable[[], Awaitable[object]], concurrency: int, seconds: float
+    name: str,
+    op: Callable[[], Awaitable[object]],
+    concurrency: int,
+    seconds: float,
+    started: Callable[[], None] = lambda: None,
 ) -> Result:
+    """``op`` run by ``concurrency`` loops for ``seconds`` after a warm-up at the same
+    concurrency; ``started`` is called when the measured window opens."""
+
     async def warm() -> None:  # at the measured concurrency: pools grow to their size
         for _ in range(10):
             await op()
 
     await asyncio.gather(*(warm() for _ in range(concurrency)))
+    started()
     latencies: list[float] = []
     end = time.perf_counter() + seconds
 
@@ -90,7 +98,7 @@ async def measure(
     return Result(name, concurrency, latencies, time.perf_counter() - start)
 
 
-async def bench_echo(seconds: float) -> list[Result]:
+async def bench_echo(seconds: float, levels: tuple[int, ...] = LEVELS) -> list[Result]:
     port = free_port()
     server = await asyncio.create_subprocess_exec(
         find_nats_server(), "-a", "127.0.0.1", "-p", str(port), stdout=asyncio.subprocess.DEVNULL,
@@ -110,7 +118,7 @@ async def bench_echo(seconds: float) -> list[Result]:
         async def op() -> object:
             return await nc.request("bench.echo", payload, timeout=5)
 
-        out = [await measure("nats-py echo (limit)", op, c, seconds) for c in LEVELS]
+        out = [await measure("nats-py echo (limit)", op, c, seconds) for c in levels]
         await nc.close()
         return out
     finally:
@@ -206,8 +214,12 @@ async def busiest_kind(stack: Stack, tool: str, seconds: float) -> tuple[str, di
     async with HandshakeClient(
         stack.nats_url or "", session=token, connect_options=stack.agent_options()
     ) as hs:
-        before = {n: cpu_seconds(pid) for n, pid in pids.items()}
-        r = await measure("cpu", lambda: hs.call(tool, RATE), 64, seconds)
+        before: dict[str, float] = {}
+
+        def snapshot() -> None:  # after the warm-up: only the measured calls count
+            before.update({n: cpu_seconds(pid) for n, pid in pids.items()})
+
+        r = await measure("cpu", lambda: hs.call(tool, RATE), 64, seconds, snapshot)
     per = {n: (cpu_seconds(pid) - before[n]) / r.n * 1e6 for n, pid in pids.items()}
     workers = [n for n in per if "-" in n and not n.startswith(("target", "audit"))]
     return max(workers, key=per.__getitem__).rsplit("-", 1)[0], per
@@ -221,13 +233,15 @@ def bench_home() -> Path:
     return home
 
 
-def bench_stack(home: Path, spec: StackSpec) -> Stack:
+def bench_stack(home: Path, spec: StackSpec, env: dict[str, str] | None = None) -> Stack:
     """The stack with the bench's function-target tool loaded by its workers."""
+    path = os.pathsep.join(
+        [str(HERE), (env or {}).get("PYTHONPATH", os.environ.get("PYTHONPATH", ""))]
+    )
     return Stack(
         home,
         spec,
-        extra_env={"HANDSHAKE_LOG_LEVEL": "WARNING",
-                   "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])},
+        extra_env={"HANDSHAKE_LOG_LEVEL": "WARNING", **(env or {}), "PYTHONPATH": path},
         config_edit=lambda text: text.replace(
             'modules = ["mcp_handshake.services.dev.demo.tools"]',
             'modules = ["mcp_handshake.services.dev.demo.tools", "benchtools"]',
