@@ -26,8 +26,6 @@ from pathlib import Path
 
 import uvloop
 
-from mcp_handshake.client import HandshakeClient
-from mcp_handshake.services.dev.devhome import mint_session
 from mcp_handshake.services.dev.devstack import Stack, StackSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -59,10 +57,7 @@ async def main(args: argparse.Namespace) -> None:
                       extra_env={"HANDSHAKE_LOG_LEVEL": "WARNING"})  # fmt: skip
     await stack.start()
     try:
-        token = mint_session(stack.home, "alice", roles=["billing"])
-        async with HandshakeClient(
-            stack.nats_url or "", session=token, connect_options=stack.agent_options()
-        ) as hs:
+        async with handshake.bench_client(stack) as hs:
             # Warm up at the measured concurrency: every pool (Redis connections, the
             # outbox's window) grows to its working size before the window opens.
             async def warm() -> None:

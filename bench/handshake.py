@@ -128,10 +128,7 @@ async def bench_echo(seconds: float, levels: tuple[int, ...] = LEVELS) -> list[R
 
 
 async def bench_handshake(stack: Stack, tool: str, name: str, seconds: float) -> list[Result]:
-    token = mint_session(stack.home, "alice", roles=["billing"])
-    async with HandshakeClient(
-        stack.nats_url or "", session=token, connect_options=stack.agent_options()
-    ) as hs:
+    async with bench_client(stack) as hs:
 
         async def op() -> object:
             return await hs.call(tool, RATE)
@@ -172,6 +169,14 @@ async def bench_fastmcp(seconds: float) -> list[Result]:
         await proc.wait()
 
 
+def bench_client(stack: Stack) -> HandshakeClient:
+    """A client for the bench's caller (alice, role billing) on ``stack``."""
+    token = mint_session(stack.home, "alice", roles=["billing"])
+    return HandshakeClient(
+        stack.nats_url or "", session=token, connect_options=stack.agent_options()
+    )
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -186,10 +191,7 @@ def cpu_seconds(pid: int) -> float:
 
 async def bench_stream(stack: Stack, calls: int) -> tuple[float, float, dict[str, float]]:
     """(calls/s, client RSS growth MB, worker RSS MB) of one stream() run of ``calls``."""
-    token = mint_session(stack.home, "alice", roles=["billing"])
-    async with HandshakeClient(
-        stack.nats_url or "", session=token, connect_options=stack.agent_options()
-    ) as hs:
+    async with bench_client(stack) as hs:
         await hs.call(FUNCTION_TOOL, RATE)
         before = rss_mb(os.getpid())
         start = time.perf_counter()
@@ -208,12 +210,9 @@ async def bench_stream(stack: Stack, calls: int) -> tuple[float, float, dict[str
 async def busiest_kind(stack: Stack, tool: str, seconds: float) -> tuple[str, dict[str, float]]:
     """The worker kind with the most CPU per handshake under load, and every process's
     (nats-server, redis-server and this client included)."""
-    token = mint_session(stack.home, "alice", roles=["billing"])
     pids = {p.name: p.popen.pid for p in stack.procs}
     pids[CLIENT] = os.getpid()
-    async with HandshakeClient(
-        stack.nats_url or "", session=token, connect_options=stack.agent_options()
-    ) as hs:
+    async with bench_client(stack) as hs:
         before: dict[str, float] = {}
 
         def snapshot() -> None:  # after the warm-up: only the measured calls count

@@ -30,8 +30,6 @@ from typing import Any
 
 import uvloop
 
-from mcp_handshake.client import HandshakeClient
-from mcp_handshake.services.dev.devhome import mint_session
 from mcp_handshake.services.dev.devstack import StackSpec
 
 HERE = Path(__file__).resolve().parent
@@ -81,10 +79,7 @@ async def main(args: argparse.Namespace) -> None:
     )  # fmt: skip
     await stack.start()
     try:
-        token = mint_session(stack.home, "alice", roles=["billing"])
-        async with HandshakeClient(
-            stack.nats_url or "", session=token, connect_options=stack.agent_options()
-        ) as hs:
+        async with handshake.bench_client(stack) as hs:
             for _ in range(300):  # warm up
                 await hs.call(TOOL, RATE)
             before = await settle(folder)
