@@ -13,6 +13,10 @@ directory under ``<dir>/keys/`` holds what that kind loads and nothing else:
     approval/   internal.jwks.json                 verifies approval requests
     executor/   dispatch.jwks.json                 verifies dispatches (public only)
     audit/      audit.pem, audit.jwks.json         signs checkpoints; audit verify
+    console/    audit.jwks.json                    the web console verifies the log
+
+``init`` also writes ``<dir>/console/console_secret`` (0600), the web console's
+cookie-signing secret.
 
 Between the steps, copy each changed directory to where the workers read it (a
 Kubernetes Secret, see deploy/README.md) and restart the kinds that use it:
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import sys
 from pathlib import Path
 from typing import Any
@@ -43,7 +48,9 @@ PAIRS: dict[str, tuple[str, str | None]] = {
     "receipt": ("execute", None),  # clients fetch it from execute workers (handshake.v1.keys)
     "audit": ("audit", "audit"),
 }
-KINDS = ("authorize", "execute", "approval", "executor", "audit")
+#: Other kinds that hold a copy of a public key set (kept in step with the verifier's).
+COPIES: dict[str, tuple[str, ...]] = {"audit": ("console",)}
+KINDS = ("authorize", "execute", "approval", "executor", "audit", "console")
 NEXT = ".next"
 
 
@@ -61,6 +68,20 @@ def _write_jwks(path: Path, keys: list[dict[str, Any]]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps({"keys": keys}, indent=2) + "\n")
     os.replace(tmp, path)
+
+
+def _publish(root: Path, name: str, keys: list[dict[str, Any]]) -> None:
+    """The public key set of ``name``, to its verifier and every copy (``COPIES``)."""
+    jwks = _jwks(root, name)
+    assert jwks is not None
+    _write_jwks(jwks, keys)
+    for kind in COPIES.get(name, ()):
+        _write_jwks(root / "keys" / kind / jwks.name, keys)
+
+
+def _holders(name: str) -> str:
+    """Who loads the public key set of ``name``: its verifier and its copies' kinds."""
+    return " and ".join(f"{k} workers" for k in (PAIRS[name][1], *COPIES.get(name, ())))
 
 
 def _read_jwks(path: Path) -> list[dict[str, Any]]:
@@ -81,8 +102,14 @@ def init(root: Path) -> list[str]:
         save_private_key(_private(root, name), key)
         jwks = _jwks(root, name)
         if jwks is not None:
-            _write_jwks(jwks, [public_jwk(key)])
-    return [f"created the key layout under {root / 'keys'}"]
+            _publish(root, name, [public_jwk(key)])
+    secret = root / "console" / "console_secret"
+    if not secret.exists():
+        secret.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(48))
+    return [f"created the key layout under {root / 'keys'} and {secret}"]
 
 
 def rotate(root: Path, name: str) -> list[str]:
@@ -96,10 +123,10 @@ def rotate(root: Path, name: str) -> list[str]:
     jwks = _jwks(root, name)
     steps = [f"staged {staged}"]
     if jwks is not None:
-        _write_jwks(jwks, [*_read_jwks(jwks), public_jwk(key)])
+        _publish(root, name, [*_read_jwks(jwks), public_jwk(key)])
         steps.append(
             f"added kid {public_jwk(key)['kid']} to {jwks}: roll out the "
-            f"{PAIRS[name][1]} workers now, then run: promote {name}"
+            f"{_holders(name)} now, then run: promote {name}"
         )
     else:
         steps.append(f"run: promote {name}")
@@ -132,8 +159,8 @@ def retire(root: Path, name: str) -> list[str]:
     kept = [k for k in _read_jwks(jwks) if k.get("kid") == current]
     if not kept:
         raise SystemExit(f"{jwks} does not hold the current {name} key: refusing")
-    _write_jwks(jwks, kept)
-    return [f"{jwks} now trusts kid {current} only: roll out the {PAIRS[name][1]} workers"]
+    _publish(root, name, kept)
+    return [f"{jwks} now trusts kid {current} only: roll out the {_holders(name)}"]
 
 
 def main(argv: list[str] | None = None) -> int:

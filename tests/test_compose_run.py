@@ -47,7 +47,9 @@ from mcp_handshake.shared.keys import generate_private_key, public_jwk
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 SERVERS = {"nats", "redis"}
-PASSWORDS = re.findall(r"^([A-Z_]+)=$", (DEPLOY / "env.example").read_text(), re.M)
+#: env.example's variables: empty ones are passwords (generated here), the others are
+#: kept as written (the console's URL and OIDC provider).
+ENV_EXAMPLE = dict(re.findall(r"^([A-Z_]+)=(.*)$", (DEPLOY / "env.example").read_text(), re.M))
 
 
 class ComposeRun:
@@ -56,11 +58,12 @@ class ComposeRun:
     def __init__(self, work: Path) -> None:
         self.work = work
         self.compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
-        self.env = {name: secrets.token_hex(16) for name in PASSWORDS}
+        self.env = {name: value or secrets.token_hex(16) for name, value in ENV_EXAMPLE.items()}
         self.ports = {"nats": free_port(), "redis": free_port(), "target": free_port()}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.health: dict[str, int] = {}
-        self.gateway_port = 0
+        #: Each service's HTTP port (``--port``): the gateway's and the console's.
+        self.http: dict[str, int] = {}
         self.idp = generate_private_key("EdDSA")
 
     # -- the host side of deploy/: what an operator prepares before `compose up` --
@@ -129,8 +132,11 @@ class ComposeRun:
             inside = root / target.lstrip("/")
             if source.startswith("./"):
                 shutil.copytree(self.work / "deploy" / source[2:], inside)
-            else:  # a named volume
-                inside.mkdir(parents=True, exist_ok=True)
+            else:  # a named volume: one directory, seen by every service that mounts it
+                shared = self.work / "volumes" / source
+                shared.mkdir(parents=True, exist_ok=True)
+                inside.parent.mkdir(parents=True, exist_ok=True)
+                inside.symlink_to(shared, target_is_directory=True)
         for tmpfs in service.get("tmpfs", []):
             (root / tmpfs.split(":")[0].lstrip("/")).mkdir(parents=True, exist_ok=True)
         config = root / "etc" / "handshake" / "config" / "handshake.toml"
@@ -146,6 +152,8 @@ class ComposeRun:
             value = re.sub(r"\$\{(\w+)[^}]*\}", lambda m: self.env[m.group(1)], str(value))
             value = value.replace("@nats:4222", f"@127.0.0.1:{self.ports['nats']}")
             value = value.replace("@redis:6379", f"@127.0.0.1:{self.ports['redis']}")
+            if key == "HANDSHAKE_CONSOLE_HOST":  # the container's 0.0.0.0: loopback here
+                value = "127.0.0.1"
             env[key] = f"{root}{value}" if value.startswith("/") else value
         return env
 
@@ -158,7 +166,7 @@ class ComposeRun:
                 if flag == "--health-port":
                     self.health[name] = port
                 else:
-                    self.gateway_port = port
+                    self.http[name] = port
         if "--host" in argv:
             argv[argv.index("--host") + 1] = "127.0.0.1"
         return [sys.executable, "-m", "mcp_handshake.services.dev.cli", *argv]
@@ -221,7 +229,7 @@ def compose(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeRun]:
 
 def test_every_worker_service_becomes_healthy(compose: ComposeRun) -> None:
     kinds = {s["command"][1] for n, s in compose.compose["services"].items() if n not in SERVERS}
-    assert {"authorize", "execute", "executor", "approval", "audit", "gateway"} <= kinds
+    assert {"authorize", "execute", "executor", "approval", "audit", "gateway", "console"} <= kinds
     assert set(compose.health) == set(compose.procs) - SERVERS - {"target"}
     assert all(p.poll() is None for p in compose.procs.values())
 
@@ -237,7 +245,7 @@ async def test_an_agent_completes_a_handshake_and_it_is_audited(compose: Compose
                                connect_options=options) as hs:  # fmt: skip
         result = await hs.call("payments.get_exchange_rate", {"base": "EUR", "quote": "USD"})
     assert result.result["base"] == "EUR" and result.receipt
-    log = compose.work / "roots" / "audit" / "var" / "lib" / "handshake" / "audit" / "audit.log"
+    log = compose.work / "volumes" / "audit-log" / "audit" / "audit.log"
     deadline = time.monotonic() + 15
     while not (log.exists() and result.transaction_id in log.read_text()):
         assert time.monotonic() < deadline, "the handshake's events never reached the log"
@@ -246,7 +254,7 @@ async def test_an_agent_completes_a_handshake_and_it_is_audited(compose: Compose
 
 def test_the_gateway_answers_over_http(compose: ComposeRun) -> None:
     request = urllib.request.Request(
-        f"http://127.0.0.1:{compose.gateway_port}/v1/tools",
+        f"http://127.0.0.1:{compose.http['gateway']}/v1/tools",
         headers={"Authorization": f"Bearer {compose.session('alice', 'billing')}"},
     )
     with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - http://127.0.0.1
@@ -271,3 +279,44 @@ def test_a_kind_without_its_keys_exits_with_one_line(compose: ComposeRun) -> Non
     assert last == (f"configuration: cannot read {root}/etc/handshake/keys/receipt.pem: "
                     "No such file or directory"), out.stderr[-2000:]  # fmt: skip
     assert "Traceback" not in out.stderr
+
+
+def test_the_console_serves_sign_in_and_reads_the_audit_log(compose: ComposeRun) -> None:
+    """The console as compose runs it: its page answers (sign-in with the OIDC provider
+    of env.example), and the audit log it reads is the one on the audit worker's volume,
+    verified with the public key set its own key mount holds."""
+    base = f"http://127.0.0.1:{compose.http['console']}"
+    with urllib.request.urlopen(f"{base}/healthz", timeout=10) as resp:  # noqa: S310
+        assert resp.read() == b"ok"
+    with urllib.request.urlopen(f"{base}/login", timeout=10) as resp:  # noqa: S310
+        assert resp.status == 200 and "/login/oidc" in resp.read().decode()
+    root = compose.work / "roots" / "console"
+    home = root / "var" / "lib" / "handshake"
+    assert home.resolve() == (compose.work / "volumes" / "audit-log").resolve()
+    keys = {p.name for p in (root / "etc" / "handshake" / "keys").iterdir()}
+    assert keys == {"audit.jwks.json"}  # the public half only: it cannot sign a checkpoint
+
+
+async def test_the_console_redis_user_reads_counters_and_nothing_else(
+    compose: ComposeRun,
+) -> None:
+    """Compose's Redis as its command starts it: the console's ACL user counts pending
+    approvals and live tokens, and is refused a write, another key and a script."""
+    import redis.asyncio as aioredis
+    from redis.exceptions import NoPermissionError
+
+    url = (f"redis://console:{compose.env['REDIS_CONSOLE_PASSWORD']}"
+           f"@127.0.0.1:{compose.ports['redis']}/0")  # fmt: skip
+    client = aioredis.Redis.from_url(url)
+    try:
+        assert await client.zcard("handshake:tokens:live") >= 0
+        assert await client.zcard("handshake:approvals:pending") >= 0
+        for refused in (
+            client.set("handshake:tokens:expired", b"0"),
+            client.get("handshake:tx:anything"),
+            client.eval("return 1", 0),
+        ):
+            with pytest.raises(NoPermissionError):
+                await refused
+    finally:
+        await client.aclose()

@@ -41,7 +41,7 @@ from mcp_handshake.services.dev.permissions import (
     Identity,
     permissions,
 )
-from mcp_handshake.shared.subjects import Subjects
+from mcp_handshake.shared.subjects import Keys, Subjects
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -59,13 +59,16 @@ KIND_KEYS: dict[str, dict[str, str]] = {
     "audit": {"audit": "audit.pem", "audit_public": "audit.jwks.json"},
     "executor": {"dispatch_public": "dispatch.jwks.json"},
     "gateway": {},  # the HTTP gateway holds no key
+    "console": {"audit_public": "audit.jwks.json"},  # verifies the log; never signs
 }
 KEYS_DIR = "/etc/handshake/keys"
 CONFIG_DIR = "/etc/handshake/config"
 HOME_DIR = "/var/lib/handshake"
-#: The worker kinds the manifests run: the web console is not deployed by them (yet;
-#: docs/console.md says how to run it next to the audit log).
+#: The worker kinds the Kubernetes manifests run: the web console is not among them
+#: (it reads the audit log, on the audit worker's ReadWriteOnce volume; docs/console.md).
 DEPLOYED_KINDS = {k.value for k in Kind} - {"console"}
+#: Compose runs the console too, next to the audit log's volume (read-only).
+COMPOSE_KINDS = DEPLOYED_KINDS | {"console"}
 #: Kinds that never talk to Redis, so never get its password.
 NO_REDIS = {"audit", "gateway"}
 #: A Kubernetes resource quantity (the forms these manifests use).
@@ -495,7 +498,7 @@ def compose_workers() -> dict[str, dict[str, Any]]:
 
 def test_compose_runs_every_worker_kind() -> None:
     workers = compose_workers()
-    assert {s["command"][1] for s in workers.values()} == DEPLOYED_KINDS
+    assert {s["command"][1] for s in workers.values()} == COMPOSE_KINDS
     for name, svc in workers.items():
         assert svc["restart"] == "unless-stopped", name
         assert svc["command"][svc["command"].index("--health-port") + 1] == "8081"
@@ -516,13 +519,46 @@ def test_compose_mounts_only_each_kinds_own_secrets() -> None:
             expected[path] = f"./config/targets/{target}:{path}:ro"
         if kind == "audit":
             expected[HOME_DIR] = f"audit-log:{HOME_DIR}"  # the log, on a named volume
+        if kind == "console":  # the same volume, read-only; its cookie secret
+            expected[HOME_DIR] = f"audit-log:{HOME_DIR}:ro"
+            expected["/etc/handshake/console"] = "./config/console:/etc/handshake/console:ro"
         assert mounts == expected, name
         env = svc["environment"]
         assert env["HANDSHAKE_CONFIG"] == f"{CONFIG_DIR}/handshake.toml"
         # its own NATS user (deploy/nats/nats.conf); Redis only for the kinds that use it
         assert env["HANDSHAKE_NATS_URL"].startswith(f"nats://{kind}:"), name
         assert ("HANDSHAKE_REDIS_URL" in env) == (kind not in NO_REDIS), name
+        if kind == "console":  # not the workers' Redis password: its own ACL user
+            assert env["HANDSHAKE_REDIS_URL"].startswith("redis://console:"), name
+        else:
+            assert env.get("HANDSHAKE_REDIS_URL", "redis://:").startswith("redis://:"), name
         assert kind in _nats_conf_users()
+
+
+def test_readme_gives_redis_to_the_kinds_that_use_it() -> None:
+    """The Kubernetes install's Secret loop (deploy/README.md) leaves out of Redis exactly
+    the kinds that never use it: an executor without it could claim no dispatch marker
+    and would run nothing."""
+    text = (DEPLOY / "README.md").read_text()
+    (block,) = re.findall(r"for kind in ([a-z ]+); do\n[^\n]*HANDSHAKE_NATS_URL.*?\bdone\b",
+                          text, re.S)  # fmt: skip
+    (skipped,) = re.findall(r"case \$kind in ([a-z|]+)\) ;;", text)
+    loop = block
+    assert set(loop.split()) == DEPLOYED_KINDS
+    assert set(skipped.split("|")) == NO_REDIS
+
+
+def test_compose_redis_user_console_reads_three_counters_only() -> None:
+    """The ACL of compose's Redis user ``console``: read access to the keys the status
+    view counts (the store's own names), no other key, command or channel."""
+    command = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]["redis"][
+        "command"]  # fmt: skip
+    rules = command[command.index("--user") + 1 :]
+    assert rules[:2] == ["console", "on"] and rules[2].startswith(">${")
+    keys = {r[1:] for r in rules if r.startswith("~")}
+    assert keys == {Keys.PENDING, Keys.LIVE, Keys.EXPIRED}
+    assert [r for r in rules if r[0] in "+-"] == ["-@all", "+hello", "+ping", "+zcard", "+get"]
+    assert "resetchannels" in rules
 
 
 # -- the key layout ---------------------------------------------------------------

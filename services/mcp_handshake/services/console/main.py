@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
 
 import uvicorn
 
@@ -12,7 +15,8 @@ from mcp_handshake.services.console.backend import Backend
 from mcp_handshake.services.console.settings import ConsoleSettings
 from mcp_handshake.services.core.config import load_config
 from mcp_handshake.services.core.policy import load_policy
-from mcp_handshake.services.runtime.worker import connect_nats
+from mcp_handshake.services.runtime.health import Health
+from mcp_handshake.services.runtime.worker import connect_nats, run
 from mcp_handshake.shared.settings import Settings
 
 __all__ = ["main", "run_console", "serve_console"]
@@ -20,23 +24,50 @@ __all__ = ["main", "run_console", "serve_console"]
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class _Started:
+    """What the health port reads of a started console: it serves no NATS endpoints,
+    emits no audit events and holds no Redis client, so it is ready while NATS is
+    connected."""
+
+    audit: None = None
+    redis: None = None
+    gauges: dict[str, float] = field(default_factory=dict)
+    service: Any = field(default_factory=lambda: SimpleNamespace(endpoints=[]))
+
+
 async def serve_console(settings: Settings, cs: ConsoleSettings) -> None:
     cs.check()
     cfg = load_config(settings.config_path)
     policy = load_policy(cfg.policy_file)
+    health = Health("console") if settings.health_port is not None else None
+    if health is not None and settings.health_port is not None:
+        await health.start(settings.health_host, settings.health_port)
     nc = await connect_nats(settings, "handshake-console")
     try:
         app = create_app(cs, Backend(settings, cfg, policy, nc, cs.approver_keys))
         config = uvicorn.Config(app, host=cs.host, port=cs.port, log_level="warning",
                                 access_log=False, server_header=False, lifespan="off")  # fmt: skip
+        server = uvicorn.Server(config)
+        serving = asyncio.ensure_future(server.serve())
+        # uvicorn sets a flag, not an event, once it listens
+        while not server.started and not serving.done():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        if health is not None and server.started:
+            health.nc = nc
+            health.ready(_Started())
         log.info("console listening on %s", cs.base_url)
-        await uvicorn.Server(config).serve()
+        await serving
     finally:
         await nc.drain()
+        if health is not None:
+            await health.stop()
 
 
 def run_console(settings: Settings, cs: ConsoleSettings) -> None:
-    asyncio.run(serve_console(settings, cs))
+    """Until SIGINT/SIGTERM; a start-up failure (NATS, the health port, an unreadable
+    file) ends the process with one line, as for the workers."""
+    run(serve_console(settings, cs))
 
 
 def main(settings: Settings, *, port: int | None = None, dev_login: bool = False) -> None:
