@@ -10,7 +10,9 @@ every hop costs at least.
 
     python bench/step_latency.py --calls 2000
 
-Means over ``--calls`` sequential handshakes after a warm-up; the steps of one
+Means over ``--calls`` sequential handshakes after a warm-up (``--pause-ms``:
+an idle pause after each, so the audit worker and nats-server have finished
+with the previous handshake's events before the next starts); the steps of one
 process nest (``handle_execute`` holds ``send_dispatch``, which holds the
 executor's whole ``handle_dispatch`` plus two bus hops).
 """
@@ -93,6 +95,8 @@ async def main(args: argparse.Namespace) -> None:
                 phases["authorize"].append(t1 - t0)
                 phases["execute"].append(t2 - t1)
                 phases["call"].append(t2 - t0)
+                if args.pause_ms:  # let the previous handshake's background work finish
+                    await asyncio.sleep(args.pause_ms / 1000)
             after = await settle(folder)
     finally:
         stack.stop()
@@ -115,4 +119,6 @@ def report(phases: dict[str, list[float]], steps: dict[str, dict[str, float]], e
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--pause-ms", type=float, default=0.0,
+                        help="idle time after each handshake (its events settle)")  # fmt: skip
     uvloop.run(main(parser.parse_args()))
