@@ -1,6 +1,7 @@
 """The per-kind key layout of deploy/: create it, and rotate each key in steps.
 
     python deploy/keys.py init deploy/config          # every key, split by kind
+    python deploy/keys.py console deploy/config       # the web console's part, if missing
     python deploy/keys.py rotate deploy/config NAME   # 1. stage a new key, publish its public half
     python deploy/keys.py promote deploy/config NAME  # 2. sign with the new key
     python deploy/keys.py retire deploy/config NAME   # 3. stop trusting the old one
@@ -16,7 +17,7 @@ directory under ``<dir>/keys/`` holds what that kind loads and nothing else:
     console/    audit.jwks.json                    the web console verifies the log
 
 ``init`` also writes ``<dir>/console/console_secret`` (0600), the web console's
-cookie-signing secret.
+cookie-signing secret; ``console`` adds the console's part to a layout made before it.
 
 Between the steps, copy each changed directory to where the workers read it (a
 Kubernetes Secret, see deploy/README.md) and restart the kinds that use it:
@@ -93,7 +94,10 @@ def init(root: Path) -> list[str]:
     """Create every kind's directory and every key; refuse to overwrite any key."""
     existing = [p for n in PAIRS if (p := _private(root, n)).exists()]
     if existing:
-        raise SystemExit(f"keys already exist ({existing[0]}): use rotate")
+        raise SystemExit(
+            f"keys already exist ({existing[0]}): use rotate (or console, for the web "
+            "console's part of a layout made before it)"
+        )
     for kind in KINDS:
         (root / "keys" / kind).mkdir(parents=True, exist_ok=True)
     (root / "targets" / "payments").mkdir(parents=True, exist_ok=True)
@@ -103,13 +107,27 @@ def init(root: Path) -> list[str]:
         jwks = _jwks(root, name)
         if jwks is not None:
             _publish(root, name, [public_jwk(key)])
+    return [f"created the key layout under {root / 'keys'}", *console(root)]
+
+
+def console(root: Path) -> list[str]:
+    """The web console's part of the layout, alone (for a layout made before it had
+    one): its copy of the audit public key set and its cookie secret, where missing."""
+    done = []
+    audit, copy = root / "keys" / "audit" / "audit.jwks.json", root / "keys" / "console"
+    if not audit.is_file():
+        raise SystemExit(f"{audit} is missing: run init first")
+    if not (copy / audit.name).exists():
+        _write_jwks(copy / audit.name, _read_jwks(audit))
+        done.append(f"wrote {copy / audit.name}")
     secret = root / "console" / "console_secret"
     if not secret.exists():
         secret.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_urlsafe(48))
-    return [f"created the key layout under {root / 'keys'} and {secret}"]
+        done.append(f"wrote {secret} (0600)")
+    return done or ["the console's keys and secret are already in place"]
 
 
 def rotate(root: Path, name: str) -> list[str]:
@@ -167,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("init").add_argument("dir", type=Path)
+    sub.add_parser("console").add_argument("dir", type=Path)
     for command in ("rotate", "promote", "retire"):
         p = sub.add_parser(command)
         p.add_argument("dir", type=Path)
@@ -174,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "init":
         lines = init(args.dir)
+    elif args.command == "console":
+        lines = console(args.dir)
     else:
         lines = {"rotate": rotate, "promote": promote, "retire": retire}[args.command](
             args.dir, args.name

@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 import secrets
+import socket
 import subprocess
 import sys
 import threading
@@ -299,18 +300,75 @@ class TinyOidc:
 def own_console(stack: Stack, tmp: Path, **env: str) -> Iterator[str]:
     """A console process of the test's own on ``stack``, with extra settings."""
     port = free_port()
-    full = {**stack.env("console"), "HANDSHAKE_CONSOLE_PORT": str(port),
-            "HANDSHAKE_CONSOLE_SECRET_FILE": str(tmp / "console_secret"), **env}  # fmt: skip
-    log = open(tmp / "console.log", "wb")
-    popen = subprocess.Popen(
-        [sys.executable, "-m", "mcp_handshake.services.dev.cli", "worker", "console"],
-        env=full, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    proc = console_process(stack, tmp, port, **env)
     try:
         wait_port(port, "console")
         yield f"http://127.0.0.1:{port}"
     finally:
-        terminate([Proc("console", popen, log)])
+        terminate([proc])
+
+
+def console_process(stack: Stack, tmp: Path, port: int, *args: str, **env: str) -> Proc:
+    """``worker console`` on ``stack`` with its cookie secret in a file of its own (a
+    file the settings name must exist: the console never creates it)."""
+    secret = tmp / "console_secret"
+    if not secret.exists():
+        secret.touch(mode=0o600)
+        secret.write_text(secrets.token_urlsafe(48))
+    full = {**stack.env("console"), "HANDSHAKE_CONSOLE_PORT": str(port),
+            "HANDSHAKE_CONSOLE_SECRET_FILE": str(secret), **env}  # fmt: skip
+    log = open(tmp / "console.log", "wb")
+    popen = subprocess.Popen(
+        [sys.executable, "-m", "mcp_handshake.services.dev.cli", "worker", "console", *args],
+        env=full, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    return Proc("console", popen, log)
+
+
+def test_console_health_port_then_sigterm_ends_it_cleanly(stack: Stack, tmp_path: Path) -> None:
+    """``--health-port`` as for the workers: ready once it serves; SIGTERM ends it with
+    exit 0 after its clean-up (uvicorn's own handler would re-raise the signal)."""
+    port, health = free_port(), free_port()
+    proc = console_process(stack, tmp_path, port, "--health-port", str(health),
+                           HANDSHAKE_CONSOLE_DEV_LOGIN="1")  # fmt: skip
+    try:
+        wait_port(port, "console")
+        deadline = time.monotonic() + 15
+        while httpx.get(f"http://127.0.0.1:{health}/readyz", timeout=3).status_code != 200:
+            assert time.monotonic() < deadline, "the console never became ready"
+            time.sleep(0.1)
+        proc.popen.send_signal(15)
+        assert proc.popen.wait(timeout=15) == 0
+    finally:
+        terminate([proc])
+    assert "Traceback" not in (tmp_path / "console.log").read_text()
+
+
+@pytest.mark.parametrize("case", ["secret missing", "port taken"])
+def test_console_start_up_failures_are_one_line(stack: Stack, tmp_path: Path, case: str) -> None:
+    port = free_port()
+    env = {"HANDSHAKE_CONSOLE_DEV_LOGIN": "1"}
+    taken = None
+    if case == "secret missing":
+        env["HANDSHAKE_CONSOLE_SECRET_FILE"] = str(tmp_path / "absent")
+    else:
+        taken = socket.create_server(("127.0.0.1", port))
+    proc = console_process(stack, tmp_path, port, **env)
+    try:
+        code = proc.popen.wait(timeout=30)
+    finally:
+        terminate([proc])
+        if taken is not None:
+            taken.close()
+    out = (tmp_path / "console.log").read_text()
+    # the CLI's exit classes (dev/cli/_exits.py): 2 a setting refused, 1 a start-up failure
+    assert code == (2 if case == "secret missing" else 1), out[-2000:]
+    assert "Traceback" not in out, out[-2000:]
+    last = out.strip().splitlines()[-1]
+    if case == "secret missing":
+        assert "the console secret file is missing" in last, last
+    else:
+        assert last.endswith(f"failed: console port 127.0.0.1:{port}: Address already in use"), last
 
 
 @pytest.fixture(scope="module")

@@ -598,6 +598,30 @@ def test_key_layout_gives_each_kind_its_keys_and_rotates(tmp_path: Path) -> None
         main(["retire", str(tmp_path), "audit"])
 
 
+def test_key_layout_console_part_added_to_an_older_layout(tmp_path: Path) -> None:
+    """``init`` writes the console's copy of the audit keys and its cookie secret (0600);
+    ``console`` adds them to a layout made before the console, and rotating the audit
+    key keeps the copy in step."""
+    main = _keys_tool().main
+    assert main(["init", str(tmp_path)]) == 0
+    audit, copy = (tmp_path / "keys" / k / "audit.jwks.json" for k in ("audit", "console"))
+    secret = tmp_path / "console" / "console_secret"
+    assert copy.read_text() == audit.read_text()
+    assert secret.stat().st_mode & 0o777 == 0o600 and len(secret.read_text()) >= 32
+    copy.unlink()
+    secret.unlink()
+    with pytest.raises(SystemExit):  # init never touches an existing layout
+        main(["init", str(tmp_path)])
+    assert main(["console", str(tmp_path)]) == 0
+    assert copy.read_text() == audit.read_text() and secret.stat().st_mode & 0o777 == 0o600
+    kept = secret.read_text()
+    assert main(["console", str(tmp_path)]) == 0  # again: nothing replaced
+    assert secret.read_text() == kept
+    assert main(["rotate", str(tmp_path), "audit"]) == 0
+    assert len(json.loads(copy.read_text())["keys"]) == 2
+    assert copy.read_text() == audit.read_text()
+
+
 # -- the image --------------------------------------------------------------------
 
 

@@ -31,7 +31,7 @@ _CSS = resources.files("mcp_handshake.services.console").joinpath("static/consol
 
 def create_app(cs: ConsoleSettings, backend: Backend) -> Starlette:
     cs.check()
-    secret = load_secret(cs.secret_file)
+    secret = load_secret(cs.secret_file, cs.create_secret)
     console = Console(
         cs=cs,
         store=SessionStore(secret, secure=cs.secure_cookies),

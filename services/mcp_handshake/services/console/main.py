@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import signal
+import socket
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -16,6 +21,7 @@ from mcp_handshake.services.console.settings import ConsoleSettings
 from mcp_handshake.services.core.config import load_config
 from mcp_handshake.services.core.policy import load_policy
 from mcp_handshake.services.runtime.health import Health
+from mcp_handshake.services.runtime.streams import StartupError
 from mcp_handshake.services.runtime.worker import connect_nats, run
 from mcp_handshake.shared.settings import Settings
 
@@ -36,21 +42,46 @@ class _Started:
     service: Any = field(default_factory=lambda: SimpleNamespace(endpoints=[]))
 
 
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling (it re-raises SIGTERM after shutting
+    down, which would skip the console's clean-up): the loop's handlers stop it."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The console's listening socket, or one line saying why not (a port taken)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host.strip("[]"), port), family=family)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise StartupError(f"failed: console port {host}:{port}: {reason}") from None
+
+
 async def serve_console(settings: Settings, cs: ConsoleSettings) -> None:
     cs.check()
     cfg = load_config(settings.config_path)
     policy = load_policy(cfg.policy_file)
+    # The audit public key set, read once now: a console without it could verify no log.
+    cfg.resolve(cfg.keys.audit_public).read_bytes()
     health = Health("console") if settings.health_port is not None else None
     if health is not None and settings.health_port is not None:
         await health.start(settings.health_host, settings.health_port)
+    sock = _listen(cs.host, cs.port)
     nc = await connect_nats(settings, "handshake-console")
     try:
         app = create_app(cs, Backend(settings, cfg, policy, nc, cs.approver_keys))
-        config = uvicorn.Config(app, host=cs.host, port=cs.port, log_level="warning",
-                                access_log=False, server_header=False, lifespan="off")  # fmt: skip
-        server = uvicorn.Server(config)
-        serving = asyncio.ensure_future(server.serve())
-        # uvicorn sets a flag, not an event, once it listens
+        config = uvicorn.Config(app, log_level="warning", access_log=False,
+                                server_header=False, lifespan="off")  # fmt: skip
+        server = _Server(config)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+        serving = asyncio.ensure_future(server.serve(sockets=[sock]))
+        # uvicorn sets a flag, not an event, once it serves
         while not server.started and not serving.done():  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         if health is not None and server.started:
@@ -59,6 +90,7 @@ async def serve_console(settings: Settings, cs: ConsoleSettings) -> None:
         log.info("console listening on %s", cs.base_url)
         await serving
     finally:
+        sock.close()
         await nc.drain()
         if health is not None:
             await health.stop()

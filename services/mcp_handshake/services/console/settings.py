@@ -24,8 +24,10 @@ class ConsoleSettings:
     port: int = 8090
     #: The URL browsers use (``HANDSHAKE_CONSOLE_URL``); default ``http://host:port``.
     public_url: str = ""
-    #: The cookie-signing secret's file (created 0600 when missing).
+    #: The cookie-signing secret's file (created 0600 when missing, unless named by
+    #: ``HANDSHAKE_CONSOLE_SECRET_FILE``: then it must exist).
     secret_file: Path = Path(".handshake/secrets/console_secret")
+    create_secret: bool = True
     #: Dev login: anyone may sign in as anyone, with sessions minted by the dev
     #: identity provider under ``HANDSHAKE_HOME``. Only for the dev stack.
     dev_login: bool = False
@@ -82,6 +84,7 @@ class ConsoleSettings:
             public_url=e.get("HANDSHAKE_CONSOLE_URL", ""),
             secret_file=path("HANDSHAKE_CONSOLE_SECRET_FILE")
             or home / "secrets" / "console_secret",
+            create_secret=not e.get("HANDSHAKE_CONSOLE_SECRET_FILE"),
             dev_login=e.get("HANDSHAKE_CONSOLE_DEV_LOGIN", "") in {"1", "true", "yes"},
             oidc_issuer=e.get("HANDSHAKE_CONSOLE_OIDC_ISSUER") or None,
             oidc_client_id=e.get("HANDSHAKE_CONSOLE_OIDC_CLIENT_ID") or None,
@@ -106,8 +109,13 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def load_secret(path: Path) -> str:
-    """The cookie-signing secret: read from its file, or created there (0600)."""
+def load_secret(path: Path, create: bool = True) -> str:
+    """The cookie-signing secret: read from its file, or created there (0600) when
+    ``create``; a file the operator named must exist (a deployment mounts it read-only)."""
+    if not create and not path.exists():
+        raise ValueError(
+            f"{path}: the console secret file is missing (deploy/keys.py init or console writes it)"
+        )
     if path.is_file():
         value = path.read_text().strip()
         if len(value) < 32:

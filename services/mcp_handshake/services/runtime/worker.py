@@ -276,8 +276,8 @@ def _report_crash(stop: asyncio.Event) -> Callable[[asyncio.Task[Any]], None]:
 
 
 def run(main: Awaitable[None]) -> None:
-    """Run a coroutine on uvloop where available; a :class:`StartupError` ends the
-    process with its one line on stderr and its exit code."""
+    """Run a coroutine on uvloop where available; a :class:`StartupError` or an
+    ``OSError`` ends the process with one line on stderr and its exit code."""
     try:
         try:
             import uvloop
@@ -289,9 +289,12 @@ def run(main: Awaitable[None]) -> None:
         sys.stderr.write(f"{exc.args[0]}\n")
         sys.stderr.flush()
         raise SystemExit(exc.exit_code) from None
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
-        # A key, config or credential file the settings name but this process cannot
-        # read (a kind started without its mount): one line, not a traceback.
-        sys.stderr.write(f"configuration: cannot read {exc.filename}: {exc.strerror}\n")
-        sys.stderr.flush()
-        raise SystemExit(2) from None  # the CLI's "usage" class (dev/cli/_exits.py)
+    except OSError as exc:
+        # A file it cannot read (a kind without its mount) or write (a read-only mount):
+        # one line, exit 2 (the CLI's "usage" class, dev/cli/_exits.py).
+        if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError):
+            line = f"configuration: cannot read {exc.filename}: {exc.strerror}"
+        else:
+            line = f"failed: {exc.filename or 'start-up'}: {exc.strerror or exc}"
+        sys.stderr.write(line + "\n")
+        raise SystemExit(2) from None  # SystemExit flushes stderr on the way out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections import defaultdict
 from typing import Any
 
@@ -20,6 +21,8 @@ from mcp_handshake.services.runtime.service import discover
 from mcp_handshake.services.store import redis_client
 from mcp_handshake.shared.settings import Settings
 from mcp_handshake.shared.subjects import Keys
+
+log = logging.getLogger(__name__)
 
 console = Console()
 
@@ -60,7 +63,8 @@ async def snapshot(settings: Settings, nc: NATS) -> dict[str, Any]:
         out["approvals_pending"] = int(await redis.zcard(Keys.PENDING))
         out["tokens_live"] = int(await redis.zcard(Keys.LIVE))
         out["tokens_expired"] = int(await redis.get(Keys.EXPIRED) or 0)
-    except Exception:
+    except Exception as exc:  # the view shows them as unknown; say why, once per view
+        log.warning("status counters unavailable from Redis: %s", type(exc).__name__)
         out["approvals_pending"] = out["tokens_live"] = out["tokens_expired"] = None
     finally:
         await redis.aclose()
