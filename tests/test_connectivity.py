@@ -170,6 +170,19 @@ def test_a_wrong_password_exits_with_one_line(nats_only: Stack) -> None:
     assert took < 20
 
 
+def test_no_nats_server_exits_with_one_line_soon(tmp_path: Path) -> None:
+    """Nothing listens at the NATS URL (connection refused): the worker says so in one
+    line within seconds, instead of retrying inside nats-py's connect for minutes."""
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens
+        probe.bind(("127.0.0.1", 0))
+        url = f"nats://127.0.0.1:{probe.getsockname()[1]}"
+    code, lines, took = _run_worker(_env(tmp_path, HANDSHAKE_NATS_URL=url))
+    assert code == 8, lines
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"unavailable: cannot connect to NATS at {url}"), lines
+    assert took < 20
+
+
 def test_sigterm_while_connecting_stops_at_once(tmp_path: Path) -> None:
     # A server that accepts the connection and never says a word.
     with socket.socket() as silent:

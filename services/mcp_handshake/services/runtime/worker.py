@@ -82,7 +82,8 @@ async def connect_nats(settings: Settings, name: str) -> NATS:
         "connect_timeout": CONNECT_TIMEOUT_S,
     }
     # Each first attempt runs without nats-py's own retries: after a failed TLS upgrade
-    # its retry path waits forever for the old socket to close.
+    # its retry path waits forever for the old socket to close; and it retries a refused
+    # server inside one connect() up to max_reconnect_attempts, allow_reconnect or not.
     for attempt in range(CONNECT_ATTEMPTS * max(len(options["servers"]), 1)):
         if attempt:
             await asyncio.sleep(0.5)
@@ -91,6 +92,7 @@ async def connect_nats(settings: Settings, name: str) -> NATS:
             await nc.connect(
                 **options,
                 allow_reconnect=False,
+                max_reconnect_attempts=1,
                 error_cb=on_error,
                 disconnected_cb=on_disconnect,
                 reconnected_cb=on_reconnect,
@@ -132,11 +134,8 @@ def _connect_error(settings: Settings, errors: list[BaseException]) -> StartupEr
             return StartupError(f"unauthenticated: NATS at {where} refused the credentials "
                                 f"of {who}", _EXIT_AUTH)  # fmt: skip
     last = errors[-1]
-    detail = (
-        type(last).__name__
-        if isinstance(last, NoServersError)
-        else str(last) or type(last).__name__
-    )
+    named = isinstance(last, NoServersError) or not str(last)
+    detail = type(last).__name__ if named else str(last)
     return StartupError(f"unavailable: cannot connect to NATS at {where} ({detail})",
                         _EXIT_UNAVAILABLE)  # fmt: skip
 
