@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -292,3 +294,34 @@ async def test_stream_takes_async_iterables_and_stops_early(stack: Stack) -> Non
                 break
         assert (await hs.call("payments.get_exchange_rate", RATE)).result["base"] == "EUR"
     assert got == 10
+
+
+async def test_no_nats_server_is_unavailable_within_seconds() -> None:
+    """Nothing listens at the URL: ``Unavailable`` at once (nats-py alone retries a
+    refused server for minutes inside connect), with the URL's password redacted."""
+    with socket.socket() as probe:  # free a moment ago: nothing listens there now
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.monotonic()
+    client = HandshakeClient(f"nats://agent:s3cret-pw@127.0.0.1:{port}", session="x")
+    with pytest.raises(HandshakeError) as caught:
+        await client.connect()
+    assert caught.value.code == "unavailable"
+    assert f"127.0.0.1:{port}" in str(caught.value) and "s3cret-pw" not in str(caught.value)
+    assert time.monotonic() - started < 10
+
+
+async def test_a_refused_nats_identity_is_unauthenticated(stack: Stack) -> None:
+    options = {**stack.agent_options(), "password": "not-the-password"}
+    client = HandshakeClient(stack.nats_url or "", session="x", connect_options=options)
+    with pytest.raises(HandshakeError) as caught:
+        await client.connect()
+    assert caught.value.code == "unauthenticated"
+    assert "not-the-password" not in str(caught.value)
+
+
+async def test_connected_client_keeps_nats_py_reconnects(stack: Stack) -> None:
+    """The quick first connection does not shorten reconnects once connected."""
+    async with agent(stack, "alice", "billing") as hs:
+        assert hs._nc is not None
+        assert hs._nc.options["max_reconnect_attempts"] == 60

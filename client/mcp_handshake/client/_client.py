@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -20,11 +21,12 @@ from mcp_handshake.shared.errors import (
     InternalError,
     InvalidTransaction,
     OutcomeUnknown,
+    Unauthenticated,
     Unavailable,
     ValidationFailed,
 )
 from mcp_handshake.shared.hashing import canonical_json, sha256_tagged
-from mcp_handshake.shared.natsconn import connect_options, inbox_prefix
+from mcp_handshake.shared.natsconn import connect_options, inbox_prefix, redact
 from mcp_handshake.shared.proofs import ProofKey
 from mcp_handshake.shared.protocol import (
     AUTHORIZATION_HEADER,
@@ -53,6 +55,10 @@ from ._session import EnvSession, SessionProvider, as_provider
 __all__ = ["CallResult", "HandshakeClient", "PendingCall"]
 
 R = TypeVar("R")
+log = logging.getLogger(__name__)
+
+#: Reconnect attempts per server once connected: nats-py's own default.
+NATS_RECONNECT_ATTEMPTS = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,10 +151,44 @@ class HandshakeClient:
         await self.close()
 
     async def connect(self) -> None:
-        if self._nc is None:
-            options = {"name": "handshake-client", **self._connect_options}
-            options.setdefault("inbox_prefix", inbox_prefix(options.get("user")))
-            self._nc = await nats.connect(servers=self._servers, **options)
+        """Connect to NATS; ``Unavailable`` (or ``Unauthenticated`` when the bus refuses
+        the agent's NATS identity) within seconds when that fails. nats-py alone would
+        retry a refused server 60 times inside ``connect`` (minutes) before saying so;
+        once connected, its usual reconnects apply (or what ``connect_options`` say)."""
+        if self._nc is not None:
+            return
+        options: dict[str, Any] = {"name": "handshake-client", **self._connect_options}
+        options.setdefault("inbox_prefix", inbox_prefix(options.get("user")))
+        patient = "max_reconnect_attempts" in options
+        options.setdefault("max_reconnect_attempts", 1)
+        seen: list[Exception] = []
+        theirs = options.get("error_cb")
+
+        async def on_error(exc: Exception) -> None:
+            if self._nc is None:  # while connecting: the reason, if it fails
+                seen.append(exc)
+            elif theirs is None:
+                log.warning("NATS error: %s", type(exc).__name__)
+            if theirs is not None:
+                await theirs(exc)
+
+        options["error_cb"] = on_error
+        nc = NATS()
+        try:
+            await nc.connect(servers=self._servers, **options)
+        except (OSError, TimeoutError, nats.errors.Error) as exc:
+            where = redact(",".join(self._servers))
+            refused = [e for e in (*seen, exc) if isinstance(e, nats.errors.AuthorizationError)
+                       or "authorization" in str(e).lower()]  # fmt: skip
+            cause = refused[0] if refused else exc
+            if refused:
+                raise Unauthenticated(f"NATS at {where} refused this agent's identity") from None
+            raise Unavailable(
+                f"cannot connect to NATS at {where} ({type(cause).__name__})"
+            ) from None
+        if not patient:
+            nc.options["max_reconnect_attempts"] = NATS_RECONNECT_ATTEMPTS
+        self._nc = nc
 
     async def close(self) -> None:
         if self._nc is not None and self._own_nc:
