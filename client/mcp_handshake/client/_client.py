@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import jwt
 import nats
+from nats.aio.client import DEFAULT_MAX_RECONNECT_ATTEMPTS
 from nats.aio.client import Client as NATS
 
 from mcp_handshake.shared import protocol, tracing
@@ -26,7 +27,7 @@ from mcp_handshake.shared.errors import (
     ValidationFailed,
 )
 from mcp_handshake.shared.hashing import canonical_json, sha256_tagged
-from mcp_handshake.shared.natsconn import connect_options, inbox_prefix, redact
+from mcp_handshake.shared.natsconn import connect_options, identity_refused, inbox_prefix, redact
 from mcp_handshake.shared.proofs import ProofKey
 from mcp_handshake.shared.protocol import (
     AUTHORIZATION_HEADER,
@@ -56,9 +57,6 @@ __all__ = ["CallResult", "HandshakeClient", "PendingCall"]
 
 R = TypeVar("R")
 log = logging.getLogger(__name__)
-
-#: Reconnect attempts per server once connected: nats-py's own default.
-NATS_RECONNECT_ATTEMPTS = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,16 +176,11 @@ class HandshakeClient:
             await nc.connect(servers=self._servers, **options)
         except (OSError, TimeoutError, nats.errors.Error) as exc:
             where = redact(",".join(self._servers))
-            refused = [e for e in (*seen, exc) if isinstance(e, nats.errors.AuthorizationError)
-                       or "authorization" in str(e).lower()]  # fmt: skip
-            cause = refused[0] if refused else exc
-            if refused:
+            if any(identity_refused(e) for e in (*seen, exc)):
                 raise Unauthenticated(f"NATS at {where} refused this agent's identity") from None
-            raise Unavailable(
-                f"cannot connect to NATS at {where} ({type(cause).__name__})"
-            ) from None
+            raise Unavailable(f"cannot connect to NATS at {where} ({type(exc).__name__})") from None
         if not patient:
-            nc.options["max_reconnect_attempts"] = NATS_RECONNECT_ATTEMPTS
+            nc.options["max_reconnect_attempts"] = DEFAULT_MAX_RECONNECT_ATTEMPTS
         self._nc = nc
 
     async def close(self) -> None:

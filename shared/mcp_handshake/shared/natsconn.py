@@ -21,7 +21,7 @@ from nats.errors import Error as NatsError
 from .errors import Unauthenticated, Unavailable
 from .settings import Settings
 
-__all__ = ["connect_options", "inbox_prefix", "redact", "tls_context"]
+__all__ = ["connect_options", "identity_refused", "inbox_prefix", "redact", "tls_context"]
 
 
 def inbox_prefix(user: str | None) -> str:
@@ -70,6 +70,12 @@ def connect_options(settings: Settings, name: str) -> dict[str, Any]:
 def _key_auth(settings: Settings) -> bool:
     """Whether the identity is proven by a key or token (the user then only names the inbox)."""
     return bool(settings.nats_creds or settings.nats_nkey_seed or settings.nats_token)
+
+
+def identity_refused(exc: BaseException) -> bool:
+    """Whether a connection error is the server refusing the credentials (nats-py raises
+    either its ``AuthorizationError`` or a plain error naming the violation)."""
+    return isinstance(exc, AuthorizationError) or "authorization" in str(exc).lower()
 
 
 def redact(urls: str) -> str:

@@ -9,9 +9,8 @@ import os
 import signal
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 
@@ -22,24 +21,12 @@ from mcp_handshake.services.core.config import load_config
 from mcp_handshake.services.core.policy import load_policy
 from mcp_handshake.services.runtime.health import Health
 from mcp_handshake.services.runtime.streams import StartupError
-from mcp_handshake.services.runtime.worker import connect_nats, run
+from mcp_handshake.services.runtime.worker import Worker, connect_nats, run
 from mcp_handshake.shared.settings import Settings
 
 __all__ = ["main", "run_console", "serve_console"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class _Started:
-    """What the health port reads of a started console: it serves no NATS endpoints,
-    emits no audit events and holds no Redis client, so it is ready while NATS is
-    connected."""
-
-    audit: None = None
-    redis: None = None
-    gauges: dict[str, float] = field(default_factory=dict)
-    service: Any = field(default_factory=lambda: SimpleNamespace(endpoints=[]))
 
 
 class _Server(uvicorn.Server):
@@ -86,7 +73,9 @@ async def serve_console(settings: Settings, cs: ConsoleSettings) -> None:
             await asyncio.sleep(0.05)
         if health is not None and server.started:
             health.nc = nc
-            health.ready(_Started())
+            # A worker with no NATS endpoints, no audit emitter and no Redis client: the
+            # health port finds it ready while NATS is connected.
+            health.ready(Worker(service=cast(Any, SimpleNamespace(endpoints=[]))))
         log.info("console listening on %s", cs.base_url)
         await serving
     finally:

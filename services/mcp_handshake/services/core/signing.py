@@ -44,8 +44,8 @@ class ReceiptSigner:
         return {"keys": [self.jwk]}
 
     def sign(self, claims: Mapping[str, Any]) -> str:
-        # The claims are JSON-encoded by msgspec (a third of PyJWT's cost for the same
-        # object) and signed by PyJWT's JWS layer: the same compact JWT either way.
+        # The claims JSON-encoded by msgspec (~5 µs less than jwt.encode's json.dumps)
+        # and signed by PyJWT's JWS layer: the same compact JWT either way.
         payload = msgspec.json.encode({"iss": self.issuer, **claims})
         return jwt.api_jws.encode(payload, self._key, self._alg, self._headers)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
-from nats.errors import AuthorizationError, NoServersError
+from nats.errors import NoServersError
 
 from mcp_handshake.services.runtime.health import Health
 from mcp_handshake.services.runtime.service import MicroService
@@ -28,7 +28,7 @@ from mcp_handshake.services.runtime.streams import StartupError
 from mcp_handshake.services.runtime.telemetry import setup_telemetry
 from mcp_handshake.services.store.redis_check import check_redis
 from mcp_handshake.shared.errors import HandshakeError, Unauthenticated
-from mcp_handshake.shared.natsconn import connect_options, redact
+from mcp_handshake.shared.natsconn import connect_options, identity_refused, redact
 from mcp_handshake.shared.settings import Settings
 
 __all__ = ["StartupError", "Worker", "connect_nats", "run", "serve"]
@@ -129,7 +129,7 @@ def _connect_error(settings: Settings, errors: list[BaseException]) -> StartupEr
             return StartupError(f"unavailable: TLS handshake with NATS at {where} failed: "
                                 f"{exc.reason or exc}", _EXIT_UNAVAILABLE)  # fmt: skip
     for exc in errors:
-        if isinstance(exc, AuthorizationError) or "authorization" in str(exc).lower():
+        if identity_refused(exc):
             who = settings.nats_user or "the configured identity"
             return StartupError(f"unauthenticated: NATS at {where} refused the credentials "
                                 f"of {who}", _EXIT_AUTH)  # fmt: skip
