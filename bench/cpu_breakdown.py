@@ -34,11 +34,6 @@ import handshake  # the bench beside this file: its stack with the function tool
 RATE = {"base": "EUR", "quote": "USD"}
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def start_profile(pid: int, seconds: float, out: str) -> subprocess.Popen[bytes]:
     """py-spy sampling ``pid`` for ``seconds`` (non-blocking: the process is not paused)."""
     fmt = ["--format", "raw"] if out.endswith(".txt") else []
@@ -58,19 +53,13 @@ async def main(args: argparse.Namespace) -> None:
     await stack.start()
     try:
         async with handshake.bench_client(stack) as hs:
-            # Warm up at the measured concurrency: every pool (Redis connections, the
-            # outbox's window) grows to its working size before the window opens.
-            async def warm() -> None:
-                for _ in range(10):
-                    await hs.call(tool, RATE)
-
-            await asyncio.gather(*(warm() for _ in range(concurrency)))
+            await handshake.warm_up(lambda: hs.call(tool, RATE), concurrency)
             pids = {p.name: p.popen.pid for p in stack.procs}
             pids["bench client"] = os.getpid()
             spy = None
             if args.profile:
                 spy = start_profile(pids[args.profile], seconds, args.profile_out)
-            before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            before = {name: handshake.cpu_seconds(pid) for name, pid in pids.items()}
             start = time.monotonic()
             end = start + seconds
             done = 0
@@ -85,7 +74,7 @@ async def main(args: argparse.Namespace) -> None:
             wall = time.monotonic() - start
             print(f"{done / wall:.0f} handshakes/s over {wall:.1f} s at concurrency {concurrency}")
             for name, pid in pids.items():
-                used = cpu_seconds(pid) - before[name]
+                used = handshake.cpu_seconds(pid) - before[name]
                 print(f"  {name:<14} {used / wall:6.1%} cpu  {used / done * 1e6:7.0f} us/handshake")
             if spy is not None:
                 spy.wait()

@@ -68,6 +68,17 @@ class Result:
         )
 
 
+async def warm_up(op: Callable[[], Awaitable[object]], concurrency: int) -> None:
+    """Ten calls per loop at the measured concurrency: every pool (Redis connections,
+    the audit outbox's window) grows to its working size before a window opens."""
+
+    async def warm() -> None:
+        for _ in range(10):
+            await op()
+
+    await asyncio.gather(*(warm() for _ in range(concurrency)))
+
+
 async def measure(
     name: str,
     op: Callable[[], Awaitable[object]],
@@ -77,12 +88,7 @@ async def measure(
 ) -> Result:
     """``op`` run by ``concurrency`` loops for ``seconds`` after a warm-up at the same
     concurrency; ``started`` is called when the measured window opens."""
-
-    async def warm() -> None:  # at the measured concurrency: pools grow to their size
-        for _ in range(10):
-            await op()
-
-    await asyncio.gather(*(warm() for _ in range(concurrency)))
+    await warm_up(op, concurrency)
     started()
     latencies: list[float] = []
     end = time.perf_counter() + seconds
