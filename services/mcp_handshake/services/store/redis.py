@@ -172,7 +172,8 @@ def _sentinel(settings: Settings) -> Redis:
         "ssl": tls,
         "retry": _retry(),
     }
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    # redis-py < 8 leaves Sentinel untyped; newer releases type it (either passes).
+    sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
         [_hostport(s) for s in settings.redis_sentinels],
         sentinel_kwargs=sentinel_kwargs,
         **common,
