@@ -71,12 +71,9 @@ pip_quiet() {
   "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps "$@" </dev/null 2>&1 |
     { grep -v -e '^Ignoring ' -e 'is ignored' || true; }
 }
-}
 
-if [ "${1:-}" != "crewai" ]; then
-  install_lock .venv dev.txt "mcp-handshake and its dev dependencies"
-  .venv/bin/python -c 'import mcp_handshake.services, nats, redis' # fail here, not later
-fi
+install_lock .venv dev.txt "mcp-handshake and its dev dependencies"
+.venv/bin/python -c 'import mcp_handshake.services, nats, redis' # fail here, not later
 
 # `bootstrap.sh crewai`: a second virtualenv for the CrewAI adapter's test and example.
 # CrewAI (about 1 GB) pins older pydantic and openai releases than the other framework
