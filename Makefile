@@ -1,7 +1,13 @@
-.PHONY: install demo up test test-cluster lint bench clean
+.PHONY: install demo up test test-cluster test-latest lock lint bench clean
 
-install:            ## virtualenv, packages, redis-server where missing
+install:            ## virtualenv from the lock (hash-checked), redis-server where missing
 	bash scripts/bootstrap.sh
+
+lock:               ## re-resolve requirements/*.txt from pyproject.toml's ranges (uv)
+	bash scripts/lock.sh
+
+test-latest:        ## the suite on the newest releases, in a throwaway venv (not CI)
+	bash scripts/test-latest.sh
 
 demo:               ## the scripted demo on the embedded stack
 	bash scripts/demo.sh
@@ -21,7 +27,6 @@ lint: install
 	.venv/bin/mypy
 
 bench: install      ## throughput and latency, side by side with the limits
-	.venv/bin/pip install -q -e '.[bench]'
 	.venv/bin/python bench/handshake.py
 	.venv/bin/python bench/cpu_breakdown.py
 	.venv/bin/python bench/step_latency.py

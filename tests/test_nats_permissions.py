@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +24,7 @@ USERS = [
 
 def test_shipped_config_is_the_generated_one() -> None:
     generated = subprocess.run(
-        [str(ROOT / ".venv/bin/mcp-handshake"), "nats-config"],
+        [str(Path(sys.executable).parent / "mcp-handshake"), "nats-config"],
         capture_output=True,
         text=True,
         check=True,

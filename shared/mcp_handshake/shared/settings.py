@@ -114,6 +114,11 @@ class Settings:
     #: approval (one JetStream round trip less per execute; a token its holder sends
     #: several times at once may then run not at all). See docs/decisions.md.
     execute_intent: str = "after_consume"
+    #: How long a worker keeps retrying its start-up (JetStream streams, buckets and
+    #: consumers) while the bus answers with a timeout or "unavailable", as a cluster that
+    #: is still electing leaders does (``HANDSHAKE_STARTUP_TIMEOUT_S``); then it exits
+    #: with one line saying what it gave up on.
+    startup_timeout_s: float = 60.0
 
     def as_operator(self) -> Settings:
         """These settings as the ``operator`` NATS identity, where one is configured."""
@@ -215,6 +220,7 @@ class Settings:
             audit_outbox_limit=int(env.get("HANDSHAKE_AUDIT_OUTBOX", "10000")),
             **_redis_env(env, path),
             execute_intent=execute_intent,
+            startup_timeout_s=float(env.get("HANDSHAKE_STARTUP_TIMEOUT_S", "60")),
         )
 
     def with_(self, **changes: object) -> Settings:

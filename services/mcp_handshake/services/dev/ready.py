@@ -14,7 +14,7 @@ from nats.aio.client import Client as NATS
 from mcp_handshake.services.dev.procs import Proc
 from mcp_handshake.services.runtime.service import discover
 
-__all__ = ["ping_counts", "wait_services"]
+__all__ = ["last_line", "ping_counts", "wait_services"]
 
 
 async def ping_counts(nc: NATS, wait: float = 0.25) -> dict[str, int]:
@@ -42,11 +42,24 @@ async def wait_services(
             counts = await ping_counts(nc)
             if all(counts.get(k, 0) >= n for k, n in expected.items()):
                 return
-            dead = [p.name for p in procs if p.popen.poll() is not None]
+            dead = [p for p in procs if p.popen.poll() is not None]
             if dead or time.monotonic() > deadline:
+                why = "".join(f"\n  {p.name} exited {p.popen.returncode}: {last_line(p)}"
+                              for p in dead)  # fmt: skip
+                names = [p.name for p in dead]
                 raise RuntimeError(
-                    f"stack did not come up (dead: {dead}, seen: {counts}); see logs in {logs}"
+                    f"stack did not come up (dead: {names}, seen: {counts}); see logs in {logs}"
+                    + why
                 )
             await asyncio.sleep(0.1)
     finally:
         await nc.close()
+
+
+def last_line(proc: Proc) -> str:
+    """The last line a process wrote to its log: a worker that gives up says why there."""
+    try:
+        lines = Path(proc.log.name).read_text(errors="replace").strip().splitlines()
+    except (OSError, TypeError):
+        return "(no log)"
+    return lines[-1][-300:] if lines else "(empty log)"
