@@ -196,8 +196,9 @@ def test_unreachable_nats_is_one_line_within_3s(tmp_path: Path, server: str) -> 
             elapsed = time.monotonic() - started
             assert out.stderr.splitlines() == [expected], (args, out.stderr)
             assert out.returncode == UNAVAILABLE and out.stdout == ""
-            # about 3 s: the 2 s connect deadline plus the interpreter starting up
-            assert elapsed < 4.5, (args, elapsed)
+            # About 3 s on a quiet machine (the 2 s connect deadline plus the interpreter
+            # starting up), more on a busy one; nats-py's own retries took over a minute.
+            assert elapsed < 12, (args, elapsed)
     finally:
         if silent:
             silent.close()
