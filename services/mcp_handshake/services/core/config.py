@@ -43,6 +43,10 @@ class SessionConfig(_Section, frozen=True):
 
     issuer: str
     audience: str
+    #: Further audiences that name this mediator: the URL of each gateway's MCP endpoint
+    #: (``https://gw.example/mcp``), the RFC 8707 resource an MCP host asks its
+    #: authorization server for. A session for any other audience is refused.
+    resources: list[str] = msgspec.field(default_factory=list)
     #: JWKS file (path) or URL; exactly one.
     jwks_file: str | None = None
     jwks_url: str | None = None

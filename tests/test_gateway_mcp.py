@@ -1,0 +1,262 @@
+"""The gateway's ``/mcp`` as an OAuth 2.1 protected resource, against the real stack.
+
+Attacks first (plain HTTP, no MCP client): no token, a token for another audience, a
+forged or expired one, a foreign ``Host`` or ``Origin``. Then the official MCP SDK's
+client, on both eras (2026-07-28 ``server/discover`` and 2025-11-25 ``initialize``):
+discovery from the 401, a public call with the bearer session, an internal call with
+a DPoP proof (and the refusal without one), a restricted call approved while it waits.
+Pending calls are keyed by user: another user can neither wait on nor see them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Generator
+from typing import Any
+
+import httpx
+import httpx2
+import jwt
+import nats
+import pytest
+from mcp import ClientSession
+from mcp.client.auth.utils import extract_resource_metadata_from_www_auth
+from mcp.client.streamable_http import streamable_http_client
+
+from mcp_handshake.services.core.config import load_config
+from mcp_handshake.services.core.sessions import SessionVerifier
+from mcp_handshake.services.dev.devhome import mint_session
+from mcp_handshake.services.dev.devstack import Stack
+from mcp_handshake.services.gateway.forward import Gateway, GatewayOptions
+from mcp_handshake.services.gateway.mcp_auth import McpCaller
+from mcp_handshake.services.gateway.mcp_calls import GatewayCalls
+from mcp_handshake.shared.subjects import Subjects
+from tests.conftest import AgentKey
+from tests.support.http_agent import dpop_proof, gateway_url
+from tests.test_mcp_server import approve, error_code, receipt_claims, text
+
+__all__ = ["gateway_url"]
+
+RATE = {"base": "EUR", "quote": "USD"}
+INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                   "clientInfo": {"name": "curl", "version": "1"}}}  # fmt: skip
+JSON_HEADERS = {"Accept": "application/json, text/event-stream",
+                "Content-Type": "application/json"}  # fmt: skip
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {**JSON_HEADERS, "Authorization": f"Bearer {token}"}
+
+
+class DPoPAuth(httpx2.Auth):
+    """The session as ``DPoP <jwt>`` and a fresh DPoP proof (RFC 9449) on every request."""
+
+    def __init__(self, key: AgentKey, session: str) -> None:
+        self.key, self.session = key, session
+
+    def auth_flow(self, request: httpx2.Request) -> Generator[httpx2.Request, Any, None]:
+        htu = str(request.url).split("?")[0]
+        request.headers["Authorization"] = f"DPoP {self.session}"
+        request.headers["DPoP"] = dpop_proof(self.key, request.method, htu, self.session)
+        yield request
+
+
+@contextlib.asynccontextmanager
+async def mcp_client(
+    url: str, auth: httpx2.Auth | None = None, headers: dict[str, str] | None = None,
+    modern: bool = True,
+) -> AsyncIterator[ClientSession]:  # fmt: skip
+    async with (
+        httpx2.AsyncClient(auth=auth, headers=headers, timeout=60) as http,
+        streamable_http_client(f"{url}/mcp", http_client=http) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        await (session.discover() if modern else session.initialize())
+        yield session
+
+
+def session_for(stack: Stack, sub: str, *roles: str, key: AgentKey | None = None,
+                **kw: Any) -> str:  # fmt: skip
+    return mint_session(stack.home, sub, roles=list(roles),
+                        jkt=key.thumbprint if key else None, **kw)  # fmt: skip
+
+
+async def test_no_token_is_a_401_with_the_resource_metadata(stack: Stack, gateway_url: str) -> None:
+    async with httpx.AsyncClient() as http:
+        refused = await http.post(f"{gateway_url}/mcp", json=INIT, headers=JSON_HEADERS)
+        assert refused.status_code == 401
+        challenge = refused.headers["www-authenticate"]
+        meta_url = f"{gateway_url}/.well-known/oauth-protected-resource/mcp"
+        assert challenge.startswith("Bearer ") and f'resource_metadata="{meta_url}"' in challenge
+        for url in (meta_url, f"{gateway_url}/.well-known/oauth-protected-resource"):
+            doc = (await http.get(url)).json()
+            issuer = load_config(stack.home / "handshake.toml").session.issuer
+            assert doc["resource"] == f"{gateway_url}/mcp"
+            assert doc["authorization_servers"] == [issuer]
+
+
+@pytest.mark.parametrize("case", ["other_audience", "expired", "forged", "not_a_jwt"])
+async def test_bad_sessions_are_refused(stack: Stack, gateway_url: str, case: str) -> None:
+    token = {
+        "other_audience": lambda: session_for(stack, "eve", "billing",
+                                              extra={"aud": "https://other.example/mcp"}),
+        "expired": lambda: session_for(stack, "eve", "billing", ttl_s=-60),
+        "forged": lambda: jwt.encode({"sub": "eve", "aud": "mcp-handshake", "iss": "x",
+                                      "exp": time.time() + 60, "iat": time.time()},
+                                     AgentKey().private, algorithm="EdDSA"),
+        "not_a_jwt": lambda: "hello",
+    }[case]()  # fmt: skip
+    async with httpx.AsyncClient() as http:
+        refused = await http.post(f"{gateway_url}/mcp", json=INIT,
+                                  headers=bearer(token))  # fmt: skip
+    assert refused.status_code == 401
+    assert 'error="invalid_token"' in refused.headers["www-authenticate"]
+    assert "resource_metadata=" in refused.headers["www-authenticate"]
+    assert token not in refused.text
+
+
+@pytest.mark.parametrize(
+    ("header", "value", "status"),
+    [("Host", "evil.example", 421), ("Host", "127.0.0.1.evil.example:80", 421),
+     ("Origin", "https://evil.example", 403), ("Origin", "http://127.0.0.1.evil.example", 403)],
+)  # fmt: skip
+async def test_foreign_host_or_origin_is_refused(
+    stack: Stack, gateway_url: str, header: str, value: str, status: int
+) -> None:
+    token = session_for(stack, "ann", "billing")
+    headers = {**JSON_HEADERS, "Authorization": f"Bearer {token}", header: value}
+    async with httpx.AsyncClient() as http:
+        refused = await http.post(f"{gateway_url}/mcp", json=INIT, headers=headers)
+        assert refused.status_code == status
+        ok = await http.post(f"{gateway_url}/mcp", json=INIT,
+                             headers={**JSON_HEADERS, "Authorization": f"Bearer {token}",
+                                      "Origin": gateway_url})  # fmt: skip
+        assert ok.status_code == 200, ok.text
+
+
+@pytest.mark.parametrize("modern", [True, False], ids=["2026-07-28", "2025-11-25"])
+async def test_sdk_client_discovers_then_calls_public_and_internal(
+    stack: Stack, gateway_url: str, modern: bool
+) -> None:
+    async with httpx2.AsyncClient() as http:  # what the SDK's OAuth flow reads first
+        first = await http.post(f"{gateway_url}/mcp", json=INIT, headers=JSON_HEADERS)
+    meta_url = extract_resource_metadata_from_www_auth(first)
+    assert meta_url == f"{gateway_url}/.well-known/oauth-protected-resource/mcp"
+
+    key = AgentKey()
+    token = session_for(stack, "mcp-gw-ann", "billing", "support", key=key)
+    async with mcp_client(gateway_url, headers={"Authorization": f"Bearer {token}"},
+                          modern=modern) as mcp:  # fmt: skip
+        listed = {t.name: t for t in (await mcp.list_tools()).tools}
+        assert {"payments__get_exchange_rate", "payments__list_invoices",
+                "handshake_wait"} <= set(listed)  # fmt: skip
+        public = await mcp.call_tool("payments__get_exchange_rate", RATE)
+        assert receipt_claims(public)["sub"] == "mcp-gw-ann"
+        refused = await mcp.call_tool("payments__list_invoices", {"limit": 1})
+        assert error_code(refused) == "validation_failed" and "DPoP" in text(refused)
+
+    async with mcp_client(gateway_url, DPoPAuth(key, token), modern=modern) as mcp:
+        internal = await mcp.call_tool("payments__list_invoices", {"limit": 1})
+        claims = receipt_claims(internal)
+        assert claims["tier"] == "internal" and claims["sub"] == "mcp-gw-ann"
+
+
+async def test_a_proof_of_another_key_is_refused(stack: Stack, gateway_url: str) -> None:
+    token = session_for(stack, "mcp-gw-bob", "billing", key=AgentKey())
+    async with mcp_client(gateway_url, DPoPAuth(AgentKey(), token)) as mcp:
+        refused = await mcp.call_tool("payments__list_invoices", {"limit": 1})
+    assert error_code(refused) == "validation_failed"
+
+
+async def test_restricted_call_waits_with_progress_until_approved(
+    stack: Stack, gateway_url: str
+) -> None:
+    key = AgentKey()
+    token = session_for(stack, "mcp-gw-tess", "treasury", key=key)
+    progress: list[str] = []
+    reported = asyncio.Event()
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        progress.append(message or "")
+        reported.set()
+
+    large = {"to_account": "acct_4f9d2a", "amount": 500, "currency": "EUR"}  # a human decides
+    async with mcp_client(gateway_url, DPoPAuth(key, token)) as mcp:
+        call = asyncio.create_task(
+            mcp.call_tool("payments__send_payment", large, progress_callback=on_progress)
+        )
+        await asyncio.wait_for(reported.wait(), 15)
+        txn = progress[0].rsplit("(", 1)[1].rstrip(")")
+        await asyncio.to_thread(approve, stack, txn)
+        done = await asyncio.wait_for(call, 40)
+    claims = receipt_claims(done)
+    assert claims["txn"] == txn and claims["approvals"][0]["by"] == "victor"
+
+
+def _who(verifier: SessionVerifier, token: str, key: AgentKey, htu: str) -> McpCaller:
+    return McpCaller(verifier.verify(f"Bearer {token}"), token,
+                     dpop_proof(key, "POST", htu, token), htu)  # fmt: skip
+
+
+async def test_pending_calls_belong_to_their_user(stack: Stack) -> None:
+    """A restricted call left pending: another session of the same user finishes it with
+    handshake_wait; another user can neither wait on it nor see it."""
+    cfg = load_config(stack.home / "handshake.toml")
+    verifier = await SessionVerifier.create(cfg.session, cfg.path.parent)
+    nc = await nats.connect(**stack.connect_options("gateway"))
+    htu = "http://gw.test/mcp"
+    try:
+        calls = GatewayCalls(Gateway(nc, Subjects(), GatewayOptions()), wait_bound_s=0.5)
+        tess, mallory = AgentKey(), AgentKey()
+        t1 = session_for(stack, "mcp-gw-tom", "treasury", key=tess)
+        params = {"to_account": "acct_4f9d2a", "amount": 650, "currency": "EUR"}
+        pending = await calls.call(_who(verifier, t1, tess, htu), "payments__send_payment",
+                                   params, _no_progress)  # fmt: skip
+        assert pending.structured_content["status"] == "pending_approval", text(pending)
+        txn = pending.structured_content["transaction_id"]
+
+        other = session_for(stack, "mcp-gw-mallory", "treasury", key=mallory)
+        stolen = await calls.call(_who(verifier, other, mallory, htu), "handshake_wait",
+                                  {"transaction_id": txn}, _no_progress)  # fmt: skip
+        assert error_code(stolen) == "invalid_transaction"
+        peek = await calls.call(_who(verifier, other, mallory, htu), "handshake_status",
+                                {"transaction_id": txn}, _no_progress)  # fmt: skip
+        assert peek.is_error and "pending_approval" not in text(peek)
+
+        await asyncio.to_thread(approve, stack, txn)
+        t2 = session_for(stack, "mcp-gw-tom", "treasury", key=tess)  # a new session
+        done = await calls.call(_who(verifier, t2, tess, htu), "handshake_wait",
+                                {"transaction_id": txn}, _no_progress)  # fmt: skip
+        assert receipt_claims(done)["txn"] == txn
+    finally:
+        await nc.close()
+
+
+async def _no_progress(done: float, total: float | None, message: str | None) -> None:
+    pass
+
+
+async def test_oversized_arguments_are_payload_too_large(stack: Stack, gateway_url: str) -> None:
+    """1.2 MB of arguments: refused as too large, never ``unavailable``."""
+    token = session_for(stack, "ann", "billing")
+    big = {"base": "E" * 1_200_000, "quote": "USD"}
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "payments__get_exchange_rate", "arguments": big}}  # fmt: skip
+    async with httpx.AsyncClient() as http:
+        refused = await http.post(f"{gateway_url}/mcp", json=call,
+                                  headers=bearer(token))  # fmt: skip
+    assert refused.status_code == 413
+
+    nc = await nats.connect(**stack.connect_options("gateway"))
+    try:
+        calls = GatewayCalls(Gateway(nc, Subjects(), GatewayOptions()))
+        cfg = load_config(stack.home / "handshake.toml")
+        verifier = await SessionVerifier.create(cfg.session, cfg.path.parent)
+        who = McpCaller(verifier.verify(f"Bearer {token}"), token, None, "http://gw.test/mcp")
+        result = await calls.call(who, "payments__get_exchange_rate", big, _no_progress)
+        assert error_code(result) == "payload_too_large"
+    finally:
+        await nc.close()
