@@ -6,17 +6,50 @@ import logging
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from mcp_handshake.services.dev.cli._common import SessionOpt, fail, run_command, usage
 from mcp_handshake.shared.settings import Settings
 
+if TYPE_CHECKING:
+    from mcp_handshake.client.mcp_server import ServeOptions
+
 
 class Transport(StrEnum):
     stdio = "stdio"
     http = "http"
+
+
+SecretFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="HTTP only, required: a file (0600, yours) holding the bearer secret "
+        "clients must send (at least 32 characters).",
+        show_default=False,
+    ),
+]
+AllowedHostOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="HTTP only: a Host name clients use (repeatable); required on a non-loopback --host.",
+        show_default=False,
+    ),
+]
+
+
+def _check_http(options: ServeOptions) -> None:
+    """No unprotected HTTP server: refused before anything starts."""
+    from mcp_handshake.client.mcp_server import read_bearer_secret, transport_security
+
+    try:
+        if options.secret_file is None:
+            raise ValueError("--transport http needs --secret-file (a bearer secret, 0600)")
+        read_bearer_secret(options.secret_file)
+        transport_security(options.host, options.allowed_hosts)
+    except ValueError as exc:
+        usage(str(exc))
 
 
 def mcp(
@@ -25,22 +58,8 @@ def mcp(
     ] = Transport.stdio,
     host: Annotated[str, typer.Option(help="HTTP only: address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP only: port.")] = 8765,
-    secret_file: Annotated[
-        Path | None,
-        typer.Option(
-            help="HTTP only, required: a file (0600, yours) holding the bearer secret "
-            "clients must send (at least 32 characters).",
-            show_default=False,
-        ),
-    ] = None,
-    allowed_host: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="HTTP only: a Host name clients use (repeatable); required on a "
-            "non-loopback --host.",
-            show_default=False,
-        ),
-    ] = None,
+    secret_file: SecretFileOpt = None,
+    allowed_host: AllowedHostOpt = None,
     session_command: Annotated[
         str | None,
         typer.Option(
@@ -81,16 +100,8 @@ def mcp(
     logging.getLogger("mcp").setLevel(max(logging.WARNING, logging.getLogger().level))
     options = ServeOptions(transport.value, host, port, approval_wait, secret_file,
                            tuple(allowed_host or ()))  # fmt: skip
-    if transport is Transport.http:  # refused before anything starts
-        from mcp_handshake.client.mcp_server import read_bearer_secret, transport_security
-
-        try:
-            if secret_file is None:
-                raise ValueError("--transport http needs --secret-file (a bearer secret, 0600)")
-            read_bearer_secret(secret_file)
-            transport_security(host, options.allowed_hosts)
-        except ValueError as exc:
-            usage(str(exc))
+    if transport is Transport.http:
+        _check_http(options)
     try:
         run_command(serve(settings, provider, options))
     except KeyboardInterrupt:
