@@ -19,18 +19,21 @@ from typing import Any
 import httpx
 import httpx2
 import jwt
+import msgspec
 import nats
 import pytest
 from mcp import ClientSession
 from mcp.client.auth.utils import extract_resource_metadata_from_www_auth
 from mcp.client.streamable_http import streamable_http_client
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from mcp_handshake.services.core.config import load_config
 from mcp_handshake.services.core.sessions import SessionVerifier
 from mcp_handshake.services.dev.devhome import mint_session
 from mcp_handshake.services.dev.devstack import Stack
 from mcp_handshake.services.gateway.forward import Gateway, GatewayOptions
-from mcp_handshake.services.gateway.mcp_auth import McpCaller
+from mcp_handshake.services.gateway.mcp_auth import CALLER_KEY, McpCaller, McpGuard, McpResource
 from mcp_handshake.services.gateway.mcp_calls import GatewayCalls
 from mcp_handshake.shared.subjects import Subjects
 from tests.conftest import AgentKey
@@ -260,3 +263,45 @@ async def test_oversized_arguments_are_payload_too_large(stack: Stack, gateway_u
         assert error_code(result) == "payload_too_large"
     finally:
         await nc.close()
+
+
+async def _guarded(stack: Stack, **session_cfg: Any) -> httpx.AsyncClient:
+    """The guard alone, in process, with the stack's real session keys and ``session_cfg``
+    over its ``[session]``; behind it, an app that answers 200 with the caller's sub."""
+    cfg = load_config(stack.home / "handshake.toml")
+    session = msgspec.structs.replace(cfg.session, **session_cfg)
+    verifier = await SessionVerifier.create(session, cfg.path.parent)
+
+    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
+        who = scope[CALLER_KEY]
+        await Response(who.sub, 200)(scope, receive, send)
+
+    resource = McpResource.at("https://gw.test", session.issuer, (),
+                              tuple(session.mcp_scopes))  # fmt: skip
+    guard = McpGuard(inner, resource, verifier)
+    transport = httpx.ASGITransport(app=guard)
+    return httpx.AsyncClient(transport=transport, base_url="https://gw.test")
+
+
+async def test_a_session_for_the_mcp_resource_is_accepted_when_configured(stack: Stack) -> None:
+    """RFC 8707: a session whose audience is the /mcp URL (what a host asks its
+    authorization server for) is accepted once ``[session] resources`` lists it."""
+    for_mcp = session_for(stack, "res-ann", "billing", extra={"aud": "https://gw.test/mcp"})
+    async with await _guarded(stack) as http:
+        assert (await http.post("/mcp", headers=bearer(for_mcp))).status_code == 401
+    async with await _guarded(stack, resources=["https://gw.test/mcp"]) as http:
+        ok = await http.post("/mcp", headers=bearer(for_mcp))
+        assert ok.status_code == 200 and ok.text == "res-ann"
+        other = session_for(stack, "res-ann", "billing", extra={"aud": "https://gw.other/mcp"})
+        assert (await http.post("/mcp", headers=bearer(other))).status_code == 401
+
+
+async def test_a_session_without_the_required_scope_is_403(stack: Stack) -> None:
+    async with await _guarded(stack, mcp_scopes=["mcp:tools"]) as http:
+        plain = session_for(stack, "scope-ann", "billing")
+        refused = await http.post("/mcp", headers=bearer(plain))
+        assert refused.status_code == 403
+        challenge = refused.headers["www-authenticate"]
+        assert 'error="insufficient_scope"' in challenge and 'scope="mcp:tools"' in challenge
+        scoped = session_for(stack, "scope-ann", "billing", scopes=["mcp:tools"])
+        assert (await http.post("/mcp", headers=bearer(scoped))).status_code == 200

@@ -107,7 +107,9 @@ async def open_mcp(
     cfg = load_config(settings.config_path)
     sessions = await SessionVerifier.create(cfg.session, cfg.path.parent)
     opts = gateway.options
-    resource = McpResource.at(base_url, cfg.session.issuer, opts.cors_origins)
+    resource = McpResource.at(
+        base_url, cfg.session.issuer, opts.cors_origins, tuple(cfg.session.mcp_scopes)
+    )
     if resource.url not in cfg.session.resources:
         log.warning("[session] resources does not list %s: only sessions for the audience "
                     "%r are accepted at /mcp", resource.url, cfg.session.audience)  # fmt: skip
