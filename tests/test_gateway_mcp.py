@@ -94,6 +94,8 @@ async def test_no_token_is_a_401_with_the_resource_metadata(stack: Stack, gatewa
         challenge = refused.headers["www-authenticate"]
         meta_url = f"{gateway_url}/.well-known/oauth-protected-resource/mcp"
         assert challenge.startswith("Bearer ") and f'resource_metadata="{meta_url}"' in challenge
+        # No server-initiated stream to hold a connection open: POST only.
+        assert (await http.get(f"{gateway_url}/mcp")).status_code == 405
         for url in (meta_url, f"{gateway_url}/.well-known/oauth-protected-resource"):
             doc = (await http.get(url)).json()
             issuer = load_config(stack.home / "handshake.toml").session.issuer
@@ -227,7 +229,7 @@ async def test_pending_calls_belong_to_their_user(stack: Stack) -> None:
         assert error_code(stolen) == "invalid_transaction"
         peek = await calls.call(_who(verifier, other, mallory, htu), "handshake_status",
                                 {"transaction_id": txn}, _no_progress)  # fmt: skip
-        assert peek.is_error and "pending_approval" not in text(peek)
+        assert error_code(peek) == "invalid_transaction" and "pending" not in text(peek)
 
         await asyncio.to_thread(approve, stack, txn)
         t2 = session_for(stack, "mcp-gw-tom", "treasury", key=tess)  # a new session

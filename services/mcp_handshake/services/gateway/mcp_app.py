@@ -130,7 +130,8 @@ async def open_mcp(
             await asyncio.Event().wait()  # until the worker stops (cancelled)
 
     routes: list[BaseRoute] = [
-        Route("/mcp", guard, methods=["GET", "POST", "DELETE"]),
+        # POST only: no server-initiated stream (GET) and no session to end (DELETE): 405.
+        Route("/mcp", guard, methods=["POST"]),
         Route("/.well-known/oauth-protected-resource", metadata, methods=["GET"]),
         Route("/.well-known/oauth-protected-resource/mcp", metadata, methods=["GET"]),
     ]
