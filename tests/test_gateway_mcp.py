@@ -81,10 +81,16 @@ async def mcp_client(
         yield session
 
 
+#: Every session this module used: none may reach a gateway's log.
+USED: list[str] = []
+
+
 def session_for(stack: Stack, sub: str, *roles: str, key: AgentKey | None = None,
                 **kw: Any) -> str:  # fmt: skip
-    return mint_session(stack.home, sub, roles=list(roles),
-                        jkt=key.thumbprint if key else None, **kw)  # fmt: skip
+    token = mint_session(stack.home, sub, roles=list(roles),
+                         jkt=key.thumbprint if key else None, **kw)  # fmt: skip
+    USED.append(token)
+    return token
 
 
 async def test_no_token_is_a_401_with_the_resource_metadata(stack: Stack, gateway_url: str) -> None:
@@ -307,3 +313,14 @@ async def test_a_session_without_the_required_scope_is_403(stack: Stack) -> None
         assert 'error="insufficient_scope"' in challenge and 'scope="mcp:tools"' in challenge
         scoped = session_for(stack, "scope-ann", "billing", scopes=["mcp:tools"])
         assert (await http.post("/mcp", headers=bearer(scoped))).status_code == 200
+
+
+def test_no_session_or_argument_reaches_the_gateway_log(stack: Stack, gateway_url: str) -> None:
+    """Runs last in this module: the gateway that served it logged no session, no
+    signature part of one, and none of the oversized argument."""
+    port = gateway_url.rsplit(":", 1)[1]
+    log = (stack.logs / f"gateway-{port}.log").read_text()
+    assert len(USED) > 10
+    for token in USED:
+        assert token not in log and token.rsplit(".", 1)[1] not in log
+    assert "E" * 100 not in log
