@@ -35,6 +35,7 @@ from mcp_handshake.services.dev.devstack import Stack
 from mcp_handshake.services.gateway.forward import Gateway, GatewayOptions
 from mcp_handshake.services.gateway.mcp_auth import CALLER_KEY, McpCaller, McpGuard, McpResource
 from mcp_handshake.services.gateway.mcp_calls import GatewayCalls
+from mcp_handshake.services.gateway.nonce import NonceIssuer
 from mcp_handshake.shared.subjects import Subjects
 from tests.conftest import AgentKey
 from tests.support.http_agent import dpop_proof, gateway_url
@@ -273,7 +274,9 @@ async def test_oversized_arguments_are_payload_too_large(stack: Stack, gateway_u
         await nc.close()
 
 
-async def _guarded(stack: Stack, **session_cfg: Any) -> httpx.AsyncClient:
+async def _guarded(
+    stack: Stack, nonces: NonceIssuer | None = None, **session_cfg: Any
+) -> httpx.AsyncClient:
     """The guard alone, in process, with the stack's real session keys and ``session_cfg``
     over its ``[session]``; behind it, an app that answers 200 with the caller's sub."""
     cfg = load_config(stack.home / "handshake.toml")
@@ -286,7 +289,7 @@ async def _guarded(stack: Stack, **session_cfg: Any) -> httpx.AsyncClient:
 
     resource = McpResource.at("https://gw.test", session.issuer, (),
                               tuple(session.mcp_scopes))  # fmt: skip
-    guard = McpGuard(inner, resource, verifier)
+    guard = McpGuard(inner, resource, verifier, nonces)
     transport = httpx.ASGITransport(app=guard)
     return httpx.AsyncClient(transport=transport, base_url="https://gw.test")
 
@@ -313,6 +316,25 @@ async def test_a_session_without_the_required_scope_is_403(stack: Stack) -> None
         assert 'error="insufficient_scope"' in challenge and 'scope="mcp:tools"' in challenge
         scoped = session_for(stack, "scope-ann", "billing", scopes=["mcp:tools"])
         assert (await http.post("/mcp", headers=bearer(scoped))).status_code == 200
+
+
+async def test_dpop_nonces_are_required_when_configured(stack: Stack) -> None:
+    """With server nonces on, a DPoP proof without a live nonce is 401 use_dpop_nonce with
+    a fresh DPoP-Nonce, before anything runs; with that nonce it passes."""
+    nonces = NonceIssuer(b"n" * 32)
+    key = AgentKey()
+    token = session_for(stack, "nonce-ann", "billing", key=key)
+    htu = "https://gw.test/mcp"
+    async with await _guarded(stack, nonces) as http:
+        proof = dpop_proof(key, "POST", htu, token)
+        refused = await http.post("/mcp", headers={**bearer(token), "DPoP": proof})
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"] == 'DPoP error="use_dpop_nonce"'
+        nonce = refused.headers["dpop-nonce"]
+        assert nonces.valid(nonce)
+        proof = dpop_proof(key, "POST", htu, token, nonce=nonce)
+        ok = await http.post("/mcp", headers={**bearer(token), "DPoP": proof})
+        assert ok.status_code == 200 and ok.text == "nonce-ann"
 
 
 def test_no_session_or_argument_reaches_the_gateway_log(stack: Stack, gateway_url: str) -> None:

@@ -1,8 +1,9 @@
 """The official TypeScript MCP SDK (``@modelcontextprotocol/sdk``, npm) against the
 gateway's ``/mcp``: an independent client discovers the metadata from the 401, calls a
-public tool with the bearer session, and an internal tool with a DPoP proof made by
-``jose``. Its dependencies are installed from ``tests/ts_mcp/package-lock.json`` with
-``npm ci`` (integrity-checked; the lock records no registry URLs).
+public tool with the bearer session, an internal tool with a DPoP proof made by
+``jose``, and a restricted one through its approval, with progress. Its dependencies
+are installed from ``tests/ts_mcp/package-lock.json`` with ``npm ci`` (integrity-checked;
+the lock records no registry URLs).
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def _text(result: dict[str, Any]) -> str:
 def test_typescript_sdk_client(stack: Stack, gateway_url: str) -> None:
     _node_modules()
     key = AgentKey()
-    session = mint_session(stack.home, "ts-ann", roles=["billing"], jkt=key.thumbprint)
+    session = mint_session(stack.home, "ts-ann", roles=["billing", "treasury"],
+                           jkt=key.thumbprint)  # fmt: skip
     private_jwk = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(key.private))
     env = {**os.environ, "MCP_URL": f"{gateway_url}/mcp", "MCP_SESSION": session,
            "MCP_DPOP_JWK": json.dumps(private_jwk)}  # fmt: skip
@@ -71,3 +73,10 @@ def test_typescript_sdk_client(stack: Stack, gateway_url: str) -> None:
     claims = jwt.decode(internal["_meta"]["mcp-handshake/receipt"],
                         options={"verify_signature": False})  # fmt: skip
     assert claims["tier"] == "internal" and claims["sub"] == "ts-ann"
+    restricted = out["restricted"]
+    assert not restricted.get("isError"), _text(restricted)
+    claims = jwt.decode(restricted["_meta"]["mcp-handshake/receipt"],
+                        options={"verify_signature": False})  # fmt: skip
+    assert claims["tier"] == "restricted"
+    assert [a["by"] for a in claims["approvals"]] == ["confirmation-agent"]
+    assert out["progress"] and "waiting for approval" in out["progress"][0]

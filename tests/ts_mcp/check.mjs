@@ -1,7 +1,8 @@
 // The official TypeScript MCP SDK against the gateway's /mcp (run by
 // tests/test_gateway_mcp_ts.py): discovery from the 401, a public call with the bearer
 // session, an internal call refused without DPoP and run with a DPoP proof (jose) on
-// every request. Prints one JSON object.
+// every request, a restricted call waiting (with progress) for its approval. Prints one
+// JSON object.
 import { createHash, randomUUID } from "node:crypto";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
@@ -58,6 +59,15 @@ async function dpopFetch(input, init = {}) {
 const dpop = new Client({ name: "ts-dpop", version: "1" });
 await dpop.connect(new StreamableHTTPClientTransport(new URL(url), { fetch: dpopFetch }));
 out.internal = await dpop.callTool(invoices);
+// Restricted: the confirmation agent approves a small payment while the call waits,
+// reporting progress.
+const progress = [];
+const payment = { to_account: "acct_4f9d2a", amount: 50, currency: "EUR" };
+out.restricted = await dpop.callTool(
+  { name: "payments__send_payment", arguments: payment }, undefined,
+  { onprogress: (p) => progress.push(p.message ?? "") },
+);
+out.progress = progress;
 await dpop.close();
 
 console.log(JSON.stringify(out));
