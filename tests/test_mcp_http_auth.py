@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from mcp_handshake.client import PendingCall
+from mcp_handshake.client.mcp_server import PendingStore
 from mcp_handshake.services.dev.devstack import Stack
 from mcp_handshake.services.dev.procs import free_port, wait_port
 from mcp_handshake.shared.settings import write_private
+from mcp_handshake.shared.wire import Grant
 from tests.test_mcp_server import (
     CLI,
     RATE,
@@ -128,3 +132,37 @@ async def test_a_new_process_of_the_same_user_finishes_an_approved_call(
         done = await mcp.call_tool("handshake_wait", {"transaction_id": txn})
     assert receipt_claims(done)["txn"] == txn
     assert not list((tmp_path / "pending").rglob("*.json"))
+
+
+def _pending(txn: str, expires_in: float = 60) -> PendingCall:
+    grant = Grant(transaction_id=txn, token="t" * 43, status="pending_approval",
+                  tier="restricted", params_hash="sha256:" + "0" * 64,
+                  expires_at=time.time() + expires_in)  # fmt: skip
+    return PendingCall("payments.send_payment", {"amount": 1}, grant)
+
+
+def test_pending_store_is_per_user_private_and_forgets_expired(tmp_path: Path) -> None:
+    folder = tmp_path / "pending"
+    PendingStore(folder).put("tom", _pending("txn-1"))
+    (saved,) = folder.rglob("*.json")
+    assert saved.stat().st_mode & 0o777 == 0o600 and saved.parent.stat().st_mode & 0o777 == 0o700
+    fresh = PendingStore(folder)  # another process
+    assert fresh.get("mallory", "txn-1") is None
+    found = fresh.get("tom", "txn-1")
+    assert found is not None and found.grant.token == "t" * 43
+    fresh.drop("tom", "txn-1")
+    assert not list(folder.rglob("*.json"))
+
+    PendingStore(folder).put("tom", _pending("txn-old", expires_in=-1))
+    assert PendingStore(folder).get("tom", "txn-old") is None
+    assert not list(folder.rglob("*.json"))
+
+
+def test_pending_store_never_writes_to_a_shared_folder(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    store = PendingStore(shared)
+    store.put("tom", _pending("txn-2"))
+    assert not list(shared.rglob("*.json"))
+    assert store.get("tom", "txn-2") is not None  # still kept, in memory

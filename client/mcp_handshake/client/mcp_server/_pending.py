@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 import re
 import time
 from pathlib import Path
@@ -37,6 +38,11 @@ MAX_PENDING = 1000
 _TXN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
+def _own_and_private(path: Path) -> bool:
+    info = path.stat()
+    return info.st_uid == os.getuid() and not info.st_mode & 0o077
+
+
 class _Saved(msgspec.Struct, frozen=True):
     tool: str
     params: dict[str, Any]
@@ -51,9 +57,21 @@ class PendingStore:
         self._mem: dict[tuple[str, str], PendingCall] = {}
 
     def _path(self, user: str, txn: str) -> Path | None:
+        """The call's file, in a folder only this user can use; ``None`` (memory only) when
+        there is no such folder (another owner's, or open to others: never trusted)."""
         if self._dir is None or not _TXN.fullmatch(txn):
             return None
-        return self._dir / hashlib.sha256(user.encode()).hexdigest()[:32] / f"{txn}.json"
+        folder = self._dir / hashlib.sha256(user.encode()).hexdigest()[:32]
+        try:
+            make_private_dirs(folder)
+            private = all(_own_and_private(p) for p in (self._dir, folder))
+        except OSError:
+            private = False
+        if not private:
+            log.warning("pending calls kept in memory only: %s is not private", self._dir)
+            self._dir = None
+            return None
+        return folder / f"{txn}.json"
 
     def put(self, user: str, pending: PendingCall) -> None:
         now = time.time()
@@ -64,7 +82,6 @@ class PendingStore:
             del self._mem[next(iter(self._mem))]
         path = self._path(user, pending.transaction_id)
         if path is not None:
-            make_private_dirs(path.parent)
             saved = _Saved(pending.tool, pending.params, pending.grant)
             write_private(path, msgspec.json.encode(saved).decode())
 
