@@ -19,7 +19,8 @@ compile dev.txt pyproject.toml requirements/build.in --extra dev --extra bench "
 # What builds the project and the lock's sdists, installed first (pins taken from dev.txt).
 compile build.txt requirements/build.in -c requirements/dev.txt
 # The container image: a worker and the console, at dev.txt's versions.
-compile image.txt pyproject.toml requirements/build.in --extra server --extra console \
+# The gateway's /mcp needs the MCP SDK (the mcp extra; not in server, which CrewAI shares).
+compile image.txt pyproject.toml requirements/build.in --extra server --extra console --extra mcp \
   -c requirements/dev.txt
 # CrewAI pins older pydantic and openai releases than the other frameworks: its own
 # virtualenv (.venv-crewai), resolved apart.

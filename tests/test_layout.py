@@ -22,6 +22,9 @@ ALLOWED = {
     "store": {"shared"},
     "runtime": {"shared", "core", "store"},
     **{w: {"shared", "core", "store", "runtime"} for w in WORKERS},
+    # The gateway's /mcp serves the MCP server's tools, names and results (client's
+    # mcp_server) as the request's own user: it is a client of the bus, like any agent.
+    "gateway": {"shared", "client", "core", "store", "runtime"},
     "dev": {"shared", "client", "core", "store", "runtime", *WORKERS},
     # The web console sits on top: it reuses the CLI's status and audit readers.
     "console": {"shared", "client", "core", "store", "runtime", "audit", "dev"},

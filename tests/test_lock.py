@@ -51,7 +51,7 @@ def _extras() -> dict[str, list[str]]:
 @pytest.mark.parametrize(("lock", "extras"), [
     ("dev.txt", ["", "cli", "server", "console", "dev", "test", "mcp", "bench", "langchain",
                  "openai-agents", "pydantic-ai", "llamaindex"]),
-    ("image.txt", ["", "cli", "server", "console"]),
+    ("image.txt", ["", "cli", "server", "console", "mcp"]),
     ("crewai.txt", ["", "cli", "server", "crewai", "test"]),
 ])  # fmt: skip
 def test_each_lock_satisfies_the_ranges_pyproject_declares(lock: str, extras: list[str]) -> None:

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import jwt
 import mcp_types as types
 import pytest
@@ -32,6 +33,7 @@ from mcp_handshake.services.dev.devhome import mint_session
 from mcp_handshake.services.dev.devstack import Stack
 from mcp_handshake.services.dev.procs import free_port, wait_port
 from mcp_handshake.shared.proofs import ProofKey
+from mcp_handshake.shared.settings import write_private
 from mcp_handshake.shared.wire import ToolInfo
 from tests.conftest import ROOT
 
@@ -39,6 +41,8 @@ CLI = [sys.executable, "-m", "mcp_handshake.services.dev.cli"]
 RATE = {"base": "EUR", "quote": "USD"}
 TXN = "mcp-handshake/transaction_id"
 RECEIPT = "mcp-handshake/receipt"
+SECRET = "s3cr3t-" + "x" * 40
+SECRET_HEADER = {"Authorization": f"Bearer {SECRET}"}
 
 
 def server_env(stack: Stack, key: Path, session: str | None = None) -> dict[str, str]:
@@ -104,8 +108,9 @@ def test_public_api_is_pinned() -> None:
     import mcp_handshake.client.mcp_server as mcp_server
 
     assert set(mcp_server.__all__) == {
-        "HOST_NAME", "META", "Calls", "GuardedSession", "ServeOptions", "as_mcp_tools",
-        "build_server", "hints", "host_name", "open_client", "serve", "tool_name",
+        "HOST_NAME", "META", "Calls", "GuardedSession", "PendingStore", "ServeOptions",
+        "as_mcp_tools", "build_server", "hints", "host_name", "open_client",
+        "read_bearer_secret", "serve", "tool_name", "transport_security",
     }  # fmt: skip
     assert all(hasattr(mcp_server, name) for name in mcp_server.__all__)
     assert mcp_server.hints("public").read_only_hint is True
@@ -113,6 +118,9 @@ def test_public_api_is_pinned() -> None:
     # The operation's own word over the tier's: an internal GET reads only.
     internal_get = mcp_server.hints("internal", True, True)
     assert internal_get.read_only_hint is True and internal_get.idempotent_hint is True
+    # A target's Idempotency-Key support does not make repeating a write harmless.
+    assert mcp_server.hints("internal", False, True).idempotent_hint is False
+    assert mcp_server.hints("public", False, True).idempotent_hint is False
     assert mcp_server.hints("restricted", True).destructive_hint is False
     assert mcp_server.hints("restricted", False).destructive_hint is True
 
@@ -157,8 +165,9 @@ async def test_http_lists_and_calls_each_tier(stack: Stack, tmp_path: Path) -> N
     try:
         await asyncio.to_thread(wait_port, port, "mcp server")
         async with (
-            streamable_http_client(f"http://127.0.0.1:{port}/mcp") as (read, write),
-            ClientSession(read, write) as mcp,
+            httpx2.AsyncClient(headers=SECRET_HEADER, timeout=60) as http,
+            streamable_http_client(f"http://127.0.0.1:{port}/mcp", http_client=http) as (r, w),
+            ClientSession(r, w) as mcp,
         ):
             await mcp.initialize()
             await each_tier(mcp, "mcp-bea")
@@ -243,8 +252,11 @@ def start_http_server(
     to the same agent key), and a call waits 1 s for approval."""
     role_args = [a for r in (roles or ("treasury",)) for a in ("--role", r)]
     mint = shlex.join([*CLI, "token", "mint", "--sub", sub, *role_args, "--bind-key"])
+    secret = log.parent / "mcp-secret"
+    if not secret.exists():
+        write_private(secret, SECRET)
     args = ["mcp", "--transport", "http", "--port", str(port), "--approval-wait", "1",
-            "--session-command", mint]  # fmt: skip
+            "--session-command", mint, "--secret-file", str(secret)]  # fmt: skip
     with log.open("a") as out:
         return subprocess.Popen([*CLI, *args], env=server_env(stack, key), stdout=out,
                                 stderr=subprocess.STDOUT)  # fmt: skip
@@ -256,8 +268,9 @@ async def test_http_pending_approval_then_follow_up(stack: Stack, tmp_path: Path
     try:
         await asyncio.to_thread(wait_port, port, "mcp server")
         async with (
-            streamable_http_client(f"http://127.0.0.1:{port}/mcp") as (read, write),
-            ClientSession(read, write) as mcp,
+            httpx2.AsyncClient(headers=SECRET_HEADER, timeout=60) as http,
+            streamable_http_client(f"http://127.0.0.1:{port}/mcp", http_client=http) as (r, w),
+            ClientSession(r, w) as mcp,
         ):
             await mcp.initialize()
             assert "payments__send_payment" in {t.name for t in (await mcp.list_tools()).tools}

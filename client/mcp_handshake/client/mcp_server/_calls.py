@@ -2,9 +2,11 @@
 
 A restricted call waits for its approval at most ``wait_bound_s`` (a host
 gives up on a tool call after about a minute), reporting progress as it waits.
-Past the bound it answers "pending approval" and keeps the call in memory, keyed
-by transaction id, for ``handshake_wait`` to pick up: waiting again, then running
-the operation once approved.
+Past the bound it answers "pending approval" and keeps the call, keyed by the
+session's user and transaction id (``_pending.PendingStore``: memory, and the
+user's own 0600 files so a new process of the same user can finish it), for
+``handshake_wait`` to pick up: waiting again, then running the operation once
+approved.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import jwt
 import mcp_types as types
 from nats.errors import Error as NatsError
+from nats.errors import MaxPayloadError
 
 from mcp_handshake.client import (
     ApprovalDenied,
@@ -25,13 +29,17 @@ from mcp_handshake.client import (
     InternalError,
     InvalidParams,
     InvalidTransaction,
+    PayloadTooLarge,
     PendingCall,
+    SessionProvider,
+    Unauthenticated,
     Unavailable,
     UnknownTool,
 )
 
 from ._catalog import as_mcp_tools, own_tools
 from ._names import HOST_NAME, OWN_TOOLS, tool_name
+from ._pending import PendingStore
 from ._results import error_result, pending_result, success_result, value_result
 
 __all__ = ["Calls", "Progress"]
@@ -43,17 +51,35 @@ Progress = Callable[[float, float | None, str | None], Awaitable[None]]
 
 #: How often a waiting call reports progress (one status long-poll each).
 PROGRESS_EVERY_S = 5.0
-#: Pending calls kept for ``handshake_wait``; the oldest go first past this.
-MAX_PENDING = 1000
 
 
 class Calls:
     """The tool catalog and the calls of one session, over one ``HandshakeClient``."""
 
-    def __init__(self, client: HandshakeClient, wait_bound_s: float = 50.0) -> None:
+    def __init__(
+        self,
+        client: HandshakeClient,
+        wait_bound_s: float = 50.0,
+        pending: PendingStore | None = None,
+        session: SessionProvider | None = None,
+    ) -> None:
+        """``session``: the client's session provider, whose user owns pending calls
+        (``None``: one anonymous owner, for a server of one session)."""
         self._client = client
         self._bound = wait_bound_s
-        self._pending: dict[str, PendingCall] = {}
+        self._pending = pending or PendingStore()
+        self._session = session
+
+    async def _user(self) -> str:
+        """The session's ``sub`` (read, not verified: the mediator verifies the session
+        and that the token is this user's at execute)."""
+        if self._session is None:
+            return ""
+        try:
+            sub = jwt.decode(await self._session.token(), options={"verify_signature": False})
+        except jwt.PyJWTError:
+            raise Unauthenticated("session token malformed") from None
+        return str(sub.get("sub", ""))
 
     async def tools(self) -> list[types.Tool]:
         """The tools this session may use, plus ``handshake_status`` and ``handshake_wait``."""
@@ -72,6 +98,8 @@ class Calls:
             return await self._call(name, args, progress)
         except HandshakeError as exc:
             return error_result(exc)
+        except MaxPayloadError:  # over what the bus carries at all: nothing was sent
+            return error_result(PayloadTooLarge("the arguments are too large to send"))
         except NatsError:
             return error_result(Unavailable("the mediator cannot be reached over NATS"))
         except Exception:
@@ -90,21 +118,23 @@ class Calls:
     async def _finish(
         self, pending: PendingCall, wait_s: float, progress: Progress
     ) -> types.CallToolResult:
+        user, txn = await self._user(), pending.transaction_id
         if pending.grant.status == "pending_approval":
             try:
                 approved = await self._approved(pending, wait_s, progress)
             except ApprovalDenied:
+                self._pending.drop(user, txn)
                 raise
             except (asyncio.CancelledError, Exception):
                 # The host gave up on the call, or the wait failed (NATS away): the call
                 # is still pending at the mediator, and handshake_wait can pick it up.
-                self._remember(pending)
+                self._pending.put(user, pending)
                 raise
             if not approved:
-                self._remember(pending)
+                self._pending.put(user, pending)
                 return pending_result(pending, wait_s)
         # The token is spent by this attempt whatever its outcome.
-        self._pending.pop(pending.transaction_id, None)
+        self._pending.drop(user, txn)
         return success_result(
             await self._client.execute(pending.grant, pending.tool, pending.params)
         )
@@ -123,7 +153,6 @@ class Calls:
             if st.status in {"approved", "granted"}:
                 return True
             if st.status != "pending_approval":
-                self._pending.pop(txn, None)
                 by = f" by {st.decided_by}" if st.decided_by else ""
                 raise ApprovalDenied(f"the operation was {st.status}{by}", transaction_id=txn)
 
@@ -135,7 +164,7 @@ class Calls:
             "status": st.status,
             "expires_at": st.expires_at,
             # Whether handshake_wait can run it: this server holds the call.
-            "waiting_here": txn in self._pending,
+            "waiting_here": self._pending.get(await self._user(), txn) is not None,
         }
         if st.decided_by:
             answer["decided_by"] = st.decided_by
@@ -146,19 +175,11 @@ class Calls:
         wait_s = args.get("wait_s", self._bound)
         if isinstance(wait_s, bool) or not isinstance(wait_s, int | float) or wait_s < 0:
             raise InvalidParams("wait_s must be a number of seconds, 0 or more")
-        pending = self._pending.get(txn)
+        pending = self._pending.get(await self._user(), txn)
         if pending is None:
             raise InvalidTransaction("no pending call with this transaction id here",
                                      transaction_id=txn)  # fmt: skip
         return await self._finish(pending, min(float(wait_s), self._bound), progress)
-
-    def _remember(self, pending: PendingCall) -> None:
-        now = time.time()
-        for txn in [t for t, p in self._pending.items() if p.grant.expires_at < now]:
-            del self._pending[txn]
-        self._pending[pending.transaction_id] = pending
-        while len(self._pending) > MAX_PENDING:
-            del self._pending[next(iter(self._pending))]
 
 
 def _transaction_id(args: dict[str, Any]) -> str:

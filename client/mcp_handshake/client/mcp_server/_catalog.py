@@ -1,11 +1,11 @@
 """The mediated catalog as MCP tools: names, schemas, and hints from the operation
 and the tier.
 
-Where the catalog (``handshake.v1.tools``) says what the operation does
-(``read_only``, ``idempotent``: an HTTP operation's method and Idempotency-Key),
-that sets ``readOnlyHint`` and ``idempotentHint``, and a read-only operation is
-never destructive. Otherwise the hints follow the tier, leaning to the careful
-side (a host may skip a confirmation for a read-only tool, never for the others):
+Where the catalog (``handshake.v1.tools``) says the operation only reads
+(``read_only``: an HTTP operation's method), that sets ``readOnlyHint``, and a
+read-only operation is never destructive. Otherwise the hints follow the tier,
+leaning to the careful side (a host may skip a confirmation for a read-only tool,
+never for the others):
 
 ========== ============ =============== ===============
 tier       readOnlyHint destructiveHint idempotentHint
@@ -15,6 +15,12 @@ internal   false        false           false
 confidential false      false           false
 restricted false        true            false
 ========== ============ =============== ===============
+
+``idempotentHint`` is true only for a read-only tool: MCP means "calling it again
+with the same arguments has no further effect", and every mediated call of a write
+is a transaction of its own (its own ``Idempotency-Key``), so two identical calls
+write twice. The target's Idempotency-Key support (``idempotent`` in the catalog)
+makes a *retry of one transaction* safe, which is not the same thing.
 
 Every tool also carries ``openWorldHint: true`` (it reaches a target API) and,
 in ``_meta``, its mediated name and tier.
@@ -50,13 +56,15 @@ def hints(
     tier: str, read_only_op: bool | None = None, idempotent_op: bool | None = None
 ) -> types.ToolAnnotations:
     """Hints for a tool of ``tier`` (an unknown tier gets the restricted ones), with what
-    the catalog says of its operation over the tier's defaults."""
-    read_only, destructive, idempotent = _HINTS.get(tier, _HINTS["restricted"])
+    the catalog says of its operation over the tier's defaults. ``idempotent_op`` is
+    accepted and ignored (see the module docstring)."""
+    read_only, destructive, _ = _HINTS.get(tier, _HINTS["restricted"])
     if read_only_op is not None:
         read_only = read_only_op
         destructive = destructive and not read_only_op
-    if idempotent_op is not None:
-        idempotent = idempotent_op
+    # Only a read repeats without further effect; ``idempotent_op`` (the target's
+    # Idempotency-Key support) is about retrying one transaction, not repeating a call.
+    idempotent = read_only
     return types.ToolAnnotations(
         read_only_hint=read_only,
         destructive_hint=destructive,

@@ -3,26 +3,34 @@
 from __future__ import annotations
 
 import contextlib
+import hmac
 import logging
+import os
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
+from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mcp_handshake.client import HandshakeError
 
 from ._calls import Calls
 
-__all__ = ["build_server", "run_http", "run_stdio"]
+__all__ = ["build_server", "read_bearer_secret", "run_http", "run_stdio"]
 
 log = logging.getLogger("mcp_handshake.mcp")
 
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+#: The shortest bearer secret the HTTP transport accepts.
+MIN_SECRET_CHARS = 32
 
 INSTRUCTIONS = (
     "Each tool runs one operation through the mcp-handshake mediator: it checks who you "
@@ -83,15 +91,59 @@ async def run_stdio(server: Server[Any]) -> None:
         await server.run(read, write, server.create_initialization_options())
 
 
-async def run_http(server: Server[Any], host: str, port: int) -> None:
-    """Serve streamable HTTP at ``http://<host>:<port>/mcp`` until SIGINT/SIGTERM."""
+def read_bearer_secret(path: Path) -> str:
+    """The HTTP transport's bearer secret: a file of this user's, readable by its owner
+    only (0600 or stricter), of at least 32 characters; ``ValueError`` otherwise."""
+    try:
+        info = path.stat()
+        value = path.read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the bearer secret ({exc.strerror})") from None
+    if info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise ValueError(f"{path}: the bearer secret must be this user's, mode 0600 or stricter")
+    if len(value) < MIN_SECRET_CHARS:
+        raise ValueError(f"{path}: the bearer secret needs at least {MIN_SECRET_CHARS} characters")
+    return value
+
+
+class _BearerSecret:
+    """Every request must carry ``Authorization: Bearer <secret>`` (compared in constant
+    time); anything else is ``401`` before the MCP SDK sees it."""
+
+    def __init__(self, app: ASGIApp, secret: str) -> None:
+        self.app, self._secret = app, secret.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            scheme, _, token = given.partition(b" ")
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self._secret):
+                body = b'{"error": "invalid_token", "error_description": "bearer secret required"}'
+                await Response(body, 401, {"WWW-Authenticate": "Bearer"},
+                               media_type="application/json")(scope, receive, send)  # fmt: skip
+                return
+        await self.app(scope, receive, send)
+
+
+def transport_security(host: str, allowed_hosts: tuple[str, ...]) -> TransportSecuritySettings:
+    """Host and Origin checks (DNS rebinding): loopback names, or exactly ``allowed_hosts``;
+    a non-loopback address without any is refused."""
+    if host not in LOOPBACK and not allowed_hosts:
+        raise ValueError(f"listening on {host} needs --allowed-host (the Host names clients use)")
+    hosts = [*allowed_hosts, "127.0.0.1:*", "localhost:*", "[::1]:*"]
+    origins = [f"{scheme}://{h}" for h in hosts for scheme in ("http", "https")]
+    return TransportSecuritySettings(allowed_hosts=hosts, allowed_origins=origins)
+
+
+async def run_http(
+    server: Server[Any], host: str, port: int, secret: str, allowed_hosts: tuple[str, ...] = ()
+) -> None:
+    """Serve streamable HTTP at ``http://<host>:<port>/mcp`` until SIGINT/SIGTERM, to
+    clients that send ``Authorization: Bearer <secret>`` with an allowed Host."""
     import uvicorn
 
-    if host not in LOOPBACK:
-        # The endpoint has no authentication of its own: whoever reaches it acts with
-        # this session.
-        log.warning("listening on %s: anyone who can reach it acts with this session", host)
-    app = server.streamable_http_app(host=host)
+    security = transport_security(host, allowed_hosts)
+    app = _BearerSecret(server.streamable_http_app(host=host, transport_security=security), secret)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
-    log.warning("MCP server listening on http://%s:%d/mcp", host, port)
+    log.warning("MCP server listening on http://%s:%d/mcp (bearer secret required)", host, port)
     await uvicorn.Server(config).serve()

@@ -43,6 +43,13 @@ class SessionConfig(_Section, frozen=True):
 
     issuer: str
     audience: str
+    #: Further audiences that name this mediator: the URL of each gateway's MCP endpoint
+    #: (``https://gw.example/mcp``), the RFC 8707 resource an MCP host asks its
+    #: authorization server for. A session for any other audience is refused.
+    resources: list[str] = msgspec.field(default_factory=list)
+    #: Scopes a session must carry to use a gateway's ``/mcp`` (``403 insufficient_scope``
+    #: naming them otherwise); none by default.
+    mcp_scopes: list[str] = msgspec.field(default_factory=list)
     #: JWKS file (path) or URL; exactly one.
     jwks_file: str | None = None
     jwks_url: str | None = None

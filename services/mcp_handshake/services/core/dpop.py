@@ -25,6 +25,7 @@ __all__ = [
     "DPOP_TYP",
     "EXECUTE_METHOD",
     "EXECUTE_PATH",
+    "MCP_PATH",
     "PRIVATE_JWK_MEMBERS",
     "access_token_hash",
     "bearer_token",
@@ -39,6 +40,8 @@ DPOP_HTU_HEADER = "Handshake-DPoP-Htu"
 DPOP_TYP = "dpop+jwt"
 EXECUTE_METHOD = "POST"
 EXECUTE_PATH = "/v1/execute"
+#: The gateway's MCP endpoint: a tool call there carries the DPoP proof for its execute.
+MCP_PATH = "/mcp"
 #: JWK members that only a private key has: a proof carrying one is refused.
 PRIVATE_JWK_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 

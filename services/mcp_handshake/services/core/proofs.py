@@ -72,7 +72,11 @@ class ProofVerifier:
         session it came with (``ath``); see :mod:`~mcp_handshake.services.core.dpop`."""
         token = dpop.bearer_token(authorization)
         target = dpop.normalize_htu(htu or "")
-        if token is None or target is None or not target.endswith(dpop.EXECUTE_PATH):
+        if (
+            token is None
+            or target is None
+            or not target.endswith((dpop.EXECUTE_PATH, dpop.MCP_PATH))
+        ):
             raise ValidationFailed("DPoP proof without the execute URI it was sent to")
         try:
             jwk = jwt.get_unverified_header(proof).get("jwk")

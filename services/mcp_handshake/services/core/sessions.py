@@ -145,7 +145,7 @@ class SessionVerifier:
                 token,
                 key.key,
                 algorithms=[alg],
-                audience=self._cfg.audience,
+                audience=[self._cfg.audience, *self._cfg.resources],
                 issuer=self._cfg.issuer,
                 leeway=self._cfg.leeway_s,
                 options={"require": _REQUIRED},

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import jwt
@@ -18,7 +19,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_handshake.services.core.dpop import DPOP_HEADER, DPOP_HTU_HEADER, normalize_htu
@@ -238,8 +239,9 @@ def http_routes() -> dict[str, HttpRoute]:
     return {path: HttpRoute(method, path) for path, (method, _) in _API.items()}
 
 
-def create_app(gateway: Gateway) -> Starlette:
-    """The gateway's ASGI app (CORS only for the configured origins)."""
+def create_app(gateway: Gateway, mcp: Sequence[BaseRoute] = ()) -> Starlette:
+    """The gateway's ASGI app (CORS only for the configured origins); ``mcp``: the routes
+    of ``/mcp`` (``mcp_app.open_mcp``)."""
     middleware = [Middleware(_Contain)]
     if gateway.options.cors_origins:
         middleware.append(
@@ -268,7 +270,7 @@ def create_app(gateway: Gateway) -> Starlette:
         Route("/docs", docs, methods=["GET"]),
     ]
     app = Starlette(
-        routes=routes,
+        routes=[*routes, *mcp],
         middleware=middleware,
         exception_handlers={
             HandshakeError: _on_protocol_error,

@@ -14,6 +14,7 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import uvicorn
 from nats.aio.client import Client as NATS
@@ -24,6 +25,9 @@ from mcp_handshake.services.runtime.service import MicroService
 from mcp_handshake.services.runtime.streams import StartupError
 from mcp_handshake.services.runtime.worker import Worker
 from mcp_handshake.shared.settings import Settings
+
+if TYPE_CHECKING:
+    from mcp_handshake.services.gateway.mcp_app import McpEndpoint
 
 __all__ = ["builder"]
 
@@ -54,10 +58,12 @@ def builder(options: GatewayOptions) -> Callable[[Settings, NATS], Awaitable[Wor
     async def build(settings: Settings, nc: NATS) -> Worker:
         opts = replace(options, max_body=min(options.max_body, settings.max_payload))
         routes = http_routes()
-        app = create_app(Gateway(nc, settings.subjects, opts, routes))
+        gateway = Gateway(nc, settings.subjects, opts, routes)
         sock = _listen(opts.host, opts.port)
         host, port = sock.getsockname()[:2]
         url = opts.public_url or f"http://{host}:{port}"
+        mcp = await _open_mcp(settings, gateway, url)
+        app = create_app(gateway, mcp.routes if mcp else ())
         config = uvicorn.Config(
             app,
             log_config=None,
@@ -86,9 +92,20 @@ def builder(options: GatewayOptions) -> Callable[[Settings, NATS], Awaitable[Wor
             list(routes.values()),
             metadata={"url": url},
         )
-        return Worker(service, background=[serve_http], closers=[_closer(sock)])
+        background = [serve_http, *([mcp.run] if mcp else [])]
+        return Worker(service, background=background, closers=[_closer(sock)])
 
     return build
+
+
+async def _open_mcp(settings: Settings, gateway: Gateway, url: str) -> McpEndpoint | None:
+    """``/mcp``, when the MCP SDK is installed (the ``mcp`` extra; the image has it)."""
+    try:
+        from mcp_handshake.services.gateway.mcp_app import open_mcp
+    except ImportError:
+        log.warning("no /mcp: the MCP SDK is not installed (pip install 'mcp-handshake[mcp]')")
+        return None
+    return await open_mcp(settings, gateway, url)
 
 
 def _closer(sock: socket.socket) -> Callable[[], Awaitable[None]]:

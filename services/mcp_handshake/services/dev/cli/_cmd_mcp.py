@@ -5,17 +5,51 @@ from __future__ import annotations
 import logging
 import sys
 from enum import StrEnum
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from mcp_handshake.services.dev.cli._common import SessionOpt, fail, run_command, usage
 from mcp_handshake.shared.settings import Settings
 
+if TYPE_CHECKING:
+    from mcp_handshake.client.mcp_server import ServeOptions
+
 
 class Transport(StrEnum):
     stdio = "stdio"
     http = "http"
+
+
+SecretFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="HTTP only, required: a file (0600, yours) holding the bearer secret "
+        "clients must send (at least 32 characters).",
+        show_default=False,
+    ),
+]
+AllowedHostOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="HTTP only: a Host name clients use (repeatable); required on a non-loopback --host.",
+        show_default=False,
+    ),
+]
+
+
+def _check_http(options: ServeOptions) -> None:
+    """No unprotected HTTP server: refused before anything starts."""
+    from mcp_handshake.client.mcp_server import read_bearer_secret, transport_security
+
+    try:
+        if options.secret_file is None:
+            raise ValueError("--transport http needs --secret-file (a bearer secret, 0600)")
+        read_bearer_secret(options.secret_file)
+        transport_security(options.host, options.allowed_hosts)
+    except ValueError as exc:
+        usage(str(exc))
 
 
 def mcp(
@@ -24,6 +58,8 @@ def mcp(
     ] = Transport.stdio,
     host: Annotated[str, typer.Option(help="HTTP only: address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP only: port.")] = 8765,
+    secret_file: SecretFileOpt = None,
+    allowed_host: AllowedHostOpt = None,
     session_command: Annotated[
         str | None,
         typer.Option(
@@ -41,6 +77,8 @@ def mcp(
     """Serve the tools this session may use to an MCP host; each call is a full handshake.
 
     The session is $HANDSHAKE_SESSION (or --session), or what --session-command prints.
+    Over HTTP every request must carry the bearer secret of --secret-file; remote hosts
+    use the gateway's /mcp instead (docs/mcp.md).
     """
     from mcp_handshake.client import CommandSession, StaticSession
 
@@ -60,7 +98,10 @@ def mcp(
                         format="mcp-handshake %(levelname)s %(message)s")  # fmt: skip
     # The SDK's own INFO lines (one per HTTP session) are noise in a host's log.
     logging.getLogger("mcp").setLevel(max(logging.WARNING, logging.getLogger().level))
-    options = ServeOptions(transport.value, host, port, approval_wait)
+    options = ServeOptions(transport.value, host, port, approval_wait, secret_file,
+                           tuple(allowed_host or ()))  # fmt: skip
+    if transport is Transport.http:
+        _check_http(options)
     try:
         run_command(serve(settings, provider, options))
     except KeyboardInterrupt:
