@@ -37,10 +37,11 @@ from mcp_handshake.services.console.context import templates
 from mcp_handshake.services.console.sessions import SessionStore
 from mcp_handshake.services.console.settings import ConsoleSettings
 from mcp_handshake.services.core.config import load_config
-from mcp_handshake.services.core.policy import load_policy
+from mcp_handshake.services.core.tools import ToolRegistry
 from mcp_handshake.services.dev.devhome import mint_session
 from mcp_handshake.services.dev.devstack import Stack, free_port
 from mcp_handshake.services.dev.procs import Proc, terminate, wait_port
+from mcp_handshake.services.policy import load_policy
 from mcp_handshake.shared.proofs import ProofKey
 from mcp_handshake.shared.settings import make_private_dirs
 from tests.conftest import connected
@@ -504,7 +505,8 @@ async def test_a_lost_nats_connection_fails_closed_with_a_clear_page(
     nc = await nats.connect(**stack.connect_options("console"))
     await nc.close()
     cfg = load_config(stack.home / "handshake.toml")
-    backend = Backend(stack.settings("console"), cfg, load_policy(cfg.policy_file), nc)
+    policy = load_policy(cfg.policy_file, ToolRegistry.from_modules(cfg.tool_modules))
+    backend = Backend(stack.settings("console"), cfg, policy, nc)
     app = create_app(ConsoleSettings(dev_login=True, secret_file=tmp_path / "secret"), backend)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8090") as c:

@@ -20,11 +20,13 @@ ALLOWED = {
     "client": {"shared"},
     "core": {"shared"},
     "store": {"shared"},
-    "runtime": {"shared", "core", "store"},
-    **{w: {"shared", "core", "store", "runtime"} for w in WORKERS},
-    "dev": {"shared", "client", "core", "store", "runtime", *WORKERS},
+    # Cedar policy: the schema from the tool catalog, decisions, the TOML converter.
+    "policy": {"shared", "core"},
+    "runtime": {"shared", "core", "store", "policy"},
+    **{w: {"shared", "core", "store", "runtime", "policy"} for w in WORKERS},
+    "dev": {"shared", "client", "core", "store", "runtime", "policy", *WORKERS},
     # The web console sits on top: it reuses the CLI's status and audit readers.
-    "console": {"shared", "client", "core", "store", "runtime", "audit", "dev"},
+    "console": {"shared", "client", "core", "store", "runtime", "policy", "audit", "dev"},
 }
 MAX_MODULE_LINES = 300
 MAX_FUNCTION_LINES = 60
