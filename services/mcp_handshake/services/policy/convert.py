@@ -55,14 +55,14 @@ class ToolPolicy(_S, frozen=True):
 class Defaults(_S, frozen=True):
     token_ttl_s: float = 30.0
     approval_ttl_s: float = 600.0
-    approver_roles: list[str] = ["approver"]
+    approver_roles: tuple[str, ...] = ("approver",)
     rate_limit: RateLimit | None = None
     max_inflight_per_caller: int = 256
     signed_decisions: bool = False
 
 
 class LegacyPolicy(_S, frozen=True):
-    defaults: Defaults = Defaults()
+    defaults: Defaults = msgspec.field(default_factory=Defaults)
     tools: dict[str, ToolPolicy] = {}
 
 
@@ -143,9 +143,9 @@ def _tool(name: str, rule: ToolPolicy, tool: Tool | None) -> str:
     tests = [(e, _above(e, types)) for e in rule.escalate]
     live = [(e, t) for e, t in tests if t is not None]
     notes = _notes(rule)
-    out = [_permit(name, notes, name, base + [f"!{t}" for _, t in live])]
+    out = [_permit(name, notes, name, base + [f"!({t})" for _, t in live])]
     for i, (esc, test) in enumerate(live):
-        earlier = [f"!{t}" for _, t in live[:i]]
+        earlier = [f"!({t})" for _, t in live[:i]]
         reason = _lit(f"{esc.param} above {esc.above:g}")
         out.append(_permit(f"{name}.escalate.{i + 1}", [f"@approval({reason})", *notes],
                            name, base + earlier + [test]))  # fmt: skip
@@ -162,7 +162,7 @@ def convert_toml(text: str, tools: Iterable[Tool]) -> str:
     d = old.defaults
     header = ["// Converted from policy.toml. Put these in handshake.toml:", "// [policy]"]
     header += [f"// {k} = {json.dumps(v)}" for k, v in msgspec.to_builtins(d).items()
-               if not isinstance(v, dict)]  # fmt: skip
+               if v is not None and not isinstance(v, dict)]  # fmt: skip
     if d.rate_limit is not None:
         header.append(f"// rate_limit = {{ requests = {d.rate_limit.requests}, "
                       f"per_s = {d.rate_limit.per_s:g} }}")  # fmt: skip
