@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mcp_handshake.services.dev.cli._common import console, fail, usage
+from mcp_handshake.services.dev.cli._common import fail, usage
 from mcp_handshake.shared.settings import Settings
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ def validate(
 ) -> None:
     """Check the policy against the schema generated from the tool catalog."""
     policy, _ = _loaded(config, file)
-    console.print(f"ok: {len(policy.current.ids)} policies, {policy.hash}")
+    typer.echo(f"ok: {len(policy.current.ids)} policies, {policy.hash}")
 
 
 @policy_app.command("test")
@@ -71,9 +71,9 @@ def test(
         failed += not out.passed
         mark = "ok  " if out.passed else "FAIL"
         by = ", ".join(out.policies) or "-"
-        console.print(f"{mark} {case.name or n}: {case.user} {case.tool} -> {out.got} "
-                      f"(expected {case.expect}; by {by})", highlight=False)  # fmt: skip
-    console.print(f"{len(table) - failed} passed, {failed} failed")
+        typer.echo(f"{mark} {case.name or n}: {case.user} {case.tool} -> {out.got} "
+                   f"(expected {case.expect}; by {by})")  # fmt: skip
+    typer.echo(f"{len(table) - failed} passed, {failed} failed")
     raise typer.Exit(1 if failed else 0)
 
 
@@ -87,7 +87,7 @@ def explain(txn: Annotated[str, typer.Argument(help="Transaction id.")]) -> None
     if not lines:
         fail("not_found", f"no policy decision in the audit log for {txn}", 1)
     for line in lines:
-        console.print(line, highlight=False, markup=False)
+        typer.echo(line)
 
 
 @policy_app.command("convert")
