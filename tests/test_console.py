@@ -496,6 +496,25 @@ async def test_a_console_with_an_approver_key_file_signs_that_approvers_decision
     assert "decision signed by key" not in plain.text and "by=lou-plain" in plain.text
 
 
+async def test_an_auditor_sees_the_deciding_policies_on_a_transactions_story(
+    stack: Stack, console_url: str
+) -> None:
+    big = {"customer_id": "cus_8f3k2m9q", "amount": 5000, "currency": "EUR", "memo": None}
+    async with connected(stack) as raw:
+        r = await raw.authorize(raw.session("alice-story", "billing"), "payments.create_invoice",
+                                big)  # fmt: skip
+        assert r.body["status"] == "pending_approval", r.body
+    txn = r.body["transaction_id"]
+    with login(console_url, "aud-policy", "auditor") as c:
+        deadline = time.monotonic() + 20
+        while "authorize.granted" not in (page := c.get(f"/transactions/{txn}")).text:
+            assert time.monotonic() < deadline, "the audit writer did not catch up"
+            await asyncio.sleep(0.5)
+    assert "verdict=approval" in page.text
+    assert "policies=invoices.create.billing.large" in page.text
+    assert "policy_hash=sha256:" in page.text
+
+
 # -- failures ---------------------------------------------------------------------------
 
 
