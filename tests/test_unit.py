@@ -174,13 +174,15 @@ def test_verifier_accepts_a_good_session() -> None:
             "roles": ["a", "b"],
             "scope": "x y",
             "cnf": {"jkt": "T"},
+            "groups": ["finance"],
         },
         key,
         algorithm="EdDSA",
         headers={"kid": public_jwk(key)["kid"]},
     )
     caller = v.verify(f"Bearer {tok}")
-    assert caller == Caller("alice", frozenset({"a", "b"}), frozenset({"x", "y"}), "T")
+    assert caller == Caller("alice", frozenset({"a", "b"}), frozenset({"x", "y"}), "T",
+                            groups=frozenset({"finance"}))  # fmt: skip
 
 
 def test_verifier_refuses_oversized_before_parsing() -> None:

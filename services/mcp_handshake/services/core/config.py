@@ -61,6 +61,8 @@ class SessionConfig(_Section, frozen=True):
     roles_claim: str = "roles"
     #: Claim holding the caller's scopes (OAuth ``scope`` string or ``scp`` list).
     scopes_claim: str = "scope"
+    #: Claim holding the caller's groups (Cedar's ``principal.groups``).
+    groups_claim: str = "groups"
 
 
 class KeysConfig(_Section, frozen=True):

@@ -57,6 +57,8 @@ class CompiledPolicy:
     base_entities: cedarpy.Entities
     #: Parsed entities per caller (bounded; cleared when full).
     entities: dict[Any, cedarpy.Entities] = field(default_factory=dict)
+    #: ``listable`` answers by (caller, tool), for tools whose policies do not read the time.
+    listable: dict[tuple[Any, str], bool] = field(default_factory=dict)
     #: Decisions by (tool, verdict, deciding ids): the same ids always mean the same rules.
     decisions: dict[tuple[str, bool, tuple[str, ...]], Any] = field(default_factory=dict)
 

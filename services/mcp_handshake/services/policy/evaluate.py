@@ -173,10 +173,17 @@ def listable(compiled: CompiledPolicy, caller: Caller, tool: str) -> bool:
     action = compiled.actions.get(tool)
     if action is None:
         return False
+    timeless = action.reads.top is not None and "time" not in action.reads.top
+    key = (caller, tool)
+    if timeless and key in compiled.listable:
+        return compiled.listable[key]
     request = _request(action, caller, None, "authorize", Agent())
     result = cedarpy.is_authorized(request, action.policies, _entities(compiled, caller))
-    if result.allowed:
-        return True
     fired = set(result.diagnostics.reasons)
     errored = {m for e in result.diagnostics.errors for m in _ERRORED.findall(e)}
-    return not fired & action.forbids and bool(errored - action.forbids)
+    answer = result.allowed or (not fired & action.forbids and bool(errored - action.forbids))
+    if timeless:  # the same caller always gets the same answer from this set
+        if len(compiled.listable) >= ENTITY_CACHE * 10:
+            compiled.listable.clear()
+        compiled.listable[key] = answer
+    return answer
