@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from mcp_handshake.services.policy.cases import load_cases, run_case
 from mcp_handshake.services.policy.compiled import compile_policy
 from mcp_handshake.services.policy.convert import convert_toml
 from mcp_handshake.services.policy.explain import explain
+from tests.test_cli import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = (ROOT / "services/mcp_handshake/services/dev/demo/policy.cedar").read_text()
@@ -52,8 +54,15 @@ def _meaning(rules: Rules) -> tuple[Any, ...]:
             r.approval_ttl_s, r.rate_limit, dict(r.mask))  # fmt: skip
 
 
-def test_convert_of_the_old_demo_toml_decides_as_the_hand_written_cedar() -> None:
-    converted = _policy(convert_toml(LEGACY, TOOLS))
+def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HANDSHAKE_")}
+    return run_cli(*args, env={**env, "HANDSHAKE_HOME": str(tmp_path / "no-home")})
+
+
+def test_convert_of_the_old_demo_toml_decides_as_the_hand_written_cedar(tmp_path: Path) -> None:
+    out = _cli(tmp_path, "policy", "convert", str(ROOT / "tests/support/legacy_demo_policy.toml"))
+    assert out.returncode == 0, out.stderr
+    converted = _policy(out.stdout)
     written = _policy(DEMO)
     table = [(roles, tool, params) for roles in ROLES for tool, sets in PARAMS.items()
              for params in sets]  # fmt: skip
@@ -127,6 +136,39 @@ async def test_a_broken_policy_at_reload_keeps_the_old_set_and_raises_the_alarm(
         assert policy.gauges["policy_alarm"] == 0.0
     finally:
         watcher.cancel()
+
+
+def test_policy_validate_and_test_commands(tmp_path: Path) -> None:
+    demo = ROOT / "services/mcp_handshake/services/dev/demo"
+    config = tmp_path / "handshake.toml"
+    config.write_text((demo / "handshake.toml").read_text().replace(
+        'policy_file = "policy.cedar"', f'policy_file = "{demo / "policy.cedar"}"'))  # fmt: skip
+    ok = _cli(tmp_path, "policy", "validate", "--config", str(config))
+    assert ok.returncode == 0 and ok.stdout.startswith("ok: 7 policies, sha256:"), ok.stderr
+    cases = tmp_path / "cases.toml"
+    cases.write_text("""
+[[case]]
+name = "large invoice"
+user = "alice"
+roles = ["billing"]
+tool = "payments.create_invoice"
+params = { customer_id = "cus_8f3k2m9q", amount = 5000, currency = "EUR" }
+expect = "approval"
+
+[[case]]
+name = "wrong expectation"
+user = "carol"
+roles = ["support"]
+tool = "payments.create_invoice"
+params = { customer_id = "cus_8f3k2m9q", amount = 5, currency = "EUR" }
+expect = "permit"
+""")
+    out = _cli(tmp_path, "policy", "test", str(cases), "--config", str(config))
+    assert out.returncode == 1, out.stderr
+    assert "ok   large invoice: alice payments.create_invoice -> approval (expected approval; " \
+        "by invoices.create.billing.large)" in out.stdout  # fmt: skip
+    assert "FAIL wrong expectation: carol payments.create_invoice -> deny" in out.stdout
+    assert out.stdout.strip().endswith("1 passed, 1 failed")
 
 
 def test_policy_test_cases_report_each_decision(tmp_path: Path) -> None:
