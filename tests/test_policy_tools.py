@@ -134,6 +134,9 @@ async def test_a_broken_policy_at_reload_keeps_the_old_set_and_raises_the_alarm(
             await asyncio.sleep(0.05)
         assert policy.alarm is None and policy.hash != good
         assert policy.gauges["policy_alarm"] == 0.0
+        longer = DEMO.replace('@quorum("1")', '@quorum("1")\n@approval_ttl_s("3600")')
+        path.write_text(longer)  # needs a restart: the audit window was sized at start
+        assert not policy.reload() and "restart the workers" in (policy.alarm or "")
     finally:
         watcher.cancel()
 

@@ -43,6 +43,9 @@ class Policy:
         self._mtime = path.stat().st_mtime_ns if path is not None else 0
         #: The worker's gauges: ``policy_alarm`` is 1 while a refused reload stands.
         self.gauges: dict[str, float] = {}
+        #: The audit stream's duplicate window is sized at start from this: a reload
+        #: may not let transactions live longer (a replay could then go unnoticed).
+        self.lifetime_at_start = self.max_lifetime_s
 
     def status(self) -> dict[str, Any]:
         """What ``status`` shows: the set in force, and the alarm if one is raised."""
@@ -92,11 +95,7 @@ class Policy:
     @property
     def max_lifetime_s(self) -> float:
         """The longest a transaction can stay usable: pending approval, then its token."""
-        c = self._compiled
-        effects = list(c.all_effects())
-        approval = max([c.defaults.approval_ttl_s, *(e.approval_ttl_s or 0 for e in effects)])
-        token = max([c.defaults.token_ttl_s, *(e.token_ttl_s or 0 for e in effects)])
-        return approval + token
+        return _lifetime(self._compiled)
 
     def reload(self) -> bool:
         """Load the file again; on failure keep the set in force and raise the alarm."""
@@ -106,6 +105,7 @@ class Policy:
             self._mtime = self.path.stat().st_mtime_ns
             text = self.path.read_text()
             compiled = compile_policy(text, self._tools, self.defaults, str(self.path))
+            _within_lifetime(compiled, self.lifetime_at_start, str(self.path))
         except (OSError, PolicyError) as exc:
             self.alarm = str(exc)
             self.gauges["policy_alarm"] = 1.0
@@ -139,6 +139,22 @@ class Policy:
         finally:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(signal.SIGHUP)
+
+
+def _lifetime(c: CompiledPolicy) -> float:
+    effects = list(c.all_effects())
+    approval = max([c.defaults.approval_ttl_s, *(e.approval_ttl_s or 0 for e in effects)])
+    token = max([c.defaults.token_ttl_s, *(e.token_ttl_s or 0 for e in effects)])
+    return approval + token
+
+
+def _within_lifetime(c: CompiledPolicy, limit: float, source: str) -> None:
+    if _lifetime(c) > limit:
+        raise PolicyError(
+            f"{source}: transactions could live {_lifetime(c):g} s, longer than the "
+            f"{limit:g} s the audit stream's duplicate window was sized for at start: "
+            "restart the workers to apply it"
+        )
 
 
 def load_policy(
