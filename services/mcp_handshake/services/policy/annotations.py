@@ -16,8 +16,9 @@ permitting policy, so it is reviewed where the permit is:
 | ``@confirm_*`` | the rule-based confirmation agent's knobs (:class:`ConfirmationRules`) |
 
 When several permits decide one call, the strictest wins: approval if any asks
-for it, the largest quorum, the shortest TTLs and rate limit, every mask and
-approver role named. ``forbid`` policies take no annotations but ``@id``.
+for it, the largest quorum, the shortest TTLs and rate limit, every mask. The
+approver roles are all those the deciding permits name (any of them may
+approve). ``forbid`` policies take no annotations but ``@id``.
 """
 
 from __future__ import annotations
