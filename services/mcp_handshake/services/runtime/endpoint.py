@@ -78,7 +78,8 @@ class Request(Generic[T]):
 
     @property
     def nats_user(self) -> str | None:
-        """The sending NATS identity, from its reply inbox (``None`` if anonymous)."""
+        """The NATS identity the reply goes to (``_INBOX.<user>.``): the sender's own
+        under the shipped permission model (docs/policy.md says what that proves)."""
         parts = self.reply.split(".")
         return parts[1] if len(parts) > 2 and parts[0] == "_INBOX" else None
 
