@@ -31,6 +31,6 @@ TOOLS = [
 ]  # fmt: skip
 
 POLICY = """
-[tools."bench.exchange_rate"]
-roles = ["*"]
+@id("bench.exchange_rate")
+permit (principal, action == Action::"bench.exchange_rate", resource);
 """

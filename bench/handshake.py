@@ -233,8 +233,8 @@ async def busiest_kind(stack: Stack, tool: str, seconds: float) -> tuple[str, di
 def bench_home() -> Path:
     """A fresh home whose policy is the demo's plus the bench tool's."""
     home = Path(tempfile.mkdtemp(prefix="handshake-bench-"))
-    demo_policy = resources.files("mcp_handshake.services.dev.demo").joinpath("policy.toml")
-    (home / "policy.toml").write_text(demo_policy.read_text() + benchtools.POLICY)
+    demo_policy = resources.files("mcp_handshake.services.dev.demo").joinpath("policy.cedar")
+    (home / "policy.cedar").write_text(demo_policy.read_text() + benchtools.POLICY)
     return home
 
 

@@ -40,33 +40,8 @@ from tests.support.redis_topologies import ClusterTopology, SentinelTopology
 
 ROOT = Path(__file__).resolve().parent.parent
 
-TEST_POLICY = """
-[tools."test.echo"]
-roles = ["*"]
-token_ttl_s = 1
-
-[tools."test.sleep"]
-roles = ["*"]
-
-[tools."test.two_approvers"]
-roles = ["*"]
-approver_roles = ["approver"]
-quorum = 2
-
-[tools."test.short_approval"]
-roles = ["*"]
-approval_ttl_s = 2
-
-[tools."test.limited"]
-roles = ["*"]
-rate_limit = { requests = 3, per_s = 5 }
-
-[tools."test.slow_payment"]
-roles = ["*"]
-
-[tools."test.slow_plain_post"]
-roles = ["*"]
-"""
+#: The test deployment's tools' policies (tests/support/testtools.py), after the demo's.
+TEST_POLICY = (ROOT / "tests" / "support" / "policy.cedar").read_text()
 
 
 def _test_config(text: str) -> str:
@@ -78,9 +53,9 @@ def _test_config(text: str) -> str:
 
 
 def make_stack(home: Path, spec: StackSpec, **kw: Any) -> Stack:
-    demo_policy = resources.files("mcp_handshake.services.dev.demo").joinpath("policy.toml")
+    demo_policy = resources.files("mcp_handshake.services.dev.demo").joinpath("policy.cedar")
     home.mkdir(parents=True, exist_ok=True)
-    (home / "policy.toml").write_text(demo_policy.read_text() + TEST_POLICY)
+    (home / "policy.cedar").write_text(demo_policy.read_text() + TEST_POLICY)
     return Stack(
         home,
         spec,

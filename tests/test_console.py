@@ -37,10 +37,11 @@ from mcp_handshake.services.console.context import templates
 from mcp_handshake.services.console.sessions import SessionStore
 from mcp_handshake.services.console.settings import ConsoleSettings
 from mcp_handshake.services.core.config import load_config
-from mcp_handshake.services.core.policy import load_policy
+from mcp_handshake.services.core.tools import ToolRegistry
 from mcp_handshake.services.dev.devhome import mint_session
 from mcp_handshake.services.dev.devstack import Stack, free_port
 from mcp_handshake.services.dev.procs import Proc, terminate, wait_port
+from mcp_handshake.services.policy import load_policy
 from mcp_handshake.shared.proofs import ProofKey
 from mcp_handshake.shared.settings import make_private_dirs
 from tests.conftest import connected
@@ -495,6 +496,25 @@ async def test_a_console_with_an_approver_key_file_signs_that_approvers_decision
     assert "decision signed by key" not in plain.text and "by=lou-plain" in plain.text
 
 
+async def test_an_auditor_sees_the_deciding_policies_on_a_transactions_story(
+    stack: Stack, console_url: str
+) -> None:
+    big = {"customer_id": "cus_8f3k2m9q", "amount": 5000, "currency": "EUR", "memo": None}
+    async with connected(stack) as raw:
+        r = await raw.authorize(raw.session("alice-story", "billing"), "payments.create_invoice",
+                                big)  # fmt: skip
+        assert r.body["status"] == "pending_approval", r.body
+    txn = r.body["transaction_id"]
+    with login(console_url, "aud-policy", "auditor") as c:
+        deadline = time.monotonic() + 20
+        while "authorize.granted" not in (page := c.get(f"/transactions/{txn}")).text:
+            assert time.monotonic() < deadline, "the audit writer did not catch up"
+            await asyncio.sleep(0.5)
+    assert "verdict=approval" in page.text
+    assert "policies=invoices.create.billing.large" in page.text
+    assert "policy_hash=sha256:" in page.text
+
+
 # -- failures ---------------------------------------------------------------------------
 
 
@@ -504,7 +524,8 @@ async def test_a_lost_nats_connection_fails_closed_with_a_clear_page(
     nc = await nats.connect(**stack.connect_options("console"))
     await nc.close()
     cfg = load_config(stack.home / "handshake.toml")
-    backend = Backend(stack.settings("console"), cfg, load_policy(cfg.policy_file), nc)
+    policy = load_policy(cfg.policy_file, ToolRegistry.from_modules(cfg.tool_modules))
+    backend = Backend(stack.settings("console"), cfg, policy, nc)
     app = create_app(ConsoleSettings(dev_login=True, secret_file=tmp_path / "secret"), backend)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8090") as c:

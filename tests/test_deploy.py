@@ -32,7 +32,7 @@ import pytest
 import yaml
 
 from mcp_handshake.services.core.config import load_config
-from mcp_handshake.services.core.policy import load_policy
+from mcp_handshake.services.core.tools import ToolRegistry
 from mcp_handshake.services.dev.cli._app import Kind
 from mcp_handshake.services.dev.permissions import (
     CONSOLE,
@@ -41,6 +41,7 @@ from mcp_handshake.services.dev.permissions import (
     Identity,
     permissions,
 )
+from mcp_handshake.services.policy import load_policy
 from mcp_handshake.shared.subjects import Keys, Subjects
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -342,12 +343,12 @@ def test_each_kind_mounts_only_its_own_secrets(which: str) -> None:
 def test_config_map_is_the_config_the_workers_load() -> None:
     (cm,) = of_kind(render("base"), "ConfigMap").values()
     common = DEPLOY / "config" / "common"
-    assert set(cm["data"]) == {"handshake.toml", "policy.toml", "idp.jwks.json"}
+    assert set(cm["data"]) == {"handshake.toml", "policy.cedar", "idp.jwks.json"}
     for file, text in cm["data"].items():
         assert text == (common / file).read_text()  # compose mounts the same files
         assert "PRIVATE KEY" not in text
     cfg = load_config(common / "handshake.toml")
-    load_policy(cfg.policy_file)
+    load_policy(cfg.policy_file, ToolRegistry.from_modules(cfg.tool_modules), cfg.policy_defaults)
     assert cfg.session.jwks_file is not None
     assert (common / cfg.session.jwks_file).is_file()
     # every key a kind loads is a file of that kind's key mount, and nothing else

@@ -1,7 +1,7 @@
 """Execute applies the policy in force at execute time, in both directions.
 
 Transactions are authorized under one policy; then the policy file is edited
-and the execute worker restarted (policy is loaded at start), and the same
+and the execute worker restarted (a fresh start reads the file), and the same
 transactions are executed under the new one.
 """
 
@@ -22,40 +22,48 @@ JANE = {"customer_id": "cus_8f3k2m9q"}
 MAX = {"customer_id": "cus_a1b2c3d4"}
 
 
-#: (tool, its policy entry's first line, what it becomes)
+#: (what the policy says, what it says now)
 STRICTER = [
     # create_invoice is no longer for billing
-    ("payments.create_invoice", 'roles = ["billing"]', 'roles = ["treasury"]'),
+    *[('permit (principal, action == Action::"payments.create_invoice", resource)\n'
+       'when {\n  principal.roles.contains("billing")',
+       'permit (principal, action == Action::"payments.create_invoice", resource)\n'
+       'when {\n  principal.roles.contains("treasury")')] * 2,
     # list_invoices (internal) and test.sleep (public) now escalate to approval
-    ("payments.list_invoices", 'roles = ["billing"]',
-     'roles = ["billing"]\nescalate = [{ param = "limit", above = 5 }]'),
-    ("test.sleep", 'roles = ["*"]',
-     'roles = ["*"]\nescalate = [{ param = "seconds", above = 0.05 }]'),
-    # get_customer gets a policy mask and a policy check
-    ("customers.get_customer", 'roles = ["support"]',
-     'roles = ["support"]\nmask = { name = "full" }\n'
-     'checks = [{ param = "customer_id", pattern = "cus_8f3k2m9q" }]'),
+    ('@id("invoices.list.billing")',
+     '@id("invoices.list.billing.many")\n@approval("limit above 5")\n'
+     'permit (principal, action == Action::"payments.list_invoices", resource)\n'
+     'when { principal.roles.contains("billing") && context.params.limit > 5 };\n\n'
+     '@id("invoices.list.billing")'),
+    ('@id("test.sleep")',
+     '@id("test.sleep.long")\n@approval("seconds above 0.05")\n'
+     'permit (principal, action == Action::"test.sleep", resource)\n'
+     'when { context.params.seconds.greaterThan(decimal("0.05")) };\n\n@id("test.sleep")'),
+    # get_customer gets a policy mask, and a forbid on all customers but one
+    ('@id("customers.get.support")',
+     '@id("customers.only-jane")\n'
+     'forbid (principal, action == Action::"customers.get_customer", resource)\n'
+     'when { context.params.customer_id != "cus_8f3k2m9q" };\n\n'
+     '@id("customers.get.support")\n@mask("name=full")'),
 ]  # fmt: skip
 
 
 def stricter(policy: str) -> str:
-    for tool, old, new in STRICTER:
-        head = f'[tools."{tool}"]\n'
-        assert head + old + "\n" in policy, tool
-        policy = policy.replace(head + old + "\n", head + new + "\n")
+    for old, new in STRICTER:
+        assert old in policy, old
+        policy = policy.replace(old, new, 1)
     return policy
 
 
 def lenient(policy: str) -> str:
     """create_invoice no longer escalates large amounts to approval."""
-    head = '[tools."payments.create_invoice"]\nroles = ["billing"]\n'
-    escalation = 'escalate = [{ param = "amount", above = 1000 }]\n'
-    assert head + escalation in policy
-    return policy.replace(head + escalation, head)
+    escalation = '@approval("amount above 1000")\n'
+    assert escalation in policy
+    return policy.replace(escalation, "")
 
 
 async def _restart_execute(stack: Stack, policy: str) -> None:
-    (stack.home / "policy.toml").write_text(policy)
+    (stack.home / "policy.cedar").write_text(policy)
     stack.stop_proc("execute-0")
     stack.start_worker("execute", 0)
     await stack.wait_ready({"handshake-execute": 1})
@@ -90,7 +98,7 @@ async def _refused_and_burnt(
 
 async def test_execute_applies_the_policy_in_force_in_both_directions(own_stack: Stack) -> None:
     stack = own_stack
-    original = (stack.home / "policy.toml").read_text()
+    original = (stack.home / "policy.cedar").read_text()
     async with connected(stack) as raw:
         alice = raw.session("alice", "billing")
         carol = raw.session("carol", "support")
@@ -120,9 +128,10 @@ async def test_execute_applies_the_policy_in_force_in_both_directions(own_stack:
         )
         assert "requires approval" in msg
         await _refused_and_burnt(raw, alice, g_proof, "test.sleep", SLEEP, "validation_failed")
-        # (param checks refuse before the token is looked at, every time)
-        await _refused_and_burnt(raw, carol, g_max, "customers.get_customer", MAX,
-                                 "validation_failed", again_code="validation_failed")  # fmt: skip
+        # (a forbid that lands after authorize refuses the call and burns the token)
+        msg = await _refused_and_burnt(raw, carol, g_max, "customers.get_customer", MAX,
+                                       "forbidden")  # fmt: skip
+        assert "no longer allows" in msg
         after = await raw.target_stats()
         assert after["calls"] == before["calls"]
         assert after["side_effects"] == before["side_effects"]

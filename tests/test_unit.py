@@ -16,10 +16,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mcp_handshake.services.core.config import SessionConfig, load_config
-from mcp_handshake.services.core.policy import Caller, load_policy
+from mcp_handshake.services.core.policy import Caller
 from mcp_handshake.services.core.sessions import SessionVerifier
 from mcp_handshake.services.core.tools import ToolRegistry
 from mcp_handshake.services.dev.demo.tools import TOOLS
+from mcp_handshake.services.policy import load_policy
 from mcp_handshake.services.runtime.endpoint import Endpoint, Request
 from mcp_handshake.shared.errors import (
     ERRORS_BY_CODE,
@@ -94,14 +95,14 @@ def test_invalid_params_message_never_echoes_values() -> None:
 
 
 def test_policy_allows_by_role_scope_or_anyone() -> None:
-    policy = load_policy(DEMO / "policy.toml")
+    policy = load_policy(DEMO / "policy.cedar", TOOLS)
     alice = Caller("alice", frozenset({"billing"}), frozenset())
     nobody = Caller("eve", frozenset(), frozenset())
-    assert policy.allows(alice, "payments.create_invoice")
-    assert not policy.allows(alice, "payments.send_payment")
-    assert policy.allows(nobody, "payments.get_exchange_rate")
-    assert not policy.allows(nobody, "payments.list_invoices")
-    assert not policy.allows(alice, "not.in.policy")
+    assert policy.listable(alice, "payments.create_invoice")
+    assert not policy.listable(alice, "payments.send_payment")
+    assert policy.listable(nobody, "payments.get_exchange_rate")
+    assert not policy.listable(nobody, "payments.list_invoices")
+    assert not policy.listable(alice, "not.in.policy")
 
 
 def test_config_rejects_unknown_settings(tmp_path: Path) -> None:
@@ -173,13 +174,15 @@ def test_verifier_accepts_a_good_session() -> None:
             "roles": ["a", "b"],
             "scope": "x y",
             "cnf": {"jkt": "T"},
+            "groups": ["finance"],
         },
         key,
         algorithm="EdDSA",
         headers={"kid": public_jwk(key)["kid"]},
     )
     caller = v.verify(f"Bearer {tok}")
-    assert caller == Caller("alice", frozenset({"a", "b"}), frozenset({"x", "y"}), "T")
+    assert caller == Caller("alice", frozenset({"a", "b"}), frozenset({"x", "y"}), "T",
+                            groups=frozenset({"finance"}))  # fmt: skip
 
 
 def test_verifier_refuses_oversized_before_parsing() -> None:

@@ -3,6 +3,10 @@
 The interface is one method, so an LLM-backed agent can replace the default
 rule-based one (``[approval] agent = "package.module:factory"`` in
 ``handshake.toml``; the factory gets the policy and the store).
+
+The rule-based agent's logic stays code; its knobs are ``@confirm_*`` annotations
+on the tool's permitting Cedar policy (see docs/policy.md for why: velocity needs a
+counter the agent keeps, and its three outcomes are not Cedar's two).
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from mcp_handshake.services.core.policy import Policy
+from mcp_handshake.services.policy import Policy
 from mcp_handshake.services.store import Store, TxRecord
 
 __all__ = ["AgentDecision", "ConfirmationAgent", "RuleBasedAgent"]
@@ -41,7 +45,7 @@ class RuleBasedAgent:
         self._store = store
 
     async def decide(self, request: TxRecord) -> AgentDecision:
-        rules = self._policy.rules(request.tool).confirmation
+        rules = self._policy.confirmation(request.tool)
         if rules is None:
             return AgentDecision("humans", "no confirmation rules for this tool")
         params = request.params or {}

@@ -13,8 +13,9 @@ from nats.aio.client import Client as NATS
 
 from mcp_handshake.services.approval.agent import AgentDecision, ConfirmationAgent
 from mcp_handshake.services.approval.notify import Notifier
-from mcp_handshake.services.core.policy import Caller, Policy
+from mcp_handshake.services.core.policy import Caller
 from mcp_handshake.services.core.proofs import ProofVerifier
+from mcp_handshake.services.policy import Policy
 from mcp_handshake.services.runtime.endpoint import Request
 from mcp_handshake.services.store import Store, TxRecord
 from mcp_handshake.shared.errors import (
@@ -231,7 +232,7 @@ async def _apply(
         rec.txn,
         by,
         decision,
-        token_ttl_s=deps.policy.rules(rec.tool).token_ttl_s,
+        token_ttl_s=deps.policy.token_ttl_s(rec.tool),
         preview_hash=rec.preview_hash or "",
         reason=reason,
         final=final,

@@ -21,9 +21,9 @@ from mcp_handshake.services.approval.handler import (
 )
 from mcp_handshake.services.approval.notify import Notifier
 from mcp_handshake.services.approval.rebuild import run_rebuild
-from mcp_handshake.services.core.policy import Policy
 from mcp_handshake.services.core.proofs import ProofVerifier
 from mcp_handshake.services.core.signing import DispatchVerifier
+from mcp_handshake.services.policy import Policy
 from mcp_handshake.services.runtime.approvals import STREAM as APPROVALS
 from mcp_handshake.services.runtime.build import Kit, open_kit
 from mcp_handshake.services.runtime.streams import await_stream

@@ -17,7 +17,7 @@ def authorize_audit(audit: Audit, metrics: Metrics) -> AuditHook:
 
     def hook(req: Request[Any] | None, outcome: Outcome) -> None:
         who = {"sub": req.auth.sub if req and req.auth else None,
-               "tool": req.body.tool if req else None}  # fmt: skip
+               "tool": req.body.tool if req else None, **(req.facts if req else {})}  # fmt: skip
         if not isinstance(outcome, Grant):
             txn = getattr(outcome, "transaction_id", None)
             code = getattr(outcome, "code", "internal")

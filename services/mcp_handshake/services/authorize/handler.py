@@ -9,14 +9,15 @@ from dataclasses import dataclass
 import msgspec
 
 from mcp_handshake.services.core.bind import Bound, bind
-from mcp_handshake.services.core.policy import Caller, Policy
+from mcp_handshake.services.core.policy import Caller
 from mcp_handshake.services.core.tools import HttpOperation, ToolRegistry
+from mcp_handshake.services.policy import Agent, Policy
 from mcp_handshake.services.runtime.approvals import ApprovalQueue
 from mcp_handshake.services.runtime.context import log_txn
 from mcp_handshake.services.runtime.endpoint import Request
 from mcp_handshake.services.store import Store, TxRecord
 from mcp_handshake.services.store.pending import PendingLog
-from mcp_handshake.shared.errors import Forbidden
+from mcp_handshake.shared.errors import Forbidden, InvalidParams
 from mcp_handshake.shared.hashing import new_token, params_hash, token_hash
 from mcp_handshake.shared.wire import (
     AuthorizeContext,
@@ -44,16 +45,25 @@ async def handle_authorize(req: Request[AuthorizeRequest], deps: AuthorizeDeps) 
     caller = req.caller
     body = req.body
     tool = deps.tools.get(body.tool)
-    rules = deps.policy.rules(tool.name)
-    if not rules.allows(caller):
-        raise Forbidden("policy does not allow this caller to use this tool")
-    bound = bind(tool, body.params, rules)
+    txn = str(uuid.uuid4())  # before the decision: a refusal names it (``policy explain``)
+    log_txn(txn)
+    agent = Agent(nats_user=req.nats_user, jkt=caller.jkt)
+    try:
+        bound = bind(tool, body.params,
+                     lambda p: deps.policy.decide(caller, tool.name, p, phase="authorize",
+                                                  agent=agent))  # fmt: skip
+    except InvalidParams:
+        if not deps.policy.listable(caller, tool.name):  # say no before how the params fail
+            raise Forbidden("policy does not allow this caller to use this tool") from None
+        raise
+    rules = bound.plan.rules
+    req.facts.update(rules.facts())
+    if not rules.allowed:
+        raise Forbidden("policy does not allow this caller to use this tool", transaction_id=txn)
     bound.plan.check_params(bound.params)  # early refusal; execute checks again
     if rules.rate_limit is not None:
         limit = rules.rate_limit
         await deps.store.counters.rate_limit(caller.sub, tool.name, limit.requests, limit.per_s)
-    txn = str(uuid.uuid4())
-    log_txn(txn)
     token = new_token()
     th = token_hash(token)
     record = _record(txn, caller, bound, body.context)
@@ -124,7 +134,7 @@ async def handle_tools(req: Request[EmptyRequest], deps: AuthorizeDeps) -> Tools
                 **operation_hints(t.operation),
             )
             for t in deps.tools
-            if deps.policy.allows(caller, t.name)
+            if deps.policy.listable(caller, t.name)
         ]
     )
 

@@ -24,10 +24,10 @@ from mcp_handshake.services.audit.main import audit_log_path
 from mcp_handshake.services.audit.verify import VerifyResult, verify_log
 from mcp_handshake.services.console.receipts import ReceiptCheck, check_receipt
 from mcp_handshake.services.core.config import HandshakeConfig
-from mcp_handshake.services.core.policy import Policy
 from mcp_handshake.services.core.proofs import decision_signer
-from mcp_handshake.services.dev.cli._audit import _events
+from mcp_handshake.services.dev.cli._audit import audit_events
 from mcp_handshake.services.dev.cli._status import snapshot
+from mcp_handshake.services.policy import Policy
 from mcp_handshake.shared.proofs import ProofKey
 from mcp_handshake.shared.settings import Settings
 from mcp_handshake.shared.wire import DecideReply, PendingApproval
@@ -108,7 +108,7 @@ class Backend:
         return json.loads(self.cfg.resolve(self.cfg.keys.audit_public).read_text())
 
     def _events(self) -> list[dict[str, Any]]:
-        return _events(self.settings)
+        return audit_events(self.settings)
 
     async def search(
         self, txn: str, user: str, tool: str, limit: int = 200

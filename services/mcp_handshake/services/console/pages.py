@@ -139,8 +139,10 @@ def _fmt_event(event: dict[str, Any]) -> dict[str, str]:
     """An event's fields as text, its time as UTC."""
     at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event.get("at", 0)))
     keep = ("sub", "tool", "tier", "by", "decision", "status", "detail", "ph", "rh",
-            "preview_hash", "worker", "signed_by", "signature_invalid")  # fmt: skip
-    fields = {k: str(event[k]) for k in keep if event.get(k) not in (None, "")}
+            "preview_hash", "worker", "signed_by", "signature_invalid", "verdict",
+            "policies", "policy_hash")  # fmt: skip
+    fields = {k: ", ".join(map(str, event[k])) if isinstance(event[k], list) else str(event[k])
+              for k in keep if event.get(k) not in (None, "", [])}  # fmt: skip
     return {"at": at, "kind": str(event.get("kind", "?")),
             "outcome": str(event.get("outcome", "?")), **fields}  # fmt: skip
 

@@ -6,7 +6,7 @@ it grants, execute to check that what it is asked to run is what was granted.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +15,7 @@ from mcp_handshake.services.core.tiers import TierPlan, plan
 from mcp_handshake.services.core.tools import Tool
 from mcp_handshake.shared.hashing import params_hash
 
-__all__ = ["Bound", "bind"]
+__all__ = ["Bound", "Decide", "bind"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,8 +28,12 @@ class Bound:
     plan: TierPlan
 
 
-def bind(tool: Tool, raw: Mapping[str, Any], rules: Rules) -> Bound:
+#: Policy's decision for the normalized params of one call.
+Decide = Callable[[dict[str, Any]], Rules]
+
+
+def bind(tool: Tool, raw: Mapping[str, Any], decide: Decide) -> Bound:
     """Validate and normalize ``raw`` for ``tool`` (``InvalidParams``), hash the result,
-    and plan its tier under the policy ``rules`` for the tool."""
+    and plan its tier under what policy ``decide``s for exactly those params."""
     params = tool.normalize(raw)
-    return Bound(tool, params, params_hash(params), plan(tool, rules, params))
+    return Bound(tool, params, params_hash(params), plan(tool, decide(params), params))

@@ -1,7 +1,7 @@
 """Confidential-tier parameter checks, declared as data.
 
-Checks come from the tool definition (``Tool.options["checks"]``) and from
-policy (``[[tools."name".checks]]``); both apply. They run at authorize (early
+Checks come from the tool definition (``Tool.checks``); policy's own conditions
+on params are Cedar ``forbid`` policies (docs/policy.md). They run at authorize (early
 refusal) and again at execute (the authority). Every string param of a
 confidential or restricted tool is also checked for the usual tricks: control
 and invisible format characters (zero-width, bidi overrides), text that

@@ -8,15 +8,18 @@ file, only the paths or environment variable names where executors find them.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
 import msgspec
 
+from mcp_handshake.services.core.policy import RateLimit
+
 __all__ = [
     "HandshakeConfig",
     "KeysConfig",
+    "PolicyDefaults",
     "SessionConfig",
     "TargetAuth",
     "TargetConfig",
@@ -65,6 +68,8 @@ class SessionConfig(_Section, frozen=True):
     roles_claim: str = "roles"
     #: Claim holding the caller's scopes (OAuth ``scope`` string or ``scp`` list).
     scopes_claim: str = "scope"
+    #: Claim holding the caller's groups (Cedar's ``principal.groups``).
+    groups_claim: str = "groups"
 
 
 class KeysConfig(_Section, frozen=True):
@@ -140,6 +145,28 @@ class ApprovalSection(_Section, frozen=True):
     webhook: WebhookConfig | None = None
 
 
+class PolicyDefaults(_Section, frozen=True):
+    """``[policy]``: what applies where no permitting policy's annotation says otherwise."""
+
+    #: Lifetime of a granted transaction token (also after approval).
+    token_ttl_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = 30.0
+    #: How long a transaction may wait for approval; expiry counts as denial.
+    approval_ttl_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 600.0
+    approver_roles: frozenset[str] = frozenset({"approver"})
+    rate_limit: RateLimit | None = None
+    #: Requests one caller (session ``sub``) may have in flight at once on one
+    #: endpoint of one worker process. Past it the caller gets ``rate_limited``
+    #: (retryable) while other callers are served as usual, so one agent's burst
+    #: cannot take the worker's capacity from everyone else. The default is one
+    #: process's Redis pool, and a quarter of an endpoint's ``service.max_inflight``.
+    max_inflight_per_caller: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 256
+    #: Whether every human approver must sign their decision with their own key
+    #: (always required of an approver whose session is bound to a key).
+    signed_decisions: bool = False
+    #: Seconds between checks of the policy file for changes (0: only on SIGHUP).
+    watch_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 2.0
+
+
 class ToolsSection(_Section, frozen=True):
     #: Python modules each exposing ``TOOLS``: a list of tool definitions.
     modules: list[str] = msgspec.field(default_factory=list)
@@ -149,7 +176,9 @@ class _File(_Section, frozen=True):
     session: SessionConfig
     service: ServiceSection = msgspec.field(default_factory=ServiceSection)
     tools: ToolsSection = msgspec.field(default_factory=ToolsSection)
-    policy_file: str = "policy.toml"
+    #: The Cedar policy set (see docs/policy.md).
+    policy_file: str = "policy.cedar"
+    policy: PolicyDefaults = msgspec.field(default_factory=PolicyDefaults)
     keys: KeysConfig = msgspec.field(default_factory=KeysConfig)
     targets: dict[str, TargetConfig] = msgspec.field(default_factory=dict)
     approval: ApprovalSection = msgspec.field(default_factory=ApprovalSection)
@@ -168,6 +197,7 @@ class HandshakeConfig:
     targets: dict[str, TargetConfig]
     approval_agent: str | None = None
     webhook: WebhookConfig | None = None
+    policy_defaults: PolicyDefaults = field(default_factory=PolicyDefaults)
 
     def resolve(self, relative: str) -> Path:
         p = Path(relative)
@@ -195,4 +225,5 @@ def load_config(path: Path) -> HandshakeConfig:
         targets=data.targets,
         approval_agent=data.approval.agent,
         webhook=data.approval.webhook,
+        policy_defaults=data.policy,
     )

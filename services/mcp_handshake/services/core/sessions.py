@@ -166,5 +166,6 @@ class SessionVerifier:
             roles=_as_set(claims.get(self._cfg.roles_claim)),
             scopes=_as_set(claims.get(self._cfg.scopes_claim)) | _as_set(claims.get("scp")),
             jkt=jkt if isinstance(jkt, str) else None,
+            groups=_as_set(claims.get(self._cfg.groups_claim)),
         )
         return caller, claims

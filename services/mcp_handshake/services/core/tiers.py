@@ -2,8 +2,8 @@
 
 Tiers are cumulative (protocol.md): internal adds proof of possession;
 confidential adds param checks and result masking; restricted adds approval.
-Policy escalation can raise a tool to restricted for given params (e.g. an
-invoice above 1000).
+A policy that permits only with approval raises a tool to restricted for the
+params it names (e.g. an invoice above 1000).
 """
 
 from __future__ import annotations
@@ -37,9 +37,10 @@ class TierPlan:
         return self.tier.at_least(Tier.RESTRICTED)
 
     def check_params(self, params: Mapping[str, Any]) -> None:
-        """Confidential and above: the tool's and policy's checks; ``ValidationFailed``."""
+        """Confidential and above: the tool's checks; ``ValidationFailed``. (Policy's
+        own conditions on params are Cedar ``forbid`` policies.)"""
         if self.tier.at_least(Tier.CONFIDENTIAL):
-            run_checks(params, (*self.tool.checks, *self.rules.checks))
+            run_checks(params, self.tool.checks)
 
     def mask_result(self, result: Any) -> Any:
         masks = {**self.tool.mask, **self.rules.mask}
@@ -51,9 +52,9 @@ class TierPlan:
 
 
 def plan(tool: Tool, rules: Rules, params: Mapping[str, Any]) -> TierPlan:
-    """The tier for these params under these rules."""
+    """The tier for these params under the rules policy decided for them."""
     tier = tool.tier
-    reason = rules.escalation(params)
+    reason = rules.escalated if rules.verdict == "approval" else None
     if reason is not None and not tier.at_least(Tier.RESTRICTED):
         tier = Tier.RESTRICTED
     return TierPlan(tool, tier, reason, rules)

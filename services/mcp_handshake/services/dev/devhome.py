@@ -54,9 +54,9 @@ def ensure_home(home: Path, target_url: str) -> Path:
     api_key = home / "secrets" / "payments_api_key"
     if not api_key.exists():
         write_private(api_key, secrets.token_urlsafe(32))
-    policy = home / "policy.toml"
+    policy = home / "policy.cedar"
     if not policy.exists():
-        policy.write_text(_demo_file("policy.toml"))
+        policy.write_text(_demo_file("policy.cedar"))
     config = home / "handshake.toml"
     config.write_text(_demo_file("handshake.toml").replace("{target_url}", target_url))
     return config

@@ -21,6 +21,7 @@ def execute_audit(audit: Audit, metrics: Metrics) -> AuditHook:
             "txn": req.body.transaction_id if req else None,
             "sub": req.auth.sub if req and req.auth else None,
             "tool": req.body.tool if req else None,
+            **(req.facts if req else {}),  # policy: verdict, deciding ids, set hash
         }
         if isinstance(outcome, ExecuteReply):
             facts.update(tier=outcome.tier, ph=outcome.params_hash, rh=outcome.result_hash)

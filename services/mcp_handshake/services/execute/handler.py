@@ -14,12 +14,13 @@ from typing import Any
 import msgspec
 from nats.aio.client import Client as NATS
 
-from mcp_handshake.services.core.bind import Bound, bind
+from mcp_handshake.services.core.bind import Bound
 from mcp_handshake.services.core.dpop import DPOP_HEADER, DPOP_HTU_HEADER
-from mcp_handshake.services.core.policy import Policy
 from mcp_handshake.services.core.proofs import ProofVerifier, VerifiedProof
 from mcp_handshake.services.core.signing import DispatchSigner, ReceiptSigner
 from mcp_handshake.services.core.tools import ToolRegistry
+from mcp_handshake.services.execute.decide import bound_call, still_allowed
+from mcp_handshake.services.policy import Policy
 from mcp_handshake.services.runtime.audit import Audit
 from mcp_handshake.services.runtime.endpoint import Request
 from mcp_handshake.services.store import Store, TxRecord
@@ -81,28 +82,19 @@ class ExecuteDeps:
         task.add_done_callback(self.background.discard)
 
 
-def _bind(deps: ExecuteDeps, body: ExecuteRequest) -> Bound | None:
-    """The call bound under the policy in force, or ``None`` when it cannot be what was
-    authorized (unknown tool, params that fail the schema): consume then burns the token."""
-    tool = deps.tools.find(body.tool)
-    if tool is None:
-        return None
-    try:
-        return bind(tool, body.params, deps.policy.rules(tool.name))
-    except HandshakeError:
-        return None
-
-
 async def handle_execute(req: Request[ExecuteRequest], deps: ExecuteDeps) -> ExecuteReply:
     caller, body = req.caller, req.body
     txn = body.transaction_id
     th = token_hash(req.header(TOKEN_HEADER) or "")
-    bound = _bind(deps, body)
+    bound = bound_call(deps.tools, deps.policy, req, caller.jkt)
     # The policy in force now decides, in both directions: who may, the tier, its checks,
-    # proof, approval and masks. A caller it no longer allows is refused by consume
-    # (once the binding matches), before any other check can tell more.
-    allowed = bound is not None and bound.plan.rules.allows(caller)
+    # proof, approval and masks. A caller it no longer allows (a forbid landed, even after
+    # approval) is refused by consume (once the binding matches), before any other check
+    # can tell more.
+    allowed = bound is not None and bound.plan.rules.allowed
     proof = await _checked(req, deps, bound, th) if bound is not None and allowed else None
+    allowed = allowed and bound is not None and still_allowed(deps.tools, deps.policy, req,
+                                                              bound, proof)  # fmt: skip
     consume = deps.store.tokens.consume(
         th,
         sub=caller.sub,
@@ -121,7 +113,8 @@ async def handle_execute(req: Request[ExecuteRequest], deps: ExecuteDeps) -> Exe
         raise _noted(InvalidTransaction(transaction_id=txn), {"tier": record.tier, "ph": record.ph})
     plan = bound.plan
     tier = plan.tier.value
-    intent = {"txn": txn, "sub": caller.sub, "tool": body.tool, "tier": tier, "ph": bound.ph}
+    intent = {"txn": txn, "sub": caller.sub, "tool": body.tool, "tier": tier, "ph": bound.ph,
+              **req.facts}  # fmt: skip
     early = deps.intent_with_consume and not plan.needs_approval
     record = await _consume_gated(deps, consume, intent, th, early=early)
     facts: dict[str, Any] = {"tier": tier, "ph": record.ph}

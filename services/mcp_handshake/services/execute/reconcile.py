@@ -21,6 +21,7 @@ from typing import Any
 from mcp_handshake.services.core.bind import bind
 from mcp_handshake.services.core.tiers import TierPlan
 from mcp_handshake.services.execute.handler import ExecuteDeps, result_hash, send_dispatch
+from mcp_handshake.services.policy import Agent
 from mcp_handshake.services.runtime.audit import Audit, unique
 from mcp_handshake.services.runtime.endpoint import AuditHook, Outcome, Request
 from mcp_handshake.services.store import TxRecord
@@ -105,10 +106,12 @@ async def _checked(req: Request[ReconcileRequest], deps: ExecuteDeps) -> tuple[s
             "this tool declares no safe way to repeat or look up the operation",
             transaction_id=txn,
         )
-    rules = deps.policy.rules(tool.name)
-    if not rules.allows(caller):
+    agent = Agent(nats_user=req.nats_user, jkt=caller.jkt,
+                  proof=req.header(PROOF_HEADER) is not None)  # fmt: skip
+    bound = bind(tool, current.params, lambda p: deps.policy.decide(
+        caller, tool.name, p, phase="execute", agent=agent))  # fmt: skip
+    if not bound.plan.rules.allowed:
         raise Forbidden("policy does not allow this caller to use this tool", transaction_id=txn)
-    bound = bind(tool, current.params, rules)
     if bound.ph != current.ph:  # the params kept are the ones hashed at authorize
         raise InvalidTransaction(transaction_id=txn)
     if bound.plan.needs_proof:

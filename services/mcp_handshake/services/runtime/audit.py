@@ -86,6 +86,11 @@ class AuditEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     #: Approvals: the decision, and the approver's signature over it when signed.
     decision: str | None = None
     signature: str | None = None
+    #: Policy: the verdict (``permit``, ``approval``, ``deny``), the ids of the policies
+    #: that decided it, and the hash of the policy set in force.
+    verdict: str | None = None
+    policies: list[str] | None = None
+    policy_hash: str | None = None
     v: int = 1
 
 

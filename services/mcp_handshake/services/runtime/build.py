@@ -16,14 +16,14 @@ from typing import Any
 from nats.aio.client import Client as NATS
 
 from mcp_handshake.services.core.config import HandshakeConfig, load_config
-from mcp_handshake.services.core.policy import Policy, load_policy
 from mcp_handshake.services.core.sessions import SessionVerifier
 from mcp_handshake.services.core.tools import ToolRegistry
+from mcp_handshake.services.policy import Policy, PolicyError, load_policy
 from mcp_handshake.services.runtime.audit import STREAM as AUDIT_STREAM
 from mcp_handshake.services.runtime.audit import Audit
 from mcp_handshake.services.runtime.endpoint import AuditHook, Endpoint, Handler
 from mcp_handshake.services.runtime.service import MicroService
-from mcp_handshake.services.runtime.streams import await_stream
+from mcp_handshake.services.runtime.streams import StartupError, await_stream
 from mcp_handshake.services.runtime.telemetry import Metrics
 from mcp_handshake.services.runtime.worker import Worker
 from mcp_handshake.services.store import Store
@@ -132,12 +132,17 @@ class Kit:
             description,
             endpoints,
             metadata=metadata,
-            extra_stats=extra_stats,
+            extra_stats=lambda: {
+                **(extra_stats() if extra_stats else {}),
+                "policy": self.policy.status(),
+            },
         )
+        self.policy.gauges = self.metrics.gauges
+        self.metrics.gauges["policy_alarm"] = 0.0
         return Worker(
             service,
             closers=[*closers, *self.closers],
-            background=list(background),
+            background=[*background, self.policy.watch],
             redis=self.store.redis if self.store is not None else None,
             audit=self.audit,
             gauges=self.metrics.gauges,
@@ -157,12 +162,17 @@ def _gated(handler: Handler, audit: Audit) -> Handler:
 def open_kit(settings: Settings, nc: NATS, kind: str) -> Kit:
     """Load configuration, policy and tools for one worker of ``kind``."""
     config = load_config(settings.config_path)
+    tools = ToolRegistry.from_modules(config.tool_modules)
+    try:
+        policy = load_policy(config.policy_file, tools, config.policy_defaults)
+    except PolicyError as exc:  # one line per problem, naming the policy and its line
+        raise StartupError(f"invalid_policy: {exc}", 2) from None
     return Kit(
         kind=kind,
         settings=settings,
         config=config,
-        policy=load_policy(config.policy_file),
-        tools=ToolRegistry.from_modules(config.tool_modules),
+        policy=policy,
+        tools=tools,
         nc=nc,
         metrics=Metrics(kind),
     )

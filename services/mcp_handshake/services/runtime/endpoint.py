@@ -70,6 +70,18 @@ class Request(Generic[T]):
     subject: str
     #: The verified session's caller (endpoints declared with ``auth=True``).
     auth: Caller | None = None
+    #: The reply subject: its inbox prefix (``_INBOX.<user>.``) names the sender's
+    #: NATS identity, the only one that may read the reply.
+    reply: str = ""
+    #: What the handler decided, for the audit hook (policy verdict, ids, set hash).
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def nats_user(self) -> str | None:
+        """The NATS identity the reply goes to (``_INBOX.<user>.``): the sender's own
+        under the shipped permission model (docs/policy.md says what that proves)."""
+        parts = self.reply.split(".")
+        return parts[1] if len(parts) > 2 and parts[0] == "_INBOX" else None
 
     @property
     def caller(self) -> Caller:
@@ -234,7 +246,7 @@ class Endpoint:
             raise BadRequest("request body is not a JSON object") from None
         if too_deep(data):  # after decoding: the scan needs well-formed JSON
             raise BadRequest(f"request body nests deeper than {MAX_DEPTH} levels")
-        req = Request(body, data, msg.headers or {}, msg.subject)
+        req = Request(body, data, msg.headers or {}, msg.subject, reply=msg.reply or "")
         open_log_context(_txn_of(body), tracing.trace_id())
         return req
 

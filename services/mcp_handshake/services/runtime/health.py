@@ -161,6 +161,7 @@ class _Collector(Collector):
 
 
 _GAUGE_HELP = {
+    "policy_alarm": "1 while a policy reload was refused (the previous set stays in force)",
     "approvals_pending": "Transactions waiting for a human decision",
     "audit_lag": "Audit events in the stream not yet in the log",
 }

@@ -23,6 +23,7 @@ from mcp_handshake.services.dev.cli._cmd_gateway import (
 )
 from mcp_handshake.services.dev.cli._cmd_identity import keys_app, token_app
 from mcp_handshake.services.dev.cli._cmd_mcp import mcp
+from mcp_handshake.services.dev.cli._cmd_policy import policy_app
 from mcp_handshake.services.dev.cli._cmd_reconcile import reconcile
 from mcp_handshake.services.dev.cli._common import (
     SessionOpt,
@@ -42,6 +43,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(approvals_app, name="approvals")
 app.add_typer(audit_app, name="audit")
 app.add_typer(agents_app, name="agents")
+app.add_typer(policy_app, name="policy")
 app.command("nats-config")(nats_config)
 app.command("mcp")(mcp)
 app.command("reconcile")(reconcile)

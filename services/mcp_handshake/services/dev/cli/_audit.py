@@ -106,7 +106,8 @@ def _line(event: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
-def _events(settings: Settings) -> list[dict[str, Any]]:
+def audit_events(settings: Settings) -> list[dict[str, Any]]:
+    """Every event in the local audit log, in log order."""
     return [e["body"]["event"] for e in read_entries(audit_log_path(settings))
             if e.get("kind") == "event"]  # fmt: skip
 
@@ -123,7 +124,7 @@ def _signed(event: dict[str, Any]) -> tuple[str, bool]:
 
 def show(settings: Settings, txn: str) -> int:
     """One transaction's story; an approver's signed decision is verified on the way."""
-    story = [e for e in _events(settings) if e.get("txn") == txn]
+    story = [e for e in audit_events(settings) if e.get("txn") == txn]
     if not story:
         console.print(f"no audit events for {escape(txn)}")
         return 1
@@ -147,7 +148,7 @@ def _since(value: str) -> float:
 
 def export(settings: Settings, since: str) -> int:
     start = _since(since)
-    for event in _events(settings):
+    for event in audit_events(settings):
         if event.get("at", 0) >= start:
             print(json.dumps(event, separators=(",", ":")))
     return 0

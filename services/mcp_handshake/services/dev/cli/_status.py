@@ -35,6 +35,7 @@ async def snapshot(settings: Settings, nc: NATS) -> dict[str, Any]:
     )
     audit_seq = 0
     halted: dict[str, Any] | None = None
+    policies: dict[str, Any] = {"hashes": [], "alarms": []}
     for s in stats:
         k = kinds[s["name"].removeprefix("handshake-")]
         k["instances"] += 1
@@ -45,11 +46,16 @@ async def snapshot(settings: Settings, nc: NATS) -> dict[str, Any]:
             for code, n in ((e.get("data") or {}).get("outcomes") or {}).items():
                 k["outcomes"][code] = k["outcomes"].get(code, 0) + n
         data = s.get("data") or {}
+        policy = data.get("policy") or {}
+        if policy.get("hash") and policy["hash"] not in policies["hashes"]:
+            policies["hashes"].append(policy["hash"])
+        if policy.get("alarm") and policy["alarm"] not in policies["alarms"]:
+            policies["alarms"].append(policy["alarm"])
         if data.get("role") in {"active", "halted"}:
             audit_seq = max(audit_seq, int(data.get("last_stream_seq") or 0))
         if data.get("role") == "halted":
             halted = data.get("gap") or {"reason": "halted"}
-    out: dict[str, Any] = {"workers": dict(kinds), "audit_halted": halted}
+    out: dict[str, Any] = {"workers": dict(kinds), "audit_halted": halted, "policy": policies}
     try:
         info = await nc.jetstream().stream_info(STREAM)
         out["audit_lag"] = max(info.state.last_seq - audit_seq, 0) if audit_seq else None
@@ -95,12 +101,18 @@ def render(snap: dict[str, Any]) -> Group:
         f"tokens live: {snap.get('tokens_live', '?')}, expired unused: "
         f"{snap.get('tokens_expired', '?')}, authorize ok: {issued}"
     )
+    policy = snap.get("policy") or {}
+    footer.append(f"\npolicy in force: {', '.join(policy.get('hashes') or ['?'])}")
+    parts: list[Table | Text] = [table, footer]
+    for alarm in policy.get("alarms") or []:
+        parts.append(Text("POLICY RELOAD REFUSED (the previous set stays in force): ",
+                          style="bold red").append(alarm, style=""))  # fmt: skip
     halted = snap.get("audit_halted")
     if halted is not None:
         alarm = Text("AUDIT WRITER HALTED: ", style="bold red")
         alarm.append(f"{halted}  (see deploy/README.md; accept with `audit resume --accept-gap`)")
-        return Group(table, footer, alarm)
-    return Group(table, footer)
+        return Group(*parts, alarm)
+    return Group(*parts)
 
 
 async def run_status(settings: Settings, once: bool, as_json: bool) -> None:
