@@ -8,6 +8,7 @@ import {
   InvalidTransaction,
   ValidationFailed,
 } from "./errors.js";
+import { optionsFromEnv } from "./env.js";
 import { HttpTransport } from "./http.js";
 import { ProofKey, RECONCILE_PROOF_PH, RECONCILE_PROOF_TOOL } from "./keys.js";
 import { NatsTransport, type NatsOptions } from "./nats.js";
@@ -113,6 +114,18 @@ export class HandshakeClient {
         ? new HttpTransport(opts.gatewayUrl)
         : await NatsTransport.connect(opts as NatsOptions);
     return new HandshakeClient(transport, asSessionProvider(opts.session), opts.proofKey, opts);
+  }
+
+  /** A client configured from `HANDSHAKE_*` variables or the running `mcp-handshake up`
+   * stack (see `optionsFromEnv`), with `overrides` on top. */
+  static async fromEnv(
+    overrides: ConnectOptions & { transport?: "http" | "nats" } = {},
+  ): Promise<HandshakeClient> {
+    const { transport, ...rest } = overrides;
+    const base = await optionsFromEnv(transport);
+    if (rest.gatewayUrl !== undefined) delete base.natsUrl;
+    if (rest.natsUrl !== undefined) delete base.gatewayUrl;
+    return HandshakeClient.connect({ ...base, ...rest });
   }
 
   async close(): Promise<void> {

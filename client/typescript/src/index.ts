@@ -15,6 +15,7 @@
 
 export { HandshakeClient } from "./client.js";
 export type { CallResult, ConnectOptions, DecideOptions, Params, PendingCall } from "./client.js";
+export { defaultAgentKey, optionsFromEnv } from "./env.js";
 export * from "./errors.js";
 export { canonicalJson, paramsHash, sha256Tagged } from "./hashing.js";
 export {
@@ -26,6 +27,7 @@ export {
   RECONCILE_PROOF_PH,
   RECONCILE_PROOF_TOOL,
   type KeyAlg,
+  type SignAt,
 } from "./keys.js";
 export { DEFAULT_PREFIX, type NatsOptions } from "./nats.js";
 export { RECEIPT_TYP, verifyReceipt, type Expected } from "./receipts.js";

@@ -33,6 +33,12 @@ export const DPOP_TYP = "dpop+jwt";
 export const RECONCILE_PROOF_TOOL = "handshake.reconcile";
 export const RECONCILE_PROOF_PH = "reconcile";
 
+/** A proof's `iat` and `jti`, fixed (reference vectors); fresh ones by default. */
+export interface SignAt {
+  iat?: number;
+  jti?: string;
+}
+
 function jti(): string {
   return randomUUID().replaceAll("-", "");
 }
@@ -64,7 +70,9 @@ export class ProofKey {
 
   private static async of(privateKey: CryptoKey, alg: KeyAlg): Promise<ProofKey> {
     const { kty, crv, x, y } = await exportJWK(privateKey);
-    const publicJwk: JWK = y === undefined ? { kty, crv, x } : { kty, crv, x, y };
+    // Members in sorted order, as PyJWT writes them: EdDSA proofs come out byte for byte
+    // as the Python client's (docs/vectors/proofs.json).
+    const publicJwk: JWK = y === undefined ? { crv, kty, x } : { crv, kty, x, y };
     const publicKey = (await importJWK({ ...publicJwk, ext: true }, alg)) as CryptoKey;
     return new ProofKey(privateKey, publicKey, alg, publicJwk, await calculateJwkThumbprint(publicJwk));
   }
@@ -111,17 +119,18 @@ export class ProofKey {
     return exportPKCS8(this.privateKey);
   }
 
-  private async signJws(typ: string, claims: Record<string, unknown>): Promise<string> {
+  private async signJws(typ: string, claims: Record<string, unknown>, at: SignAt = {}): Promise<string> {
     return new SignJWT({ ...claims })
-      .setProtectedHeader({ alg: this.alg, typ, kid: this.thumbprint, jwk: this.publicJwk })
-      .setIssuedAt()
-      .setJti(jti())
+      .setProtectedHeader({ alg: this.alg, jwk: this.publicJwk, kid: this.thumbprint, typ })
+      .setIssuedAt(at.iat ?? Math.floor(Date.now() / 1000))
+      .setJti(at.jti ?? jti())
       .sign(this.privateKey);
   }
 
-  /** The handshake proof for executing `txn` (`Handshake-Proof`, protocol.md). */
-  async sign(txn: string, tool: string, paramsHash: string): Promise<string> {
-    return this.signJws(PROOF_TYP, { txn, tool, ph: paramsHash });
+  /** The handshake proof for executing `txn` (`Handshake-Proof`, protocol.md). `at`
+   * fixes `iat` and `jti` (reference vectors); leave it out otherwise. */
+  async sign(txn: string, tool: string, paramsHash: string, at?: SignAt): Promise<string> {
+    return this.signJws(PROOF_TYP, { txn, tool, ph: paramsHash }, at);
   }
 
   /** An approver's signed decision (`Handshake-Proof` on `approvals.decide`). */
