@@ -185,13 +185,17 @@ def test_a_key_made_by_the_package_is_the_python_clients(built: Path, tmp_path: 
 
 def _agent_env(stack: Stack, home: Path, transport: str, gateway: str) -> dict[str, str]:
     """The README's setup: a key, and a session bound to it; the stack found through
-    ``HANDSHAKE_*`` (the gateway's URL, or NATS with the agent's identity)."""
+    ``HANDSHAKE_*`` (the gateway's URL, or NATS with the agent's identity), or through
+    the stack's ``stack.json`` under ``HANDSHAKE_HOME``."""
     key = home / "agent.pem"
     jkt, roles = ProofKey.load_or_create(key).thumbprint, ["billing"]
     env = stack.env()
     env.pop("HANDSHAKE_GATEWAY_URL", None)
     if transport == "http":
         env["HANDSHAKE_GATEWAY_URL"] = gateway
+    if transport == "stack.json":  # NATS, found as `mcp-handshake up` leaves it
+        for name in ("HANDSHAKE_NATS_URL", "HANDSHAKE_NATS_USER", "HANDSHAKE_NATS_PASSWORD_FILE"):
+            env.pop(name)
     env.update(
         HOME=str(home),
         HANDSHAKE_AGENT_KEY=str(key),
@@ -210,7 +214,7 @@ async def _one_invoice(stack: Stack, script: Path, env: dict[str, str], cwd: Pat
     assert env["HANDSHAKE_SESSION"] not in out
 
 
-@pytest.mark.parametrize("transport", ["http", "nats"])
+@pytest.mark.parametrize("transport", ["http", "nats", "stack.json"])
 async def test_example_agent_runs(
     built: Path, stack: Stack, gateway_url: str, tmp_path: Path, transport: str
 ) -> None:

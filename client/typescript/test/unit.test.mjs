@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import { calculateJwkThumbprint, compactVerify, decodeJwt, importJWK, UnsecuredJWT } from "jose";
 import {
-  ApprovalPending, asSessionProvider, canonicalJson, errorFromBody, ERRORS, HandshakeError,
+  ApprovalPending, asSessionProvider, canonicalJson, defaultAgentKey, optionsFromEnv, errorFromBody, ERRORS, HandshakeError,
   InternalError, InvalidTransaction, paramsHash, ProofKey, sha256Tagged, UseDpopNonce,
   ValidationFailed, verifyReceipt,
 } from "../dist/index.js";
@@ -108,6 +108,29 @@ describe("proof keys", () => {
       assert.equal(claims.ath, createHash("sha256").update("session-token").digest("base64url"));
       assert.ok(claims.jti.length >= 8 && Number.isInteger(claims.iat));
     }
+  });
+});
+
+describe("settings from the environment", () => {
+  it("HANDSHAKE_* first, else the stack.json of mcp-handshake up", async () => {
+    const home = tmp();
+    writeFileSync(join(home, "stack.json"), JSON.stringify({
+      nats_url: "nats://127.0.0.1:1", nats_user: "agent", nats_password_file: "/p", gateway_url: "http://127.0.0.1:2",
+    }));
+    const env = { HOME: home, HANDSHAKE_HOME: home, HANDSHAKE_AGENT_KEY: join(home, "k", "agent.pem") };
+    const viaStack = await optionsFromEnv(undefined, env);
+    assert.equal(viaStack.gatewayUrl, "http://127.0.0.1:2");
+    assert.equal(statSync(env.HANDSHAKE_AGENT_KEY).mode & 0o777, 0o600); // created on first use
+    const nats = await optionsFromEnv("nats", env);
+    assert.deepEqual([nats.natsUrl, nats.natsUser, nats.natsPasswordFile, nats.gatewayUrl],
+      ["nats://127.0.0.1:1", "agent", "/p", undefined]);
+    const own = await optionsFromEnv(undefined, { ...env, HANDSHAKE_NATS_URL: "nats://h:3" });
+    assert.deepEqual([own.natsUrl, own.natsUser, own.gatewayUrl], ["nats://h:3", undefined, undefined]);
+    const gw = await optionsFromEnv(undefined, { ...env, HANDSHAKE_GATEWAY_URL: "http://gw" });
+    assert.equal(gw.gatewayUrl, "http://gw");
+    assert.equal(defaultAgentKey({ HOME: "/h" }), "/h/.config/mcp-handshake/agent.pem");
+    assert.equal(defaultAgentKey({ HOME: "/h", XDG_CONFIG_HOME: "/x" }), "/x/mcp-handshake/agent.pem");
+    assert.equal(defaultAgentKey({ HOME: "/h", HANDSHAKE_AGENT_KEY: "~/k.pem" }), "/h/k.pem");
   });
 });
 
