@@ -8,6 +8,7 @@ import {
   InvalidTransaction,
   ValidationFailed,
 } from "./errors.js";
+import { Approvals } from "./approvals.js";
 import { optionsFromEnv } from "./env.js";
 import { HttpTransport } from "./http.js";
 import { ProofKey, RECONCILE_PROOF_PH, RECONCILE_PROOF_TOOL } from "./keys.js";
@@ -23,11 +24,8 @@ import {
   type Transport,
 } from "./transport.js";
 import type {
-  ApprovalsReply,
-  DecideReply,
   ExecuteReply,
   Grant,
-  PendingApproval,
   ReceiptClaims,
   StatusReply,
   ToolInfo,
@@ -37,7 +35,7 @@ import type {
 export type Params = Record<string, unknown>;
 
 /** A request as the client builds it: the session and a default timeout are added. */
-type OpRequest = Omit<Request, "timeoutMs" | "session"> & { timeoutMs?: number };
+export type OpRequest = Omit<Request, "timeoutMs" | "session"> & { timeoutMs?: number };
 
 export interface ConnectOptions extends Partial<NatsOptions> {
   /** The HTTP gateway's URL (as `mcp-handshake up` prints it); or give `natsUrl`. */
@@ -72,13 +70,6 @@ export interface CallResult {
   claims: ReceiptClaims;
 }
 
-export interface DecideOptions {
-  reason?: string;
-  /** The preview hash the approver saw (default: read from the pending list). */
-  previewHash?: string;
-  /** Sign the decision (default: when the session is bound to the proof key). */
-  sign?: boolean;
-}
 
 export class HandshakeClient {
   private jwks: JSONWebKeySet | null = null;
@@ -87,11 +78,7 @@ export class HandshakeClient {
   private readonly verifying: boolean;
 
   /** Approvers: the transactions waiting for this caller's decision, and deciding them. */
-  readonly approvals = {
-    list: (): Promise<PendingApproval[]> => this.listApprovals(),
-    decide: (txn: string, decision: "approve" | "deny", opts?: DecideOptions) =>
-      this.decide(txn, decision, opts),
-  };
+  readonly approvals: Approvals;
 
   private constructor(
     readonly transport: Transport,
@@ -102,6 +89,7 @@ export class HandshakeClient {
     this.timeoutMs = opts.timeoutMs ?? 15_000;
     this.approvalTimeoutMs = opts.approvalTimeoutMs ?? 600_000;
     this.verifying = opts.verifyReceipts ?? true;
+    this.approvals = new Approvals((req) => this.request(req), session, proofKey);
   }
 
   /** A connected client: over the gateway (`gatewayUrl`) or NATS (`natsUrl`). */
@@ -270,43 +258,5 @@ export class HandshakeClient {
       paramsHash: grant.params_hash,
       result,
     });
-  }
-
-  private async listApprovals(): Promise<PendingApproval[]> {
-    return (await this.request<ApprovalsReply>({ op: "approvals.list", body: {} })).approvals;
-  }
-
-  private async decide(txn: string, decision: "approve" | "deny", opts: DecideOptions = {}): Promise<DecideReply> {
-    const body: Params = { transaction_id: txn, decision };
-    if (opts.reason) body.reason = opts.reason;
-    const sign = opts.sign ?? (await this.sessionBoundToKey());
-    const req: OpRequest = { op: "approvals.decide", body };
-    if (sign) {
-      const key = this.proofKey;
-      if (key === undefined) throw new ValidationFailed("signing a decision needs a proof key");
-      let previewHash = opts.previewHash;
-      if (previewHash === undefined) {
-        const shown = (await this.listApprovals()).find((a) => a.transaction_id === txn);
-        if (shown === undefined) {
-          throw new InvalidTransaction("no pending approval with this id that you may decide");
-        }
-        previewHash = shown.preview_hash;
-      }
-      const proof = await key.signDecision(txn, previewHash, decision);
-      req.headers = { [PROOF_HEADER]: proof };
-    }
-    return this.request<DecideReply>(req);
-  }
-
-  /** Whether the session names the proof key in `cnf.jkt` (read, not verified: the
-   * mediator verifies). */
-  private async sessionBoundToKey(): Promise<boolean> {
-    if (this.proofKey === undefined) return false;
-    try {
-      const cnf = decodeJwt(await this.session.token()).cnf as { jkt?: unknown } | undefined;
-      return cnf?.jkt === this.proofKey.thumbprint;
-    } catch {
-      return false;
-    }
   }
 }

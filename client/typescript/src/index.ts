@@ -14,7 +14,8 @@
  */
 
 export { HandshakeClient } from "./client.js";
-export type { CallResult, ConnectOptions, DecideOptions, Params, PendingCall } from "./client.js";
+export { Approvals, type DecideOptions } from "./approvals.js";
+export type { CallResult, ConnectOptions, Params, PendingCall } from "./client.js";
 export { defaultAgentKey, optionsFromEnv } from "./env.js";
 export * from "./errors.js";
 export { canonicalJson, paramsHash, sha256Tagged } from "./hashing.js";
