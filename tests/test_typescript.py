@@ -85,7 +85,7 @@ def nonce_gateway_url(stack: Stack, tmp_path_factory: pytest.TempPathFactory) ->
     port = free_port()
     stack.start_worker("gateway", port, "--port", str(port), "--dpop-nonce-key-file", str(key))
     try:
-        wait_port(port, "gateway")
+        wait_port(port, "gateway", timeout=60)  # a loaded machine starts it slowly
         yield f"http://127.0.0.1:{port}"
     finally:
         stack.stop_proc(f"gateway-{port}")
