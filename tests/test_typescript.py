@@ -159,6 +159,12 @@ def test_unit_and_reference_vectors(built: Path, tmp_path: Path) -> None:
     assert "fail 0" in out and "reference vectors" in out, out[-3000:]
 
 
+def test_package_lint(built: Path) -> None:
+    """prettier's formatting and tsc's strict type check of the sources and tests."""
+    assert NPM is not None
+    _run([NPM, "run", "lint", "--silent"], built)
+
+
 def test_every_tier_over_both_transports(built: Path, fixtures: Path) -> None:
     _node_test(built, fixtures, "stack.test.mjs")
 

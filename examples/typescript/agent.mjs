@@ -18,7 +18,12 @@ import { aiSdkTools } from "mcp-handshake/ai";
 
 const INVOICE = { customer_id: "cus_8f3k2m9q", amount: 250, currency: "EUR" };
 const USAGE = {
-  inputTokens: { total: 1, noCache: 1, cacheRead: undefined, cacheWrite: undefined },
+  inputTokens: {
+    total: 1,
+    noCache: 1,
+    cacheRead: undefined,
+    cacheWrite: undefined,
+  },
   outputTokens: { total: 1, text: 1, reasoning: undefined },
 };
 
@@ -37,14 +42,24 @@ const model = new MockLanguageModelV3({
     const seen = toolResults(prompt);
     if (seen.length === 0) {
       return {
-        content: [{ type: "tool-call", toolCallId: "call-1", toolName: "payments__create_invoice",
-                    input: JSON.stringify(INVOICE) }],
-        finishReason: { unified: "tool-calls", raw: undefined }, usage: USAGE, warnings: [],
+        content: [
+          {
+            type: "tool-call",
+            toolCallId: "call-1",
+            toolName: "payments__create_invoice",
+            input: JSON.stringify(INVOICE),
+          },
+        ],
+        finishReason: { unified: "tool-calls", raw: undefined },
+        usage: USAGE,
+        warnings: [],
       };
     }
     return {
       content: [{ type: "text", text: JSON.stringify(seen.at(-1)) }],
-      finishReason: { unified: "stop", raw: undefined }, usage: USAGE, warnings: [],
+      finishReason: { unified: "stop", raw: undefined },
+      usage: USAGE,
+      warnings: [],
     };
   },
 });
@@ -53,7 +68,10 @@ const hs = await HandshakeClient.fromEnv();
 try {
   const tools = await aiSdkTools(hs);
   const { text } = await generateText({
-    model, tools, prompt: "Invoice cus_8f3k2m9q 250 EUR", stopWhen: stepCountIs(3),
+    model,
+    tools,
+    prompt: "Invoice cus_8f3k2m9q 250 EUR",
+    stopWhen: stepCountIs(3),
   });
   console.log(text);
 } finally {

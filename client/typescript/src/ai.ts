@@ -40,11 +40,15 @@ const HOST_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 /** `payments.create_invoice` -> `payments__create_invoice` (reversible). */
 export function hostName(name: string): string {
   if (name.includes("__")) {
-    throw new TypeError(`tool name ${JSON.stringify(name)} holds '__' and cannot be mapped reversibly`);
+    throw new TypeError(
+      `tool name ${JSON.stringify(name)} holds '__' and cannot be mapped reversibly`,
+    );
   }
   const host = name.replaceAll(".", "__");
   if (!HOST_NAME.test(host)) {
-    throw new TypeError(`tool name ${JSON.stringify(name)} is not a valid function name once mapped`);
+    throw new TypeError(
+      `tool name ${JSON.stringify(name)} is not a valid function name once mapped`,
+    );
   }
   return host;
 }
@@ -92,7 +96,8 @@ export async function aiSdkTools(
     execute: async (params) => {
       const txn = String(params?.transaction_id ?? "");
       const call = pending.get(txn);
-      if (call === undefined) return error("invalid_transaction", "no pending call with this id", txn);
+      if (call === undefined)
+        return error("invalid_transaction", "no pending call with this id", txn);
       return run(hs, pending, waitMs, async () => call);
     },
   });
@@ -118,7 +123,12 @@ async function run(
     call = await start();
     const res = await hs.wait(call, waitMs);
     pending.delete(res.transactionId);
-    return { status: "ok", result: res.result, transaction_id: res.transactionId, receipt: res.receipt };
+    return {
+      status: "ok",
+      result: res.result,
+      transaction_id: res.transactionId,
+      receipt: res.receipt,
+    };
   } catch (err) {
     if (err instanceof ApprovalPending && call !== undefined) {
       pending.set(call.transactionId, call);

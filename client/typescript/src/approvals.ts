@@ -34,7 +34,11 @@ export class Approvals {
 
   /** `approve` or `deny` a pending transaction. A signed decision carries a JWS by the
    * proof key over `{txn, preview_hash, decision}`, which the audit trail keeps. */
-  async decide(txn: string, decision: "approve" | "deny", opts: DecideOptions = {}): Promise<DecideReply> {
+  async decide(
+    txn: string,
+    decision: "approve" | "deny",
+    opts: DecideOptions = {},
+  ): Promise<DecideReply> {
     const body: Record<string, unknown> = { transaction_id: txn, decision };
     if (opts.reason) body.reason = opts.reason;
     const req: OpRequest = { op: "approvals.decide", body };

@@ -2,12 +2,7 @@
  * verified; the same shape as the Python client (client/mcp_handshake/client). */
 
 import { decodeJwt, type JSONWebKeySet } from "jose";
-import {
-  ApprovalDenied,
-  ApprovalPending,
-  InvalidTransaction,
-  ValidationFailed,
-} from "./errors.js";
+import { ApprovalDenied, ApprovalPending, InvalidTransaction, ValidationFailed } from "./errors.js";
 import { Approvals } from "./approvals.js";
 import { optionsFromEnv } from "./env.js";
 import { HttpTransport } from "./http.js";
@@ -69,7 +64,6 @@ export interface CallResult {
   /** The receipt's verified claims (who, what, when, approvals). */
   claims: ReceiptClaims;
 }
-
 
 export class HandshakeClient {
   private jwks: JSONWebKeySet | null = null;
@@ -155,7 +149,12 @@ export class HandshakeClient {
     }
     const reply = await this.request<ExecuteReply>(req);
     const claims = await this.verifyReceipt(reply.receipt, reply.result, grant, tool);
-    return { transactionId: reply.transaction_id, result: reply.result, receipt: reply.receipt, claims };
+    return {
+      transactionId: reply.transaction_id,
+      result: reply.result,
+      receipt: reply.receipt,
+      claims,
+    };
   }
 
   private async executeProof(grant: Grant, tool: string): Promise<ProofSigner> {
@@ -213,7 +212,8 @@ export class HandshakeClient {
       if (st.status === "denied" || st.status === "expired") {
         throw new ApprovalDenied(`the operation was ${st.status}`, { transactionId: txn });
       }
-      if (st.status !== "pending_approval") throw new InvalidTransaction(undefined, { transactionId: txn });
+      if (st.status !== "pending_approval")
+        throw new InvalidTransaction(undefined, { transactionId: txn });
     }
   }
 
@@ -236,7 +236,12 @@ export class HandshakeClient {
     const tool = String(decodeJwt(reply.receipt).tool ?? "");
     const grant = { transaction_id: transactionId, params_hash: reply.params_hash ?? "" } as Grant;
     const claims = await this.verifyReceipt(reply.receipt, reply.result, grant, tool);
-    return { transactionId: reply.transaction_id, result: reply.result, receipt: reply.receipt, claims };
+    return {
+      transactionId: reply.transaction_id,
+      result: reply.result,
+      receipt: reply.receipt,
+      claims,
+    };
   }
 
   /** The mediator's receipt-signing keys (JWKS from `keys`). */
@@ -248,7 +253,12 @@ export class HandshakeClient {
   }
 
   /** Check the receipt's signature and that it covers this transaction and result. */
-  async verifyReceipt(receipt: string, result: unknown, grant: Grant, tool: string): Promise<ReceiptClaims> {
+  async verifyReceipt(
+    receipt: string,
+    result: unknown,
+    grant: Grant,
+    tool: string,
+  ): Promise<ReceiptClaims> {
     if (!this.verifying) return decodeJwt(receipt) as ReceiptClaims;
     let jwks = await this.keys();
     if (unknownKid(receipt, jwks)) jwks = await this.keys(true);

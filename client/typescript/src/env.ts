@@ -15,7 +15,8 @@ type Env = Record<string, string | undefined>;
 export function defaultAgentKey(env: Env = process.env): string {
   const home = env.HOME || homedir();
   const override = env.HANDSHAKE_AGENT_KEY;
-  if (override) return override.startsWith("~/") ? join(home, override.slice(2)) : resolve(override);
+  if (override)
+    return override.startsWith("~/") ? join(home, override.slice(2)) : resolve(override);
   const xdg = env.XDG_CONFIG_HOME ?? "";
   const config = xdg && isAbsolute(xdg) ? xdg : join(home, ".config");
   return join(config, "mcp-handshake", "agent.pem");

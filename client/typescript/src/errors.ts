@@ -105,10 +105,25 @@ export class OutcomeUnknown extends kind("outcome_unknown", 504, "outcome unknow
 /** Every error class, by its wire code. */
 export const ERRORS: Readonly<Record<string, typeof HandshakeError>> = Object.fromEntries(
   [
-    BadRequest, Unauthenticated, UseDpopNonce, Forbidden, ApprovalDenied, UnknownTool,
-    NotFound, MethodNotAllowed, RequestTimeout, InvalidTransaction, ApprovalPending,
-    PayloadTooLarge, InvalidParams, ValidationFailed, RateLimited, InternalError,
-    TargetError, Unavailable, OutcomeUnknown,
+    BadRequest,
+    Unauthenticated,
+    UseDpopNonce,
+    Forbidden,
+    ApprovalDenied,
+    UnknownTool,
+    NotFound,
+    MethodNotAllowed,
+    RequestTimeout,
+    InvalidTransaction,
+    ApprovalPending,
+    PayloadTooLarge,
+    InvalidParams,
+    ValidationFailed,
+    RateLimited,
+    InternalError,
+    TargetError,
+    Unavailable,
+    OutcomeUnknown,
   ].map((cls) => [cls.code, cls]),
 );
 

@@ -75,7 +75,15 @@ export class HttpTransport implements Transport {
     if (req.session !== undefined) headers[AUTHORIZATION_HEADER] = `Bearer ${req.session}`;
     if (req.proof !== undefined) {
       const htu = this.base + r.path;
-      Object.assign(headers, await req.proof({ transport: "http", htm: r.method, htu, ...(this.nonce ? { nonce: this.nonce } : {}) }));
+      Object.assign(
+        headers,
+        await req.proof({
+          transport: "http",
+          htm: r.method,
+          htu,
+          ...(this.nonce ? { nonce: this.nonce } : {}),
+        }),
+      );
       if (headers[DPOP_HEADER] !== undefined && req.session !== undefined) {
         headers[AUTHORIZATION_HEADER] = `DPoP ${req.session}`;
       }

@@ -74,7 +74,13 @@ export class ProofKey {
     // as the Python client's (docs/vectors/proofs.json).
     const publicJwk: JWK = y === undefined ? { crv, kty, x } : { crv, kty, x, y };
     const publicKey = (await importJWK({ ...publicJwk, ext: true }, alg)) as CryptoKey;
-    return new ProofKey(privateKey, publicKey, alg, publicJwk, await calculateJwkThumbprint(publicJwk));
+    return new ProofKey(
+      privateKey,
+      publicKey,
+      alg,
+      publicJwk,
+      await calculateJwkThumbprint(publicJwk),
+    );
   }
 
   /** A new key, in memory. */
@@ -119,7 +125,11 @@ export class ProofKey {
     return exportPKCS8(this.privateKey);
   }
 
-  private async signJws(typ: string, claims: Record<string, unknown>, at: SignAt = {}): Promise<string> {
+  private async signJws(
+    typ: string,
+    claims: Record<string, unknown>,
+    at: SignAt = {},
+  ): Promise<string> {
     return new SignJWT({ ...claims })
       .setProtectedHeader({ alg: this.alg, jwk: this.publicJwk, kid: this.thumbprint, typ })
       .setIssuedAt(at.iat ?? Math.floor(Date.now() / 1000))

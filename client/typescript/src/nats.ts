@@ -1,8 +1,19 @@
 /** Protocol v1 over NATS request-reply (docs/protocol.md), with the NATS JavaScript client. */
 
 import { readFile } from "node:fs/promises";
-import { connect, errors, headers as natsHeaders, type NatsConnection } from "@nats-io/transport-node";
-import { errorFromBody, OutcomeUnknown, Unauthenticated, Unavailable, InternalError } from "./errors.js";
+import {
+  connect,
+  errors,
+  headers as natsHeaders,
+  type NatsConnection,
+} from "@nats-io/transport-node";
+import {
+  errorFromBody,
+  OutcomeUnknown,
+  Unauthenticated,
+  Unavailable,
+  InternalError,
+} from "./errors.js";
 import { AUTHORIZATION_HEADER, type Request, type Transport } from "./transport.js";
 
 export const DEFAULT_PREFIX = "handshake.v1";
@@ -34,7 +45,10 @@ export class NatsTransport implements Transport {
   /** Connect; `Unavailable` (or `Unauthenticated` when the bus refuses the identity)
    * within seconds when that fails. */
   static async connect(opts: NatsOptions): Promise<NatsTransport> {
-    const servers = opts.natsUrl.split(",").map((s) => s.trim()).filter(Boolean);
+    const servers = opts.natsUrl
+      .split(",")
+      .map((s) => s.trim())
+      .filter(Boolean);
     let pass = opts.natsPassword;
     if (pass === undefined && opts.natsPasswordFile !== undefined) {
       pass = (await readFile(opts.natsPasswordFile, "utf8")).trim();

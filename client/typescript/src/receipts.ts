@@ -1,7 +1,13 @@
 /** Receipt verification (docs/protocol.md, "Receipt"): jose verifies the JWS against the
  * mediator's JWKS; the claims must name this transaction, tool, params and result. */
 
-import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, errors as joseErrors, type JSONWebKeySet } from "jose";
+import {
+  createLocalJWKSet,
+  decodeProtectedHeader,
+  jwtVerify,
+  errors as joseErrors,
+  type JSONWebKeySet,
+} from "jose";
 import { InvalidTransaction, ValidationFailed } from "./errors.js";
 import { sha256Tagged } from "./hashing.js";
 import type { ReceiptClaims } from "./types.js";

@@ -108,5 +108,7 @@ export function asSessionProvider(source?: SessionSource): SessionProvider {
   if ("env" in source) return envSession(source.env);
   if ("file" in source) return fileSession(source.file);
   if ("command" in source) return commandSession(source.command);
-  throw new TypeError("session must be a token, a provider, a callback, {env}, {file} or {command}");
+  throw new TypeError(
+    "session must be a token, a provider, a callback, {env}, {file} or {command}",
+  );
 }

@@ -17,12 +17,18 @@ const USAGE = {
 const PAYMENT = { to_account: "acct_4f9d2a", amount: 3000, currency: "EUR" };
 
 const call = (toolName, input) => ({
-  content: [{ type: "tool-call", toolCallId: `c-${toolName}`, toolName, input: JSON.stringify(input) }],
-  finishReason: { unified: "tool-calls", raw: undefined }, usage: USAGE, warnings: [],
+  content: [
+    { type: "tool-call", toolCallId: `c-${toolName}`, toolName, input: JSON.stringify(input) },
+  ],
+  finishReason: { unified: "tool-calls", raw: undefined },
+  usage: USAGE,
+  warnings: [],
 });
 const say = (text) => ({
   content: [{ type: "text", text }],
-  finishReason: { unified: "stop", raw: undefined }, usage: USAGE, warnings: [],
+  finishReason: { unified: "stop", raw: undefined },
+  usage: USAGE,
+  warnings: [],
 });
 
 function toolResults(prompt) {
@@ -70,22 +76,36 @@ for (const t of TRANSPORTS) {
           return say(JSON.stringify(seen.at(-1)));
         },
       });
-      const out = await generateText({ model, tools, prompt: "Pay 3000 EUR to acct_4f9d2a", stopWhen: stepCountIs(5) });
+      const out = await generateText({
+        model,
+        tools,
+        prompt: "Pay 3000 EUR to acct_4f9d2a",
+        stopWhen: stepCountIs(5),
+      });
       const final = JSON.parse(out.text);
       assert.equal(final.status, "ok");
       const { payload } = await jwtVerify(final.receipt, createLocalJWKSet(await hs.keys()));
       assert.equal(payload.txn, final.transaction_id);
       assert.equal(payload.tool, "payments.send_payment");
-      assert.deepEqual(payload.approvals.map((a) => a.by), [F.subs.approver]);
+      assert.deepEqual(
+        payload.approvals.map((a) => a.by),
+        [F.subs.approver],
+      );
       assert.equal(out.steps.length, 3);
     });
 
     it("a refused call is an error result the model can read, not a throw", async () => {
       const tools = await aiSdkTools(hs);
-      const bad = await tools.payments__send_payment.execute({ amount: "lots" }, { toolCallId: "x", messages: [] });
+      const bad = await tools.payments__send_payment.execute(
+        { amount: "lots" },
+        { toolCallId: "x", messages: [] },
+      );
       assert.equal(bad.status, "error");
       assert.equal(bad.code, "invalid_params");
-      const unknown = await tools[WAIT_TOOL].execute({ transaction_id: "nope" }, { toolCallId: "y", messages: [] });
+      const unknown = await tools[WAIT_TOOL].execute(
+        { transaction_id: "nope" },
+        { toolCallId: "y", messages: [] },
+      );
       assert.equal(unknown.code, "invalid_transaction");
     });
   });

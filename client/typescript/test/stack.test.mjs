@@ -4,8 +4,18 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import {
-  ApprovalDenied, ApprovalPending, Forbidden, HandshakeClient, HandshakeError, InvalidParams,
-  InvalidTransaction, NotFound, Unauthenticated, Unavailable, UnknownTool, ValidationFailed,
+  ApprovalDenied,
+  ApprovalPending,
+  Forbidden,
+  HandshakeClient,
+  HandshakeError,
+  InvalidParams,
+  InvalidTransaction,
+  NotFound,
+  Unauthenticated,
+  Unavailable,
+  UnknownTool,
+  ValidationFailed,
 } from "../dist/index.js";
 import { approveWhenListed, client, F, TRANSPORTS, where } from "./support.mjs";
 
@@ -68,14 +78,19 @@ for (const t of TRANSPORTS) {
       const hs = await use(`${t}-treasury`);
       const res = await hs.call("payments.send_payment", payment(20));
       assert.equal(res.claims.tier, "restricted");
-      assert.deepEqual(res.claims.approvals.map((a) => a.by), ["confirmation-agent"]);
+      assert.deepEqual(
+        res.claims.approvals.map((a) => a.by),
+        ["confirmation-agent"],
+      );
     });
 
     it("restricted tier: pending, approved by a human (signed decision), then executed", async () => {
       const hs = await use(`${t}-treasury`);
       const pending = await hs.submit("payments.send_payment", payment(2500));
       assert.equal(pending.grant.status, "pending_approval");
-      const early = await hs.execute(pending.grant, "payments.send_payment", payment(2500)).catch((e) => e);
+      const early = await hs
+        .execute(pending.grant, "payments.send_payment", payment(2500))
+        .catch((e) => e);
       assert.ok(early instanceof ApprovalPending, String(early));
       assert.equal(early.status, 409);
       assert.equal(early.retryable, true);
@@ -84,7 +99,10 @@ for (const t of TRANSPORTS) {
       const decided = await approveWhenListed(approver, pending.transactionId);
       assert.equal(decided.status, "approved");
       const res = await waiting;
-      assert.deepEqual(res.claims.approvals.map((a) => a.by), [F.subs.approver]);
+      assert.deepEqual(
+        res.claims.approvals.map((a) => a.by),
+        [F.subs.approver],
+      );
     });
 
     it("restricted tier: denied", async () => {
@@ -110,7 +128,10 @@ for (const t of TRANSPORTS) {
       // Over NATS the proof signs the authorized params' hash, so the proof check refuses
       // first; over the gateway the DPoP proof binds the request, and the binding refuses.
       await assert.rejects(hs.execute(grant, "payments.create_invoice", other), REFUSED[t]);
-      await assert.rejects(hs.execute(grant, "payments.create_invoice", INVOICE), InvalidTransaction);
+      await assert.rejects(
+        hs.execute(grant, "payments.create_invoice", INVOICE),
+        InvalidTransaction,
+      );
       assert.equal((await hs.status(grant.transaction_id)).status, "invalidated");
     });
 
@@ -125,22 +146,35 @@ for (const t of TRANSPORTS) {
       const hs = await use(`${t}-public`);
       const grant = await hs.authorize("payments.get_exchange_rate", RATE);
       const res = await hs.execute(grant, "payments.get_exchange_rate", RATE);
-      await assert.rejects(hs.verifyReceipt(res.receipt, { rate: 0 }, grant, "payments.get_exchange_rate"), InvalidTransaction);
+      await assert.rejects(
+        hs.verifyReceipt(res.receipt, { rate: 0 }, grant, "payments.get_exchange_rate"),
+        InvalidTransaction,
+      );
       const forged = res.receipt.slice(0, -4) + (res.receipt.endsWith("AAAA") ? "BBBB" : "AAAA");
-      await assert.rejects(hs.verifyReceipt(forged, res.result, grant, "payments.get_exchange_rate"), ValidationFailed);
+      await assert.rejects(
+        hs.verifyReceipt(forged, res.result, grant, "payments.get_exchange_rate"),
+        ValidationFailed,
+      );
     });
 
     it("tools lists exactly this session's tools", async () => {
       const names = (await (await use(`${t}-billing`)).tools()).map((x) => x.name).sort();
-      assert.ok(names.includes("payments.create_invoice") && names.includes("payments.list_invoices"));
-      assert.ok(!names.includes("payments.send_payment") && !names.includes("customers.get_customer"));
+      assert.ok(
+        names.includes("payments.create_invoice") && names.includes("payments.list_invoices"),
+      );
+      assert.ok(
+        !names.includes("payments.send_payment") && !names.includes("customers.get_customer"),
+      );
     });
 
     it("protocol errors arrive as their classes", async () => {
       const hs = await use(`${t}-public`);
       await assert.rejects(hs.authorize("no.such_tool", {}), UnknownTool);
       await assert.rejects(hs.authorize("payments.send_payment", payment(1)), Forbidden);
-      await assert.rejects(hs.authorize("payments.get_exchange_rate", { base: "EUR" }), InvalidParams);
+      await assert.rejects(
+        hs.authorize("payments.get_exchange_rate", { base: "EUR" }),
+        InvalidParams,
+      );
       const stranger = await use(`${t}-public`, { session: "not-a-jwt" });
       const err = await stranger.tools().catch((e) => e);
       assert.ok(err instanceof Unauthenticated, String(err));
@@ -180,7 +214,10 @@ describe("approvals over the gateway", () => {
       const decided = await approveWhenListed(http, pending.transactionId);
       assert.equal(decided.status, "approved");
       const res = await tess.wait(pending, 20_000);
-      assert.deepEqual(res.claims.approvals.map((a) => a.by), [F.subs.approver]);
+      assert.deepEqual(
+        res.claims.approvals.map((a) => a.by),
+        [F.subs.approver],
+      );
     } finally {
       await http.close();
       await tess.close();
@@ -206,12 +243,20 @@ describe("a gateway requiring DPoP nonces", () => {
 
 describe("connecting", () => {
   it("NATS refuses a wrong password: Unauthenticated", async () => {
-    const err = await HandshakeClient.connect({ ...where("nats"), natsPasswordFile: undefined, natsPassword: "wrong", session: "x" }).catch((e) => e);
+    const err = await HandshakeClient.connect({
+      ...where("nats"),
+      natsPasswordFile: undefined,
+      natsPassword: "wrong",
+      session: "x",
+    }).catch((e) => e);
     assert.ok(err instanceof Unauthenticated, String(err));
   });
 
   it("no server: Unavailable, over either transport", async () => {
-    const err = await HandshakeClient.connect({ natsUrl: F.deadUrl.replace("http", "nats"), session: "x" }).catch((e) => e);
+    const err = await HandshakeClient.connect({
+      natsUrl: F.deadUrl.replace("http", "nats"),
+      session: "x",
+    }).catch((e) => e);
     assert.ok(err instanceof Unavailable, String(err));
     const hs = await HandshakeClient.connect({ gatewayUrl: F.deadUrl, session: "x" });
     await assert.rejects(hs.tools(), Unavailable);
@@ -219,6 +264,9 @@ describe("connecting", () => {
 
   it("exactly one of gatewayUrl and natsUrl", async () => {
     await assert.rejects(HandshakeClient.connect({ session: "x" }), TypeError);
-    await assert.rejects(HandshakeClient.connect({ ...where("http"), ...where("nats"), session: "x" }), TypeError);
+    await assert.rejects(
+      HandshakeClient.connect({ ...where("http"), ...where("nats"), session: "x" }),
+      TypeError,
+    );
   });
 });

@@ -30,7 +30,8 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 export async function approveWhenListed(approver, txn) {
   for (let i = 0; i < 100; i += 1) {
     const listed = await approver.approvals.list();
-    if (listed.some((a) => a.transaction_id === txn)) return approver.approvals.decide(txn, "approve");
+    if (listed.some((a) => a.transaction_id === txn))
+      return approver.approvals.decide(txn, "approve");
     await sleep(100);
   }
   throw new Error("the transaction never reached the approvers' list");

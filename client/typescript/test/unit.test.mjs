@@ -9,9 +9,22 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import { calculateJwkThumbprint, compactVerify, decodeJwt, importJWK, UnsecuredJWT } from "jose";
 import {
-  ApprovalPending, asSessionProvider, canonicalJson, defaultAgentKey, optionsFromEnv, errorFromBody, ERRORS, HandshakeError,
-  InternalError, InvalidTransaction, paramsHash, ProofKey, sha256Tagged, UseDpopNonce,
-  ValidationFailed, verifyReceipt,
+  ApprovalPending,
+  asSessionProvider,
+  canonicalJson,
+  defaultAgentKey,
+  optionsFromEnv,
+  errorFromBody,
+  ERRORS,
+  HandshakeError,
+  InternalError,
+  InvalidTransaction,
+  paramsHash,
+  ProofKey,
+  sha256Tagged,
+  UseDpopNonce,
+  ValidationFailed,
+  verifyReceipt,
 } from "../dist/index.js";
 import { hostName, toolName } from "../dist/ai.js";
 
@@ -22,10 +35,21 @@ const tmp = () => mkdtempSync(join(tmpdir(), "hs-ts-"));
 describe("errors", () => {
   it("one class per protocol code, with code, status and retryable", () => {
     const table = {
-      bad_request: 400, unauthenticated: 401, forbidden: 403, unknown_tool: 404,
-      invalid_transaction: 409, approval_pending: 409, approval_denied: 403,
-      payload_too_large: 413, invalid_params: 422, validation_failed: 422, rate_limited: 429,
-      internal: 500, target_error: 502, unavailable: 503, outcome_unknown: 504,
+      bad_request: 400,
+      unauthenticated: 401,
+      forbidden: 403,
+      unknown_tool: 404,
+      invalid_transaction: 409,
+      approval_pending: 409,
+      approval_denied: 403,
+      payload_too_large: 413,
+      invalid_params: 422,
+      validation_failed: 422,
+      rate_limited: 429,
+      internal: 500,
+      target_error: 502,
+      unavailable: 503,
+      outcome_unknown: 504,
     };
     for (const [code, status] of Object.entries(table)) {
       const err = errorFromBody({ error: { code, message: "m", transaction_id: "t1" } });
@@ -33,14 +57,21 @@ describe("errors", () => {
       assert.equal(err.code, code);
       assert.equal(err.status, status);
       assert.equal(err.transactionId, "t1");
-      assert.equal(err.retryable, ["approval_pending", "rate_limited", "unavailable"].includes(code));
+      assert.equal(
+        err.retryable,
+        ["approval_pending", "rate_limited", "unavailable"].includes(code),
+      );
     }
-    assert.ok(errorFromBody({ error: { code: "no_such_code", message: "m" } }) instanceof InternalError);
+    assert.ok(
+      errorFromBody({ error: { code: "no_such_code", message: "m" } }) instanceof InternalError,
+    );
     assert.ok(errorFromBody("not an error body") instanceof InternalError);
   });
 
   it("keeps the server's retry hints and the DPoP nonce", () => {
-    const body = { error: { code: "use_dpop_nonce", message: "m", retryable: true, retry_after_s: 1.5 } };
+    const body = {
+      error: { code: "use_dpop_nonce", message: "m", retryable: true, retry_after_s: 1.5 },
+    };
     const err = errorFromBody(body, { dpopNonce: "n-1" });
     assert.ok(err instanceof UseDpopNonce);
     assert.equal(err.dpopNonce, "n-1");
@@ -50,7 +81,10 @@ describe("errors", () => {
 });
 
 describe("sessions", () => {
-  const jwt = (expIn) => new UnsecuredJWT({ sub: "s" }).setExpirationTime(Math.floor(Date.now() / 1000) + expIn).encode();
+  const jwt = (expIn) =>
+    new UnsecuredJWT({ sub: "s" })
+      .setExpirationTime(Math.floor(Date.now() / 1000) + expIn)
+      .encode();
 
   it("from a string, an env var, a file, a command and a callback", async () => {
     const dir = tmp();
@@ -61,18 +95,30 @@ describe("sessions", () => {
     assert.equal(await asSessionProvider({ file: join(dir, "session") }).token(), "tok-file");
     assert.equal(await asSessionProvider({ command: ["echo", "tok-cmd"] }).token(), "tok-cmd");
     assert.equal(await asSessionProvider(async () => "tok-cb").token(), "tok-cb");
-    await assert.rejects(asSessionProvider({ env: "HS_TEST_UNSET_VAR" }).token(), /HS_TEST_UNSET_VAR/);
-    await assert.rejects(asSessionProvider({ command: ["false"] }).token(), /session command failed/);
+    await assert.rejects(
+      asSessionProvider({ env: "HS_TEST_UNSET_VAR" }).token(),
+      /HS_TEST_UNSET_VAR/,
+    );
+    await assert.rejects(
+      asSessionProvider({ command: ["false"] }).token(),
+      /session command failed/,
+    );
   });
 
   it("re-reads its source before the token expires, and not before", async () => {
     let loads = 0;
-    const soon = asSessionProvider(() => { loads += 1; return jwt(10); }); // inside the 30 s margin
+    const soon = asSessionProvider(() => {
+      loads += 1;
+      return jwt(10);
+    }); // inside the 30 s margin
     await soon.token();
     await soon.token();
     assert.equal(loads, 2);
     loads = 0;
-    const later = asSessionProvider(() => { loads += 1; return jwt(3600); });
+    const later = asSessionProvider(() => {
+      loads += 1;
+      return jwt(3600);
+    });
     await Promise.all([later.token(), later.token()]);
     await later.token();
     assert.equal(loads, 1);
@@ -98,7 +144,10 @@ describe("proof keys", () => {
     for (const alg of ["EdDSA", "ES256"]) {
       const key = await ProofKey.generate(alg);
       const proof = await key.dpop("POST", "https://gw.example/v1/execute", "session-token", "n1");
-      const { protectedHeader, payload } = await compactVerify(proof, await importJWK(key.publicJwk, alg));
+      const { protectedHeader, payload } = await compactVerify(
+        proof,
+        await importJWK(key.publicJwk, alg),
+      );
       assert.equal(protectedHeader.alg, alg);
       assert.equal(protectedHeader.typ, "dpop+jwt");
       const claims = JSON.parse(new TextDecoder().decode(payload));
@@ -114,22 +163,40 @@ describe("proof keys", () => {
 describe("settings from the environment", () => {
   it("HANDSHAKE_* first, else the stack.json of mcp-handshake up", async () => {
     const home = tmp();
-    writeFileSync(join(home, "stack.json"), JSON.stringify({
-      nats_url: "nats://127.0.0.1:1", nats_user: "agent", nats_password_file: "/p", gateway_url: "http://127.0.0.1:2",
-    }));
-    const env = { HOME: home, HANDSHAKE_HOME: home, HANDSHAKE_AGENT_KEY: join(home, "k", "agent.pem") };
+    writeFileSync(
+      join(home, "stack.json"),
+      JSON.stringify({
+        nats_url: "nats://127.0.0.1:1",
+        nats_user: "agent",
+        nats_password_file: "/p",
+        gateway_url: "http://127.0.0.1:2",
+      }),
+    );
+    const env = {
+      HOME: home,
+      HANDSHAKE_HOME: home,
+      HANDSHAKE_AGENT_KEY: join(home, "k", "agent.pem"),
+    };
     const viaStack = await optionsFromEnv(undefined, env);
     assert.equal(viaStack.gatewayUrl, "http://127.0.0.1:2");
     assert.equal(statSync(env.HANDSHAKE_AGENT_KEY).mode & 0o777, 0o600); // created on first use
     const nats = await optionsFromEnv("nats", env);
-    assert.deepEqual([nats.natsUrl, nats.natsUser, nats.natsPasswordFile, nats.gatewayUrl],
-      ["nats://127.0.0.1:1", "agent", "/p", undefined]);
+    assert.deepEqual(
+      [nats.natsUrl, nats.natsUser, nats.natsPasswordFile, nats.gatewayUrl],
+      ["nats://127.0.0.1:1", "agent", "/p", undefined],
+    );
     const own = await optionsFromEnv(undefined, { ...env, HANDSHAKE_NATS_URL: "nats://h:3" });
-    assert.deepEqual([own.natsUrl, own.natsUser, own.gatewayUrl], ["nats://h:3", undefined, undefined]);
+    assert.deepEqual(
+      [own.natsUrl, own.natsUser, own.gatewayUrl],
+      ["nats://h:3", undefined, undefined],
+    );
     const gw = await optionsFromEnv(undefined, { ...env, HANDSHAKE_GATEWAY_URL: "http://gw" });
     assert.equal(gw.gatewayUrl, "http://gw");
     assert.equal(defaultAgentKey({ HOME: "/h" }), "/h/.config/mcp-handshake/agent.pem");
-    assert.equal(defaultAgentKey({ HOME: "/h", XDG_CONFIG_HOME: "/x" }), "/x/mcp-handshake/agent.pem");
+    assert.equal(
+      defaultAgentKey({ HOME: "/h", XDG_CONFIG_HOME: "/x" }),
+      "/x/mcp-handshake/agent.pem",
+    );
     assert.equal(defaultAgentKey({ HOME: "/h", HANDSHAKE_AGENT_KEY: "~/k.pem" }), "/h/k.pem");
   });
 });
@@ -149,7 +216,8 @@ describe("reference vectors", () => {
     for (const [name, k] of Object.entries(keys.keys)) {
       assert.equal(await calculateJwkThumbprint(k.public_jwk), k.thumbprint, name);
     }
-    for (const t of keys.thumbprints) assert.equal(await calculateJwkThumbprint(t.jwk), t.thumbprint);
+    for (const t of keys.thumbprints)
+      assert.equal(await calculateJwkThumbprint(t.jwk), t.thumbprint);
   });
 
   it("PEM keys load with the same thumbprint (keys.json)", async () => {
@@ -203,13 +271,24 @@ describe("reference vectors", () => {
   const receipts = load("receipts.json");
   it("receipts verify with the JWKS, and rh is the hash of the result (receipts.json)", async () => {
     for (const v of receipts.receipts) {
-      const expected = { transactionId: v.claims.txn, tool: v.claims.tool, paramsHash: v.claims.ph, result: v.result };
+      const expected = {
+        transactionId: v.claims.txn,
+        tool: v.claims.tool,
+        paramsHash: v.claims.ph,
+        result: v.result,
+      };
       const claims = await verifyReceipt(v.jws, receipts.jwks, expected);
       assert.equal(claims.rh, sha256Tagged(v.result));
       assert.equal(claims.rh, v.rh);
       // another result, another transaction, a forged signature: each refused
-      await assert.rejects(verifyReceipt(v.jws, receipts.jwks, { ...expected, result: { other: 1 } }), InvalidTransaction);
-      await assert.rejects(verifyReceipt(v.jws, receipts.jwks, { ...expected, transactionId: "x" }), InvalidTransaction);
+      await assert.rejects(
+        verifyReceipt(v.jws, receipts.jwks, { ...expected, result: { other: 1 } }),
+        InvalidTransaction,
+      );
+      await assert.rejects(
+        verifyReceipt(v.jws, receipts.jwks, { ...expected, transactionId: "x" }),
+        InvalidTransaction,
+      );
       const [h, p, s] = v.jws.split(".");
       const forged = `${h}.${p}.${s.startsWith("A") ? "B" : "A"}${s.slice(1)}`;
       await assert.rejects(verifyReceipt(forged, receipts.jwks, expected), ValidationFailed);
