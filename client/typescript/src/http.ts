@@ -110,11 +110,20 @@ export class HttpTransport implements Transport {
     try {
       body = await res.json();
     } catch {
-      throw new InternalError(`the gateway answered ${res.status} without JSON`);
+      throw notJson(res.status, req.consumesToken === true);
     }
     if (res.status === 200 || res.status === 202) return body as T;
     throw errorFromBody(body, nonce ? { dpopNonce: nonce } : {});
   }
 
   async close(): Promise<void> {}
+}
+
+/** A reply that is not the gateway's JSON (a proxy's error page, say): fail closed. */
+function notJson(status: number, consumesToken: boolean): Error {
+  const what = `the gateway answered ${status} without JSON`;
+  if (status >= 500 && consumesToken) {
+    return new OutcomeUnknown(`${what}: the operation may or may not have run`);
+  }
+  return status >= 500 ? new Unavailable(what) : new InternalError(what);
 }

@@ -111,7 +111,14 @@ export class ProofKey {
     }
     const key = await ProofKey.generate(alg);
     await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-    const file = await open(path, "wx", 0o600); // never overwrites, never wider than 0600
+    let file;
+    try {
+      file = await open(path, "wx", 0o600); // never overwrites, never wider than 0600
+    } catch (err) {
+      // Another process created it meanwhile: use that one.
+      if ((err as NodeJS.ErrnoException).code === "EEXIST") return ProofKey.load(path);
+      throw err;
+    }
     try {
       await file.writeFile(await key.toPem());
     } finally {

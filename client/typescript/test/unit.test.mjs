@@ -3,6 +3,7 @@
 
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
+import { createServer } from "node:http";
 import { mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -10,6 +11,9 @@ import { describe, it } from "node:test";
 import { calculateJwkThumbprint, compactVerify, decodeJwt, importJWK, UnsecuredJWT } from "jose";
 import {
   ApprovalPending,
+  HandshakeClient,
+  OutcomeUnknown,
+  Unavailable,
   asSessionProvider,
   canonicalJson,
   defaultAgentKey,
@@ -198,6 +202,24 @@ describe("settings from the environment", () => {
       "/x/mcp-handshake/agent.pem",
     );
     assert.equal(defaultAgentKey({ HOME: "/h", HANDSHAKE_AGENT_KEY: "~/k.pem" }), "/h/k.pem");
+  });
+});
+
+describe("a gateway behind a failing proxy", () => {
+  it("fails closed: an execute answered by an HTML 502 is outcome_unknown, a read unavailable", async () => {
+    const server = createServer((req, res) => {
+      res.writeHead(502, { "Content-Type": "text/html" }).end("<html>bad gateway</html>");
+    });
+    await new Promise((r) => server.listen(0, "127.0.0.1", r));
+    const url = `http://127.0.0.1:${server.address().port}`;
+    try {
+      const hs = await HandshakeClient.connect({ gatewayUrl: url, session: "s" });
+      const grant = { transaction_id: "t", token: "k", tier: "public", params_hash: "sha256:x" };
+      await assert.rejects(hs.execute(grant, "x.y", {}), OutcomeUnknown);
+      await assert.rejects(hs.tools(), Unavailable);
+    } finally {
+      server.close();
+    }
   });
 });
 
