@@ -17,7 +17,7 @@ import {
   UnknownTool,
   ValidationFailed,
 } from "../dist/index.js";
-import { approveWhenListed, client, F, TRANSPORTS, where } from "./support.mjs";
+import { approveWhenListed, client, F, TRANSPORTS, waitListed, where } from "./support.mjs";
 
 const RATE = { base: "EUR", quote: "USD" };
 const INVOICE = { customer_id: "cus_8f3k2m9q", amount: 250, currency: "EUR" };
@@ -96,7 +96,22 @@ for (const t of TRANSPORTS) {
       assert.equal(early.retryable, true);
       await assert.rejects(hs.waitForApproval(pending.grant, 300), ApprovalPending);
       const waiting = hs.wait(pending, 30_000); // long-polls status, then executes
-      const decided = await approveWhenListed(approver, pending.transactionId);
+      const txn = pending.transactionId;
+      await waitListed(approver, txn);
+      // a bound approver's decision must be signed, over the preview the approver saw
+      await assert.rejects(
+        approver.approvals.decide(txn, "approve", { sign: false }),
+        ValidationFailed,
+      );
+      const otherPreview = { previewHash: `sha256:${"0".repeat(64)}` };
+      await assert.rejects(
+        approver.approvals.decide(txn, "approve", otherPreview),
+        ValidationFailed,
+      );
+      const requester = await client("nats", `${t}-treasury`); // approvals over NATS
+      open.push(requester);
+      await assert.rejects(requester.approvals.decide(txn, "approve"), Forbidden); // own, no role
+      const decided = await approver.approvals.decide(txn, "approve");
       assert.equal(decided.status, "approved");
       const res = await waiting;
       assert.deepEqual(

@@ -25,14 +25,18 @@ export async function client(transport, name, extra = {}) {
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/** Approve `txn` as soon as the approver's list shows it (a signed decision: the
- * approver's session is bound to its key). */
-export async function approveWhenListed(approver, txn) {
+/** Resolve once `txn` is on the approver's list. */
+export async function waitListed(approver, txn) {
   for (let i = 0; i < 100; i += 1) {
-    const listed = await approver.approvals.list();
-    if (listed.some((a) => a.transaction_id === txn))
-      return approver.approvals.decide(txn, "approve");
+    if ((await approver.approvals.list()).some((a) => a.transaction_id === txn)) return;
     await sleep(100);
   }
   throw new Error("the transaction never reached the approvers' list");
+}
+
+/** Approve `txn` as soon as the approver's list shows it (a signed decision: the
+ * approver's session is bound to its key). */
+export async function approveWhenListed(approver, txn) {
+  await waitListed(approver, txn);
+  return approver.approvals.decide(txn, "approve");
 }
