@@ -75,6 +75,29 @@ pip_quiet() {
 install_lock .venv dev.txt "mcp-handshake and its dev dependencies"
 .venv/bin/python -c 'import mcp_handshake.services, nats, redis' # fail here, not later
 
+# --- TypeScript client (client/typescript, npm package mcp-handshake) and its example ---
+# `npm ci` from the committed locks, where node_modules is missing or a lock changed; the
+# package's `prepare` script builds it (types generated from openapi.json, then tsc). The
+# example links the package (file:), so the package comes first. Without npm it is
+# skipped here, and tests/test_typescript.py fails saying so.
+npm_ci() {
+  local dir=$1 stamp
+  stamp=$(cat "$dir/package.json" "$dir/package-lock.json" | sha256sum | cut -c1-64)
+  if [ -d "$dir/node_modules" ] && [ "$(cat "$dir/node_modules/.installed" 2>/dev/null)" = "$stamp" ]; then
+    return 0
+  fi
+  echo "installing $dir/node_modules (npm ci, from package-lock.json) ..." >&2
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error </dev/null)
+  echo "$stamp" >"$dir/node_modules/.installed"
+}
+if command -v npm >/dev/null 2>&1; then
+  npm_ci client/typescript
+  npm_ci examples/typescript
+else
+  echo "npm not found: the TypeScript client (client/typescript) is not installed" >&2
+fi
+# --- end of the TypeScript block ---------------------------------------------------------
+
 # `bootstrap.sh crewai`: a second virtualenv for the CrewAI adapter's test and example.
 # CrewAI (about 1 GB) pins older pydantic and openai releases than the other framework
 # extras, so it cannot share .venv; the test command runs its tests there.
