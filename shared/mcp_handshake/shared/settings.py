@@ -114,6 +114,11 @@ class Settings:
     #: approval (one JetStream round trip less per execute; a token its holder sends
     #: several times at once may then run not at all). See docs/decisions.md.
     execute_intent: str = "after_consume"
+    #: The key gateways and execute workers share (``HANDSHAKE_GATEWAY_KEY_FILE``): the
+    #: gateway tags the DPoP ``htu`` it forwards with it, and execute honours no other.
+    gateway_key_file: Path | None = None
+    #: DPoP server nonces (``HANDSHAKE_GATEWAY_DPOP_NONCE_KEY_FILE``), enforced by both.
+    dpop_nonce_key_file: Path | None = None
 
     def as_operator(self) -> Settings:
         """These settings as the ``operator`` NATS identity, where one is configured."""
@@ -215,6 +220,8 @@ class Settings:
             audit_outbox_limit=int(env.get("HANDSHAKE_AUDIT_OUTBOX", "10000")),
             **_redis_env(env, path),
             execute_intent=execute_intent,
+            gateway_key_file=path("HANDSHAKE_GATEWAY_KEY_FILE"),
+            dpop_nonce_key_file=path("HANDSHAKE_GATEWAY_DPOP_NONCE_KEY_FILE"),
         )
 
     def with_(self, **changes: object) -> Settings:

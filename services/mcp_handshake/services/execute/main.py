@@ -6,12 +6,14 @@ from functools import partial
 
 from nats.aio.client import Client as NATS
 
+from mcp_handshake.services.core.dpop import GatewayKey, NonceIssuer
 from mcp_handshake.services.core.proofs import ProofVerifier
 from mcp_handshake.services.core.signing import DispatchSigner, ReceiptSigner
 from mcp_handshake.services.execute.audit import execute_audit
 from mcp_handshake.services.execute.handler import ExecuteDeps, handle_execute, handle_keys
 from mcp_handshake.services.execute.reconcile import handle_reconcile, reconcile_audit
 from mcp_handshake.services.runtime.build import open_kit
+from mcp_handshake.services.runtime.streams import StartupError
 from mcp_handshake.services.runtime.worker import Worker
 from mcp_handshake.services.store import KeyRegistry
 from mcp_handshake.shared.protocol import TOKEN_HEADER
@@ -19,7 +21,19 @@ from mcp_handshake.shared.settings import Settings
 from mcp_handshake.shared.wire import EmptyRequest, ExecuteRequest, ReconcileRequest
 
 
+def dpop_secrets(settings: Settings) -> tuple[GatewayKey | None, NonceIssuer | None]:
+    """The key shared with gateways (without it, no forwarded DPoP ``htu`` is honoured)
+    and, where server nonces are on, their key; a weak or open file stops the start."""
+    try:
+        key = settings.gateway_key_file and GatewayKey.from_file(settings.gateway_key_file)
+        nonce = settings.dpop_nonce_key_file
+        return key or None, NonceIssuer.from_file(nonce) if nonce else None
+    except ValueError as exc:
+        raise StartupError(f"bad_request: {exc}") from None
+
+
 async def build(settings: Settings, nc: NATS) -> Worker:
+    secrets = dpop_secrets(settings)
     kit = open_kit(settings, nc, "execute")
     cfg, subjects = kit.config, settings.subjects
     await kit.open_sessions()
@@ -32,7 +46,8 @@ async def build(settings: Settings, nc: NATS) -> Worker:
         policy=kit.policy,
         store=store,
         proofs=ProofVerifier(
-            KeyRegistry(nc.jetstream(), create=True, replicas=settings.stream_replicas)
+            KeyRegistry(nc.jetstream(), create=True, replicas=settings.stream_replicas),
+            *secrets,
         ),
         audit=audit,
         receipts=ReceiptSigner.from_file(cfg.resolve(cfg.keys.receipt), cfg.service.id),

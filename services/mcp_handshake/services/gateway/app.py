@@ -21,7 +21,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mcp_handshake.services.core.dpop import DPOP_HEADER, DPOP_HTU_HEADER, normalize_htu
+from mcp_handshake.services.core.dpop import (
+    DPOP_HEADER,
+    DPOP_HTU_HEADER,
+    DPOP_HTU_TAG_HEADER,
+    DPOP_TYP,
+)
+from mcp_handshake.services.core.proofs import ACCEPTED_ALGORITHMS
 from mcp_handshake.services.gateway.errors import (
     JSON,
     MethodNotAllowed,
@@ -36,10 +42,17 @@ from mcp_handshake.services.gateway.forward import (
     nats_headers,
     read_body,
 )
+from mcp_handshake.services.gateway.hardening import Hardened
 from mcp_handshake.services.gateway.nonce import NonceIssuer
 from mcp_handshake.services.gateway.openapi import docs_page, openapi_document
 from mcp_handshake.services.gateway.stats import HttpRoute, counted
-from mcp_handshake.shared.errors import BadRequest, HandshakeError, InternalError, OutcomeUnknown
+from mcp_handshake.shared.errors import (
+    BadRequest,
+    HandshakeError,
+    InternalError,
+    OutcomeUnknown,
+    ValidationFailed,
+)
 from mcp_handshake.shared.protocol import AUTHORIZATION_HEADER, PROOF_HEADER, TOKEN_HEADER
 from mcp_handshake.shared.wire import ExecuteReply, Grant, Jwks, StatusReply, ToolsReply
 
@@ -72,20 +85,26 @@ async def authorize(request: Request) -> Response:
 
 
 def execute_uri(request: Request, public_url: str | None) -> str:
-    """The URI this execute request was sent to, as a DPoP proof's ``htu`` names it."""
-    if public_url:
-        return public_url.rstrip("/") + request.url.path
-    return normalize_htu(str(request.url)) or str(request.url)
+    """The URI this execute request was sent to, as a DPoP proof's ``htu`` must name it:
+    the configured public URL and the path (never the request's Host or scheme)."""
+    if not public_url:
+        raise ValidationFailed("this gateway has no public URL configured; DPoP is refused")
+    return public_url.rstrip("/") + request.url.path
 
 
-def check_nonce(proof: str, nonces: NonceIssuer) -> None:
-    """A proof that parses must carry a live nonce of ours; the execute worker verifies
-    the signature over it (and everything else)."""
+def check_proof(proof: str, nonces: NonceIssuer | None) -> None:
+    """What can be refused before forwarding, so the token is not used up: a proof that
+    is not a DPoP JWS of an accepted ``alg``, and (with server nonces) one without a live
+    nonce. The execute worker verifies everything, the nonce included."""
     try:
+        header = jwt.get_unverified_header(proof)
         claims: dict[str, Any] = jwt.decode(proof, options={"verify_signature": False})
     except jwt.PyJWTError:
         return  # not a JWS: the execute worker refuses it
-    if not nonces.valid(claims.get("nonce")):
+    if header.get("typ") != DPOP_TYP or header.get("alg") not in ACCEPTED_ALGORITHMS:
+        algs = ", ".join(ACCEPTED_ALGORITHMS)
+        raise ValidationFailed(f"a DPoP proof must be a {DPOP_TYP} signed with {algs}")
+    if nonces is not None and not nonces.valid(claims.get("nonce")):
         raise UseDpopNonce()
 
 
@@ -95,16 +114,16 @@ async def execute(request: Request) -> Response:
     headers = nats_headers(request, TOKEN_HEADER, PROOF_HEADER, DPOP_HEADER)
     proof = headers.get(DPOP_HEADER)
     extra = {"DPoP-Nonce": gw.options.nonces.issue()} if gw.options.nonces else {}
-    if proof is not None:
-        if PROOF_HEADER in headers:
-            raise BadRequest("send either a DPoP or a Handshake-Proof header, not both")
-        if gw.options.nonces is not None:
-            try:
-                check_nonce(proof, gw.options.nonces)
-            except UseDpopNonce as exc:
-                return error_response(exc, extra)
-        headers[DPOP_HTU_HEADER] = execute_uri(request, gw.options.public_url)
     try:
+        if proof is not None:
+            if PROOF_HEADER in headers:
+                raise BadRequest("send either a DPoP or a Handshake-Proof header, not both")
+            check_proof(proof, gw.options.nonces)
+            key = gw.options.gateway_key
+            if key is None:
+                raise ValidationFailed("this gateway has no gateway key; DPoP is refused")
+            htu = execute_uri(request, gw.options.public_url)
+            headers[DPOP_HTU_HEADER], headers[DPOP_HTU_TAG_HEADER] = htu, key.tag(htu, proof)
         reply = await gw.forward(
             gw.subjects.execute, data, ExecuteReply, headers, timeout_error=OutcomeUnknown
         )
@@ -179,7 +198,8 @@ async def docs(request: Request) -> Response:
         headers={
             "Content-Security-Policy": "default-src 'none'; "
             "style-src 'unsafe-inline'; connect-src 'self'; "
-            "script-src 'unsafe-inline'"
+            "script-src 'unsafe-inline'; frame-ancestors 'none'",
+            "X-Frame-Options": "DENY",
         },
     )
 
@@ -240,7 +260,7 @@ def http_routes() -> dict[str, HttpRoute]:
 
 def create_app(gateway: Gateway) -> Starlette:
     """The gateway's ASGI app (CORS only for the configured origins)."""
-    middleware = [Middleware(_Contain)]
+    middleware = [Middleware(_Contain), Middleware(Hardened)]
     if gateway.options.cors_origins:
         middleware.append(
             Middleware(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterator
@@ -18,7 +19,9 @@ from dataclasses import replace
 import uvicorn
 from nats.aio.client import Client as NATS
 
+from mcp_handshake.services.core.dpop import GatewayKey, normalize_htu
 from mcp_handshake.services.gateway.app import Gateway, GatewayOptions, create_app, http_routes
+from mcp_handshake.services.gateway.hardening import protocol_factory
 from mcp_handshake.services.runtime.build import VERSION
 from mcp_handshake.services.runtime.service import MicroService
 from mcp_handshake.services.runtime.streams import StartupError
@@ -48,16 +51,59 @@ def _listen(host: str, port: int) -> socket.socket:
         ) from None
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _public_url(opts: GatewayOptions, host: str, port: int) -> str:
+    """The URL agents reach this gateway at: ``--public-url``, or for a loopback gateway
+    its own address. Never the requests' Host or X-Forwarded-* headers."""
+    if opts.public_url:
+        if normalize_htu(opts.public_url) is None:
+            raise StartupError(f"bad_request: --public-url {opts.public_url!r} is not an "
+                               "http(s) URL")  # fmt: skip
+        return opts.public_url.rstrip("/")
+    if not _loopback(opts.host):
+        raise StartupError(
+            f"bad_request: a gateway listening on {opts.host} needs --public-url "
+            "(HANDSHAKE_GATEWAY_PUBLIC_URL), the URL agents reach it at"
+        )
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _gateway_key(opts: GatewayOptions, settings: Settings) -> GatewayKey:
+    if opts.gateway_key is not None:
+        return opts.gateway_key
+    if settings.gateway_key_file is None:
+        raise StartupError(
+            "bad_request: the gateway needs HANDSHAKE_GATEWAY_KEY_FILE, the key it shares "
+            "with execute workers (deploy/keys.py init writes one)"
+        )
+    try:
+        return GatewayKey.from_file(settings.gateway_key_file)
+    except ValueError as exc:
+        raise StartupError(f"bad_request: {exc}") from None
+
+
 def builder(options: GatewayOptions) -> Callable[[Settings, NATS], Awaitable[Worker]]:
     """``build`` for the run loop, serving HTTP as ``options`` say."""
 
     async def build(settings: Settings, nc: NATS) -> Worker:
-        opts = replace(options, max_body=min(options.max_body, settings.max_payload))
+        key = _gateway_key(options, settings)
+        sock = _listen(options.host, options.port)
+        host, port = sock.getsockname()[:2]
+        try:
+            url = _public_url(options, host, port)
+        except StartupError:
+            sock.close()
+            raise
+        opts = replace(options, max_body=min(options.max_body, settings.max_payload),
+                       public_url=url, gateway_key=key)  # fmt: skip
         routes = http_routes()
         app = create_app(Gateway(nc, settings.subjects, opts, routes))
-        sock = _listen(opts.host, opts.port)
-        host, port = sock.getsockname()[:2]
-        url = opts.public_url or f"http://{host}:{port}"
         config = uvicorn.Config(
             app,
             log_config=None,
@@ -65,6 +111,8 @@ def builder(options: GatewayOptions) -> Callable[[Settings, NATS], Awaitable[Wor
             lifespan="off",
             server_header=False,
             timeout_keep_alive=5,
+            http=protocol_factory(opts.header_timeout_s),
+            limit_concurrency=opts.max_connections,
         )
         server = _Server(config)
         log.info("gateway serving HTTP on %s:%s (agents use %s)", host, port, url)

@@ -1,0 +1,32 @@
+"""Shared secrets read from files: long enough, and readable by their owner only.
+
+Every secret a worker loads from a file (webhook signing secrets, the gateway
+key, the DPoP nonce key, the console's cookie secret) passes the same test at
+start: at least :data:`MIN_SECRET_BYTES` bytes, file mode 0600 or stricter.
+The error names the file and what is wrong with it, never the secret.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["MIN_SECRET_BYTES", "read_secret"]
+
+MIN_SECRET_BYTES = 32
+
+
+def read_secret(path: Path, what: str) -> bytes:
+    """The secret in ``path`` (surrounding whitespace stripped); ``ValueError`` naming
+    ``what`` and the file when it is missing, too short or open to others."""
+    try:
+        mode = path.stat().st_mode
+        value = path.read_bytes().strip()
+    except OSError as exc:
+        raise ValueError(f"{what} {path}: cannot be read ({exc.strerror})") from None
+    if mode & 0o077:
+        raise ValueError(
+            f"{what} {path}: must be readable by its owner only (mode {mode & 0o777:o}; chmod 600)"
+        )
+    if len(value) < MIN_SECRET_BYTES:
+        raise ValueError(f"{what} {path}: must hold at least {MIN_SECRET_BYTES} bytes")
+    return value
