@@ -117,7 +117,7 @@ class GatewayKey:
 
     @classmethod
     def from_file(cls, path: Path) -> GatewayKey:
-        return cls(read_secret(path, "gateway key"))
+        return cls(read_secret(path, "gateway key", group_read=True))
 
     def tag(self, htu: str, proof: str) -> str:
         data = b"handshake-dpop-htu\0" + htu.encode() + b"\0" + proof.encode()
@@ -146,7 +146,7 @@ class NonceIssuer:
 
     @classmethod
     def from_file(cls, path: Path) -> NonceIssuer:
-        return cls(read_secret(path, "DPoP nonce key"))
+        return cls(read_secret(path, "DPoP nonce key", group_read=True))
 
     def _tag(self, issued: str) -> str:
         return _b64(hmac.new(self._key, issued.encode(), hashlib.sha256).digest())

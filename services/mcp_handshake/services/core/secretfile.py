@@ -1,9 +1,11 @@
 """Shared secrets read from files: long enough, and readable by their owner only.
 
 Every secret a worker loads from a file (webhook signing secrets, the gateway
-key, the DPoP nonce key, the console's cookie secret) passes the same test at
-start: at least :data:`MIN_SECRET_BYTES` bytes, file mode 0600 or stricter.
-The error names the file and what is wrong with it, never the secret.
+key, the DPoP nonce key) passes the same test at start: at least
+:data:`MIN_SECRET_BYTES` bytes, file mode 0600 or stricter. Where a deployment
+shares files through a group (Kubernetes mounts Secrets 0440 for the pod's
+``fsGroup``), ``group_read`` also allows the group to read. The error names
+the file and what is wrong with it, never the secret.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ __all__ = ["MIN_SECRET_BYTES", "read_secret"]
 MIN_SECRET_BYTES = 32
 
 
-def read_secret(path: Path, what: str) -> bytes:
+def read_secret(path: Path, what: str, *, group_read: bool = False) -> bytes:
     """The secret in ``path`` (surrounding whitespace stripped); ``ValueError`` naming
     ``what`` and the file when it is missing, too short or open to others."""
     try:

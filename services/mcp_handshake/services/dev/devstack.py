@@ -99,7 +99,7 @@ class Stack:
             HANDSHAKE_REDIS_URL=self.redis_url or "",
             HANDSHAKE_CONFIG=str(self.home / "handshake.toml"),
         )
-        if identity in ("gateway", "audit", CONSOLE):  # they never use Redis
+        if identity in ("gateway", "audit"):  # they never use Redis
             del env["HANDSHAKE_REDIS_URL"]
         if identity in ("gateway", "execute"):  # the key they share (devhome makes it)
             env["HANDSHAKE_GATEWAY_KEY_FILE"] = str(self.home / "secrets" / "gateway_key")

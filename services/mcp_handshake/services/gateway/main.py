@@ -58,19 +58,22 @@ def _loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def _public_url(opts: GatewayOptions, host: str, port: int) -> str:
-    """The URL agents reach this gateway at: ``--public-url``, or for a loopback gateway
-    its own address. Never the requests' Host or X-Forwarded-* headers."""
-    if opts.public_url:
-        if normalize_htu(opts.public_url) is None:
-            raise StartupError(f"bad_request: --public-url {opts.public_url!r} is not an "
-                               "http(s) URL")  # fmt: skip
-        return opts.public_url.rstrip("/")
-    if not _loopback(opts.host):
+def _check_public_url(opts: GatewayOptions) -> None:
+    """A public URL that is one; none only on loopback (then the bound address is it)."""
+    if opts.public_url and normalize_htu(opts.public_url) is None:
+        raise StartupError(f"bad_request: --public-url {opts.public_url!r} is not an http(s) URL")
+    if not opts.public_url and not _loopback(opts.host):
         raise StartupError(
             f"bad_request: a gateway listening on {opts.host} needs --public-url "
             "(HANDSHAKE_GATEWAY_PUBLIC_URL), the URL agents reach it at"
         )
+
+
+def _public_url(opts: GatewayOptions, host: str, port: int) -> str:
+    """The URL agents reach this gateway at: ``--public-url``, or for a loopback gateway
+    its own address. Never the requests' Host or X-Forwarded-* headers."""
+    if opts.public_url:
+        return opts.public_url.rstrip("/")
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
@@ -89,17 +92,15 @@ def _gateway_key(opts: GatewayOptions, settings: Settings) -> GatewayKey:
 
 
 def builder(options: GatewayOptions) -> Callable[[Settings, NATS], Awaitable[Worker]]:
-    """``build`` for the run loop, serving HTTP as ``options`` say."""
+    """``build`` for the run loop, serving HTTP as ``options`` say (``StartupError`` at
+    once for a public URL that is missing where it must be, or not a URL)."""
+    _check_public_url(options)
 
     async def build(settings: Settings, nc: NATS) -> Worker:
         key = _gateway_key(options, settings)
         sock = _listen(options.host, options.port)
         host, port = sock.getsockname()[:2]
-        try:
-            url = _public_url(options, host, port)
-        except StartupError:
-            sock.close()
-            raise
+        url = _public_url(options, host, port)
         opts = replace(options, max_body=min(options.max_body, settings.max_payload),
                        public_url=url, gateway_key=key)  # fmt: skip
         routes = http_routes()
