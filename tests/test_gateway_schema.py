@@ -63,6 +63,18 @@ def test_document_is_generated_from_the_wire_types() -> None:
                     assert ref.endswith("/ErrorReply"), (op["operationId"], status)
 
 
+def test_documented_headers_are_the_ones_each_route_takes() -> None:
+    """Reconcile takes the session and a Handshake-Proof, not the transaction token."""
+    paths = json.loads(openapi_document())["paths"]
+    headers = {
+        path: {p["name"] for p in op.get("parameters", []) if p["in"] == "header"}
+        for path, item in paths.items()
+        for op in item.values()
+    }
+    assert headers["/v1/reconcile"] == {"Handshake-Proof"}
+    assert headers["/v1/execute"] == {"Handshake-Transaction-Token", "DPoP", "Handshake-Proof"}
+
+
 def test_served_document_and_offline_docs(gateway_url: str) -> None:
     with httpx.Client(base_url=gateway_url, timeout=10) as client:
         r = client.get("/openapi.json")

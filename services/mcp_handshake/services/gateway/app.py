@@ -133,12 +133,12 @@ async def execute(request: Request) -> Response:
 
 
 async def reconcile(request: Request) -> Response:
-    """Settle an ``outcome_unknown`` transaction (protocol.md, "reconcile"): the token and,
-    where the tier needs one, a ``Handshake-Proof`` over ``{txn, tool:
-    "handshake.reconcile", ph: "reconcile"}``."""
+    """Settle an ``outcome_unknown`` transaction (protocol.md, "reconcile"): the session
+    and, where the tier needs one, a ``Handshake-Proof`` over ``{txn, tool:
+    "handshake.reconcile", ph: "reconcile"}`` (no transaction token)."""
     gw = _gateway(request)
     data = await read_body(request, gw.options.max_body, gw.options.body_timeout_s)
-    headers = nats_headers(request, TOKEN_HEADER, PROOF_HEADER, DPOP_HEADER)
+    headers = nats_headers(request, PROOF_HEADER, DPOP_HEADER)
     if DPOP_HEADER in headers:
         raise BadRequest("reconcile takes a Handshake-Proof header, not DPoP")
     reply = await gw.forward(

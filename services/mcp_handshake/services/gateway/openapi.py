@@ -100,7 +100,7 @@ def _paths() -> dict[str, Any]:
         "/v1/reconcile": {"post": _operation(
             "reconcile", "Settle a transaction left outcome_unknown (run it again, once)",
             {200: _json_body(ExecuteReply, "the result and its signed receipt")},
-            parameters=[execute_headers[0], _header(PROOF_HEADER,
+            parameters=[_header(PROOF_HEADER,
                         "a handshake-proof+jwt over {txn, tool: handshake.reconcile, "
                         "ph: reconcile}, for tiers internal and above")],
             requestBody={"required": True, **_json_body(ReconcileRequest, "the transaction")})},
