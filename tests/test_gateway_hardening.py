@@ -6,6 +6,7 @@ be skipped by going to NATS directly."""
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import socket
 import subprocess
@@ -198,6 +199,16 @@ def nonce_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 def _nonces(stack: Stack) -> NonceIssuer:
     return NonceIssuer.from_file(Path(stack.extra_env["HANDSHAKE_GATEWAY_DPOP_NONCE_KEY_FILE"]))
+
+
+def test_up_starts_its_gateway_with_a_public_url(nonce_stack: Stack) -> None:
+    """A stack started as ``up`` starts it (Stack.start, gateway=1) gives its gateway
+    ``--public-url``, the URL it publishes in stack.json."""
+    (gateway,) = [p for p in nonce_stack.procs if p.name.startswith("gateway-")]
+    argv = Path(f"/proc/{gateway.popen.pid}/cmdline").read_bytes().split(b"\0")
+    url = argv[argv.index(b"--public-url") + 1].decode()
+    assert url == nonce_stack.gateway_url
+    assert json.loads((nonce_stack.home / "stack.json").read_text())["gateway_url"] == url
 
 
 async def test_server_nonces_at_the_gateway(nonce_stack: Stack) -> None:
