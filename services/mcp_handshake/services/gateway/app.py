@@ -19,7 +19,6 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_handshake.services.core.dpop import (
     DPOP_HEADER,
@@ -28,6 +27,7 @@ from mcp_handshake.services.core.dpop import (
     DPOP_TYP,
 )
 from mcp_handshake.services.core.proofs import ACCEPTED_ALGORITHMS
+from mcp_handshake.services.gateway.approvals import decide, list_approvals
 from mcp_handshake.services.gateway.errors import (
     JSON,
     MethodNotAllowed,
@@ -42,14 +42,13 @@ from mcp_handshake.services.gateway.forward import (
     nats_headers,
     read_body,
 )
-from mcp_handshake.services.gateway.hardening import Hardened
+from mcp_handshake.services.gateway.hardening import Contain, Hardened
 from mcp_handshake.services.gateway.nonce import NonceIssuer
 from mcp_handshake.services.gateway.openapi import docs_page, openapi_document
 from mcp_handshake.services.gateway.stats import HttpRoute, counted
 from mcp_handshake.shared.errors import (
     BadRequest,
     HandshakeError,
-    InternalError,
     OutcomeUnknown,
     ValidationFailed,
 )
@@ -188,7 +187,7 @@ async def keys(request: Request) -> Response:
 
 
 async def openapi(request: Request) -> Response:
-    return Response(openapi_document(), media_type=JSON)
+    return Response(openapi_document(_gateway(request).options.public_url), media_type=JSON)
 
 
 async def docs(request: Request) -> Response:
@@ -218,30 +217,6 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
     return error_response(BadRequest())
 
 
-class _Contain:
-    """An unexpected exception becomes ``internal`` with no detail (the traceback goes
-    to the log, once), instead of a plain-text 500 and a re-raise into the server."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = False
-
-        async def tracked(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracked)
-        except Exception:
-            log.exception("unhandled error in the gateway")
-            if started or scope["type"] != "http":
-                raise
-            await error_response(InternalError())(scope, receive, send)
-
-
 #: The protocol's routes: path -> (method, handler); each is counted for discovery.
 _API = {
     "/v1/authorize": ("POST", authorize),
@@ -250,6 +225,8 @@ _API = {
     "/v1/tools": ("GET", tools),
     "/v1/status/{txn}": ("GET", status),
     "/v1/keys": ("GET", keys),
+    "/v1/approvals": ("GET", list_approvals),
+    "/v1/approvals/{txn}/decide": ("POST", decide),
 }
 
 
@@ -260,7 +237,7 @@ def http_routes() -> dict[str, HttpRoute]:
 
 def create_app(gateway: Gateway) -> Starlette:
     """The gateway's ASGI app (CORS only for the configured origins)."""
-    middleware = [Middleware(_Contain), Middleware(Hardened)]
+    middleware = [Middleware(Contain), Middleware(Hardened)]
     if gateway.options.cors_origins:
         middleware.append(
             Middleware(

@@ -9,20 +9,24 @@
   ``Content-Length`` is refused (``400``; RFC 9112 section 6.3 calls it a
   smuggling attempt), and every response of the protocol's routes carries
   ``Cache-Control: no-store`` (grants hold a token, replies a receipt).
+- :class:`Contain`: an unexpected exception becomes ``internal`` with no detail.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from mcp_handshake.services.gateway.errors import error_response
-from mcp_handshake.shared.errors import BadRequest
+from mcp_handshake.shared.errors import BadRequest, InternalError
 
-__all__ = ["HEADER_TIMEOUT_S", "Hardened", "HeaderTimeoutProtocol", "protocol_factory"]
+log = logging.getLogger(__name__)
+
+__all__ = ["HEADER_TIMEOUT_S", "Contain", "Hardened", "HeaderTimeoutProtocol", "protocol_factory"]
 
 #: How long a request's headers may take to arrive, by default.
 HEADER_TIMEOUT_S = 5.0
@@ -102,3 +106,27 @@ class Hardened:
             await send(message)
 
         await self.app(scope, receive, no_store)
+
+
+class Contain:
+    """An unexpected exception becomes ``internal`` with no detail (the traceback goes
+    to the log, once), instead of a plain-text 500 and a re-raise into the server."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            log.exception("unhandled error in the gateway")
+            if started or scope["type"] != "http":
+                raise
+            await error_response(InternalError())(scope, receive, send)
