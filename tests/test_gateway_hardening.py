@@ -136,7 +136,8 @@ async def test_docs_cannot_be_framed(gateway_url: str) -> None:
 
 def test_the_gateways_environment_holds_no_redis_password(stack: Stack, gateway_url: str) -> None:
     """The gateway never uses Redis: its process environment has neither the URL nor the
-    password (the execute worker's, which uses it, has both)."""
+    password, nor have the audit worker's, the demo target's and nats-server's (the
+    execute worker's, which uses it, has both)."""
     password = (stack.home / "secrets" / "redis_password").read_text().strip()
     port = _address(gateway_url)[1]
     (gateway,) = [p for p in stack.procs if p.name == f"gateway-{port}"]
@@ -144,6 +145,10 @@ def test_the_gateways_environment_holds_no_redis_password(stack: Stack, gateway_
     environ = Path(f"/proc/{gateway.popen.pid}/environ").read_bytes()
     assert b"HANDSHAKE_REDIS_URL" not in environ and password.encode() not in environ
     assert b"HANDSHAKE_GATEWAY_KEY_FILE" in environ
+    for other in [p for p in stack.procs if p.name in ("target", "nats-server")
+                  or p.name.startswith("audit-")]:  # fmt: skip
+        environ = Path(f"/proc/{other.popen.pid}/environ").read_bytes()
+        assert password.encode() not in environ, other.name
     environ = Path(f"/proc/{execute.popen.pid}/environ").read_bytes()
     assert b"HANDSHAKE_REDIS_URL" in environ and password.encode() in environ
 

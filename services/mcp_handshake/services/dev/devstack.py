@@ -99,7 +99,7 @@ class Stack:
             HANDSHAKE_REDIS_URL=self.redis_url or "",
             HANDSHAKE_CONFIG=str(self.home / "handshake.toml"),
         )
-        if identity in ("gateway", "audit"):  # they never use Redis
+        if identity in ("gateway", "audit", "target", "server"):  # they never use Redis
             del env["HANDSHAKE_REDIS_URL"]
         if identity in ("gateway", "execute"):  # the key they share (devhome makes it)
             env["HANDSHAKE_GATEWAY_KEY_FILE"] = str(self.home / "secrets" / "gateway_key")
@@ -182,7 +182,7 @@ class Stack:
         name = node.name if self.nats_cluster else "nats-server"
         config = config or (self.identities.root / f"{name}.conf" if self.nats_cluster
                             else self.identities.config_file)  # fmt: skip
-        self._spawn(name, [find_nats_server(), "-c", str(config)])
+        self._spawn(name, [find_nats_server(), "-c", str(config)], "server")
         wait_port(node.client, name)
 
     def start_redis(self) -> None:
@@ -220,7 +220,7 @@ class Stack:
         self._spawn(
             "target",
             [sys.executable, "-m", "mcp_handshake.services.dev.demo.target", "--port", str(port),
-             "--api-key-file", str(self.home / "secrets" / "payments_api_key")],
+             "--api-key-file", str(self.home / "secrets" / "payments_api_key")], "target",
         )  # fmt: skip
         wait_port(port, "demo target")
 
