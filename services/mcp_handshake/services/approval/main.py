@@ -71,7 +71,7 @@ async def build(settings: Settings, nc: NATS) -> Worker:
         hook = cfg.webhook
         notifier = Notifier(hook, cfg.resolve(hook.secret_file)) if hook else None
     except ValueError as exc:
-        raise StartupError(f"bad_request: {exc}") from None
+        raise StartupError(f"configuration: {exc}", 2) from None
     await kit.open_sessions()
     audit = await kit.open_audit()
     store = kit.open_store()

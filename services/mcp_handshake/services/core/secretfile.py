@@ -19,12 +19,10 @@ MIN_SECRET_BYTES = 32
 
 def read_secret(path: Path, what: str, *, group_read: bool = False) -> bytes:
     """The secret in ``path`` (surrounding whitespace stripped); ``ValueError`` naming
-    ``what`` and the file when it is missing, too short or open to others."""
-    try:
-        mode = path.stat().st_mode
-        value = path.read_bytes().strip()
-    except OSError as exc:
-        raise ValueError(f"{what} {path}: cannot be read ({exc.strerror})") from None
+    ``what`` and the file when it is too short or open to others, ``OSError`` when it
+    cannot be read."""
+    mode = path.stat().st_mode  # OSError (a missing file) as for any file a worker reads
+    value = path.read_bytes().strip()
     if mode & 0o077:
         raise ValueError(
             f"{what} {path}: must be readable by its owner only (mode {mode & 0o777:o}; chmod 600)"

@@ -23,17 +23,17 @@ from mcp_handshake.shared.wire import EmptyRequest, ExecuteRequest, ReconcileReq
 
 def dpop_secrets(settings: Settings) -> tuple[GatewayKey | None, NonceIssuer | None]:
     """The key shared with gateways (without it, no forwarded DPoP ``htu`` is honoured)
-    and, where server nonces are on, their key; a weak or open file stops the start."""
+    and, where server nonces are on, their key; a weak or open file stops the start
+    (a missing one too, as every file a worker cannot read)."""
     try:
         key = settings.gateway_key_file and GatewayKey.from_file(settings.gateway_key_file)
         nonce = settings.dpop_nonce_key_file
         return key or None, NonceIssuer.from_file(nonce) if nonce else None
     except ValueError as exc:
-        raise StartupError(f"bad_request: {exc}") from None
+        raise StartupError(f"configuration: {exc}", 2) from None
 
 
 async def build(settings: Settings, nc: NATS) -> Worker:
-    secrets = dpop_secrets(settings)
     kit = open_kit(settings, nc, "execute")
     cfg, subjects = kit.config, settings.subjects
     await kit.open_sessions()
@@ -45,13 +45,13 @@ async def build(settings: Settings, nc: NATS) -> Worker:
         tools=kit.tools,
         policy=kit.policy,
         store=store,
-        proofs=ProofVerifier(
-            KeyRegistry(nc.jetstream(), create=True, replicas=settings.stream_replicas),
-            *secrets,
-        ),
         audit=audit,
         receipts=ReceiptSigner.from_file(cfg.resolve(cfg.keys.receipt), cfg.service.id),
         dispatcher=DispatchSigner.from_file(cfg.resolve(cfg.keys.dispatch)),
+        proofs=ProofVerifier(  # after the signing keys: a missing mount names them first
+            KeyRegistry(nc.jetstream(), create=True, replicas=settings.stream_replicas),
+            *dpop_secrets(settings),
+        ),
         executor_timeout_s=cfg.service.executor_timeout_s,
         intent_with_consume=settings.execute_intent == "concurrent",
     )

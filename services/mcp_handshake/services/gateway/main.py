@@ -82,13 +82,14 @@ def _gateway_key(opts: GatewayOptions, settings: Settings) -> GatewayKey:
         return opts.gateway_key
     if settings.gateway_key_file is None:
         raise StartupError(
-            "bad_request: the gateway needs HANDSHAKE_GATEWAY_KEY_FILE, the key it shares "
-            "with execute workers (deploy/keys.py init writes one)"
+            "configuration: the gateway needs HANDSHAKE_GATEWAY_KEY_FILE, the key it shares "
+            "with execute workers (deploy/keys.py init writes one)",
+            2,
         )
     try:
         return GatewayKey.from_file(settings.gateway_key_file)
     except ValueError as exc:
-        raise StartupError(f"bad_request: {exc}") from None
+        raise StartupError(f"configuration: {exc}", 2) from None
 
 
 def builder(options: GatewayOptions) -> Callable[[Settings, NATS], Awaitable[Worker]]:
