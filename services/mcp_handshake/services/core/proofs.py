@@ -158,8 +158,11 @@ class ProofVerifier:
             _JWS.decode_complete(proof, jwt.PyJWK(jwk).key, algorithms=[alg])
             claims = jwt.decode(
                 proof,
+                # PyJWT's claim checks, as when it verifies the signature (an aud is refused)
                 options={"verify_signature": False, "verify_exp": True, "verify_nbf": True,
-                         "verify_iat": True, "require": [*expected, *required, "iat", "jti"]},
+                         "verify_iat": True, "verify_aud": True, "verify_iss": True,
+                         "verify_sub": True, "verify_jti": True,
+                         "require": [*expected, *required, "iat", "jti"]},
                 leeway=IAT_WINDOW_S,
             )  # fmt: skip
         except (jwt.PyJWTError, KeyError, ValueError):
