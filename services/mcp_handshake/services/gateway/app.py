@@ -6,7 +6,6 @@ Nothing from a request is logged.
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import Any
 
@@ -56,8 +55,6 @@ from mcp_handshake.shared.protocol import AUTHORIZATION_HEADER, PROOF_HEADER, TO
 from mcp_handshake.shared.wire import ExecuteReply, Grant, Jwks, StatusReply, ToolsReply
 
 __all__ = ["Gateway", "GatewayOptions", "create_app", "http_routes"]
-
-log = logging.getLogger(__name__)
 
 #: The longest ``wait`` a status request waits (the status subject clamps to it).
 MAX_WAIT_S = 30.0
