@@ -16,13 +16,19 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
+import nats
 import pytest
+import uvicorn
 
 from mcp_handshake.services.core.dpop import GatewayKey, NonceIssuer
 from mcp_handshake.services.dev.devhome import mint_session
 from mcp_handshake.services.dev.devstack import Stack, StackSpec
 from mcp_handshake.services.dev.procs import free_port
+from mcp_handshake.services.gateway.app import create_app
+from mcp_handshake.services.gateway.forward import Gateway, GatewayOptions
+from mcp_handshake.services.gateway.main import server_config
 from mcp_handshake.shared.settings import write_private
+from mcp_handshake.shared.subjects import Subjects
 from tests.conftest import AgentKey, connected, make_stack
 from tests.support.http_agent import HttpAgent, dpop_proof, error_of, gateway_url
 
@@ -76,6 +82,39 @@ async def test_half_open_connections_are_closed_within_seconds(gateway_url: str)
             sock.close()
     async with httpx.AsyncClient() as client:  # the gateway still serves
         assert (await client.get(f"{gateway_url}/v1/keys")).status_code == 200
+
+
+async def test_connections_past_the_cap_are_answered_503(stack: Stack) -> None:
+    """The server as the gateway runs it (``server_config``) with a cap of 3: while two
+    connections are open, the third gets 503; once they close, requests are served."""
+    nc = await nats.connect(**stack.connect_options("gateway"))
+    opts = GatewayOptions(max_connections=3, public_url="http://127.0.0.1",
+                          gateway_key=GatewayKey(b"k" * 32))  # fmt: skip
+    server = uvicorn.Server(server_config(create_app(Gateway(nc, Subjects(), opts)), opts))
+    sock = socket.create_server(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        for _ in range(200):  # started within 10 s
+            if server.started:
+                break
+            await asyncio.sleep(0.05)
+        assert server.started
+        held = [socket.create_connection(_address(url)) for _ in range(2)]
+        await asyncio.sleep(0.2)
+        request = b"GET /v1/keys HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"
+        reply = await asyncio.to_thread(_raw, url, request)
+        assert reply.startswith(b"HTTP/1.1 503 "), reply[:200]
+        for held_sock in held:
+            held_sock.close()
+        await asyncio.sleep(0.2)
+        reply = await asyncio.to_thread(_raw, url, request)
+        assert reply.startswith(b"HTTP/1.1 200 "), reply[:200]
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+        sock.close()
+        await nc.close()
 
 
 def _raw(url: str, request: bytes) -> bytes:

@@ -18,6 +18,7 @@ from dataclasses import replace
 
 import uvicorn
 from nats.aio.client import Client as NATS
+from starlette.types import ASGIApp
 
 from mcp_handshake.services.core.dpop import GatewayKey, normalize_htu
 from mcp_handshake.services.gateway.app import Gateway, GatewayOptions, create_app, http_routes
@@ -28,7 +29,7 @@ from mcp_handshake.services.runtime.streams import StartupError
 from mcp_handshake.services.runtime.worker import Worker
 from mcp_handshake.shared.settings import Settings
 
-__all__ = ["builder"]
+__all__ = ["builder", "server_config"]
 
 _EXIT_UNAVAILABLE = 8
 
@@ -106,17 +107,7 @@ def builder(options: GatewayOptions) -> Callable[[Settings, NATS], Awaitable[Wor
                        public_url=url, gateway_key=key)  # fmt: skip
         routes = http_routes()
         app = create_app(Gateway(nc, settings.subjects, opts, routes))
-        config = uvicorn.Config(
-            app,
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-            server_header=False,
-            timeout_keep_alive=5,
-            http=protocol_factory(opts.header_timeout_s),
-            limit_concurrency=opts.max_connections,
-        )
-        server = _Server(config)
+        server = _Server(server_config(app, opts))
         log.info("gateway serving HTTP on %s:%s (agents use %s)", host, port, url)
 
         async def serve_http() -> None:
@@ -139,6 +130,21 @@ def builder(options: GatewayOptions) -> Callable[[Settings, NATS], Awaitable[Wor
         return Worker(service, background=[serve_http], closers=[_closer(sock)])
 
     return build
+
+
+def server_config(app: ASGIApp, opts: GatewayOptions) -> uvicorn.Config:
+    """uvicorn as the gateway runs it: no access log, no Server header, the header deadline
+    and the connection cap of ``opts``."""
+    return uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        server_header=False,
+        timeout_keep_alive=5,
+        http=protocol_factory(opts.header_timeout_s),
+        limit_concurrency=opts.max_connections,
+    )
 
 
 def _closer(sock: socket.socket) -> Callable[[], Awaitable[None]]:
