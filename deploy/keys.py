@@ -2,6 +2,7 @@
 
     python deploy/keys.py init deploy/config          # every key, split by kind
     python deploy/keys.py console deploy/config       # the web console's part, if missing
+    python deploy/keys.py gateway deploy/config       # the gateway key, if missing
     python deploy/keys.py rotate deploy/config NAME   # 1. stage a new key, publish its public half
     python deploy/keys.py promote deploy/config NAME  # 2. sign with the new key
     python deploy/keys.py retire deploy/config NAME   # 3. stop trusting the old one
@@ -15,9 +16,15 @@ directory under ``<dir>/keys/`` holds what that kind loads and nothing else:
     executor/   dispatch.jwks.json                 verifies dispatches (public only)
     audit/      audit.pem, audit.jwks.json         signs checkpoints; audit verify
     console/    audit.jwks.json                    the web console verifies the log
+    gateway/    gateway_key                        tags the DPoP htu it forwards
+    execute/    gateway_key                        (the same secret) honours only those
 
 ``init`` also writes ``<dir>/console/console_secret`` (0600), the web console's
-cookie-signing secret; ``console`` adds the console's part to a layout made before it.
+cookie-signing secret; ``console`` adds the console's part to a layout made before it;
+``gateway`` adds the gateway key to a layout made before it.
+
+Modes are set explicitly, whatever the umask: directories 0700, private keys and
+secrets 0600, public key sets 0644.
 
 Between the steps, copy each changed directory to where the workers read it (a
 Kubernetes Secret, see deploy/README.md) and restart the kinds that use it:
@@ -51,8 +58,35 @@ PAIRS: dict[str, tuple[str, str | None]] = {
 }
 #: Other kinds that hold a copy of a public key set (kept in step with the verifier's).
 COPIES: dict[str, tuple[str, ...]] = {"audit": ("console",)}
-KINDS = ("authorize", "execute", "approval", "executor", "audit", "console")
+KINDS = ("authorize", "execute", "approval", "executor", "audit", "console", "gateway")
 NEXT = ".next"
+#: The secret gateways and execute workers share (HANDSHAKE_GATEWAY_KEY_FILE).
+GATEWAY_KEY = "gateway_key"
+DIR_MODE, PRIVATE_MODE, PUBLIC_MODE = 0o700, 0o600, 0o644
+
+
+def _dir(path: Path) -> Path:
+    """``path`` and its missing parents, 0700 whatever the umask."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    for directory in (path, *missing):
+        directory.chmod(DIR_MODE)
+    return path
+
+
+def _secret(path: Path, text: str) -> None:
+    """A new secret file, 0600 from its creation (never briefly wider)."""
+    _dir(path.parent)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_MODE)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    path.chmod(PRIVATE_MODE)
+
+
+def _save_key(path: Path, key: Any) -> None:
+    _dir(path.parent)
+    save_private_key(path, key)
+    path.chmod(PRIVATE_MODE)
 
 
 def _private(root: Path, name: str) -> Path:
@@ -65,9 +99,10 @@ def _jwks(root: Path, name: str) -> Path | None:
 
 
 def _write_jwks(path: Path, keys: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _dir(path.parent)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps({"keys": keys}, indent=2) + "\n")
+    tmp.chmod(PUBLIC_MODE)
     os.replace(tmp, path)
 
 
@@ -99,15 +134,29 @@ def init(root: Path) -> list[str]:
             "console's part of a layout made before it)"
         )
     for kind in KINDS:
-        (root / "keys" / kind).mkdir(parents=True, exist_ok=True)
-    (root / "targets" / "payments").mkdir(parents=True, exist_ok=True)
+        _dir(root / "keys" / kind)
+    _dir(root / "targets" / "payments")
     for name in PAIRS:
         key = generate_private_key()
-        save_private_key(_private(root, name), key)
+        _save_key(_private(root, name), key)
         jwks = _jwks(root, name)
         if jwks is not None:
             _publish(root, name, [public_jwk(key)])
-    return [f"created the key layout under {root / 'keys'}", *console(root)]
+    return [f"created the key layout under {root / 'keys'}", *console(root), *gateway(root)]
+
+
+def gateway(root: Path) -> list[str]:
+    """The key gateways and execute workers share, where missing: one secret, a copy in
+    each kind's directory."""
+    paths = [root / "keys" / kind / GATEWAY_KEY for kind in ("gateway", "execute")]
+    if all(p.exists() for p in paths):
+        return ["the gateway key is already in place"]
+    if any(p.exists() for p in paths):
+        raise SystemExit(f"only one of {paths[0]} and {paths[1]} exists: remove it first")
+    value = secrets.token_urlsafe(48)
+    for path in paths:
+        _secret(path, value)
+    return [f"wrote {paths[0]} and {paths[1]} (0600, the same secret)"]
 
 
 def console(root: Path) -> list[str]:
@@ -122,10 +171,7 @@ def console(root: Path) -> list[str]:
         done.append(f"wrote {copy / audit.name}")
     secret = root / "console" / "console_secret"
     if not secret.exists():
-        secret.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_urlsafe(48))
+        _secret(secret, secrets.token_urlsafe(48))
         done.append(f"wrote {secret} (0600)")
     return done or ["the console's keys and secret are already in place"]
 
@@ -137,7 +183,7 @@ def rotate(root: Path, name: str) -> list[str]:
     if staged.exists():
         raise SystemExit(f"{staged} exists: promote it first")
     key = generate_private_key()
-    save_private_key(staged, key)
+    _save_key(staged, key)
     jwks = _jwks(root, name)
     steps = [f"staged {staged}"]
     if jwks is not None:
@@ -186,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("init").add_argument("dir", type=Path)
     sub.add_parser("console").add_argument("dir", type=Path)
+    sub.add_parser("gateway").add_argument("dir", type=Path)
     for command in ("rotate", "promote", "retire"):
         p = sub.add_parser(command)
         p.add_argument("dir", type=Path)
@@ -193,8 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "init":
         lines = init(args.dir)
-    elif args.command == "console":
-        lines = console(args.dir)
+    elif args.command in ("console", "gateway"):
+        lines = {"console": console, "gateway": gateway}[args.command](args.dir)
     else:
         lines = {"rotate": rotate, "promote": promote, "retire": retire}[args.command](
             args.dir, args.name

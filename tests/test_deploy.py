@@ -55,11 +55,11 @@ K8S_VERSIONS = ["1.29", kubernetes_validate.latest_version()]
 #: main.py), and the files of its key mount: its own keys and nothing else.
 KIND_KEYS: dict[str, dict[str, str]] = {
     "authorize": {"internal": "internal.pem"},
-    "execute": {"receipt": "receipt.pem", "dispatch": "dispatch.pem"},
+    "execute": {"receipt": "receipt.pem", "dispatch": "dispatch.pem", "gateway": "gateway_key"},
     "approval": {"internal_public": "internal.jwks.json"},
     "audit": {"audit": "audit.pem", "audit_public": "audit.jwks.json"},
     "executor": {"dispatch_public": "dispatch.jwks.json"},
-    "gateway": {},  # the HTTP gateway holds no key
+    "gateway": {"gateway": "gateway_key"},  # shared with execute: it tags the DPoP htu
     "console": {"audit_public": "audit.jwks.json"},  # verifies the log; never signs
 }
 KEYS_DIR = "/etc/handshake/keys"
@@ -354,6 +354,8 @@ def test_config_map_is_the_config_the_workers_load() -> None:
     # every key a kind loads is a file of that kind's key mount, and nothing else
     for fields in KIND_KEYS.values():
         for field, file in fields.items():
+            if field == "gateway":  # named by HANDSHAKE_GATEWAY_KEY_FILE, not the config
+                continue
             assert getattr(cfg.keys, field) == f"{KEYS_DIR}/{file}", field
     for target, tc in cfg.targets.items():
         assert tc.auth.secret_file == f"/etc/handshake/targets/{target}/api_key"
@@ -534,6 +536,24 @@ def test_compose_mounts_only_each_kinds_own_secrets() -> None:
         else:
             assert env.get("HANDSHAKE_REDIS_URL", "redis://:").startswith("redis://:"), name
         assert kind in _nats_conf_users()
+
+
+@pytest.mark.parametrize("which", RENDERS)
+def test_gateway_and_execute_share_the_gateway_key(which: str) -> None:
+    """Both name the mounted gateway key; the gateway its public URL (DPoP's htu), which
+    it needs to start when it listens beyond loopback."""
+    key = f"{KEYS_DIR}/gateway_key"
+    compose = compose_workers()
+    for kind in ("gateway", "execute"):
+        assert compose[kind]["environment"]["HANDSHAKE_GATEWAY_KEY_FILE"] == key
+    assert "HANDSHAKE_GATEWAY_PUBLIC_URL" in compose["gateway"]["environment"]
+    for dep in of_kind(render(which), "Deployment").values():
+        env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]
+               ["containers"][0]["env"]}  # fmt: skip
+        if worker_kind(dep) in ("gateway", "execute"):
+            assert env["HANDSHAKE_GATEWAY_KEY_FILE"] == key
+        if worker_kind(dep) == "gateway":
+            assert env["HANDSHAKE_GATEWAY_PUBLIC_URL"].startswith("https://")
 
 
 def test_readme_gives_redis_to_the_kinds_that_use_it() -> None:

@@ -151,7 +151,8 @@ async def test_restricted_tier_denied(http: HttpAgent) -> None:
 
 
 async def test_gateway_identity_has_least_privilege(stack: Stack) -> None:
-    """The gateway's NATS user asks the agent subjects it serves, and nothing else."""
+    """The gateway's NATS user asks the agent subjects it serves (approvals list and decide
+    among them, with the caller's session), and nothing else."""
     errors: list[Exception] = []
 
     async def on_error(exc: Exception) -> None:
@@ -160,8 +161,8 @@ async def test_gateway_identity_has_least_privilege(stack: Stack) -> None:
     nc = await nats.connect(**stack.connect_options("gateway"), error_cb=on_error)
     try:
         for subject in (
-            "handshake.v1.approvals.list",
-            "handshake.v1.approvals.decide",
+            "handshake.internal.approval.decided.x",
+            "$JS.API.STREAM.DELETE.HANDSHAKE_AUDIT",
             "handshake.internal.executor.payments",
             "handshake.audit.gateway.x",
             "$KV.HANDSHAKE_KEYS.x",
@@ -201,7 +202,8 @@ async def test_discovery_shows_the_gateway_and_its_requests(
     (mine,) = [a for a in info if a["metadata"].get("url") == gateway_url]
     (stats,) = [a for a in answers if a["id"] == mine["id"]]
     routes = {e["name"]: e for e in stats["endpoints"]}
-    assert set(routes) == {"authorize", "execute", "reconcile", "tools", "status", "keys"}
+    assert set(routes) == {"authorize", "execute", "reconcile", "tools", "status", "keys",
+                           "approvals-list", "approvals-decide"}  # fmt: skip
     assert routes["keys"]["num_requests"] >= 1 and routes["keys"]["data"]["outcomes"]["ok"] >= 1
     assert routes["authorize"]["num_requests"] >= 5
     assert routes["execute"]["data"]["outcomes"].get("approval_pending", 0) >= 1

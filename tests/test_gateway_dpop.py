@@ -13,18 +13,14 @@ from typing import Any
 
 import httpx
 import jwt
-import nats
 import pytest
 from joserfc import jwt as jose_jwt
-from joserfc.jwk import ECKey
+from joserfc.jwk import ECKey, OKPKey
 
-from mcp_handshake.services.core.dpop import normalize_htu
+from mcp_handshake.services.core.dpop import GatewayKey, normalize_htu
 from mcp_handshake.services.dev.devhome import mint_session
 from mcp_handshake.services.dev.devstack import Stack
-from mcp_handshake.services.gateway.app import create_app
-from mcp_handshake.services.gateway.forward import Gateway, GatewayOptions
 from mcp_handshake.services.gateway.nonce import NONCE_TTL_S, NonceIssuer
-from mcp_handshake.shared.subjects import Subjects
 from tests.conftest import AgentKey, connected
 from tests.support.http_agent import HttpAgent, dpop_proof, error_of, gateway_url
 
@@ -73,6 +69,11 @@ ATTACKS: dict[str, Attack] = {
 }
 
 
+#: Refused by the gateway before it forwards anything (not a DPoP JWS of an accepted alg):
+#: the token is not used, so a client learns what is wrong without losing it.
+EARLY = {"alg none", "alg HS256", "typ jwt"}
+
+
 @pytest.mark.parametrize("name", sorted(ATTACKS))
 async def test_refused_dpop_proofs_use_the_token_up(http: HttpAgent, name: str) -> None:
     sub = f"gw-dpop-{name.replace(' ', '-').replace('.', '')}"
@@ -84,7 +85,10 @@ async def test_refused_dpop_proofs_use_the_token_up(http: HttpAgent, name: str) 
     assert r.status_code == 422 and error_of(r) == "validation_failed", (name, r.text)
     assert session not in r.text
     again = await http.execute(session, grant, TOOL, {})  # a good proof, too late
-    assert again.status_code == 409 and error_of(again) == "invalid_transaction", r.text
+    if name in EARLY:
+        assert again.status_code == 200, again.text
+    else:
+        assert again.status_code == 409 and error_of(again) == "invalid_transaction", r.text
 
 
 async def test_replayed_jti_is_refused(http: HttpAgent) -> None:
@@ -153,51 +157,79 @@ async def test_the_gateway_cannot_skip_the_proof(stack: Stack) -> None:
             assert r.error == "validation_failed", r.body
 
 
-async def test_dpop_over_nats(stack: Stack) -> None:
-    """An agent on NATS may send a DPoP proof too (with the URI it was made for)."""
+async def test_a_forged_htu_over_nats_is_refused(stack: Stack) -> None:
+    """Handshake-DPoP-Htu is the gateway's word only: from an agent on NATS (no tag, a
+    made-up tag, a tag under another key), a proof for a phishing site's URI is refused
+    and the token used up. From the gateway identity without the gateway key, likewise."""
     key = AgentKey()
     session = mint_session(stack.home, "gw-dpop-nats", roles=["billing"], jkt=key.thumbprint)
-    url = "https://gateway.example/v1/execute"
-    async with connected(stack) as agent:
-        grant = (await agent.authorize(session, TOOL, {})).body
-        body = {"transaction_id": grant["transaction_id"], "tool": TOOL, "params": {}}
-        headers = {
-            "Handshake-Transaction-Token": grant["token"],
-            "DPoP": dpop_proof(key, "POST", url, session),
-            "Handshake-DPoP-Htu": url,
-        }
-        r = await agent.request(agent.s.execute, body, session, headers)
-        assert r.error is None, r.body
+    url = "https://phish.example/v1/execute"
+    proof = dpop_proof(key, "POST", url, session)
+    tags: list[dict[str, str]] = [
+        {},
+        {"Handshake-DPoP-Htu-Tag": "x" * 43},
+        {"Handshake-DPoP-Htu-Tag": GatewayKey(b"k" * 32).tag(url, proof)},
+    ]
+    async with connected(stack) as agent, connected(stack, "gateway") as gw:
+        for sender, tag in [(agent, t) for t in tags] + [(gw, tags[0])]:
+            grant = (await agent.authorize(session, TOOL, {})).body
+            body = {"transaction_id": grant["transaction_id"], "tool": TOOL, "params": {}}
+            headers = {"Handshake-Transaction-Token": grant["token"], "DPoP": proof,
+                       "Handshake-DPoP-Htu": url, **tag}  # fmt: skip
+            r = await sender.request(sender.s.execute, body, session, headers)
+            assert r.error == "validation_failed", r.body
+            assert "honoured only from the gateway" in r.body["error"]["message"]
+            # the token is used up: a good proof cannot follow
+            good = key.proof(grant["transaction_id"], TOOL, grant["params_hash"])
+            headers = {"Handshake-Transaction-Token": grant["token"], "Handshake-Proof": good}
+            r = await agent.request(agent.s.execute, body, session, headers)
+            assert r.error == "invalid_transaction", r.body
 
 
-async def test_server_nonces(stack: Stack) -> None:
-    nc = await nats.connect(**stack.connect_options("gateway"))
-    nonces = NonceIssuer(b"n" * 32)
-    app = create_app(Gateway(nc, Subjects(), GatewayOptions(nonces=nonces)))
-    base = "http://gw.test"
-    http = HttpAgent(httpx.AsyncClient(transport=httpx.ASGITransport(app=app)), stack, base)
-    try:
-        session = http.session("gw-dpop-nonce", "billing")
-        key = http.key_of(session)
-        grant = (await http.authorize(session, TOOL, {})).json()
-        url = f"{base}/v1/execute"
-        for bad in (None, "123.forged", f"{int(time.time()) - 3600}.x"):
-            r = await http.execute(
-                session, grant, TOOL, {}, dpop=dpop_proof(key, "POST", url, session, nonce=bad)
-            )
-            assert r.status_code == 401 and error_of(r) == "use_dpop_nonce", r.text
-            assert r.headers["WWW-Authenticate"] == 'DPoP error="use_dpop_nonce"'
-            nonce = r.headers["DPoP-Nonce"]
-        # the token was not used up: the retry with the nonce goes through
-        r = await http.execute(
-            session, grant, TOOL, {}, dpop=dpop_proof(key, "POST", url, session, nonce=nonce)
-        )
-        assert r.status_code == 200, r.text
-        assert nonces.valid(r.headers["DPoP-Nonce"])
-        assert json.loads(r.text)["transaction_id"] == grant["transaction_id"]
-    finally:
-        await http.http.aclose()
-        await nc.close()
+async def test_a_spoofed_host_at_the_gateway_is_refused(http: HttpAgent) -> None:
+    """The gateway names its configured URL as htu, never the request's Host or
+    X-Forwarded-*: a proof made for the Host an attacker chose is refused."""
+    spoofs = [{"Host": "evil.example"},
+              {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example"}]  # fmt: skip
+    for n, spoof in enumerate(spoofs):
+        session = http.session(f"gw-dpop-host{n}", "billing")
+        for htu in ("http://evil.example/v1/execute", "https://evil.example/v1/execute"):
+            grant = (await http.authorize(session, TOOL, {})).json()
+            proof = dpop_proof(http.key_of(session), "POST", htu, session)
+            r = await http.execute(session, grant, TOOL, {}, dpop=proof, headers=spoof)
+            assert r.status_code == 422 and error_of(r) == "validation_failed", r.text
+            assert "another URI" in r.text
+
+
+def _ath(session: str) -> str:
+    return jwt.utils.base64url_encode(hashlib.sha256(session.encode()).digest()).decode()
+
+
+async def test_an_ed25519_alg_proof_made_with_joserfc(http: HttpAgent, stack: Stack) -> None:
+    """RFC 9864's ``alg: "Ed25519"`` (what panva's dpop sends) is accepted as EdDSA;
+    ``Ed25519`` over an Ed448 key is not."""
+    key = OKPKey.generate_key("Ed25519")
+    session = mint_session(stack.home, "gw-dpop-ed25519", roles=["billing"], jkt=key.thumbprint())
+    grant = (await http.authorize(session, TOOL, {})).json()
+    header = {"typ": "dpop+jwt", "alg": "Ed25519", "jwk": key.as_dict(private=False)}
+    claims = {"htm": "POST", "htu": f"{http.base}/v1/execute", "iat": int(time.time()),
+              "jti": uuid.uuid4().hex, "ath": _ath(session)}  # fmt: skip
+    proof = jose_jwt.encode(header, claims, key, algorithms=["Ed25519"])
+    assert json.loads(jwt.utils.base64url_decode(proof.split(".")[0]))["alg"] == "Ed25519"
+    r = await http.execute(session, grant, TOOL, {}, dpop=proof)
+    assert r.status_code == 200, r.text
+
+    other = OKPKey.generate_key("Ed448")
+    session = mint_session(stack.home, "gw-dpop-ed448", roles=["billing"], jkt=other.thumbprint())
+    grant = (await http.authorize(session, TOOL, {})).json()
+    header = {"typ": "dpop+jwt", "alg": "Ed25519", "jwk": other.as_dict(private=False)}
+    claims = {**claims, "jti": uuid.uuid4().hex, "ath": _ath(session)}
+    signed = jose_jwt.encode({**header, "alg": "Ed448"}, claims, other, algorithms=["Ed448"])
+    relabelled = jwt.utils.base64url_encode(json.dumps(header).encode()).decode()
+    r = await http.execute(
+        session, grant, TOOL, {}, dpop=".".join([relabelled, *signed.split(".")[1:]])
+    )
+    assert r.status_code == 422 and error_of(r) == "validation_failed", r.text
 
 
 @pytest.mark.parametrize(

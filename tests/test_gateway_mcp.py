@@ -147,6 +147,7 @@ async def test_foreign_host_or_origin_is_refused(
                              headers={**JSON_HEADERS, "Authorization": f"Bearer {token}",
                                       "Origin": gateway_url})  # fmt: skip
         assert ok.status_code == 200, ok.text
+        assert ok.headers["cache-control"] == "no-store"
 
 
 @pytest.mark.parametrize("modern", [True, False], ids=["2026-07-28", "2025-11-25"])

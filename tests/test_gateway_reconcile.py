@@ -51,7 +51,8 @@ async def test_outcome_unknown_reconciled_over_http(gw_stack: Stack) -> None:
 
         url = f"{st.gateway_url}/v1/reconcile"
         key = agent.key_of(rita)
-        headers = {"Authorization": f"Bearer {rita}", "Handshake-Transaction-Token": grant["token"]}
+        # no transaction token: reconcile takes the session and (here) a proof only
+        headers = {"Authorization": f"Bearer {rita}"}
         no_proof = await client.post(url, headers=headers, json={"transaction_id": txn})
         assert error_of(no_proof) == "validation_failed", no_proof.text
         proof = key.proof(txn, "handshake.reconcile", "reconcile")

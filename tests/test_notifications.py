@@ -18,7 +18,7 @@ from mcp_handshake.services.dev.devstack import Stack, StackSpec
 from mcp_handshake.services.dev.procs import free_port
 from tests.conftest import _test_config, connected, make_stack
 
-SECRET = "whsec-test-0123456789"
+SECRET = "whsec-test-0123456789-0123456789-0123456789"
 
 
 class Receiver:
@@ -77,6 +77,7 @@ def _with_webhook(home: Path, url: str) -> Stack:
     stack = make_stack(home, StackSpec(authorize=1, execute=1, executor=1, approval=1))
     secret = home / "webhook.secret"
     secret.write_text(SECRET)
+    secret.chmod(0o600)
     section = f'\n[approval.webhook]\nurl = "{url}"\nsecret_file = "{secret}"\nretries = 3\n'
 
     def edit(text: str) -> str:

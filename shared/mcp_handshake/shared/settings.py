@@ -119,6 +119,11 @@ class Settings:
     #: is still electing leaders does (``HANDSHAKE_STARTUP_TIMEOUT_S``); then it exits
     #: with one line saying what it gave up on.
     startup_timeout_s: float = 60.0
+    #: The key gateways and execute workers share (``HANDSHAKE_GATEWAY_KEY_FILE``): the
+    #: gateway tags the DPoP ``htu`` it forwards with it, and execute honours no other.
+    gateway_key_file: Path | None = None
+    #: DPoP server nonces (``HANDSHAKE_GATEWAY_DPOP_NONCE_KEY_FILE``), enforced by both.
+    dpop_nonce_key_file: Path | None = None
 
     def as_operator(self) -> Settings:
         """These settings as the ``operator`` NATS identity, where one is configured."""
@@ -221,6 +226,8 @@ class Settings:
             **_redis_env(env, path),
             execute_intent=execute_intent,
             startup_timeout_s=float(env.get("HANDSHAKE_STARTUP_TIMEOUT_S", "60")),
+            gateway_key_file=path("HANDSHAKE_GATEWAY_KEY_FILE"),
+            dpop_nonce_key_file=path("HANDSHAKE_GATEWAY_DPOP_NONCE_KEY_FILE"),
         )
 
     def with_(self, **changes: object) -> Settings:

@@ -26,7 +26,7 @@ from mcp_handshake.services.core.signing import DispatchVerifier
 from mcp_handshake.services.policy import Policy
 from mcp_handshake.services.runtime.approvals import STREAM as APPROVALS
 from mcp_handshake.services.runtime.build import Kit, open_kit
-from mcp_handshake.services.runtime.streams import await_stream
+from mcp_handshake.services.runtime.streams import StartupError, await_stream
 from mcp_handshake.services.runtime.worker import Worker
 from mcp_handshake.services.store import KeyRegistry, Store
 from mcp_handshake.services.store.sweep import sweep_expired
@@ -67,11 +67,15 @@ async def _watch_pending(kit: Kit, store: Store, notifier: Notifier | None) -> N
 async def build(settings: Settings, nc: NATS) -> Worker:
     kit = open_kit(settings, nc, "approval")
     cfg, subjects = kit.config, settings.subjects
+    try:
+        hook = cfg.webhook
+        notifier = Notifier(hook, cfg.resolve(hook.secret_file)) if hook else None
+    except ValueError as exc:
+        raise StartupError(f"configuration: {exc}", 2) from None
     await kit.open_sessions()
     audit = await kit.open_audit()
     store = kit.open_store()
     await await_stream(nc.jetstream(), APPROVALS)
-    notifier = Notifier(cfg.webhook, cfg.resolve(cfg.webhook.secret_file)) if cfg.webhook else None
     deps = ApprovalDeps(nc=nc, subjects=subjects, policy=kit.policy, store=store,
                         agent=_load_agent(cfg.approval_agent, kit.policy, store),
                         proofs=ProofVerifier(KeyRegistry(nc.jetstream())),

@@ -6,6 +6,8 @@ seconds) and ``Handshake-Signature: v1=<hex>``. A receiver recomputes the
 signature with ``hmac.compare_digest`` and refuses stale timestamps. Failed
 deliveries are retried with exponential backoff and full jitter, off the
 request path; a delivery that never succeeds is logged, and nothing waits on it.
+The secret (at least 32 bytes, in a file readable by its owner only) is checked
+at start: a worker with a weak one does not start.
 The body names the transaction, tool, requester and preview hash: never a
 token or a session.
 """
@@ -25,6 +27,7 @@ import aiohttp
 import msgspec
 
 from mcp_handshake.services.core.config import WebhookConfig
+from mcp_handshake.services.core.secretfile import read_secret
 from mcp_handshake.services.store import TxRecord
 
 __all__ = ["Notifier", "signature"]
@@ -42,8 +45,9 @@ def signature(secret: bytes, timestamp: str, body: bytes) -> str:
 
 class Notifier:
     def __init__(self, config: WebhookConfig, secret_file: Path) -> None:
+        """``ValueError`` when the secret is under 32 bytes or its file open to others."""
         self._config = config
-        self._secret = secret_file.read_text().strip().encode()
+        self._secret = read_secret(secret_file, "webhook secret")
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
         self.delivered = 0

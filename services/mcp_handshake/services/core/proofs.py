@@ -1,7 +1,8 @@
 """Checking proofs of possession (internal tier and above).
 
 A proof is accepted when it is a ``handshake-proof+jwt`` JWS (EdDSA or ES256
-only), signed by a key bound to the caller (the session's ``cnf.jkt``
+only; ``Ed25519``, RFC 9864's fully specified name for EdDSA over Ed25519, is
+EdDSA), signed by a key bound to the caller (the session's ``cnf.jkt``
 thumbprint, RFC 7638, or a key registered for the caller's subject), with
 claims for exactly this transaction, tool and params hash, and ``iat`` within
 60 s of now. ``jti`` single use is enforced by the token store, in the same
@@ -17,6 +18,7 @@ import time
 from typing import Any, Protocol
 
 import jwt
+from jwt.algorithms import OKPAlgorithm
 
 from mcp_handshake.services.core import dpop
 from mcp_handshake.services.core.policy import Caller
@@ -24,12 +26,35 @@ from mcp_handshake.shared.errors import ValidationFailed
 from mcp_handshake.shared.keys import jwk_thumbprint
 from mcp_handshake.shared.protocol import DECISION_TYP, PROOF_ALGORITHMS, PROOF_TYP
 
-__all__ = ["KeyLookup", "ProofVerifier", "VerifiedProof", "decision_signer"]
+__all__ = [
+    "ACCEPTED_ALGORITHMS",
+    "KeyLookup",
+    "ProofVerifier",
+    "VerifiedProof",
+    "alg_accepted",
+    "decision_signer",
+]
 
 log = logging.getLogger(__name__)
 
 MAX_PROOF_BYTES = 4096
 IAT_WINDOW_S = 60
+#: RFC 9864: ``Ed25519`` names EdDSA with an Ed25519 key (what panva's ``dpop`` sends).
+ED25519 = "Ed25519"
+ACCEPTED_ALGORITHMS = (*PROOF_ALGORITHMS, ED25519)
+#: Signatures are checked by PyJWS (EdDSA for ``Ed25519`` too); claims by PyJWT after it.
+_JWS = jwt.PyJWS(algorithms=list(PROOF_ALGORITHMS))
+_JWS.register_algorithm(ED25519, OKPAlgorithm())
+
+
+def alg_accepted(alg: object, jwk: dict[str, Any]) -> bool:
+    """Whether ``alg`` is one we accept, and the one ``jwk`` (a public JWK) signs with."""
+    if alg == ED25519:
+        return jwk.get("kty") == "OKP" and jwk.get("crv") == ED25519
+    try:
+        return alg in PROOF_ALGORITHMS and jwt.PyJWK(jwk).algorithm_name == alg
+    except (jwt.PyJWTError, KeyError, ValueError):
+        return False
 
 
 class KeyLookup(Protocol):
@@ -48,8 +73,17 @@ class VerifiedProof:
 
 
 class ProofVerifier:
-    def __init__(self, registry: KeyLookup) -> None:
+    def __init__(
+        self,
+        registry: KeyLookup,
+        gateway_key: dpop.GatewayKey | None = None,
+        nonces: dpop.NonceIssuer | None = None,
+    ) -> None:
+        """``gateway_key``: the key shared with gateways, without which no forwarded
+        ``htu`` is honoured; ``nonces``: DPoP server nonces, required when given."""
         self._registry = registry
+        self._gateway = gateway_key
+        self._nonces = nonces
 
     async def verify(
         self, proof: str | None, caller: Caller, *, txn: str, tool: str, ph: str
@@ -66,10 +100,20 @@ class ProofVerifier:
         return await self._verify(signature, caller, DECISION_TYP, expected)
 
     async def verify_dpop(
-        self, proof: str, caller: Caller, *, htu: str | None, authorization: str | None
+        self,
+        proof: str,
+        caller: Caller,
+        *,
+        htu: str | None,
+        htu_tag: str | None,
+        authorization: str | None,
     ) -> VerifiedProof:
-        """A DPoP proof (RFC 9449) for ``POST`` to the execute URI ``htu``, bound to the
-        session it came with (``ath``); see :mod:`~mcp_handshake.services.core.dpop`."""
+        """A DPoP proof (RFC 9449) for ``POST`` to the execute URI ``htu`` (honoured only
+        with a gateway's ``htu_tag``), bound to the session it came with (``ath``), with a
+        live server nonce where they are enforced; see :mod:`~mcp_handshake.services.core.dpop`."""
+        vouched = self._gateway is not None and self._gateway.valid(htu or "", proof, htu_tag)
+        if htu is not None and not vouched:
+            raise ValidationFailed(f"{dpop.DPOP_HTU_HEADER} is honoured only from the gateway")
         token = dpop.bearer_token(authorization)
         target = dpop.normalize_htu(htu or "")
         if (
@@ -88,6 +132,8 @@ class ProofVerifier:
         verified = await self._verify(proof, caller, dpop.DPOP_TYP, expected, ("htu",))
         if dpop.normalize_htu(str(verified.claims["htu"])) != target:
             raise ValidationFailed("DPoP proof is for another URI")
+        if self._nonces is not None and not self._nonces.valid(verified.claims.get("nonce")):
+            raise ValidationFailed("DPoP proof without a live server nonce")
         return verified
 
     async def _verify(
@@ -107,21 +153,23 @@ class ProofVerifier:
         except jwt.PyJWTError:
             raise ValidationFailed("proof is not a JWS") from None
         alg = header.get("alg")
-        if header.get("typ") != typ or alg not in PROOF_ALGORITHMS:
+        if header.get("typ") != typ or alg not in ACCEPTED_ALGORITHMS:
             raise ValidationFailed(f"proof must be a {typ} signed with EdDSA or ES256")
         jwk, thumbprint = await self._bound_key(header, caller)
+        if not alg_accepted(alg, jwk):
+            raise ValidationFailed("proof algorithm does not match its key")
         try:
-            key = jwt.PyJWK(jwk)
-            if key.algorithm_name != alg:
-                raise ValidationFailed("proof algorithm does not match its key")
+            _JWS.decode_complete(proof, jwt.PyJWK(jwk).key, algorithms=[alg])
             claims = jwt.decode(
                 proof,
-                key.key,
-                algorithms=[alg],
-                options={"require": [*expected, *required, "iat", "jti"]},
+                # PyJWT's claim checks, as when it verifies the signature (an aud is refused)
+                options={"verify_signature": False, "verify_exp": True, "verify_nbf": True,
+                         "verify_iat": True, "verify_aud": True, "verify_iss": True,
+                         "verify_sub": True, "verify_jti": True,
+                         "require": [*expected, *required, "iat", "jti"]},
                 leeway=IAT_WINDOW_S,
-            )
-        except jwt.PyJWTError:
+            )  # fmt: skip
+        except (jwt.PyJWTError, KeyError, ValueError):
             raise ValidationFailed("proof signature or claims invalid") from None
         iat = claims["iat"]
         if not isinstance(iat, int | float) or abs(time.time() - iat) > IAT_WINDOW_S:

@@ -51,9 +51,10 @@ def ensure_home(home: Path, target_url: str) -> Path:
     for name in ("dispatch", "internal", "audit"):
         key = load_or_create_private_key(keys / f"{name}.pem")
         (keys / f"{name}.jwks.json").write_text(json.dumps({"keys": [public_jwk(key)]}, indent=2))
-    api_key = home / "secrets" / "payments_api_key"
-    if not api_key.exists():
-        write_private(api_key, secrets.token_urlsafe(32))
+    # The demo target's API key; the key gateways and execute workers share.
+    for secret in ("payments_api_key", "gateway_key"):
+        if not (home / "secrets" / secret).exists():
+            write_private(home / "secrets" / secret, secrets.token_urlsafe(48))
     policy = home / "policy.cedar"
     if not policy.exists():
         policy.write_text(_demo_file("policy.cedar"))

@@ -91,7 +91,7 @@ class Stack:
         return Identities(self.home)
 
     def env(self, identity: str = DEFAULT_AGENT) -> dict[str, str]:
-        """The environment of a process of this stack connecting as ``identity``."""
+        """The environment of a process of this stack as ``identity``: no secret it does not use."""
         env = dict(os.environ)
         env.update(
             HANDSHAKE_HOME=str(self.home),
@@ -99,6 +99,10 @@ class Stack:
             HANDSHAKE_REDIS_URL=self.redis_url or "",
             HANDSHAKE_CONFIG=str(self.home / "handshake.toml"),
         )
+        if identity in ("gateway", "audit", "target", "server"):  # they never use Redis
+            del env["HANDSHAKE_REDIS_URL"]
+        if identity in ("gateway", "execute"):  # the key they share (devhome makes it)
+            env["HANDSHAKE_GATEWAY_KEY_FILE"] = str(self.home / "secrets" / "gateway_key")
         if self.nats_port:  # our own server: every process has its own identity
             env.update(
                 HANDSHAKE_NATS_USER=identity,
@@ -178,7 +182,7 @@ class Stack:
         name = node.name if self.nats_cluster else "nats-server"
         config = config or (self.identities.root / f"{name}.conf" if self.nats_cluster
                             else self.identities.config_file)  # fmt: skip
-        self._spawn(name, [find_nats_server(), "-c", str(config)])
+        self._spawn(name, [find_nats_server(), "-c", str(config)], "server")
         wait_port(node.client, name)
 
     def start_redis(self) -> None:
@@ -216,7 +220,7 @@ class Stack:
         self._spawn(
             "target",
             [sys.executable, "-m", "mcp_handshake.services.dev.demo.target", "--port", str(port),
-             "--api-key-file", str(self.home / "secrets" / "payments_api_key")],
+             "--api-key-file", str(self.home / "secrets" / "payments_api_key")], "target",
         )  # fmt: skip
         wait_port(port, "demo target")
 
@@ -232,12 +236,12 @@ class Stack:
         return f"http://127.0.0.1:{port}"
 
     def _kind_args(self, kind: str) -> tuple[str, ...]:
-        """Arguments a worker kind needs on this machine: a gateway, a free port."""
+        """A gateway's arguments: a free port, and its URL as the public URL (DPoP's htu)."""
         if kind != "gateway":
             return ()
-        port = free_port()
-        self.gateway_url = self.gateway_url or f"http://127.0.0.1:{port}"
-        return ("--port", str(port))
+        url = f"http://127.0.0.1:{(port := free_port())}"
+        self.gateway_url = self.gateway_url or url
+        return ("--port", str(port), "--public-url", url)
 
     async def start(self, timeout: float = 30.0) -> None:
         if self.nats_url is None:
@@ -254,9 +258,8 @@ class Stack:
                 self.start_worker(kind, i, *self._kind_args(kind))
         await self.wait_ready({f"handshake-{k}": n for k, n in kinds if n}, timeout)
         stack = {"nats_url": self.nats_url, "redis_url": self.redis_url,
-                 "target_url": self.target_url, "pid": os.getpid()}  # fmt: skip
-        if self.gateway_url:
-            stack["gateway_url"] = self.gateway_url
+                 "target_url": self.target_url, "pid": os.getpid(),
+                 **({"gateway_url": self.gateway_url} if self.gateway_url else {})}  # fmt: skip
         if self.nats_port:
             nats = next(p for p in self.procs if is_nats_process(p.name))
             stack.update(

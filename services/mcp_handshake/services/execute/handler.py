@@ -15,7 +15,7 @@ import msgspec
 from nats.aio.client import Client as NATS
 
 from mcp_handshake.services.core.bind import Bound
-from mcp_handshake.services.core.dpop import DPOP_HEADER, DPOP_HTU_HEADER
+from mcp_handshake.services.core.dpop import DPOP_HEADER, DPOP_HTU_HEADER, DPOP_HTU_TAG_HEADER
 from mcp_handshake.services.core.proofs import ProofVerifier, VerifiedProof
 from mcp_handshake.services.core.signing import DispatchSigner, ReceiptSigner
 from mcp_handshake.services.core.tools import ToolRegistry
@@ -205,8 +205,11 @@ async def _checked(
             dpop = req.header(DPOP_HEADER)
             if dpop is None:
                 return None
-            htu, auth = req.header(DPOP_HTU_HEADER), req.header(AUTHORIZATION_HEADER)
-            return await deps.proofs.verify_dpop(dpop, req.caller, htu=htu, authorization=auth)
+            htu, tag = req.header(DPOP_HTU_HEADER), req.header(DPOP_HTU_TAG_HEADER)
+            auth = req.header(AUTHORIZATION_HEADER)
+            return await deps.proofs.verify_dpop(
+                dpop, req.caller, htu=htu, htu_tag=tag, authorization=auth
+            )
         return await deps.proofs.verify(raw, req.caller, txn=txn, tool=bound.tool.name, ph=bound.ph)
     except ValidationFailed as exc:
         await deps.store.tokens.burn(th)

@@ -6,7 +6,6 @@ Nothing from a request is logged.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -20,9 +19,15 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mcp_handshake.services.core.dpop import DPOP_HEADER, DPOP_HTU_HEADER, normalize_htu
+from mcp_handshake.services.core.dpop import (
+    DPOP_HEADER,
+    DPOP_HTU_HEADER,
+    DPOP_HTU_TAG_HEADER,
+    DPOP_TYP,
+)
+from mcp_handshake.services.core.proofs import ACCEPTED_ALGORITHMS
+from mcp_handshake.services.gateway.approvals import decide, list_approvals
 from mcp_handshake.services.gateway.errors import (
     JSON,
     MethodNotAllowed,
@@ -37,16 +42,20 @@ from mcp_handshake.services.gateway.forward import (
     nats_headers,
     read_body,
 )
+from mcp_handshake.services.gateway.hardening import Contain, Hardened
 from mcp_handshake.services.gateway.nonce import NonceIssuer
 from mcp_handshake.services.gateway.openapi import docs_page, openapi_document
 from mcp_handshake.services.gateway.stats import HttpRoute, counted
-from mcp_handshake.shared.errors import BadRequest, HandshakeError, InternalError, OutcomeUnknown
+from mcp_handshake.shared.errors import (
+    BadRequest,
+    HandshakeError,
+    OutcomeUnknown,
+    ValidationFailed,
+)
 from mcp_handshake.shared.protocol import AUTHORIZATION_HEADER, PROOF_HEADER, TOKEN_HEADER
 from mcp_handshake.shared.wire import ExecuteReply, Grant, Jwks, StatusReply, ToolsReply
 
 __all__ = ["Gateway", "GatewayOptions", "create_app", "http_routes"]
-
-log = logging.getLogger(__name__)
 
 #: The longest ``wait`` a status request waits (the status subject clamps to it).
 MAX_WAIT_S = 30.0
@@ -73,20 +82,26 @@ async def authorize(request: Request) -> Response:
 
 
 def execute_uri(request: Request, public_url: str | None) -> str:
-    """The URI this execute request was sent to, as a DPoP proof's ``htu`` names it."""
-    if public_url:
-        return public_url.rstrip("/") + request.url.path
-    return normalize_htu(str(request.url)) or str(request.url)
+    """The URI this execute request was sent to, as a DPoP proof's ``htu`` must name it:
+    the configured public URL and the path (never the request's Host or scheme)."""
+    if not public_url:
+        raise ValidationFailed("this gateway has no public URL configured; DPoP is refused")
+    return public_url.rstrip("/") + request.url.path
 
 
-def check_nonce(proof: str, nonces: NonceIssuer) -> None:
-    """A proof that parses must carry a live nonce of ours; the execute worker verifies
-    the signature over it (and everything else)."""
+def check_proof(proof: str, nonces: NonceIssuer | None) -> None:
+    """What can be refused before forwarding, so the token is not used up: a proof that
+    is not a DPoP JWS of an accepted ``alg``, and (with server nonces) one without a live
+    nonce. The execute worker verifies everything, the nonce included."""
     try:
+        header = jwt.get_unverified_header(proof)
         claims: dict[str, Any] = jwt.decode(proof, options={"verify_signature": False})
     except jwt.PyJWTError:
         return  # not a JWS: the execute worker refuses it
-    if not nonces.valid(claims.get("nonce")):
+    if header.get("typ") != DPOP_TYP or header.get("alg") not in ACCEPTED_ALGORITHMS:
+        algs = ", ".join(ACCEPTED_ALGORITHMS)
+        raise ValidationFailed(f"a DPoP proof must be a {DPOP_TYP} signed with {algs}")
+    if nonces is not None and not nonces.valid(claims.get("nonce")):
         raise UseDpopNonce()
 
 
@@ -96,16 +111,16 @@ async def execute(request: Request) -> Response:
     headers = nats_headers(request, TOKEN_HEADER, PROOF_HEADER, DPOP_HEADER)
     proof = headers.get(DPOP_HEADER)
     extra = {"DPoP-Nonce": gw.options.nonces.issue()} if gw.options.nonces else {}
-    if proof is not None:
-        if PROOF_HEADER in headers:
-            raise BadRequest("send either a DPoP or a Handshake-Proof header, not both")
-        if gw.options.nonces is not None:
-            try:
-                check_nonce(proof, gw.options.nonces)
-            except UseDpopNonce as exc:
-                return error_response(exc, extra)
-        headers[DPOP_HTU_HEADER] = execute_uri(request, gw.options.public_url)
     try:
+        if proof is not None:
+            if PROOF_HEADER in headers:
+                raise BadRequest("send either a DPoP or a Handshake-Proof header, not both")
+            check_proof(proof, gw.options.nonces)
+            key = gw.options.gateway_key
+            if key is None:
+                raise ValidationFailed("this gateway has no gateway key; DPoP is refused")
+            htu = execute_uri(request, gw.options.public_url)
+            headers[DPOP_HTU_HEADER], headers[DPOP_HTU_TAG_HEADER] = htu, key.tag(htu, proof)
         reply = await gw.forward(
             gw.subjects.execute, data, ExecuteReply, headers, timeout_error=OutcomeUnknown
         )
@@ -115,12 +130,12 @@ async def execute(request: Request) -> Response:
 
 
 async def reconcile(request: Request) -> Response:
-    """Settle an ``outcome_unknown`` transaction (protocol.md, "reconcile"): the token and,
-    where the tier needs one, a ``Handshake-Proof`` over ``{txn, tool:
-    "handshake.reconcile", ph: "reconcile"}``."""
+    """Settle an ``outcome_unknown`` transaction (protocol.md, "reconcile"): the session
+    and, where the tier needs one, a ``Handshake-Proof`` over ``{txn, tool:
+    "handshake.reconcile", ph: "reconcile"}`` (no transaction token)."""
     gw = _gateway(request)
     data = await read_body(request, gw.options.max_body, gw.options.body_timeout_s)
-    headers = nats_headers(request, TOKEN_HEADER, PROOF_HEADER, DPOP_HEADER)
+    headers = nats_headers(request, PROOF_HEADER, DPOP_HEADER)
     if DPOP_HEADER in headers:
         raise BadRequest("reconcile takes a Handshake-Proof header, not DPoP")
     reply = await gw.forward(
@@ -170,7 +185,7 @@ async def keys(request: Request) -> Response:
 
 
 async def openapi(request: Request) -> Response:
-    return Response(openapi_document(), media_type=JSON)
+    return Response(openapi_document(_gateway(request).options.public_url), media_type=JSON)
 
 
 async def docs(request: Request) -> Response:
@@ -180,7 +195,8 @@ async def docs(request: Request) -> Response:
         headers={
             "Content-Security-Policy": "default-src 'none'; "
             "style-src 'unsafe-inline'; connect-src 'self'; "
-            "script-src 'unsafe-inline'"
+            "script-src 'unsafe-inline'; frame-ancestors 'none'",
+            "X-Frame-Options": "DENY",
         },
     )
 
@@ -199,30 +215,6 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
     return error_response(BadRequest())
 
 
-class _Contain:
-    """An unexpected exception becomes ``internal`` with no detail (the traceback goes
-    to the log, once), instead of a plain-text 500 and a re-raise into the server."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = False
-
-        async def tracked(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracked)
-        except Exception:
-            log.exception("unhandled error in the gateway")
-            if started or scope["type"] != "http":
-                raise
-            await error_response(InternalError())(scope, receive, send)
-
-
 #: The protocol's routes: path -> (method, handler); each is counted for discovery.
 _API = {
     "/v1/authorize": ("POST", authorize),
@@ -231,6 +223,8 @@ _API = {
     "/v1/tools": ("GET", tools),
     "/v1/status/{txn}": ("GET", status),
     "/v1/keys": ("GET", keys),
+    "/v1/approvals": ("GET", list_approvals),
+    "/v1/approvals/{txn}/decide": ("POST", decide),
 }
 
 
@@ -242,7 +236,7 @@ def http_routes() -> dict[str, HttpRoute]:
 def create_app(gateway: Gateway, mcp: Sequence[BaseRoute] = ()) -> Starlette:
     """The gateway's ASGI app (CORS only for the configured origins); ``mcp``: the routes
     of ``/mcp`` (``mcp_app.open_mcp``)."""
-    middleware = [Middleware(_Contain)]
+    middleware = [Middleware(Contain), Middleware(Hardened)]
     if gateway.options.cors_origins:
         middleware.append(
             Middleware(

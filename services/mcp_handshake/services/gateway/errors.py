@@ -36,9 +36,10 @@ class RequestTimeout(HandshakeError):
 
 
 class UseDpopNonce(HandshakeError):
-    """RFC 9449 section 8: the DPoP proof must carry the nonce in ``DPoP-Nonce``."""
+    """RFC 9449 section 8: the DPoP proof must carry the nonce in ``DPoP-Nonce``.
+    Retryable at once (no ``Retry-After``): the token was not used."""
 
-    code, status = "use_dpop_nonce", 401
+    code, status, retryable = "use_dpop_nonce", 401, True
     default_message = "the DPoP proof must carry the server's nonce (DPoP-Nonce header)"
 
 
@@ -48,7 +49,7 @@ def error_response(err: HandshakeError, headers: dict[str, str] | None = None) -
     challenge on 401."""
     body, _ = encode_error(err)
     out = dict(headers or {})
-    if err.retryable or err.retry_after_s is not None:
+    if (err.retryable or err.retry_after_s is not None) and not isinstance(err, UseDpopNonce):
         out["Retry-After"] = str(max(1, math.ceil(err.retry_after_s or 1)))
     if isinstance(err, UseDpopNonce):
         out["WWW-Authenticate"] = 'DPoP error="use_dpop_nonce"'

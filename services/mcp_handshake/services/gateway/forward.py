@@ -19,7 +19,7 @@ from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
 from starlette.requests import Request
 
-from mcp_handshake.services.core.dpop import bearer_token
+from mcp_handshake.services.core.dpop import GatewayKey, bearer_token
 from mcp_handshake.services.gateway.errors import RequestTimeout
 from mcp_handshake.services.gateway.nonce import NonceIssuer
 from mcp_handshake.services.gateway.stats import HttpRoute
@@ -50,9 +50,17 @@ class GatewayOptions:
 
     host: str = "127.0.0.1"
     port: int = 8080
-    #: The URL agents reach this gateway at (``https://gw.example``), for the ``htu`` of
-    #: DPoP proofs behind a proxy; by default the request's own scheme and Host.
+    #: The URL agents reach this gateway at (``https://gw.example``): the ``htu`` of DPoP
+    #: proofs is this plus the path, never from the request's Host or X-Forwarded-*.
+    #: A loopback gateway started without one uses its own address; any other refuses to
+    #: start. Without it (``None``), DPoP proofs are refused here.
     public_url: str | None = None
+    #: The key shared with execute workers: it tags the ``htu`` forwarded with a proof.
+    gateway_key: GatewayKey | None = None
+    #: How long a request's headers may take (then the connection is closed).
+    header_timeout_s: float = 5.0
+    #: Open connections at most; past it, requests are answered 503.
+    max_connections: int = 1000
     #: Largest request body (bytes); larger is ``payload_too_large`` (413).
     max_body: int = 65536
     #: How long to wait for a worker's reply (execute: then ``outcome_unknown``).

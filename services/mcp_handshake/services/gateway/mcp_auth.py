@@ -35,10 +35,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from mcp_handshake.services.core.dpop import DPOP_HEADER, bearer_token
 from mcp_handshake.services.core.policy import Caller
 from mcp_handshake.services.core.sessions import SessionVerifier
-from mcp_handshake.services.gateway.app import check_nonce
+from mcp_handshake.services.gateway.app import check_proof
 from mcp_handshake.services.gateway.errors import UseDpopNonce
 from mcp_handshake.services.gateway.nonce import NonceIssuer
-from mcp_handshake.shared.errors import Unauthenticated
+from mcp_handshake.shared.errors import Unauthenticated, ValidationFailed
 from mcp_handshake.shared.protocol import PROOF_ALGORITHMS
 
 __all__ = ["CALLER_KEY", "McpCaller", "McpGuard", "McpResource", "metadata_document"]
@@ -173,11 +173,14 @@ class McpGuard:
         if missing:
             return self._insufficient(missing)
         proof = request.headers.get(DPOP_HEADER)
-        if proof is not None and self.nonces is not None:
+        if proof is not None:
             try:
-                check_nonce(proof, self.nonces)
+                check_proof(proof, self.nonces)
             except UseDpopNonce:
                 return self._use_nonce()
+            except ValidationFailed as exc:
+                return _json(401, {"error": "invalid_dpop_proof", "error_description": exc.message},
+                             {"WWW-Authenticate": 'DPoP error="invalid_dpop_proof"'})  # fmt: skip
         request.scope[CALLER_KEY] = McpCaller(caller, token, proof, self.resource.url)
         # The SDK's principal for this request (the session JWT itself is not kept there).
         access = AccessToken(

@@ -31,7 +31,7 @@ from mcp_handshake.client.mcp_server._results import (
     success_result,
     value_result,
 )
-from mcp_handshake.services.core.dpop import DPOP_HEADER, DPOP_HTU_HEADER
+from mcp_handshake.services.core.dpop import DPOP_HEADER, DPOP_HTU_HEADER, DPOP_HTU_TAG_HEADER
 from mcp_handshake.services.gateway.forward import Gateway
 from mcp_handshake.services.gateway.mcp_auth import McpCaller
 from mcp_handshake.shared.errors import (
@@ -148,7 +148,12 @@ class GatewayCalls:
         grant = pending.grant
         headers = {TOKEN_HEADER: grant.token}
         if who.dpop is not None:
-            headers |= {DPOP_HEADER: who.dpop, DPOP_HTU_HEADER: who.htu}
+            key = self._gw.options.gateway_key
+            if key is None:
+                raise ValidationFailed("this gateway has no gateway key; DPoP is refused")
+            # The /mcp URL is the gateway's word only under the key it shares with execute.
+            headers |= {DPOP_HEADER: who.dpop, DPOP_HTU_HEADER: who.htu,
+                        DPOP_HTU_TAG_HEADER: key.tag(who.htu, who.dpop)}  # fmt: skip
         body = {"transaction_id": grant.transaction_id, "tool": pending.tool,
                 "params": pending.params}  # fmt: skip
         reply = await self._forward(who, self._gw.subjects.execute, body, ExecuteReply,

@@ -29,7 +29,12 @@ class HttpRoute(Endpoint):
     NATS (so it does not build what a NATS endpoint needs)."""
 
     def __init__(self, method: str, path: str) -> None:  # no NATS endpoint to set up
-        self.name = path.rsplit("/", 1)[-1] if "{" not in path else path.split("/")[2]
+        # /v1/status/{txn} -> status; /v1/approvals -> approvals-list;
+        # /v1/approvals/{txn}/decide -> approvals-decide (as the approval worker names them)
+        parts = [p for p in path.split("/")[2:] if "{" not in p]
+        if parts == ["approvals"]:
+            parts.append("list")
+        self.name = "-".join(parts)
         self.subject = f"{method} {path}"
         self.queue_group = "gateway"
         self.stats = EndpointStats()

@@ -40,7 +40,8 @@ PublicUrlOpt = Annotated[
     str | None,
     typer.Option(
         envvar="HANDSHAKE_GATEWAY_PUBLIC_URL",
-        help="Gateway only: the URL agents reach it at (for DPoP htu behind a proxy).",
+        help="Gateway only: the URL agents reach it at (DPoP proofs name it); required"
+        " unless it listens on loopback.",
     ),
 ]
 NonceKeyOpt = Annotated[
@@ -73,6 +74,7 @@ def gateway_build(
     from mcp_handshake.services.gateway.app import GatewayOptions
     from mcp_handshake.services.gateway.main import builder
     from mcp_handshake.services.gateway.nonce import NonceIssuer
+    from mcp_handshake.services.runtime.streams import StartupError
 
     nonces = None
     if nonce_key is not None:
@@ -80,5 +82,9 @@ def gateway_build(
             nonces = NonceIssuer.from_file(nonce_key)
         except (OSError, ValueError) as exc:
             usage(f"--dpop-nonce-key-file: {exc}")
-    return builder(GatewayOptions(host=host, port=port, public_url=public_url, nonces=nonces,
-                                  cors_origins=tuple(cors or ())))  # fmt: skip
+    options = GatewayOptions(host=host, port=port, public_url=public_url, nonces=nonces,
+                             cors_origins=tuple(cors or ()))  # fmt: skip
+    try:
+        return builder(options)
+    except StartupError as exc:
+        usage(str(exc).removeprefix("bad_request: "))
