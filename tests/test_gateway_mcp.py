@@ -29,6 +29,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from mcp_handshake.services.core.config import load_config
+from mcp_handshake.services.core.dpop import GatewayKey
 from mcp_handshake.services.core.sessions import SessionVerifier
 from mcp_handshake.services.dev.devhome import mint_session
 from mcp_handshake.services.dev.devstack import Stack
@@ -222,7 +223,9 @@ async def test_pending_calls_belong_to_their_user(stack: Stack) -> None:
     nc = await nats.connect(**stack.connect_options("gateway"))
     htu = "http://gw.test/mcp"
     try:
-        calls = GatewayCalls(Gateway(nc, Subjects(), GatewayOptions()), wait_bound_s=0.5)
+        key = GatewayKey.from_file(stack.home / "secrets" / "gateway_key")
+        options = GatewayOptions(gateway_key=key)
+        calls = GatewayCalls(Gateway(nc, Subjects(), options), wait_bound_s=0.5)
         tess, mallory = AgentKey(), AgentKey()
         t1 = session_for(stack, "mcp-gw-tom", "treasury", key=tess)
         params = {"to_account": "acct_4f9d2a", "amount": 650, "currency": "EUR"}

@@ -82,6 +82,7 @@ def nonce_gateway_url(stack: Stack, tmp_path_factory: pytest.TempPathFactory) ->
     """A second gateway, requiring DPoP server nonces."""
     key = tmp_path_factory.mktemp("nonce") / "nonce.key"
     key.write_bytes(os.urandom(32))
+    key.chmod(0o600)  # a gateway refuses a key others may read
     port = free_port()
     stack.start_worker("gateway", port, "--port", str(port), "--dpop-nonce-key-file", str(key))
     try:
