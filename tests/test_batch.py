@@ -1,0 +1,233 @@
+"""The batch handshake, attacked over raw NATS: every operation keeps its properties."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+import uuid
+from typing import Any
+
+import jwt
+import nats
+import pytest
+import rfc8785
+
+from tests import test_nats_permissions as perms
+from tests.conftest import AgentKey, Raw, ph_of
+from tests.test_audit import events, story
+
+RATE = {"base": "EUR", "quote": "USD"}
+LIST = {"status": None, "limit": 20}
+EXCHANGE, INVOICES = "payments.get_exchange_rate", "payments.list_invoices"
+
+secured_nats = perms.secured_nats
+
+
+def batch_proof(key: AgentKey, pairs: list[tuple[str, str]], **override: Any) -> str:
+    """A batch proof (protocol.md, "Batch") built with plain PyJWT."""
+    claims = {"ops": sorted([txn, ph] for txn, ph in set(pairs)),
+              "iat": int(time.time()), "jti": uuid.uuid4().hex, **override}  # fmt: skip
+    headers = {"typ": "handshake-batch-proof+jwt", "kid": key.thumbprint, "jwk": key.jwk}
+    return jwt.encode(claims, key.private, algorithm="EdDSA", headers=headers)
+
+
+async def authorize_many(raw: Raw, session: str, ops: list[tuple[str, dict[str, Any]]]) -> Any:
+    body = {"ops": [{"tool": tool, "params": params} for tool, params in ops]}
+    r = await raw.request("handshake.v1.authorize.batch", body, session)
+    assert r.error is None, r.body
+    return r.body["results"]
+
+
+def op(grant: dict[str, Any], tool: str, params: dict[str, Any]) -> dict[str, Any]:
+    return {"transaction_id": grant["transaction_id"], "tool": tool, "params": params,
+            "token": grant["token"]}  # fmt: skip
+
+
+async def execute_many(
+    raw: Raw, session: str, ops: list[dict[str, Any]], proof: str | None = None
+) -> Any:
+    headers = {"Handshake-Proof": proof} if proof else None
+    r = await raw.request("handshake.v1.execute.batch", {"ops": ops}, session, headers)
+    assert r.error is None, r.body
+    return r.body["results"]
+
+
+def code(result: dict[str, Any]) -> str | None:
+    return result["error"]["code"] if "error" in result else None
+
+
+async def calls(raw: Raw) -> int:
+    """Calls the demo target received so far."""
+    return sum((await raw.target_stats())["calls"].values())
+
+
+async def jwks_key(raw: Raw) -> Any:
+    keys = (await raw.request(raw.s.keys, {})).body["keys"]
+    return jwt.PyJWK(keys[0]).key
+
+
+async def test_authorize_batch_grants_each_op_its_own_token(raw: Raw) -> None:
+    alice = raw.session("alice", "billing")
+    rates = [{"base": "EUR", "quote": q} for q in ("USD", "GBP", "JPY")]
+    results = await authorize_many(raw, alice, [(EXCHANGE, p) for p in rates]
+                                   + [("no.such_tool", {}), (EXCHANGE, {"base": 1})])  # fmt: skip
+    grants = results[:3]
+    assert [code(r) for r in results[3:]] == ["unknown_tool", "invalid_params"]
+    assert len({g["token"] for g in grants}) == 3
+    assert len({g["transaction_id"] for g in grants}) == 3
+    for g, params in zip(grants, rates, strict=True):
+        assert g["status"] == "granted" and g["params_hash"] == ph_of(params)
+
+
+async def test_execute_batch_each_op_has_a_receipt_verifiable_alone(raw: Raw) -> None:
+    alice = raw.session("alice", "billing")
+    rates = [{"base": "EUR", "quote": q} for q in ("USD", "GBP")]
+    grants = await authorize_many(raw, alice, [(EXCHANGE, p) for p in rates])
+    results = await execute_many(
+        raw, alice, [op(g, EXCHANGE, p) for g, p in zip(grants, rates, strict=True)]
+    )
+    key = await jwks_key(raw)
+    for g, r in zip(grants, results, strict=True):
+        claims = jwt.decode(r["receipt"], key, algorithms=["EdDSA"])
+        assert claims["txn"] == g["transaction_id"] and claims["ph"] == g["params_hash"]
+        assert claims["rh"] == "sha256:" + hashlib.sha256(rfc8785.dumps(r["result"])).hexdigest()
+        head, payload, sig = r["receipt"].split(".")
+        other = results[1 - results.index(r)]["receipt"].split(".")[2]
+        for forged in (f"{head}.{payload}.{other}", f"{head}.{payload}.{sig[:-4]}AAAA"):
+            with pytest.raises(jwt.InvalidSignatureError):
+                jwt.decode(forged, key, algorithms=["EdDSA"])
+
+
+async def test_token_of_another_user_is_refused_for_that_op_alone(raw: Raw) -> None:
+    alice, bob = raw.session("alice", "billing"), raw.session("bob-b", "billing")
+    mine = (await authorize_many(raw, alice, [(EXCHANGE, RATE)]))[0]
+    theirs = (await authorize_many(raw, bob, [(EXCHANGE, RATE)]))[0]
+    before = await calls(raw)
+    results = await execute_many(raw, alice, [op(mine, EXCHANGE, RATE), op(theirs, EXCHANGE, RATE)])
+    assert code(results[0]) is None and code(results[1]) == "invalid_transaction"
+    assert await calls(raw) == before + 1
+
+
+async def test_same_token_twice_in_one_batch_runs_once(raw: Raw) -> None:
+    alice = raw.session("alice", "billing")
+    g = (await authorize_many(raw, alice, [(EXCHANGE, RATE)]))[0]
+    before = await calls(raw)
+    results = await execute_many(raw, alice, [op(g, EXCHANGE, RATE)] * 3)
+    assert sorted(map(str, map(code, results))) == ["None", *["invalid_transaction"] * 2]
+    assert await calls(raw) == before + 1
+
+
+async def test_same_token_in_two_concurrent_batches_runs_once(raw: Raw) -> None:
+    alice = raw.session("alice", "billing")
+    g = (await authorize_many(raw, alice, [(EXCHANGE, RATE)]))[0]
+    before = await calls(raw)
+    one = [op(g, EXCHANGE, RATE)]
+    both = await asyncio.gather(*(execute_many(raw, alice, one) for _ in range(4)))
+    codes = sorted(str(code(r[0])) for r in both)
+    assert codes == ["None", *["invalid_transaction"] * 3]
+    assert await calls(raw) == before + 1
+
+
+async def test_proof_covering_fewer_ops_refuses_the_uncovered(raw: Raw) -> None:
+    alice = raw.session("alice", "billing")
+    lists = [{"status": s, "limit": 20} for s in ("paid", "open", None)]
+    grants = await authorize_many(raw, alice, [(INVOICES, p) for p in lists])
+    assert {g["tier"] for g in grants} == {"internal"}
+    ops = [op(g, INVOICES, p) for g, p in zip(grants, lists, strict=True)]
+    pairs = [(g["transaction_id"], g["params_hash"]) for g in grants[:2]]
+    results = await execute_many(raw, alice, ops, batch_proof(raw.key("alice"), pairs))
+    assert [code(r) for r in results] == [None, None, "validation_failed"]
+    # the uncovered op's token is burnt, as by a refused single proof
+    whole = [(g["transaction_id"], g["params_hash"]) for g in grants]
+    again = await execute_many(raw, alice, ops[2:], batch_proof(raw.key("alice"), whole))
+    assert code(again[0]) == "invalid_transaction"
+
+
+async def test_batch_proof_replayed_or_by_another_key_is_refused(raw: Raw) -> None:
+    alice = raw.session("alice", "billing")
+    g = (await authorize_many(raw, alice, [(INVOICES, LIST)]))[0]
+    pair = [(g["transaction_id"], g["params_hash"])]
+    forged = await execute_many(raw, alice, [op(g, INVOICES, LIST)], batch_proof(AgentKey(), pair))
+    assert code(forged[0]) == "validation_failed"
+    g = (await authorize_many(raw, alice, [(INVOICES, LIST)]))[0]
+    pair = [(g["transaction_id"], g["params_hash"])]
+    proof = batch_proof(raw.key("alice"), pair)
+    assert code((await execute_many(raw, alice, [op(g, INVOICES, LIST)], proof))[0]) is None
+    g2 = (await authorize_many(raw, alice, [(INVOICES, LIST)]))[0]
+    replay = await execute_many(raw, alice, [op(g2, INVOICES, LIST)], proof)
+    assert code(replay[0]) == "validation_failed"  # a proof binds its pairs
+
+
+async def test_batch_over_the_limits_is_payload_too_large_and_consumes_nothing(raw: Raw) -> None:
+    alice = raw.session("alice", "billing")
+    g = (await authorize_many(raw, alice, [(EXCHANGE, RATE)]))[0]
+    fake = {"transaction_id": "x", "tool": EXCHANGE, "params": RATE, "token": "t"}
+    too_many = {"ops": [op(g, EXCHANGE, RATE)] + [fake] * 256}
+    r = await raw.request("handshake.v1.execute.batch", too_many, alice)
+    assert r.error == "payload_too_large", r.body
+    too_big = {"ops": [op(g, EXCHANGE, RATE), {**fake, "params": {"pad": "x" * 70_000}}]}
+    r = await raw.request("handshake.v1.execute.batch", too_big, alice)
+    assert r.error == "payload_too_large", r.body
+    many = {"ops": [{"tool": EXCHANGE, "params": RATE}] * 257}
+    r = await raw.request("handshake.v1.authorize.batch", many, alice)
+    assert r.error == "payload_too_large", r.body
+    assert code((await execute_many(raw, alice, [op(g, EXCHANGE, RATE)]))[0]) is None
+
+
+async def test_mixed_batch_each_op_behaves_as_alone(raw: Raw) -> None:
+    sub = "mia-" + uuid.uuid4().hex[:6]
+    mia = raw.session(sub, "billing", "support", "treasury")
+    customer = {"customer_id": "cus_8f3k2m9q"}
+    payment = {"to_account": "acct_4f9d2a", "amount": 12.5, "currency": "EUR"}
+    calls = [(EXCHANGE, RATE), (INVOICES, LIST), ("customers.get_customer", customer),
+             ("payments.send_payment", payment)]  # fmt: skip
+    grants = await authorize_many(raw, mia, calls)
+    assert [g["tier"] for g in grants] == ["public", "internal", "confidential", "restricted"]
+    assert [g["status"] for g in grants][3] == "pending_approval"
+    ops = [op(g, tool, p) for g, (tool, p) in zip(grants, calls, strict=True)]
+    pairs = [(g["transaction_id"], g["params_hash"]) for g in grants]
+    results = await execute_many(raw, mia, ops, batch_proof(raw.key(sub), pairs))
+    assert [code(r) for r in results[:3]] == [None, None, None], results
+    assert code(results[3]) in {"approval_pending", None}
+    assert "8f3k2m9q" in json.dumps(results[2]["result"])
+    if code(results[3]) == "approval_pending":  # approved later by the confirmation agent
+        st = await raw.request(raw.s.status, {"transaction_id": grants[3]["transaction_id"],
+                                              "wait_s": 10}, mia, timeout=20)  # fmt: skip
+        assert st.body["status"] == "approved", st.body
+        later = await execute_many(raw, mia, ops[3:], batch_proof(raw.key(sub), pairs[3:]))
+        assert code(later[0]) is None, later
+    for g in grants:
+        kinds = {"authorize.granted", "execute.intent", "execute.succeeded", "receipt.issued"}
+        mine = await story(raw.stack, g["transaction_id"], kinds)
+        assert kinds <= {e["kind"] for e in mine}, (g["tier"], mine)
+        assert all(e["sub"] == sub for e in mine)
+    text = json.dumps(events(raw.stack))
+    assert not any(g["token"] in text for g in grants)
+
+
+async def test_agent_cannot_publish_internal_batch_dispatches(secured_nats: str) -> None:
+    executor = await perms._connect(secured_nats, "executor")
+    received: list[bytes] = []
+
+    async def cb(msg: nats.aio.msg.Msg) -> None:
+        received.append(msg.data)
+
+    subject = "handshake.internal.batch.executor.payments"
+    await executor.subscribe(subject, cb=cb)
+    await executor.flush()
+    errors: list[Exception] = []
+    agent = await perms._connect(secured_nats, "agent", errors)
+    await agent.publish(subject, b'{"items":[]}')
+    await agent.publish("handshake.v1.execute.batch", b"{}")  # allowed: a public subject
+    await agent.flush()
+    await asyncio.sleep(0.3)
+    assert received == [] and perms._violations(errors) == 1, errors
+    execute = await perms._connect(secured_nats, "execute")
+    await execute.publish(subject, b"ok")
+    await execute.flush()
+    await asyncio.sleep(0.3)
+    assert received == [b"ok"]
+    for nc in (executor, agent, execute):
+        await nc.close()
