@@ -14,9 +14,12 @@ import nats
 import pytest
 import rfc8785
 
+from mcp_handshake.client import CallResult, HandshakeClient
+from mcp_handshake.services.dev.devstack import Stack
 from tests import test_nats_permissions as perms
 from tests.conftest import AgentKey, Raw, ph_of
 from tests.test_audit import events, story
+from tests.test_client import agent
 
 RATE = {"base": "EUR", "quote": "USD"}
 LIST = {"status": None, "limit": 20}
@@ -231,3 +234,46 @@ async def test_agent_cannot_publish_internal_batch_dispatches(secured_nats: str)
     assert received == [b"ok"]
     for nc in (executor, agent, execute):
         await nc.close()
+
+
+def spied(hs: HandshakeClient) -> list[str]:
+    """The subjects ``hs`` sends requests to, from now on."""
+    subjects: list[str] = []
+    nc: Any = hs._nc
+    request = nc.request
+
+    async def spy(subject: str, *args: Any, **kw: Any) -> Any:
+        subjects.append(subject)
+        return await request(subject, *args, **kw)
+
+    nc.request = spy
+    return subjects
+
+
+async def test_call_many_uses_batches_and_keeps_each_outcome(stack: Stack) -> None:
+    payment = {"to_account": "acct_4f9d2a", "amount": 7.0, "currency": "EUR"}
+    usd = {"base": "USD", "quote": "EUR"}
+    calls = [(EXCHANGE, RATE), (INVOICES, LIST), ("nope.tool", {}), (EXCHANGE, {"base": 1}),
+             ("payments.send_payment", payment), (EXCHANGE, usd)]  # fmt: skip
+    async with agent(stack, "nina-" + uuid.uuid4().hex[:6], "billing", "treasury") as hs:
+        subjects = spied(hs)
+        results = await hs.call_many(calls, concurrency=8)
+    names = [type(r).__name__ for r in results]
+    assert names == ["CallResult", "CallResult", "UnknownTool", "InvalidParams", "CallResult",
+                     "CallResult"], results  # fmt: skip
+    for (tool, _), r in zip(calls, results, strict=True):
+        if isinstance(r, CallResult):
+            assert r.claims["tool"] == tool
+    assert subjects.count("handshake.v1.authorize.batch") == 1
+    assert "handshake.v1.execute.batch" in subjects and "handshake.v1.authorize" not in subjects
+
+
+async def test_stream_uses_batches_sized_by_the_window(stack: Stack) -> None:
+    rates = [(EXCHANGE, {"base": "EUR", "quote": q}) for q in ("USD", "GBP", "JPY", "CHF") * 10]
+    async with agent(stack, "olga", "billing") as hs:
+        subjects = spied(hs)
+        seen = {i: o async for i, o in hs.stream(iter(rates), concurrency=8)}
+    assert sorted(seen) == list(range(40))
+    assert all(isinstance(o, CallResult) for o in seen.values()), seen
+    batches = subjects.count("handshake.v1.execute.batch")
+    assert 5 <= batches < 40 and "handshake.v1.execute" not in subjects, subjects

@@ -14,6 +14,7 @@ concurrently, each with its own ``Nats-Msg-Id``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,8 @@ from mcp_handshake.shared.wire import ExecuteRequest
 __all__ = ["ExecuteBatchDeps", "handle_execute_batch"]
 
 _UNSIGNED = Unsigned()
+#: An operation's stand-in proof header: its check is answered by the batch proof.
+_PROVEN = {PROOF_HEADER: "batch"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,16 +77,21 @@ class _BatchProofs(ProofVerifier):
 
 async def _batch_proof(
     req: Request[BatchExecuteRequest], deps: ExecuteBatchDeps
-) -> tuple[_BatchProofs, dict[str, str]]:
-    """The proof checker of the operations, and the headers each operation carries."""
+) -> tuple[_BatchProofs, Callable[[str], dict[str, str]]]:
+    """The proof checker of the operations, and the proof header of each operation by its
+    transaction id: an operation the proof names is checked against it (and refused if
+    its params hash differs); one it does not name goes unproven, as a single call
+    without a proof (refused if its tier needs one). A proof that fails its own checks
+    refuses every operation, as a bad proof refuses a single call."""
     raw = req.header(PROOF_HEADER)
     if raw is None:
-        return _BatchProofs(None, None), {}
+        return _BatchProofs(None, None), lambda _: {}
     try:
         proof = await verify_batch_proof(deps.single.proofs, raw, req.caller)
-    except ValidationFailed as exc:  # refuses (and burns) each operation that needs it
-        return _BatchProofs(None, exc), {PROOF_HEADER: "batch"}
-    return _BatchProofs(proof, None), {PROOF_HEADER: "batch"}
+    except ValidationFailed as exc:
+        return _BatchProofs(None, exc), lambda _: _PROVEN
+    named = {txn for txn, _ in proof.covered}
+    return _BatchProofs(proof, None), lambda txn: _PROVEN if txn in named else {}
 
 
 async def handle_execute_batch(
@@ -91,13 +99,13 @@ async def handle_execute_batch(
 ) -> BatchReply:
     ops = req.body.ops
     check_size(len(ops), deps.max_batch)
-    proofs, proof_headers = await _batch_proof(req, deps)
+    proofs, proof_header = await _batch_proof(req, deps)
     single = deps.single
     redis = Coalescer(deps.scripts, len(ops))
     dispatches = DispatchRound(single.nc, single.subjects, deps.batch_signer, len(ops))
     requests = [
         op_request(req, ExecuteRequest(op.transaction_id, op.tool, op.params),
-                   {TOKEN_HEADER: op.token, **proof_headers})
+                   {TOKEN_HEADER: op.token, **proof_header(op.transaction_id)})
         for op in ops
     ]  # fmt: skip
 
