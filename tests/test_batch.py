@@ -16,6 +16,9 @@ import rfc8785
 
 from mcp_handshake.client import CallResult, HandshakeClient
 from mcp_handshake.services.dev.devstack import Stack
+from mcp_handshake.services.store import Counters
+from mcp_handshake.services.store.coalesce import Coalescer, Member
+from mcp_handshake.services.store.scripts import Batch, Scripts
 from tests import test_nats_permissions as perms
 from tests.conftest import AgentKey, Raw, ph_of
 from tests.test_audit import events, story
@@ -277,3 +280,41 @@ async def test_stream_uses_batches_sized_by_the_window(stack: Stack) -> None:
     assert all(isinstance(o, CallResult) for o in seen.values()), seen
     batches = subjects.count("handshake.v1.execute.batch")
     assert 5 <= batches < 40 and "handshake.v1.execute" not in subjects, subjects
+
+
+class CountingScripts(Scripts):
+    """The store's scripts, counting round trips (pipelines and single calls)."""
+
+    batches = 0
+    calls = 0
+
+    def batch(self) -> Batch:
+        self.batches += 1
+        return super().batch()
+
+    async def call(self, name: str, keys: Any, args: Any) -> Any:
+        self.calls += 1
+        return await super().call(name, keys, args)
+
+
+async def test_first_store_steps_of_a_batch_share_one_round_trip(redis: Any) -> None:
+    scripts = CountingScripts(redis)
+    key = "handshake:test:coalesce:" + uuid.uuid4().hex
+    await scripts.call("count", [key + ":warm"], [10_000])  # Redis now holds the script
+    scripts.calls = 0
+    coalescer = Coalescer(scripts, 4)
+
+    async def one(member: Member, counts: bool) -> list[int]:
+        try:
+            if not counts:
+                return []
+            first, _ = await Counters(member).count(key, 10)
+            second, _ = await Counters(member).count(key, 10)  # later calls go straight
+            return [first, second]
+        finally:
+            member.leave()
+
+    out = await asyncio.gather(*(one(coalescer.member(), i < 3) for i in range(4)))
+    assert sorted(o[0] for o in out if o) == [1, 2, 3]
+    assert sorted(o[1] for o in out if o) == [4, 5, 6]
+    assert (scripts.batches, scripts.calls) == (1, 3)
