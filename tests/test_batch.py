@@ -123,6 +123,14 @@ async def test_same_token_twice_in_one_batch_runs_once(raw: Raw) -> None:
     results = await execute_many(raw, alice, [op(g, EXCHANGE, RATE)] * 3)
     assert sorted(map(str, map(code, results))) == ["None", *["invalid_transaction"] * 2]
     assert await calls(raw) == before + 1
+    # each copy leaves its own audit events: one success, two refusals
+    txn = g["transaction_id"]
+    for _ in range(50):
+        mine = [e["kind"] for e in events(raw.stack) if e.get("txn") == txn]
+        if mine.count("execute.denied") >= 2 and "receipt.issued" in mine:
+            break
+        await asyncio.sleep(0.2)
+    assert mine.count("execute.denied") == 2 and mine.count("execute.succeeded") == 1, mine
 
 
 async def test_same_token_in_two_concurrent_batches_runs_once(raw: Raw) -> None:
@@ -182,35 +190,47 @@ async def test_batch_over_the_limits_is_payload_too_large_and_consumes_nothing(r
     assert code((await execute_many(raw, alice, [op(g, EXCHANGE, RATE)]))[0]) is None
 
 
+async def _approve(raw: Raw, txn: str) -> None:
+    """A human approver's signed decision, once the request reached the approvers' list."""
+    victor = raw.session("victor", "approver")
+    for _ in range(50):
+        if await raw.preview_hash(victor, txn) is not None:
+            break
+        await asyncio.sleep(0.2)
+    r = await raw.decide(victor, txn, "approve")
+    assert r.error is None, r.body
+
+
 async def test_mixed_batch_each_op_behaves_as_alone(raw: Raw) -> None:
     sub = "mia-" + uuid.uuid4().hex[:6]
     mia = raw.session(sub, "billing", "support", "treasury")
     customer = {"customer_id": "cus_8f3k2m9q"}
-    payment = {"to_account": "acct_4f9d2a", "amount": 12.5, "currency": "EUR"}
+    payment = {"to_account": "acct_4f9d2a", "amount": 250.0, "currency": "EUR"}  # a human's
     calls = [(EXCHANGE, RATE), (INVOICES, LIST), ("customers.get_customer", customer),
              ("payments.send_payment", payment)]  # fmt: skip
     grants = await authorize_many(raw, mia, calls)
     assert [g["tier"] for g in grants] == ["public", "internal", "confidential", "restricted"]
-    assert [g["status"] for g in grants][3] == "pending_approval"
+    assert [g["status"] for g in grants] == ["granted"] * 3 + ["pending_approval"]
     ops = [op(g, tool, p) for g, (tool, p) in zip(grants, calls, strict=True)]
     pairs = [(g["transaction_id"], g["params_hash"]) for g in grants]
     results = await execute_many(raw, mia, ops, batch_proof(raw.key(sub), pairs))
-    assert [code(r) for r in results[:3]] == [None, None, None], results
-    assert code(results[3]) in {"approval_pending", None}
-    assert "8f3k2m9q" in json.dumps(results[2]["result"])
-    if code(results[3]) == "approval_pending":  # approved later by the confirmation agent
-        st = await raw.request(raw.s.status, {"transaction_id": grants[3]["transaction_id"],
-                                              "wait_s": 10}, mia, timeout=20)  # fmt: skip
-        assert st.body["status"] == "approved", st.body
-        later = await execute_many(raw, mia, ops[3:], batch_proof(raw.key(sub), pairs[3:]))
-        assert code(later[0]) is None, later
+    assert [code(r) for r in results] == [None, None, None, "approval_pending"], results
+    alone = (await raw.authorize(mia, "customers.get_customer", customer)).body
+    single = await raw.execute(mia, alone, "customers.get_customer", customer)
+    assert single.body["result"] == results[2]["result"]  # masked as alone
+    await _approve(raw, grants[3]["transaction_id"])  # the pending one, executed later
+    later = await execute_many(raw, mia, ops[3:], batch_proof(raw.key(sub), pairs[3:]))
+    assert code(later[0]) is None, later
+    base = {"authorize.granted", "execute.intent", "execute.succeeded", "receipt.issued"}
     for g in grants:
-        kinds = {"authorize.granted", "execute.intent", "execute.succeeded", "receipt.issued"}
+        kinds = base | ({"approval.requested", "approval.decided"} if g["tier"] == "restricted"
+                        else set())  # fmt: skip
         mine = await story(raw.stack, g["transaction_id"], kinds)
         assert kinds <= {e["kind"] for e in mine}, (g["tier"], mine)
-        assert all(e["sub"] == sub for e in mine)
+        assert all(e["sub"] == sub for e in mine if "sub" in e)
+        assert sum(e["kind"] == "execute.succeeded" for e in mine) == 1
     text = json.dumps(events(raw.stack))
-    assert not any(g["token"] in text for g in grants)
+    assert not any(g["token"] in text for g in grants) and "acct_4f9d2a" not in text
 
 
 async def test_agent_cannot_publish_internal_batch_dispatches(secured_nats: str) -> None:
