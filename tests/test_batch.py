@@ -7,6 +7,7 @@ import hashlib
 import json
 import time
 import uuid
+from functools import partial
 from typing import Any
 
 import jwt
@@ -20,7 +21,7 @@ from mcp_handshake.services.store import Counters
 from mcp_handshake.services.store.coalesce import Coalescer, Member
 from mcp_handshake.services.store.scripts import Batch, Scripts
 from tests import test_nats_permissions as perms
-from tests.conftest import AgentKey, Raw, ph_of
+from tests.conftest import AgentKey, Raw, connected, ph_of
 from tests.test_audit import events, story
 from tests.test_client import agent
 
@@ -338,3 +339,34 @@ async def test_first_store_steps_of_a_batch_share_one_round_trip(redis: Any) -> 
     assert sorted(o[0] for o in out if o) == [1, 2, 3]
     assert sorted(o[1] for o in out if o) == [4, 5, 6]
     assert (scripts.batches, scripts.calls) == (1, 3)
+
+
+async def test_one_signed_dispatch_per_batch_and_a_replay_runs_nothing(raw: Raw) -> None:
+    """The executor sees one message for the batch; replayed or altered, it runs nothing."""
+    seen: list[tuple[bytes, dict[str, str]]] = []
+    singles: list[tuple[bytes, dict[str, str]]] = []
+    async with connected(raw.stack, "executor") as spy, connected(raw.stack, "execute") as ex:
+        subject = "handshake.internal.batch.executor.payments"
+        await spy.nc.subscribe(subject, cb=partial(_keep, seen))
+        await spy.nc.subscribe("handshake.internal.executor.payments", cb=partial(_keep, singles))
+        await spy.nc.flush()
+        alice = raw.session("alice", "billing")
+        rates = [{"base": "EUR", "quote": q} for q in ("USD", "GBP", "JPY")]
+        grants = await authorize_many(raw, alice, [(EXCHANGE, p) for p in rates])
+        ops = [op(g, EXCHANGE, p) for g, p in zip(grants, rates, strict=True)]
+        assert [code(r) for r in await execute_many(raw, alice, ops)] == [None] * 3
+        assert len(seen) == 1 and singles == []
+        data, headers = seen[0]
+        assert data.count(b'"txn"') == 3 and "Handshake-Dispatch-Signature" in headers
+        before = await calls(raw)
+        replay = await ex.request(subject, data, headers=headers)
+        assert replay.error is None, replay.body
+        assert {code(r) for r in replay.body["results"]} == {"forbidden"}  # already run
+        altered = data.replace(b'"USD"', b'"CHF"')
+        forged = await ex.request(subject, altered, headers=headers)
+        assert forged.error == "forbidden"  # the signature no longer verifies
+        assert await calls(raw) == before
+
+
+async def _keep(into: list[tuple[bytes, dict[str, str]]], msg: nats.aio.msg.Msg) -> None:
+    into.append((msg.data, dict(msg.headers or {})))
