@@ -20,12 +20,13 @@ async def test_info_and_stats(operator: Raw) -> None:
     info = json.loads(msg.data)
     assert info["type"] == "io.nats.micro.v1.info_response"
     subjects = {e["subject"]: e["queue_group"] for e in info["endpoints"]}
-    assert subjects == {"handshake.v1.authorize": "authorize", "handshake.v1.tools": "authorize"}
+    assert subjects == {"handshake.v1.authorize": "authorize", "handshake.v1.tools": "authorize",
+                        "handshake.v1.authorize.batch": "authorize"}  # fmt: skip
     msg = await operator.nc.request("$SRV.STATS.handshake-execute", b"", timeout=2)
     stats = json.loads(msg.data)
     assert stats["type"] == "io.nats.micro.v1.stats_response"
     names = {e["name"] for e in stats["endpoints"]}
-    assert names == {"execute", "reconcile", "keys"}
+    assert names == {"execute", "reconcile", "keys", "execute-batch"}
     for e in stats["endpoints"]:
         assert e["num_errors"] <= e["num_requests"]
 

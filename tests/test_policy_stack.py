@@ -21,6 +21,7 @@ from mcp_handshake.services.dev.devstack import Stack, StackSpec
 from mcp_handshake.services.dev.permissions import OPERATOR
 from mcp_handshake.services.runtime.service import discover
 from tests.conftest import Raw, connected, engine_stack
+from tests.test_batch import authorize_many, code
 from tests.test_cli import cli
 
 INVOICE = {"customer_id": "cus_8f3k2m9q", "amount": 12.5, "currency": "EUR", "memo": None}
@@ -172,6 +173,9 @@ async def test_an_agent_identity_a_policy_excludes_is_refused(pstack: Stack, ori
         assert (await good.authorize(session, "payments.get_exchange_rate", RATE)).error is None
         r = await rogue.authorize(session, "payments.get_exchange_rate", RATE)  # same user
         assert r.error == "forbidden", r.body
+        # Inside a batch each operation is the same agent's: refused alike.
+        batch = await authorize_many(rogue, session, [("payments.get_exchange_rate", RATE)] * 2)
+        assert [code(o) for o in batch] == ["forbidden"] * 2, batch
     story = await _explain(pstack, r.body["error"]["transaction_id"], "no-rogue-agent")
     assert "authorize.denied (forbidden): refused by no-rogue-agent" in story
 

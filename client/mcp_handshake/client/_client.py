@@ -15,6 +15,7 @@ from nats.aio.client import DEFAULT_MAX_RECONNECT_ATTEMPTS
 from nats.aio.client import Client as NATS
 
 from mcp_handshake.shared import protocol, tracing
+from mcp_handshake.shared.batch import BatchReply
 from mcp_handshake.shared.errors import (
     ApprovalDenied,
     ApprovalPending,
@@ -51,6 +52,7 @@ from mcp_handshake.shared.wire import (
     ToolsReply,
 )
 
+from ._batch import NO_BATCHES, BatchCalls, Batcher
 from ._session import EnvSession, SessionProvider, as_provider
 
 __all__ = ["CallResult", "HandshakeClient", "PendingCall"]
@@ -406,7 +408,9 @@ class HandshakeClient:
         """Run ``(tool, params)`` calls from a sync or async iterable, consumed lazily, at
         most ``concurrency`` at a time; yield ``(index, result or error)`` as each
         completes. Memory stays flat however many calls there are: only the calls in
-        flight are held. Leaving the loop early cancels the calls still running.
+        flight are held. Leaving the loop early cancels the calls still running. The
+        calls in flight go to the mediator in batches (``authorize.batch`` and
+        ``execute.batch``) of at most ``concurrency``; each keeps its own outcome.
 
         ```python
         async for i, outcome in hs.stream(read_invoices(), concurrency=32):
@@ -416,6 +420,7 @@ class HandshakeClient:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         source = _as_async_iterator(calls)
+        batcher = self._batcher(concurrency)
         running: set[asyncio.Task[tuple[int, CallResult | HandshakeError]]] = set()
         bar = _Progress(None) if progress else None
         index, exhausted = 0, False
@@ -427,7 +432,7 @@ class HandshakeClient:
                     except StopAsyncIteration:
                         exhausted = True
                         break
-                    running.add(asyncio.create_task(self._outcome(index, tool, params)))
+                    running.add(asyncio.create_task(self._outcome(index, tool, params, batcher)))
                     index += 1
                 if not running:
                     return
@@ -443,10 +448,10 @@ class HandshakeClient:
                 bar.close()
 
     async def _outcome(
-        self, index: int, tool: str, params: dict[str, Any]
+        self, index: int, tool: str, params: dict[str, Any], batcher: Batcher[CallResult]
     ) -> tuple[int, CallResult | HandshakeError]:
         try:
-            return index, await self.call(tool, params)
+            return index, await batcher.call(tool, params)
         except HandshakeError as exc:
             return index, exc
 
@@ -459,15 +464,17 @@ class HandshakeClient:
     ) -> list[CallResult | HandshakeError]:
         """Run many operations with bounded concurrency; results in input order, errors
         returned in place rather than raised. ``progress`` shows a progress bar. For large or
-        unbounded batches use :meth:`stream`, whose memory stays flat."""
+        unbounded batches use :meth:`stream`, whose memory stays flat. The calls in flight
+        go to the mediator in batches of at most ``concurrency``, each with its own outcome."""
         slots = asyncio.Semaphore(concurrency)
+        batcher = self._batcher(concurrency)
         results: list[CallResult | HandshakeError] = [InternalError()] * len(calls)
         bar = _Progress(len(calls)) if progress else None
 
         async def one(i: int, tool: str, params: dict[str, Any]) -> None:
             async with slots:
                 try:
-                    results[i] = await self.call(tool, params)
+                    results[i] = await batcher.call(tool, params)
                 except HandshakeError as exc:
                     results[i] = exc
                 if bar is not None:
@@ -479,6 +486,31 @@ class HandshakeClient:
             if bar is not None:
                 bar.close()
         return results
+
+    def _batcher(self, window: int) -> Batcher[CallResult]:
+        """Batches of at most ``window`` of the calls in flight (``_batch``)."""
+
+        async def request(
+            subject: str, body: Any, headers: dict[str, str], timeout_error: type[HandshakeError]
+        ) -> BatchReply:
+            if self._nc is None:
+                raise RuntimeError("HandshakeClient is not connected (use 'async with')")
+            hdrs = {**headers, AUTHORIZATION_HEADER: f"Bearer {await self._session.token()}"}
+            reply: BatchReply = await protocol.request(
+                self._nc, subject, body, BatchReply, headers=hdrs, timeout=self._timeout,
+                timeout_error=timeout_error, no_responders=NO_BATCHES,
+            )  # fmt: skip
+            return reply
+
+        async def result(reply: ExecuteReply, grant: Grant, tool: str) -> CallResult:
+            claims = await self.verify_receipt(reply.receipt, reply.result, grant, tool)
+            return CallResult(reply.transaction_id, reply.result, reply.receipt, claims)
+
+        async def wait(tool: str, params: dict[str, Any], grant: Grant) -> CallResult:
+            return await self.wait(PendingCall(tool, params, grant))
+
+        calls = BatchCalls(self._subjects, self._proof_key, request, self.call, wait, result)
+        return Batcher(calls, window)
 
     async def keys(self, refresh: bool = False) -> dict[str, jwt.PyJWK]:
         """The mediator's receipt-signing keys (JWKS from ``handshake.v1.keys``)."""

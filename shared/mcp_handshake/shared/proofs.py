@@ -14,6 +14,7 @@ from typing import Any
 
 import jwt
 
+from .batch import BATCH_PROOF_TYP, proof_ops
 from .keys import PrivateKey, algorithm_for, load_or_create_private_key, public_jwk
 from .protocol import DECISION_TYP, PROOF_TYP
 
@@ -39,6 +40,12 @@ class ProofKey:
     def sign(self, txn: str, tool: str, params_hash: str) -> str:
         """A proof of possession for executing ``txn`` (``Handshake-Proof`` on execute)."""
         return self._sign(self._headers, {"txn": txn, "tool": tool, "ph": params_hash})
+
+    def sign_batch(self, pairs: list[tuple[str, str]]) -> str:
+        """A batch proof (``handshake-batch-proof+jwt``) covering each ``(txn, params
+        hash)`` pair (``Handshake-Proof`` on ``execute.batch``)."""
+        headers = {**self._headers, "typ": BATCH_PROOF_TYP}
+        return self._sign(headers, {"ops": proof_ops(pairs)})
 
     def sign_decision(self, txn: str, preview_hash: str, decision: str) -> str:
         """An approver's signed decision (``Handshake-Proof`` on ``approvals.decide``)."""

@@ -43,6 +43,8 @@ class Settings:
     internal_prefix: str = DEFAULT_INTERNAL_PREFIX
     #: Largest request body accepted, in bytes.
     max_payload: int = 64 * 1024
+    #: Most operations one batch request may carry (``shared.batch``).
+    max_batch: int = 256
     #: ``text`` or ``json`` log lines.
     log_format: str = "text"
     #: Log level name.
@@ -203,6 +205,7 @@ class Settings:
             subject_prefix=env.get("HANDSHAKE_SUBJECT_PREFIX", DEFAULT_PREFIX),
             internal_prefix=env.get("HANDSHAKE_INTERNAL_PREFIX", DEFAULT_INTERNAL_PREFIX),
             max_payload=int(env.get("HANDSHAKE_MAX_PAYLOAD", str(64 * 1024))),
+            max_batch=int(env.get("HANDSHAKE_MAX_BATCH", "256")),
             log_format=env.get("HANDSHAKE_LOG_FORMAT", "text"),
             log_level=env.get("HANDSHAKE_LOG_LEVEL", "INFO").upper(),
             external_servers=bool(nats_env and redis_env),

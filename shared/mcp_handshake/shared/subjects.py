@@ -46,6 +46,16 @@ class Subjects:
         return f"{self.prefix}.execute"
 
     @property
+    def authorize_batch(self) -> str:
+        """Many authorizations under one session verification (``shared.batch``)."""
+        return f"{self.prefix}.authorize.batch"
+
+    @property
+    def execute_batch(self) -> str:
+        """Many executions under one session verification (``shared.batch``)."""
+        return f"{self.prefix}.execute.batch"
+
+    @property
     def tools(self) -> str:
         return f"{self.prefix}.tools"
 
@@ -72,6 +82,10 @@ class Subjects:
 
     def executor(self, target: str) -> str:
         return f"{self.internal}.executor.{target}"
+
+    def executor_batch(self, target: str) -> str:
+        """One signed message carrying many dispatches for ``target``'s executors."""
+        return f"{self.internal}.batch.executor.{target}"
 
     @property
     def approval_requests(self) -> str:

@@ -107,7 +107,7 @@ def permissions(identity: Identity, subjects: Subjects) -> dict[str, object]:
     discovery = "$SRV.>"
     if role == "agent":
         pub = [s.authorize, s.execute, s.tools, s.status, s.keys, s.approvals_list,
-               s.approvals_decide, s.reconcile]  # fmt: skip
+               s.approvals_decide, s.reconcile, s.authorize_batch, s.execute_batch]  # fmt: skip
         return {"publish": {"allow": pub}, "subscribe": {"allow": [inbox]}}
     if role == OPERATOR:
         pub = [f"{_JS}.>", "$JS.ACK.>", "$JS.FC.>", discovery, RESUME, f"$KV.{KEYS_BUCKET}.>"]
@@ -118,17 +118,17 @@ def permissions(identity: Identity, subjects: Subjects) -> dict[str, object]:
         return {"publish": {"allow": pub}, "subscribe": {"allow": [inbox]}}
     by_role: dict[str, tuple[list[str], list[str]]] = {
         "authorize": (
-            [s.authorize, s.tools],
+            [s.authorize, s.tools, s.authorize_batch],
             [audit_events, s.approval_requests, *_stream_api(AUDIT, "INFO"),
              *_stream_api(APPROVALS, "INFO"), *_kv_api(PENDING_BUCKET, "INFO", "CREATE"),
              f"$KV.{PENDING_BUCKET}.>"],
         ),
         "execute": (
-            [s.execute, s.keys, s.reconcile],
-            [s.executor("*"), audit_events, *_stream_api(AUDIT, "INFO"),
+            [s.execute, s.keys, s.reconcile, s.execute_batch],
+            [s.executor("*"), s.executor_batch("*"), audit_events, *_stream_api(AUDIT, "INFO"),
              *_kv_api(KEYS_BUCKET, "INFO", "CREATE", "MSG.GET")],
         ),
-        "executor": ([s.executor("*")], []),
+        "executor": ([s.executor("*"), s.executor_batch("*")], []),
         # The HTTP gateway: an agent-facing proxy, it only asks (no queue group, no audit).
         "gateway": ([], [s.authorize, s.execute, s.tools, s.status, s.keys, s.reconcile,
                          s.approvals_list, s.approvals_decide]),

@@ -10,12 +10,16 @@ from mcp_handshake.services.core.dpop import GatewayKey, NonceIssuer
 from mcp_handshake.services.core.proofs import ProofVerifier
 from mcp_handshake.services.core.signing import DispatchSigner, ReceiptSigner
 from mcp_handshake.services.execute.audit import execute_audit
+from mcp_handshake.services.execute.batch import ExecuteBatchDeps, handle_execute_batch
 from mcp_handshake.services.execute.handler import ExecuteDeps, handle_execute, handle_keys
 from mcp_handshake.services.execute.reconcile import handle_reconcile, reconcile_audit
+from mcp_handshake.services.runtime.batch import batch_audit
 from mcp_handshake.services.runtime.build import open_kit
 from mcp_handshake.services.runtime.streams import StartupError
 from mcp_handshake.services.runtime.worker import Worker
 from mcp_handshake.services.store import KeyRegistry
+from mcp_handshake.services.store.scripts import Scripts
+from mcp_handshake.shared.batch import DISPATCH_BATCH_TYP, BatchExecuteRequest
 from mcp_handshake.shared.protocol import TOKEN_HEADER
 from mcp_handshake.shared.settings import Settings
 from mcp_handshake.shared.wire import EmptyRequest, ExecuteRequest, ReconcileRequest
@@ -55,12 +59,23 @@ async def build(settings: Settings, nc: NATS) -> Worker:
         executor_timeout_s=cfg.service.executor_timeout_s,
         intent_with_consume=settings.execute_intent == "concurrent",
     )
+    hook = execute_audit(audit, kit.metrics)
+    batch = ExecuteBatchDeps(
+        deps,
+        Scripts(store.redis),
+        DispatchSigner.from_file(cfg.resolve(cfg.keys.dispatch), DISPATCH_BATCH_TYP),
+        settings.max_batch,
+        hook,
+    )
     return kit.worker(
         "Handshake phase 2, receipts and receipt keys",
         [
             kit.endpoint("execute", subjects.execute, ExecuteRequest,
                          partial(handle_execute, deps=deps), require=(TOKEN_HEADER,),
-                         audit=execute_audit(audit, kit.metrics)),
+                         audit=hook),
+            kit.endpoint("execute-batch", subjects.execute_batch, BatchExecuteRequest,
+                         partial(handle_execute_batch, deps=batch),
+                         audit=batch_audit(audit, "execute.denied")),
             kit.endpoint("reconcile", subjects.reconcile, ReconcileRequest,
                          partial(handle_reconcile, deps=deps), audit=reconcile_audit(audit)),
             kit.endpoint("keys", subjects.keys, EmptyRequest, partial(handle_keys, deps=deps),

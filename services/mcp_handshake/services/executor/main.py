@@ -9,10 +9,12 @@ from typing import Any
 from nats.aio.client import Client as NATS
 
 from mcp_handshake.services.core.signing import DispatchVerifier
+from mcp_handshake.services.executor.batch import ExecutorBatchDeps, handle_dispatch_batch
 from mcp_handshake.services.executor.handler import ExecutorDeps, handle_dispatch
 from mcp_handshake.services.executor.targets import TargetClient
 from mcp_handshake.services.runtime.build import open_kit
 from mcp_handshake.services.runtime.worker import Worker
+from mcp_handshake.shared.batch import DISPATCH_BATCH_TYP, DispatchBatch
 from mcp_handshake.shared.settings import Settings
 from mcp_handshake.shared.subjects import QueueGroups
 from mcp_handshake.shared.wire import Dispatch
@@ -37,6 +39,18 @@ def builder(targets: list[str]) -> Callable[[Settings, NATS], Coroutine[Any, Any
                          partial(handle_dispatch, deps=deps), auth=False,
                          queue=QueueGroups.executor(name),
                          max_payload=settings.max_payload * 2)
+            for name in names
+        ]  # fmt: skip
+        batch = ExecutorBatchDeps(
+            DispatchVerifier.from_file(cfg.resolve(cfg.keys.dispatch_public), DISPATCH_BATCH_TYP),
+            deps,
+        )
+        # A batch holds at most max_batch dispatches, each at most a request's size.
+        batch_payload = settings.max_payload * 2 + settings.max_batch * 1024
+        endpoints += [
+            kit.endpoint(f"executor-batch-{name}", settings.subjects.executor_batch(name),
+                         DispatchBatch, partial(handle_dispatch_batch, deps=batch), auth=False,
+                         queue=QueueGroups.executor(name), max_payload=batch_payload)
             for name in names
         ]  # fmt: skip
         return kit.worker(

@@ -1,0 +1,211 @@
+"""Batches for ``call_many`` and ``stream``: the calls in flight share requests.
+
+:class:`Batcher` collects the calls made in the same turn of the event loop
+(at most ``window`` of them) and runs them as one ``authorize.batch`` and one
+``execute.batch`` (protocol.md, "Batch"), with one batch proof for the
+operations above the public tier. Each call still gets its own grant, token,
+result, error and verified receipt; an operation waiting for approval is
+executed on its own once approved. A mediator without batch workers (no
+responders) is used one call at a time instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import msgspec
+
+from mcp_handshake.shared.batch import BatchReply
+from mcp_handshake.shared.errors import (
+    HandshakeError,
+    OutcomeUnknown,
+    Unavailable,
+    ValidationFailed,
+    error_from_wire,
+)
+from mcp_handshake.shared.proofs import ProofKey
+from mcp_handshake.shared.protocol import PROOF_HEADER
+from mcp_handshake.shared.subjects import Subjects
+from mcp_handshake.shared.wire import ExecuteReply, Grant
+
+__all__ = ["NO_BATCHES", "BatchCalls", "Batcher"]
+
+R = TypeVar("R")
+
+#: Most operations per batch request (the mediator's default limit).
+MAX_OPS = 256
+#: Most bytes of params per batch request, under the default 64 KiB request limit.
+MAX_BYTES = 48 * 1024
+#: Bytes of one operation besides its params (ids, token, JSON punctuation).
+OP_OVERHEAD = 240
+#: The ``unavailable`` message of a batch request no worker serves.
+NO_BATCHES = "the mediator serves no batches"
+
+
+@dataclass(frozen=True, slots=True)
+class BatchCalls(Generic[R]):
+    """What a :class:`Batcher` needs of the client."""
+
+    subjects: Subjects
+    proof_key: ProofKey | None
+    #: ``(subject, body, headers, timeout error) -> reply``, with the session attached;
+    #: no responders is ``Unavailable(NO_BATCHES)``.
+    request: Callable[[str, Any, dict[str, str], type[HandshakeError]], Awaitable[BatchReply]]
+    #: One operation alone (both phases).
+    call: Callable[[str, dict[str, Any]], Awaitable[R]]
+    #: Wait for approval of a grant, then execute it alone.
+    wait: Callable[[str, dict[str, Any], Grant], Awaitable[R]]
+    #: An execute reply as the call's result, its receipt verified.
+    result: Callable[[ExecuteReply, Grant, str], Awaitable[R]]
+
+
+@dataclass(slots=True)
+class _Item(Generic[R]):
+    tool: str
+    params: dict[str, Any]
+    future: asyncio.Future[R]
+    size: int = 0
+
+
+class Batcher(Generic[R]):
+    def __init__(self, calls: BatchCalls[R], window: int) -> None:
+        self._calls = calls
+        self._window = max(1, min(window, MAX_OPS))
+        self._queue: list[_Item[R]] = []
+        self._scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._supported = True
+
+    async def call(self, tool: str, params: dict[str, Any]) -> R:
+        """Both phases for one operation, in a batch with the calls made alongside it."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        item = _Item(tool, params, future, len(msgspec.json.encode(params)))
+        self._queue.append(item)
+        if len(self._queue) >= self._window:
+            self._flush()
+        elif not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return await item.future
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        items, self._queue = self._queue, []
+        for chunk in _chunks(items):
+            task = asyncio.get_running_loop().create_task(self._run(chunk))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, items: list[_Item[R]]) -> None:
+        try:
+            if self._supported:
+                await self._batched(items)
+            else:
+                await asyncio.gather(*(self._single(i) for i in items))
+        except Exception as exc:  # a HandshakeError for all, or a bug: never left waiting
+            for item in items:
+                _settle(item, exc)
+
+    async def _single(self, item: _Item[R]) -> None:
+        await _into(item, self._calls.call(item.tool, item.params))
+
+    async def _batched(self, items: list[_Item[R]]) -> None:
+        body = {"ops": [{"tool": i.tool, "params": i.params} for i in items]}
+        try:
+            reply = await self._calls.request(self._calls.subjects.authorize_batch, body, {},
+                                              Unavailable)  # fmt: skip
+        except Unavailable as exc:
+            if exc.message != NO_BATCHES:
+                raise
+            self._supported = False
+            await asyncio.gather(*(self._single(i) for i in items))
+            return
+        ready: list[tuple[_Item[R], Grant]] = []
+        for item, result in zip(items, reply.results, strict=True):
+            outcome = _decoded(result, Grant)
+            if isinstance(outcome, HandshakeError):
+                _settle(item, outcome)
+            elif outcome.status == "pending_approval":
+                self._later(item, outcome)
+            else:
+                ready.append((item, outcome))
+        if ready:
+            await self._execute(ready)
+
+    def _later(self, item: _Item[R], grant: Grant) -> None:
+        task = asyncio.get_running_loop().create_task(
+            _into(item, self._calls.wait(item.tool, item.params, grant))
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _execute(self, ready: list[tuple[_Item[R], Grant]]) -> None:
+        calls = self._calls
+        ops, proven, sent = [], [], []
+        for item, g in ready:
+            if g.tier != "public" and calls.proof_key is None:  # as alone: refused unsent
+                _settle(item, ValidationFailed(f"{item.tool} needs a proof key"))
+                continue
+            sent.append((item, g))
+            ops.append({"transaction_id": g.transaction_id, "tool": item.tool,
+                        "params": item.params, "token": g.token})  # fmt: skip
+            if g.tier != "public":
+                proven.append((g.transaction_id, g.params_hash))
+        if not ops:
+            return
+        headers = {}
+        if proven and calls.proof_key is not None:
+            headers[PROOF_HEADER] = calls.proof_key.sign_batch(proven)
+        subject = calls.subjects.execute_batch
+        reply = await calls.request(subject, {"ops": ops}, headers, OutcomeUnknown)
+        for (item, g), result in zip(sent, reply.results, strict=True):
+            outcome = _decoded(result, ExecuteReply)
+            if isinstance(outcome, HandshakeError):
+                _settle(item, outcome)
+            else:
+                await _into(item, calls.result(outcome, g, item.tool))
+
+
+def _chunks(items: list[_Item[R]]) -> list[list[_Item[R]]]:
+    """Items split so no batch request passes the mediator's default limits."""
+    chunks: list[list[_Item[R]]] = []
+    size = 0
+    for item in items:
+        cost = item.size + OP_OVERHEAD
+        if not chunks or len(chunks[-1]) >= MAX_OPS or size + cost > MAX_BYTES:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(item)
+        size += cost
+    return chunks
+
+
+def _decoded(result: Any, kind: type[Any]) -> Any:
+    """An operation's result: the reply Struct, or its error as the exception."""
+    if isinstance(result, dict) and isinstance(result.get("error"), dict):
+        e = result["error"]
+        return error_from_wire(str(e.get("code")), str(e.get("message")),
+                               e.get("transaction_id"), e.get("retry_after_s"))  # fmt: skip
+    try:
+        return msgspec.convert(result, kind)
+    except msgspec.ValidationError:
+        return Unavailable("unreadable batch reply")
+
+
+def _settle(item: _Item[Any], outcome: BaseException) -> None:
+    if not item.future.done():
+        item.future.set_exception(outcome)
+
+
+async def _into(item: _Item[R], work: Awaitable[R]) -> None:
+    try:
+        result = await work
+    except Exception as exc:  # a HandshakeError, or a bug: the caller sees it either way
+        _settle(item, exc)
+        return
+    if not item.future.done():
+        item.future.set_result(result)

@@ -1,0 +1,55 @@
+"""``handshake.v1.authorize.batch``: many authorizations under one session verification.
+
+Each operation goes through :func:`~.handler.handle_authorize` as it would alone
+(its own policy check, rate limit, token, params hash, approval request and
+audit events); the first store step of every operation (the rate-limit count or
+the token's issue) shares one Redis round trip (``store.coalesce``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from mcp_handshake.services.authorize.handler import AuthorizeDeps, handle_authorize
+from mcp_handshake.services.runtime.batch import check_size, op_request, run_batch
+from mcp_handshake.services.runtime.endpoint import AuditHook, Request
+from mcp_handshake.services.store.coalesce import Coalescer, member_store
+from mcp_handshake.services.store.scripts import Scripts
+from mcp_handshake.shared.batch import BatchAuthorizeRequest, BatchReply
+from mcp_handshake.shared.wire import AuthorizeRequest
+
+__all__ = ["AuthorizeBatchDeps", "handle_authorize_batch"]
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizeBatchDeps:
+    single: AuthorizeDeps
+    #: The store's scripts, over the same Redis as ``single.store``.
+    scripts: Scripts
+    max_batch: int
+    #: The single endpoint's audit hook, called once per operation.
+    audit: AuditHook | None = None
+
+
+async def handle_authorize_batch(
+    req: Request[BatchAuthorizeRequest], deps: AuthorizeBatchDeps
+) -> BatchReply:
+    ops = req.body.ops
+    check_size(len(ops), deps.max_batch)
+    coalescer = Coalescer(deps.scripts, len(ops))
+    requests = [op_request(req, op, req.headers) for op in ops]
+
+    async def one(op_req: Request[Any], _: int) -> msgspec.Struct:
+        member = coalescer.member()
+        single = dataclasses.replace(deps.single, store=member_store(deps.single.store, member))
+        try:
+            body: Request[AuthorizeRequest] = op_req
+            return await handle_authorize(body, single)
+        finally:
+            member.leave()
+
+    return await run_batch(requests, one, deps.audit)

@@ -1,0 +1,103 @@
+"""The implementation against the batch vectors in docs/vectors/batch.json."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import importlib.util
+import json
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+import rfc8785
+
+from mcp_handshake.services.core import batchproof, sessions
+from mcp_handshake.services.core.batchproof import verify_batch_proof
+from mcp_handshake.services.core.proofs import ProofVerifier
+from mcp_handshake.shared.errors import ValidationFailed
+from tests.test_vectors import _caller
+
+VECTORS = Path(__file__).resolve().parent.parent / "docs" / "vectors"
+BATCH: dict[str, Any] = json.loads((VECTORS / "batch.json").read_text(encoding="utf-8"))
+
+
+class _NoRegistry:
+    async def lookup(self, sub: str, kid: str) -> dict[str, Any] | None:
+        return None
+
+
+@pytest.fixture
+def frozen_now(monkeypatch: pytest.MonkeyPatch) -> Iterator[float]:
+    now = float(BATCH["now"])
+
+    class Frozen(dt.datetime):
+        @classmethod
+        def now(cls, tz: dt.tzinfo | None = None) -> Frozen:
+            return cls.fromtimestamp(now, tz)
+
+    monkeypatch.setattr(jwt.api_jwt, "datetime", Frozen)
+    clock = types.SimpleNamespace(time=lambda: now)
+    monkeypatch.setattr(batchproof, "time", clock)
+    monkeypatch.setattr(sessions, "time", clock)
+    yield now
+
+
+@pytest.mark.parametrize("v", BATCH["proofs"], ids=lambda v: v["case"])
+async def test_batch_proofs(v: dict[str, Any], frozen_now: float) -> None:
+    head, payload, _ = v["jws"].split(".")
+    assert f"{head}.{payload}" == v["signing_input"]
+    assert jwt.get_unverified_header(v["jws"]) == v["header"]
+    verifier = ProofVerifier(_NoRegistry())
+    if not v["valid"]:
+        with pytest.raises(ValidationFailed):
+            await verify_batch_proof(verifier, v["jws"], _caller(v["session"]))
+        return
+    proof = await verify_batch_proof(verifier, v["jws"], _caller(v["session"]))
+    for op in v["operations"]:
+        if op["outcome"] == "proven":
+            assert proof.for_op(op["transaction_id"], op["params_hash"]).jti == op["op_jti"]
+        else:
+            with pytest.raises(ValidationFailed):
+                proof.for_op(op["transaction_id"], op["params_hash"])
+
+
+def test_proof_claims_list_the_sorted_pairs() -> None:
+    pairs = sorted(BATCH["batch"]["pairs"])
+    assert next(p for p in BATCH["proofs"] if p["case"] == "covers-all")["claims"]["ops"] == pairs
+
+
+def test_op_jti_as_any_client_computes_it() -> None:
+    for v in BATCH["proofs"]:
+        for op in v["operations"]:
+            if op["op_jti"] is not None:
+                text = f"handshake-batch-jti\0{v['claims']['jti']}\0{op['transaction_id']}"
+                assert op["op_jti"] == "b" + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def test_each_receipt_of_a_batch_verifies_alone() -> None:
+    doc = BATCH["receipts"]
+    key = jwt.PyJWK(doc["jwks"]["keys"][0])
+    for r in doc["receipts"]:
+        claims = jwt.decode(r["jws"], key.key, algorithms=[key.algorithm_name])
+        assert claims == r["claims"] and claims["txn"] == r["transaction_id"]
+        assert claims["rh"] == "sha256:" + hashlib.sha256(rfc8785.dumps(r["result"])).hexdigest()
+
+
+def test_a_receipt_with_another_operations_signature_fails() -> None:
+    doc = BATCH["receipts"]
+    key = jwt.PyJWK(doc["jwks"]["keys"][0])
+    first, second = (r["jws"].split(".") for r in doc["receipts"][:2])
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(".".join([*first[:2], second[2]]), key.key, algorithms=[key.algorithm_name])
+
+
+def test_committed_batch_vectors_equal_a_fresh_generation() -> None:
+    spec = importlib.util.spec_from_file_location("mbv", VECTORS / "make_batch_vectors.py")
+    assert spec is not None and spec.loader is not None
+    gen: Any = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert json.loads(gen.dumps(gen.build())) == BATCH, "run docs/vectors/make_batch_vectors.py"
