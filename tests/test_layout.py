@@ -20,11 +20,13 @@ ALLOWED = {
     "client": {"shared"},
     "core": {"shared"},
     "store": {"shared"},
-    "runtime": {"shared", "core", "store"},
-    **{w: {"shared", "core", "store", "runtime"} for w in WORKERS},
-    "dev": {"shared", "client", "core", "store", "runtime", *WORKERS},
+    # Tool catalogs (tools as data) load into core's tool objects.
+    "catalog": {"shared", "core"},
+    "runtime": {"shared", "core", "store", "catalog"},
+    **{w: {"shared", "core", "store", "runtime", "catalog"} for w in WORKERS},
+    "dev": {"shared", "client", "core", "store", "runtime", "catalog", *WORKERS},
     # The web console sits on top: it reuses the CLI's status and audit readers.
-    "console": {"shared", "client", "core", "store", "runtime", "audit", "dev"},
+    "console": {"shared", "client", "core", "store", "runtime", "catalog", "audit", "dev"},
 }
 MAX_MODULE_LINES = 300
 MAX_FUNCTION_LINES = 60

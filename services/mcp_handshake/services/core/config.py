@@ -81,9 +81,13 @@ class KeysConfig(_Section, frozen=True):
 
 
 class TargetAuth(_Section, frozen=True):
-    type: Literal["none", "api_key", "bearer", "oauth2_client_credentials"] = "none"
-    #: Header carrying the API key (``api_key``).
+    type: Literal["none", "api_key", "basic", "bearer", "oauth2_client_credentials"] = "none"
+    #: Where an ``api_key`` goes: a header, a query param or a cookie ...
+    location: Literal["header", "query", "cookie"] = "header"
+    #: ... of this name.
     header: str = "X-API-Key"
+    #: HTTP basic: the user name (the secret is the password).
+    username: str | None = None
     #: Where the secret is: a file or an environment variable (API key, bearer
     #: token, or OAuth2 client secret).
     secret_file: str | None = None
@@ -136,6 +140,8 @@ class ApprovalSection(_Section, frozen=True):
 class ToolsSection(_Section, frozen=True):
     #: Python modules each exposing ``TOOLS``: a list of tool definitions.
     modules: list[str] = msgspec.field(default_factory=list)
+    #: Catalog files (YAML or JSON; docs/targets.md): tools as data, one target each.
+    catalogs: list[str] = msgspec.field(default_factory=list)
 
 
 class _File(_Section, frozen=True):
@@ -161,6 +167,8 @@ class HandshakeConfig:
     targets: dict[str, TargetConfig]
     approval_agent: str | None = None
     webhook: WebhookConfig | None = None
+    #: Catalog files, resolved against the file's directory.
+    catalogs: tuple[Path, ...] = ()
 
     def resolve(self, relative: str) -> Path:
         p = Path(relative)
@@ -188,4 +196,7 @@ def load_config(path: Path) -> HandshakeConfig:
         targets=data.targets,
         approval_agent=data.approval.agent,
         webhook=data.approval.webhook,
+        catalogs=tuple(
+            p if p.is_absolute() else base.parent / p for p in map(Path, data.tools.catalogs)
+        ),
     )

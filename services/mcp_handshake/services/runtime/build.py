@@ -15,6 +15,7 @@ from typing import Any
 
 from nats.aio.client import Client as NATS
 
+from mcp_handshake.services.catalog import open_tools
 from mcp_handshake.services.core.config import HandshakeConfig, load_config
 from mcp_handshake.services.core.policy import Policy, load_policy
 from mcp_handshake.services.core.sessions import SessionVerifier
@@ -156,13 +157,13 @@ def _gated(handler: Handler, audit: Audit) -> Handler:
 
 def open_kit(settings: Settings, nc: NATS, kind: str) -> Kit:
     """Load configuration, policy and tools for one worker of ``kind``."""
-    config = load_config(settings.config_path)
+    config, tools = open_tools(load_config(settings.config_path))
     return Kit(
         kind=kind,
         settings=settings,
         config=config,
         policy=load_policy(config.policy_file),
-        tools=ToolRegistry.from_modules(config.tool_modules),
+        tools=tools,
         nc=nc,
         metrics=Metrics(kind),
     )
