@@ -23,6 +23,7 @@ import yaml
 from mcp_handshake.services.catalog.compile import compile_params
 from mcp_handshake.services.catalog.model import CatalogFile, HttpDecl, ToolDecl
 from mcp_handshake.services.core.config import TargetConfig
+from mcp_handshake.services.core.masking import MASKERS
 from mcp_handshake.services.core.tools import HttpOperation, Tier, Tool
 
 __all__ = ["MAX_CATALOG_BYTES", "Catalog", "CatalogError", "load_catalog", "load_catalogs"]
@@ -100,6 +101,9 @@ def build_tool(decl: ToolDecl, target: str) -> Tool:
     for name in [*decl.effect, *(c.param for c in decl.checks)]:
         if name.split(".")[0] not in props:
             raise ValueError(f"{name!r} is no param of the tool")
+    for rule in [*decl.mask.values(), *decl.preview_mask.values()]:
+        if rule not in MASKERS:
+            raise ValueError(f"unknown mask rule {rule!r} (known: {', '.join(sorted(MASKERS))})")
     if (decl.http is None) == (decl.mcp is None):
         raise ValueError("needs exactly one operation: http or mcp")
     if decl.http is None:

@@ -12,6 +12,7 @@ import typer
 from mcp_handshake.services.dev.cli._cmd_approvals import approvals_app
 from mcp_handshake.services.dev.cli._cmd_audit import audit_app
 from mcp_handshake.services.dev.cli._cmd_bus import agents_app, nats_config
+from mcp_handshake.services.dev.cli._cmd_catalog import catalog_app
 from mcp_handshake.services.dev.cli._cmd_gateway import (
     CorsOpt,
     HostOpt,
@@ -42,6 +43,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(approvals_app, name="approvals")
 app.add_typer(audit_app, name="audit")
 app.add_typer(agents_app, name="agents")
+app.add_typer(catalog_app, name="catalog")
 app.command("nats-config")(nats_config)
 app.command("mcp")(mcp)
 app.command("reconcile")(reconcile)
