@@ -21,6 +21,7 @@ import msgspec
 import yaml
 
 from mcp_handshake.services.catalog.compile import compile_params
+from mcp_handshake.services.catalog.mcp_upstream import McpCall
 from mcp_handshake.services.catalog.model import CatalogFile, HttpDecl, ToolDecl
 from mcp_handshake.services.core.config import TargetConfig
 from mcp_handshake.services.core.masking import MASKERS
@@ -50,9 +51,11 @@ class Catalog:
     def target_config(self) -> TargetConfig | None:
         """The target as the catalog declares it, if it names a base URL."""
         t = self.file.target
-        if t.base_url is None:
+        if t.base_url is None and not t.command:
             return None
-        return TargetConfig(base_url=t.base_url, auth=t.auth, timeout_s=t.timeout_s)
+        return TargetConfig(
+            base_url=t.base_url or "", command=t.command, auth=t.auth, timeout_s=t.timeout_s
+        )
 
 
 def read_document(path: Path, limit: int = MAX_CATALOG_BYTES) -> Any:
@@ -106,9 +109,11 @@ def build_tool(decl: ToolDecl, target: str) -> Tool:
             raise ValueError(f"unknown mask rule {rule!r} (known: {', '.join(sorted(MASKERS))})")
     if (decl.http is None) == (decl.mcp is None):
         raise ValueError("needs exactly one operation: http or mcp")
-    if decl.http is None:
-        raise ValueError("mcp operations are not supported by this build")
-    operation = http_operation(decl.http, schema, idempotency_key=decl.idempotent)
+    operation: HttpOperation | McpCall
+    if decl.mcp is not None:
+        operation = McpCall(decl.mcp.tool, decl.pin)
+    elif decl.http is not None:
+        operation = http_operation(decl.http, schema, idempotency_key=decl.idempotent)
     return Tool(
         name=decl.name,
         description=decl.description,

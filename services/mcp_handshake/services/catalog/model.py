@@ -109,6 +109,8 @@ class ToolDecl(_Decl, frozen=True):
 class TargetDecl(_Decl, frozen=True):
     name: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$", max_length=64)]
     base_url: str | None = None
+    #: An upstream MCP server over stdio: the command executors run.
+    command: list[str] | None = None
     auth: TargetAuth = msgspec.field(default_factory=TargetAuth)
     timeout_s: Annotated[float, msgspec.Meta(gt=0, le=300)] = 5.0
 

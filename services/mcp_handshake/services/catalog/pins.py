@@ -9,7 +9,7 @@ import rfc8785
 
 from mcp_handshake.shared.hashing import canonical_json, sha256_tagged
 
-__all__ = ["pin_of"]
+__all__ = ["mcp_pin", "pin_of"]
 
 
 def pin_of(definition: Any) -> str:
@@ -21,3 +21,11 @@ def pin_of(definition: Any) -> str:
         # those definitions are pinned by their sorted JSON instead.
         text = json.dumps(definition, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return sha256_tagged(text.encode())
+
+
+def mcp_pin(tool: Any) -> str:
+    """The pin of an MCP tool: its name, description, input schema and annotations."""
+    hints = tool.annotations
+    annotations = hints.model_dump(mode="json", by_alias=True, exclude_none=True) if hints else None
+    return pin_of({"name": tool.name, "description": tool.description or "",
+                   "inputSchema": tool.input_schema, "annotations": annotations})  # fmt: skip

@@ -99,7 +99,10 @@ class TargetAuth(_Section, frozen=True):
 
 
 class TargetConfig(_Section, frozen=True):
-    base_url: str
+    #: The API's base URL; for an upstream MCP server over HTTP, its endpoint URL.
+    base_url: str = ""
+    #: An upstream MCP server over stdio: the command (and its arguments) executors run.
+    command: list[str] | None = None
     auth: TargetAuth = msgspec.field(default_factory=TargetAuth)
     timeout_s: Annotated[float, msgspec.Meta(gt=0, le=300)] = 5.0
     connect_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 2.0

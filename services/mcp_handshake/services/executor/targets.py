@@ -101,6 +101,17 @@ class TargetClient:
             multiplier=cfg.backoff_s, max=cfg.backoff_max_s
         )
 
+    @property
+    def config(self) -> TargetConfig:
+        return self._cfg
+
+    async def auth_headers(self) -> dict[str, str]:
+        """The headers that authenticate a call (for clients other than this one's)."""
+        headers = dict(self._creds.headers)
+        if self._creds.oauth is not None:
+            headers["Authorization"] = await self._creds.oauth.header(self._client())
+        return headers
+
     @classmethod
     def all_from(cls, config: HandshakeConfig, names: list[str]) -> dict[str, TargetClient]:
         out = {}

@@ -51,6 +51,32 @@ def import_openapi_cmd(
         )
 
 
+@import_app.command("mcp")
+def import_mcp_cmd(
+    target: TargetOpt,
+    out: OutOpt,
+    url: Annotated[str | None, typer.Option(help="A streamable HTTP MCP endpoint.")] = None,
+    command: Annotated[
+        str | None, typer.Option(help='A stdio MCP server: "CMD ARGS..." (executors run it).')
+    ] = None,
+) -> None:
+    """Map each tool an upstream MCP server lists to a catalog tool, pinned (tiers and
+    effect fields suggested from its annotations: review them)."""
+    from mcp_handshake.services.catalog.mcp_import import import_mcp
+    from mcp_handshake.services.catalog.openapi import dump_catalog
+
+    try:
+        file = import_mcp(target, url=url, command=command)
+    except CatalogError as exc:
+        fail("invalid_upstream", str(exc), 2)
+    out.write_text(dump_catalog(file), encoding="utf-8")
+    console.print(
+        f"{out}: {len(file.tools)} tools, {len(file.unmapped)} not mapped", soft_wrap=True
+    )
+    for entry in file.unmapped:
+        console.print(f"  not mapped: {entry.operation}: {entry.reason}", soft_wrap=True)
+
+
 @catalog_app.command("lint")
 def lint(files: Annotated[list[Path], typer.Argument(help="Catalog files.")]) -> None:
     """Check catalogs: schemas, names, masks, effect fields, and tiers that look unsafe.
