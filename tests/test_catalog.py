@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -247,3 +248,30 @@ async def test_every_credential_kind_reaches_the_target(
         await client.aclose()
         await runner.cleanup()
     assert {k: v for k, v in got.items() if v is not None} == seen
+
+
+def test_up_with_catalogs(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from mcp_handshake.services.dev.cli._stack import with_catalogs
+
+    target = {"name": "crm", "base_url": "https://crm.example"}
+    path = _catalog(tmp_path, _tool(), target=target)
+    edit = with_catalogs([path])
+    assert edit is not None
+    demo = ROOT / "services/mcp_handshake/services/dev/demo/handshake.toml"
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "handshake.toml").write_text(edit(demo.read_text().replace("{target_url}", "x")))
+    config, tools = open_tools(load_config(home / "handshake.toml"))
+    assert tools.get("crm.get_contact").target == "crm" and "crm" in config.targets
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("catalog: 1\ntarget: {name: crm}\ntools: [{name: x}]\n")
+    env = {**os.environ, "HANDSHAKE_HOME": str(tmp_path / "up-home")}
+    argv = [sys.executable, "-m", "mcp_handshake.services.dev.cli", "up",
+            "--catalog", str(path), "--catalog", str(bad)]  # fmt: skip
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env, check=False)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "invalid_catalog" in r.stderr and "bad.yaml" in r.stderr
+    assert not (tmp_path / "up-home" / "stack.json").exists()  # nothing started

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
@@ -132,11 +133,14 @@ def up(
     execute: Annotated[int, typer.Option(help="Execute workers.")] = 1,
     executor: Annotated[int, typer.Option(help="Executor workers.")] = 1,
     approval: Annotated[int, typer.Option(help="Approval workers.")] = 1,
+    catalog: Annotated[
+        list[Path] | None, typer.Option(help="A tool catalog the workers load (repeatable).")
+    ] = None,
 ) -> None:
     """Start the whole stack locally (NATS, Redis, demo target, workers) until Ctrl-C."""
     from mcp_handshake.services.dev.cli._stack import run_up
 
-    run_up(authorize, execute, executor, approval)
+    run_up(authorize, execute, executor, approval, catalog or ())
 
 
 @app.command()
