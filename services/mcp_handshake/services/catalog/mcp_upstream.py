@@ -28,7 +28,7 @@ import msgspec
 from mcp_handshake.services.catalog.pins import mcp_pin
 from mcp_handshake.shared.errors import HandshakeError, OutcomeUnknown, TargetError, Unavailable
 
-__all__ = ["MAX_RESULT_BYTES", "McpCall", "open_session"]
+__all__ = ["MAX_RESULT_BYTES", "CatalogDrift", "McpCall", "open_session"]
 
 log = logging.getLogger(__name__)
 
@@ -107,13 +107,23 @@ class McpCall:
     def check_pin(self, tools: Mapping[str, Any], target: str) -> None:
         found = tools.get(self.tool)
         if found is None:
-            log.warning("catalog.drift: %s.%s removed upstream", target, self.tool)
-            raise Unavailable(f"the upstream tool {self.tool!r} is no longer offered: "
-                              "re-import the catalog and review it")  # fmt: skip
+            raise CatalogDrift(target, self.tool, "removed")
         if self.pin is not None and mcp_pin(found) != self.pin:
-            log.warning("catalog.drift: %s.%s changed upstream", target, self.tool)
-            raise Unavailable(f"the upstream tool {self.tool!r} changed since it was reviewed: "
-                              "re-import the catalog and review it")  # fmt: skip
+            raise CatalogDrift(target, self.tool, "changed")
+
+
+class CatalogDrift(Unavailable):
+    """An upstream tool that no longer matches its pin: refused until re-imported. Its
+    ``facts`` (``drift``: target, tool, what happened) feed the ``catalog.drift`` audit
+    event and metric."""
+
+    def __init__(self, target: str, tool: str, change: str) -> None:
+        reason = "is no longer offered" if change == "removed" else (
+            "changed since it was reviewed")  # fmt: skip
+        super().__init__(f"the upstream tool {tool!r} {reason}: "
+                         "re-import the catalog and review it")  # fmt: skip
+        log.warning("catalog.drift: %s.%s %s upstream", target, tool, change)
+        self.facts["drift"] = {"target": target, "tool": tool, "change": change}
 
 
 def _failure(exc: BaseException, sent: bool, txn: str) -> HandshakeError:

@@ -127,7 +127,9 @@ def permissions(identity: Identity, subjects: Subjects) -> dict[str, object]:
             [s.executor("*"), audit_events, *_stream_api(AUDIT, "INFO"),
              *_kv_api(KEYS_BUCKET, "INFO", "CREATE", "MSG.GET")],
         ),
-        "executor": ([s.executor("*")], []),
+        # Executors record one event of their own: catalog.drift (an upstream tool that
+        # no longer matches its pinned definition).
+        "executor": ([s.executor("*")], [audit_events, *_stream_api(AUDIT, "INFO")]),
         # The HTTP gateway: an agent-facing proxy, it only asks (no queue group, no audit).
         "gateway": ([], [s.authorize, s.execute, s.tools, s.status, s.keys, s.reconcile]),
         "approval": (

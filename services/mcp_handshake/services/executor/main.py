@@ -9,6 +9,7 @@ from typing import Any
 from nats.aio.client import Client as NATS
 
 from mcp_handshake.services.core.signing import DispatchVerifier
+from mcp_handshake.services.executor.audit import executor_audit
 from mcp_handshake.services.executor.handler import ExecutorDeps, handle_dispatch
 from mcp_handshake.services.executor.targets import TargetClient
 from mcp_handshake.services.runtime.build import open_kit
@@ -26,6 +27,7 @@ def builder(targets: list[str]) -> Callable[[Settings, NATS], Coroutine[Any, Any
         cfg = kit.config
         names = targets or sorted(cfg.targets)
         clients = TargetClient.all_from(cfg, names)
+        audit = await kit.open_audit()
         deps = ExecutorDeps(
             verifier=DispatchVerifier.from_file(cfg.resolve(cfg.keys.dispatch_public)),
             tools=kit.tools,
@@ -35,6 +37,7 @@ def builder(targets: list[str]) -> Callable[[Settings, NATS], Coroutine[Any, Any
         endpoints = [
             kit.endpoint(f"executor-{name}", settings.subjects.executor(name), Dispatch,
                          partial(handle_dispatch, deps=deps), auth=False,
+                         audit=executor_audit(audit, kit.metrics),
                          queue=QueueGroups.executor(name),
                          max_payload=settings.max_payload * 2)
             for name in names
