@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -95,6 +97,13 @@ async def test_drift_is_refused_and_audited(
         await asyncio.sleep(0.2)
     (event,) = [e for e in _drift_events(stack) if e.get("txn") == txn]
     assert event["tool"] == "echo" and event["detail"] == "up: upstream tool echo changed"
+    env = {**os.environ, **stack.env()}
+    argv = [sys.executable, "-m", "mcp_handshake.services.dev.cli", "status", "--json"]
+    status = await asyncio.to_thread(
+        subprocess.run, argv, capture_output=True, text=True, timeout=60, env=env, check=False
+    )
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["drift"] == {"up.echo": "changed"}
     command = f"{sys.executable} -m tests.support.upstream_mcp stdio {state}"
     again = catalog.with_name("again.yaml")
     again.write_text(dump_catalog(await import_mcp_async("up", command=command)))

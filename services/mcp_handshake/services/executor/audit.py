@@ -13,12 +13,18 @@ from mcp_handshake.shared.errors import HandshakeError
 __all__ = ["executor_audit"]
 
 
-def executor_audit(audit: Audit, metrics: Metrics) -> AuditHook:
+def executor_audit(
+    audit: Audit, metrics: Metrics, drifted: dict[str, str] | None = None
+) -> AuditHook:
+    """The hook; ``drifted`` ("target.tool" -> what changed) is kept for ``status``."""
+
     def hook(req: Request[Any] | None, outcome: Outcome) -> None:
         drift = outcome.facts.get("drift") if isinstance(outcome, HandshakeError) else None
         if not drift:
             return
         metrics.drift.add(1, {"target": drift["target"], "tool": drift["tool"]})
+        if drifted is not None:
+            drifted[f"{drift['target']}.{drift['tool']}"] = drift["change"]
         txn = req.body.txn if req is not None else None
         audit.emit(audit.event(
             "catalog.drift", "unavailable", unique=unique(), txn=txn, tool=drift["tool"],

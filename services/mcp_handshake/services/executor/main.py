@@ -28,6 +28,8 @@ def builder(targets: list[str]) -> Callable[[Settings, NATS], Coroutine[Any, Any
         names = targets or sorted(cfg.targets)
         clients = TargetClient.all_from(cfg, names)
         audit = await kit.open_audit()
+        #: Upstream tools refused for drift since start ("target.tool" -> change): `status`.
+        drifted: dict[str, str] = {}
         deps = ExecutorDeps(
             verifier=DispatchVerifier.from_file(cfg.resolve(cfg.keys.dispatch_public)),
             tools=kit.tools,
@@ -37,7 +39,7 @@ def builder(targets: list[str]) -> Callable[[Settings, NATS], Coroutine[Any, Any
         endpoints = [
             kit.endpoint(f"executor-{name}", settings.subjects.executor(name), Dispatch,
                          partial(handle_dispatch, deps=deps), auth=False,
-                         audit=executor_audit(audit, kit.metrics),
+                         audit=executor_audit(audit, kit.metrics, drifted),
                          queue=QueueGroups.executor(name),
                          max_payload=settings.max_payload * 2)
             for name in names
@@ -47,6 +49,7 @@ def builder(targets: list[str]) -> Callable[[Settings, NATS], Coroutine[Any, Any
             endpoints,
             closers=[c.aclose for c in clients.values()],
             metadata={"targets": ",".join(names)},
+            extra_stats=lambda: {"drift": dict(drifted)},
         )
 
     return build

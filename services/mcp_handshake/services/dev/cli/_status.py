@@ -35,6 +35,7 @@ async def snapshot(settings: Settings, nc: NATS) -> dict[str, Any]:
     )
     audit_seq = 0
     halted: dict[str, Any] | None = None
+    drift: dict[str, str] = {}
     for s in stats:
         k = kinds[s["name"].removeprefix("handshake-")]
         k["instances"] += 1
@@ -45,11 +46,12 @@ async def snapshot(settings: Settings, nc: NATS) -> dict[str, Any]:
             for code, n in ((e.get("data") or {}).get("outcomes") or {}).items():
                 k["outcomes"][code] = k["outcomes"].get(code, 0) + n
         data = s.get("data") or {}
+        drift.update(data.get("drift") or {})
         if data.get("role") in {"active", "halted"}:
             audit_seq = max(audit_seq, int(data.get("last_stream_seq") or 0))
         if data.get("role") == "halted":
             halted = data.get("gap") or {"reason": "halted"}
-    out: dict[str, Any] = {"workers": dict(kinds), "audit_halted": halted}
+    out: dict[str, Any] = {"workers": dict(kinds), "audit_halted": halted, "drift": drift}
     try:
         info = await nc.jetstream().stream_info(STREAM)
         out["audit_lag"] = max(info.state.last_seq - audit_seq, 0) if audit_seq else None
@@ -95,6 +97,10 @@ def render(snap: dict[str, Any]) -> Group:
         f"tokens live: {snap.get('tokens_live', '?')}, expired unused: "
         f"{snap.get('tokens_expired', '?')}, authorize ok: {issued}"
     )
+    drift = snap.get("drift") or {}
+    if drift:
+        footer.append("\ncatalog drift, refused until re-imported: ", style="bold yellow")
+        footer.append(", ".join(f"{t} ({c})" for t, c in sorted(drift.items())))
     halted = snap.get("audit_halted")
     if halted is not None:
         alarm = Text("AUDIT WRITER HALTED: ", style="bold red")
