@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mcp_handshake.services.catalog import load_catalog
+from mcp_handshake.services.catalog import CatalogError, load_catalog
 from mcp_handshake.services.catalog.lint import diff_catalogs
 from mcp_handshake.services.catalog.mcp_import import import_mcp, import_mcp_async
 from mcp_handshake.services.catalog.openapi import dump_catalog
@@ -114,9 +114,14 @@ async def test_mcp_server_git_over_streamable_http_with_a_bearer_token(
 ) -> None:
     url, token = git_http
     (tmp_path / "token").write_text(token)
+    over_http = await import_mcp_async("git", url=url, bearer=token)
     stdio = await import_mcp_async("git", command=f"{GIT_SERVER} {repo}")
+    assert [t.pin for t in over_http.tools] == [t.pin for t in stdio.tools]
+    assert over_http.target.base_url == url and over_http.target.command is None
+    with pytest.raises(CatalogError, match="cannot be reached"):
+        await import_mcp_async("git", url=url, bearer="wrong-token")
     path = tmp_path / "git.catalog.yaml"
-    path.write_text(dump_catalog(stdio))
+    path.write_text(dump_catalog(over_http))
     tool = {t.name: t for t in load_catalog(path).tools}["git.git_status"]
     bearer = TargetAuth(type="bearer", secret_file="token")
     cfg = TargetConfig(base_url=url, auth=bearer, timeout_s=60)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import shlex
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -24,15 +25,25 @@ from mcp_handshake.services.catalog.pins import mcp_pin
 __all__ = ["import_mcp", "import_mcp_async"]
 
 
-async def _list(command: list[str] | None, url: str, timeout: float) -> list[Any]:
+async def _list(
+    command: list[str] | None, url: str, timeout: float, headers: Mapping[str, str]
+) -> list[Any]:
     try:
-        async with asyncio.timeout(timeout), open_session(command, url, {}) as session:
+        async with asyncio.timeout(timeout), open_session(command, url, headers) as session:
             listed = await session.list_tools()
             return list(listed.tools)
     except TimeoutError:
         raise CatalogError(f"the MCP server did not list its tools within {timeout} s") from None
     except Exception as exc:
-        raise CatalogError(f"the MCP server cannot be reached: {type(exc).__name__}") from None
+        raise CatalogError(f"the MCP server cannot be reached: {_leaf(exc)}") from None
+
+
+def _leaf(exc: BaseException) -> str:
+    """The name of the first error inside the task groups that wrap it (never its text,
+    which may hold a URL with credentials)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return type(exc).__name__
 
 
 def _tool(t: Any, target: str) -> dict[str, Any]:
@@ -57,19 +68,29 @@ def _tool(t: Any, target: str) -> dict[str, Any]:
 
 
 def import_mcp(
-    target: str, url: str | None = None, command: str | None = None, timeout: float = 30.0
+    target: str,
+    url: str | None = None,
+    command: str | None = None,
+    timeout: float = 30.0,
+    bearer: str | None = None,
 ) -> CatalogFile:
-    """A catalog for ``target`` from the MCP server at ``url`` or run by ``command``."""
-    return asyncio.run(import_mcp_async(target, url, command, timeout))
+    """A catalog for ``target`` from the MCP server at ``url`` (sending ``bearer``, a
+    token, if given) or run by ``command``."""
+    return asyncio.run(import_mcp_async(target, url, command, timeout, bearer))
 
 
 async def import_mcp_async(
-    target: str, url: str | None = None, command: str | None = None, timeout: float = 30.0
+    target: str,
+    url: str | None = None,
+    command: str | None = None,
+    timeout: float = 30.0,
+    bearer: str | None = None,
 ) -> CatalogFile:
     if (url is None) == (command is None):
         raise CatalogError("give exactly one of --url or --command")
     argv = shlex.split(command) if command else None
-    tools = await _list(argv, url or "", timeout)
+    headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+    tools = await _list(argv, url or "", timeout, headers)
     decls, unmapped = [], []
     for t in sorted(tools, key=lambda t: t.name):
         decl = _tool(t, target)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -59,14 +60,20 @@ def import_mcp_cmd(
     command: Annotated[
         str | None, typer.Option(help='A stdio MCP server: "CMD ARGS..." (executors run it).')
     ] = None,
+    bearer_env: Annotated[
+        str | None, typer.Option(help="An environment variable holding a token for --url.")
+    ] = None,
 ) -> None:
     """Map each tool an upstream MCP server lists to a catalog tool, pinned (tiers and
     effect fields suggested from its annotations: review them)."""
     from mcp_handshake.services.catalog.mcp_import import import_mcp
     from mcp_handshake.services.catalog.openapi import dump_catalog
 
+    bearer = os.environ.get(bearer_env) if bearer_env else None
+    if bearer_env and not bearer:
+        fail("usage", f"{bearer_env} is not set", 2)
     try:
-        file = import_mcp(target, url=url, command=command)
+        file = import_mcp(target, url=url, command=command, bearer=bearer)
     except CatalogError as exc:
         fail("invalid_upstream", str(exc), 2)
     out.write_text(dump_catalog(file), encoding="utf-8")
