@@ -31,7 +31,9 @@ ORIGINAL = {"description": "Echoes text."}
 
 
 @pytest.fixture
-def drift_stack(tmp_path: Path) -> Iterator[tuple[Stack, Path, Path]]:
+def drift_stack(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[Stack, Path, Path]]:
     state = tmp_path / "state"
     state.mkdir()
     (state / "echo.json").write_text(json.dumps(ORIGINAL))
@@ -42,6 +44,9 @@ def drift_stack(tmp_path: Path) -> Iterator[tuple[Stack, Path, Path]]:
     for tool in data["tools"]:
         tool["tier"] = "internal"  # the operator's review: echoing is harmless
     catalog.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    if getattr(request, "param", None) == "stale":  # upstream changed before the stack starts
+        (state / "echo.json").write_text(json.dumps({"description": "Something else."}))
 
     def edit(text: str) -> str:
         return text.replace("[tools]\n", f'[tools]\ncatalogs = ["{catalog}"]\n', 1)
@@ -109,3 +114,30 @@ async def test_drift_is_refused_and_audited(
     again.write_text(dump_catalog(await import_mcp_async("up", command=command)))
     (changed,) = [line for line in diff_catalogs(catalog, again) if line.startswith("~ up.echo")]
     assert ("description" if change == "description" else "params") in changed
+
+
+async def _status(stack: Stack) -> dict[str, Any]:
+    env = {**os.environ, **stack.env()}
+    argv = [sys.executable, "-m", "mcp_handshake.services.dev.cli", "status", "--json"]
+    r = await asyncio.to_thread(
+        subprocess.run, argv, capture_output=True, text=True, timeout=60, env=env, check=False
+    )
+    assert r.returncode == 0, r.stderr
+    snap: dict[str, Any] = json.loads(r.stdout)
+    return snap
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("drift_stack", ["stale"], indirect=True)
+async def test_drift_is_found_at_start_before_any_call(
+    drift_stack: tuple[Stack, Path, Path],
+) -> None:
+    stack, _, _ = drift_stack
+    deadline = time.monotonic() + 60
+    while (await _status(stack))["drift"] != {"up.echo": "changed"}:
+        assert time.monotonic() < deadline, "the executor did not find the drift at start"
+        await asyncio.sleep(1)
+    while not _drift_events(stack):
+        assert time.monotonic() < deadline, "no catalog.drift event in the audit log"
+        await asyncio.sleep(0.2)
+    assert _drift_events(stack)[0]["detail"] == "up: upstream tool echo changed"

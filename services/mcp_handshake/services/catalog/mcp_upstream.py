@@ -28,7 +28,7 @@ import msgspec
 from mcp_handshake.services.catalog.pins import mcp_pin
 from mcp_handshake.shared.errors import HandshakeError, OutcomeUnknown, TargetError, Unavailable
 
-__all__ = ["MAX_RESULT_BYTES", "CatalogDrift", "McpCall", "open_session"]
+__all__ = ["MAX_RESULT_BYTES", "CatalogDrift", "McpCall", "list_upstream", "open_session"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,16 @@ async def open_session(
     ):
         await session.initialize()
         yield session
+
+
+async def list_upstream(target: Any) -> dict[str, Any]:
+    """The tools the upstream server of ``target`` (an executor's target client) lists."""
+    cfg = target.config
+    async with asyncio.timeout(cfg.timeout_s):
+        headers = await target.auth_headers()
+        async with open_session(cfg.command, cfg.base_url, headers) as session:
+            listed = await session.list_tools()
+    return {t.name: t for t in listed.tools}
 
 
 def _handshake_error(exc: BaseException) -> HandshakeError | None:

@@ -12,6 +12,7 @@ from mcp_handshake.services.core.signing import DispatchVerifier
 from mcp_handshake.services.executor.audit import executor_audit
 from mcp_handshake.services.executor.handler import ExecutorDeps, handle_dispatch
 from mcp_handshake.services.executor.targets import TargetClient
+from mcp_handshake.services.executor.upstream_watch import upstream_watch
 from mcp_handshake.services.runtime.build import open_kit
 from mcp_handshake.services.runtime.worker import Worker
 from mcp_handshake.shared.settings import Settings
@@ -50,6 +51,7 @@ def builder(targets: list[str]) -> Callable[[Settings, NATS], Coroutine[Any, Any
             closers=[c.aclose for c in clients.values()],
             metadata={"targets": ",".join(names)},
             extra_stats=lambda: {"drift": dict(drifted)},
+            background=[upstream_watch(kit.tools, clients, drifted, audit, kit.metrics)],
         )
 
     return build
