@@ -30,6 +30,7 @@ bench: install      ## throughput and latency, side by side with the limits
 	.venv/bin/python bench/handshake.py
 	.venv/bin/python bench/cpu_breakdown.py
 	.venv/bin/python bench/step_latency.py
+	.venv/bin/python bench/catalog_bind.py
 
 clean:
 	rm -rf .handshake .pytest_cache .mypy_cache .ruff_cache

@@ -22,14 +22,26 @@ ALLOWED = {
     "store": {"shared"},
     # Cedar policy: the schema from the tool catalog, decisions, the TOML converter.
     "policy": {"shared", "core"},
-    "runtime": {"shared", "core", "store", "policy"},
-    **{w: {"shared", "core", "store", "runtime", "policy"} for w in WORKERS},
+    # Tool catalogs (tools as data) load into core's tool objects.
+    "catalog": {"shared", "core"},
+    "runtime": {"shared", "core", "store", "policy", "catalog"},
+    **{w: {"shared", "core", "store", "runtime", "policy", "catalog"} for w in WORKERS},
     # The gateway's /mcp serves the MCP server's tools, names and results (client's
     # mcp_server) as the request's own user: it is a client of the bus, like any agent.
-    "gateway": {"shared", "client", "core", "store", "runtime", "policy"},
-    "dev": {"shared", "client", "core", "store", "runtime", "policy", *WORKERS},
+    "gateway": {"shared", "client", "core", "store", "runtime", "policy", "catalog"},
+    "dev": {"shared", "client", "core", "store", "runtime", "policy", "catalog", *WORKERS},
     # The web console sits on top: it reuses the CLI's status and audit readers.
-    "console": {"shared", "client", "core", "store", "runtime", "policy", "audit", "dev"},
+    "console": {
+        "shared",
+        "client",
+        "core",
+        "store",
+        "runtime",
+        "policy",
+        "catalog",
+        "audit",
+        "dev",
+    },
 }
 MAX_MODULE_LINES = 300
 MAX_FUNCTION_LINES = 60

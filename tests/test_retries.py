@@ -16,7 +16,8 @@ from aiohttp.test_utils import TestServer
 
 from mcp_handshake.services.core.config import TargetConfig
 from mcp_handshake.services.core.tools import HttpOperation
-from mcp_handshake.services.executor.targets import TargetClient, _retry_after
+from mcp_handshake.services.executor.responses import retry_after as _retry_after
+from mcp_handshake.services.executor.targets import TargetClient
 from mcp_handshake.shared.errors import OutcomeUnknown, TargetError
 
 pytestmark = pytest.mark.timeout(30)

@@ -14,11 +14,11 @@ from typing import Any, cast
 
 import uvicorn
 
+from mcp_handshake.services.catalog.registry import open_tools
 from mcp_handshake.services.console.app import create_app
 from mcp_handshake.services.console.backend import Backend
 from mcp_handshake.services.console.settings import ConsoleSettings
 from mcp_handshake.services.core.config import load_config
-from mcp_handshake.services.core.tools import ToolRegistry
 from mcp_handshake.services.policy import load_policy
 from mcp_handshake.services.runtime.health import Health
 from mcp_handshake.services.runtime.streams import StartupError
@@ -51,8 +51,7 @@ def _listen(host: str, port: int) -> socket.socket:
 
 async def serve_console(settings: Settings, cs: ConsoleSettings) -> None:
     cs.check()
-    cfg = load_config(settings.config_path)
-    tools = ToolRegistry.from_modules(cfg.tool_modules)
+    cfg, tools = open_tools(load_config(settings.config_path))
     policy = load_policy(cfg.policy_file, tools, cfg.policy_defaults)
     # The audit public key set, read once now: a console without it could verify no log.
     cfg.resolve(cfg.keys.audit_public).read_bytes()

@@ -93,9 +93,13 @@ class KeysConfig(_Section, frozen=True):
 
 
 class TargetAuth(_Section, frozen=True):
-    type: Literal["none", "api_key", "bearer", "oauth2_client_credentials"] = "none"
-    #: Header carrying the API key (``api_key``).
+    type: Literal["none", "api_key", "basic", "bearer", "oauth2_client_credentials"] = "none"
+    #: Where an ``api_key`` goes: a header, a query param or a cookie ...
+    location: Literal["header", "query", "cookie"] = "header"
+    #: ... of this name.
     header: str = "X-API-Key"
+    #: HTTP basic: the user name (the secret is the password).
+    username: str | None = None
     #: Where the secret is: a file or an environment variable (API key, bearer
     #: token, or OAuth2 client secret).
     secret_file: str | None = None
@@ -107,7 +111,10 @@ class TargetAuth(_Section, frozen=True):
 
 
 class TargetConfig(_Section, frozen=True):
-    base_url: str
+    #: The API's base URL; for an upstream MCP server over HTTP, its endpoint URL.
+    base_url: str = ""
+    #: An upstream MCP server over stdio: the command (and its arguments) executors run.
+    command: list[str] | None = None
     auth: TargetAuth = msgspec.field(default_factory=TargetAuth)
     timeout_s: Annotated[float, msgspec.Meta(gt=0, le=300)] = 5.0
     connect_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 2.0
@@ -170,6 +177,8 @@ class PolicyDefaults(_Section, frozen=True):
 class ToolsSection(_Section, frozen=True):
     #: Python modules each exposing ``TOOLS``: a list of tool definitions.
     modules: list[str] = msgspec.field(default_factory=list)
+    #: Catalog files (YAML or JSON; docs/targets.md): tools as data, one target each.
+    catalogs: list[str] = msgspec.field(default_factory=list)
 
 
 class _File(_Section, frozen=True):
@@ -198,6 +207,8 @@ class HandshakeConfig:
     approval_agent: str | None = None
     webhook: WebhookConfig | None = None
     policy_defaults: PolicyDefaults = field(default_factory=PolicyDefaults)
+    #: Catalog files, resolved against the file's directory.
+    catalogs: tuple[Path, ...] = ()
 
     def resolve(self, relative: str) -> Path:
         p = Path(relative)
@@ -226,4 +237,7 @@ def load_config(path: Path) -> HandshakeConfig:
         approval_agent=data.approval.agent,
         webhook=data.approval.webhook,
         policy_defaults=data.policy,
+        catalogs=tuple(
+            p if p.is_absolute() else base.parent / p for p in map(Path, data.tools.catalogs)
+        ),
     )

@@ -50,8 +50,10 @@ class HttpOperation:
     """A call to the target's HTTP API.
 
     ``path`` is a template whose ``{name}`` parts are filled from params (URL
-    quoted); ``query`` and ``body`` name the params sent as query string and
-    JSON body. ``None`` values are left out. ``idempotency_key`` declares that the
+    quoted); ``query``, ``headers`` and ``body`` name the params sent as query string,
+    request headers and body (a JSON object, or an HTML form if ``form``); ``wire``
+    renames a param on the wire (an HTTP name that is no valid param name).
+    ``None`` values are left out. ``idempotency_key`` declares that the
     target de-duplicates this call by its ``Idempotency-Key`` (the transaction id):
     repeating it under the same key has the effect of one call.
     """
@@ -61,6 +63,9 @@ class HttpOperation:
     query: tuple[str, ...] = ()
     body: tuple[str, ...] = ()
     idempotency_key: bool = False
+    headers: tuple[str, ...] = ()
+    form: bool = False
+    wire: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def idempotent(self) -> bool:

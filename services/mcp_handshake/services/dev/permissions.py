@@ -128,7 +128,9 @@ def permissions(identity: Identity, subjects: Subjects) -> dict[str, object]:
             [s.executor("*"), s.executor_batch("*"), audit_events, *_stream_api(AUDIT, "INFO"),
              *_kv_api(KEYS_BUCKET, "INFO", "CREATE", "MSG.GET")],
         ),
-        "executor": ([s.executor("*"), s.executor_batch("*")], []),
+        # Executors audit one event of their own: catalog.drift (a pinned tool changed).
+        "executor": ([s.executor("*"), s.executor_batch("*")],
+                     [audit_events, *_stream_api(AUDIT, "INFO")]),
         # The HTTP gateway: an agent-facing proxy, it only asks (no queue group, no audit).
         "gateway": ([], [s.authorize, s.execute, s.tools, s.status, s.keys, s.reconcile,
                          s.approvals_list, s.approvals_decide]),
@@ -153,11 +155,8 @@ def permissions(identity: Identity, subjects: Subjects) -> dict[str, object]:
         ),
     }  # fmt: skip
     sub, pub = by_role[role]
-    return {
-        "publish": {"allow": pub} if pub else {"deny": [">"]},
-        "subscribe": {"allow": [*sub, discovery, inbox]},
-        "allow_responses": True,
-    }
+    return {"publish": {"allow": pub} if pub else {"deny": [">"]},
+            "subscribe": {"allow": [*sub, discovery, inbox]}, "allow_responses": True}  # fmt: skip
 
 
 def _permissions(perms: Mapping[str, object]) -> str:

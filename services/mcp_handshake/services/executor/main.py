@@ -9,9 +9,11 @@ from typing import Any
 from nats.aio.client import Client as NATS
 
 from mcp_handshake.services.core.signing import DispatchVerifier
+from mcp_handshake.services.executor.audit import executor_audit
 from mcp_handshake.services.executor.batch import ExecutorBatchDeps, handle_dispatch_batch
 from mcp_handshake.services.executor.handler import ExecutorDeps, handle_dispatch
 from mcp_handshake.services.executor.targets import TargetClient
+from mcp_handshake.services.executor.upstream_watch import upstream_watch
 from mcp_handshake.services.runtime.build import open_kit
 from mcp_handshake.services.runtime.worker import Worker
 from mcp_handshake.shared.batch import DISPATCH_BATCH_TYP, DispatchBatch
@@ -28,6 +30,9 @@ def builder(targets: list[str]) -> Callable[[Settings, NATS], Coroutine[Any, Any
         cfg = kit.config
         names = targets or sorted(cfg.targets)
         clients = TargetClient.all_from(cfg, names)
+        audit = await kit.open_audit()
+        #: Upstream tools refused for drift since start ("target.tool" -> change): `status`.
+        drifted: dict[str, str] = {}
         deps = ExecutorDeps(
             verifier=DispatchVerifier.from_file(cfg.resolve(cfg.keys.dispatch_public)),
             tools=kit.tools,
@@ -37,6 +42,7 @@ def builder(targets: list[str]) -> Callable[[Settings, NATS], Coroutine[Any, Any
         endpoints = [
             kit.endpoint(f"executor-{name}", settings.subjects.executor(name), Dispatch,
                          partial(handle_dispatch, deps=deps), auth=False,
+                         audit=executor_audit(audit, kit.metrics, drifted),
                          queue=QueueGroups.executor(name),
                          max_payload=settings.max_payload * 2)
             for name in names
@@ -58,6 +64,8 @@ def builder(targets: list[str]) -> Callable[[Settings, NATS], Coroutine[Any, Any
             endpoints,
             closers=[c.aclose for c in clients.values()],
             metadata={"targets": ",".join(names)},
+            extra_stats=lambda: {"drift": dict(drifted)},
+            background=[upstream_watch(kit.tools, clients, drifted, audit, kit.metrics)],
         )
 
     return build

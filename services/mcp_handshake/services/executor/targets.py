@@ -6,9 +6,9 @@ method, or a POST whose target de-duplicates by ``Idempotency-Key``), with
 exponential backoff and full jitter, or after the target's ``Retry-After``
 when it gave one no longer than ``retry_after_max_s``.
 
-Credentials are read here, by executors only, from a file or an environment
-variable named in the configuration. They never leave this module: not in
-logs, not in errors, not in replies.
+Credentials are read by executors only (``credentials``), from a file or an
+environment variable named in the configuration. They never leave the client:
+not in logs, not in errors, not in replies.
 
 The HTTP client is aiohttp: measured on the demo target, it costs about a
 tenth of the CPU per call that httpx does (see docs/decisions.md), and the
@@ -17,75 +17,28 @@ executor hop is on every handshake's hot path.
 
 from __future__ import annotations
 
-import asyncio
-import email.utils
 import logging
-import os
 import ssl
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-import msgspec
 import tenacity
 from opentelemetry.trace import SpanKind
 
-from mcp_handshake.services.core.config import HandshakeConfig, TargetAuth, TargetConfig
+from mcp_handshake.services.core.config import HandshakeConfig, TargetConfig
 from mcp_handshake.services.core.tools import HttpOperation
+from mcp_handshake.services.executor.credentials import Credentials, read_secret
+from mcp_handshake.services.executor.responses import result, target_message
+from mcp_handshake.services.executor.responses import retry_after as parse_retry_after
 from mcp_handshake.shared import tracing
 from mcp_handshake.shared.errors import OutcomeUnknown, TargetError, Unavailable
 
 __all__ = ["OperationContext", "TargetClient", "read_secret"]
 
 log = logging.getLogger(__name__)
-
-
-def read_secret(auth: TargetAuth, base: Path) -> str:
-    if auth.secret_file:
-        path = Path(auth.secret_file)
-        path = path if path.is_absolute() else base / path
-        return path.read_text().strip()
-    if auth.secret_env:
-        value = os.environ.get(auth.secret_env)
-        if value:
-            return value.strip()
-    raise ValueError("target credentials are not configured (secret_file or secret_env)")
-
-
-class _OAuth2:
-    """OAuth2 client credentials, the access token cached until shortly before expiry."""
-
-    def __init__(self, auth: TargetAuth, secret: str) -> None:
-        if not auth.token_url or not auth.client_id:
-            raise ValueError("oauth2_client_credentials needs token_url and client_id")
-        self._auth = auth
-        self._secret = secret
-        self._token: str | None = None
-        self._expires = 0.0
-        self._lock = asyncio.Lock()
-
-    async def header(self, session: aiohttp.ClientSession) -> str:
-        if self._token and time.monotonic() < self._expires:
-            return f"Bearer {self._token}"
-        async with self._lock:
-            if not (self._token and time.monotonic() < self._expires):
-                data = {"grant_type": "client_credentials"}
-                if self._auth.scope:
-                    data["scope"] = self._auth.scope
-                basic = aiohttp.encode_basic_auth(self._auth.client_id or "", self._secret)
-                headers = {"Authorization": basic}
-                async with session.post(
-                    self._auth.token_url or "", data=data, headers=headers
-                ) as r:
-                    if r.status != 200:
-                        raise TargetError("the target's token endpoint refused the credentials")
-                    body = await r.json()
-                self._token = str(body["access_token"])
-                self._expires = time.monotonic() + float(body.get("expires_in", 300)) - 30
-        return f"Bearer {self._token}"
 
 
 class OperationContext:
@@ -115,20 +68,30 @@ def _query_value(v: Any) -> str:
     return ("true" if v else "false") if isinstance(v, bool) else str(v)
 
 
+def _placed(op: HttpOperation, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The request's query, headers and body from ``params`` (``None`` values left out)."""
+
+    def part(names: tuple[str, ...]) -> dict[str, Any]:
+        return {op.wire.get(k, k): params[k] for k in names if params.get(k) is not None}
+
+    kw: dict[str, Any] = {"params": {k: _query_value(v) for k, v in part(op.query).items()}}
+    if op.headers:
+        kw["headers"] = {k: _query_value(v) for k, v in part(op.headers).items()}
+    if op.body:
+        body = part(op.body)
+        if op.form:
+            kw["data"] = {k: _query_value(v) for k, v in body.items()}
+        else:
+            kw["json"] = body
+    return kw
+
+
 class TargetClient:
     def __init__(self, name: str, cfg: TargetConfig, base: Path) -> None:
         self.name = name
         self._cfg = cfg
         self._base_url = cfg.base_url.rstrip("/")
-        self._headers: dict[str, str] = {}
-        self._oauth: _OAuth2 | None = None
-        kind = cfg.auth.type
-        if kind == "api_key":
-            self._headers[cfg.auth.header] = read_secret(cfg.auth, base)
-        elif kind == "bearer":
-            self._headers["Authorization"] = f"Bearer {read_secret(cfg.auth, base)}"
-        elif kind == "oauth2_client_credentials":
-            self._oauth = _OAuth2(cfg.auth, read_secret(cfg.auth, base))
+        self._creds = Credentials(cfg.auth, base)
         self._ssl = _ssl_context(cfg, base)
         self._timeout = aiohttp.ClientTimeout(
             total=cfg.timeout_s, sock_connect=cfg.connect_timeout_s
@@ -137,6 +100,17 @@ class TargetClient:
         self._backoff = tenacity.wait_random_exponential(
             multiplier=cfg.backoff_s, max=cfg.backoff_max_s
         )
+
+    @property
+    def config(self) -> TargetConfig:
+        return self._cfg
+
+    async def auth_headers(self) -> dict[str, str]:
+        """The headers that authenticate a call (for clients other than this one's)."""
+        headers = dict(self._creds.headers)
+        if self._creds.oauth is not None:
+            headers["Authorization"] = await self._creds.oauth.header(self._client())
+        return headers
 
     @classmethod
     def all_from(cls, config: HandshakeConfig, names: list[str]) -> dict[str, TargetClient]:
@@ -150,7 +124,7 @@ class TargetClient:
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                headers=self._headers,
+                headers=self._creds.headers,
                 timeout=self._timeout,
                 connector=aiohttp.TCPConnector(limit=256, ssl=self._ssl or True),
                 raise_for_status=False,
@@ -163,8 +137,7 @@ class TargetClient:
 
     async def call(self, op: HttpOperation, params: Mapping[str, Any], txn: str) -> Any:
         path = op.path.format_map({k: quote(str(v), safe="") for k, v in params.items()})
-        query = {k: _query_value(params[k]) for k in op.query if params.get(k) is not None}
-        body = {k: params[k] for k in op.body if params.get(k) is not None} if op.body else None
+        kw = _placed(op, params)
         cfg, repeatable = self._cfg, op.repeatable
 
         def worth_retrying(exc: BaseException) -> bool:
@@ -183,7 +156,7 @@ class TargetClient:
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await self._request(op.method, path, txn, params=query, json=body)
+                    return await self._request(op.method, path, txn, **kw)
         except _Retryable as exc:
             raise exc.error from None
         raise AssertionError("unreachable")
@@ -203,11 +176,15 @@ class TargetClient:
         except _Retryable as exc:
             raise exc.error from None
 
-    async def _request(self, method: str, path: str, txn: str, **kw: Any) -> Any:
+    async def _request(
+        self, method: str, path: str, txn: str, headers: Mapping[str, str] | None = None, **kw: Any
+    ) -> Any:
         session = self._client()
-        headers = {"Idempotency-Key": txn}
-        if self._oauth is not None:
-            headers["Authorization"] = await self._oauth.header(session)
+        headers = {**(headers or {}), "Idempotency-Key": txn}
+        if self._creds.oauth is not None:
+            headers["Authorization"] = await self._creds.oauth.header(session)
+        if self._creds.query:
+            kw["params"] = {**kw.get("params", {}), **self._creds.query}
         # The span names the operation, never the URL's query (it holds params).
         attrs = {"http.request.method": method, "url.template": path.split("?")[0],
                  "server.address": self._base_url, "handshake.target": self.name,
@@ -220,13 +197,13 @@ class TargetClient:
                 ) as resp:  # fmt: skip
                     data = await resp.read()
                     status = resp.status
-                    retry_after = _retry_after(resp.headers.get("Retry-After"))
+                    retry_after = parse_retry_after(resp.headers.get("Retry-After"))
                     if span is not None:
                         span.set_attribute("http.response.status_code", status)
                 if status >= 500 or status == 429:
-                    refused = TargetError(_target_message(status, data), transaction_id=txn)
+                    refused = TargetError(target_message(status, data), transaction_id=txn)
                     raise _Retryable(refused, retry_after=retry_after)
-                return _result(status, data, txn)
+                return result(status, data, txn)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
             # Nothing reached the target: safe to retry, and safe to say so.
             err = Unavailable(
@@ -247,45 +224,3 @@ class _Retryable(Exception):
         self.error = error
         self.sent = sent
         self.retry_after = retry_after
-
-
-def _retry_after(value: str | None) -> float | None:
-    """RFC 9110 ``Retry-After``: delay seconds or an HTTP date; ``None`` if absent or bad."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _result(status: int, data: bytes, txn: str) -> Any:
-    if status >= 400:
-        raise TargetError(_target_message(status, data), transaction_id=txn)
-    if not data:
-        return None
-    try:
-        return msgspec.json.decode(data)
-    except msgspec.DecodeError:
-        raise TargetError("the target API answered with something that is not JSON") from None
-
-
-def _target_message(status: int, data: bytes) -> str:
-    """The target's status and, if it gave one, its short error code. Nothing else."""
-    code = None
-    try:
-        body = msgspec.json.decode(data)
-        err = body.get("error") if isinstance(body, dict) else None
-        candidate = err.get("code") if isinstance(err, dict) else err
-        if isinstance(candidate, str) and candidate.isidentifier() and len(candidate) <= 40:
-            code = candidate
-    except msgspec.DecodeError:
-        pass
-    suffix = f" ({code})" if code else ""
-    return f"the target API refused the operation: HTTP {status}{suffix}"

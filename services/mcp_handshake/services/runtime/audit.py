@@ -63,6 +63,7 @@ EVENT_KINDS: dict[str, frozenset[str]] = {
                           "execute.reconciled", "execute.reconcile_failed"}),
     "approval": frozenset({"approval.decided", "approval.voted", "approval.refused",
                            "approval.passed"}),
+    "executor": frozenset({"catalog.drift"}),
 }  # fmt: skip
 
 

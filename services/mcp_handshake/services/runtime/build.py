@@ -15,6 +15,7 @@ from typing import Any
 
 from nats.aio.client import Client as NATS
 
+from mcp_handshake.services.catalog import open_tools
 from mcp_handshake.services.core.config import HandshakeConfig, load_config
 from mcp_handshake.services.core.sessions import SessionVerifier
 from mcp_handshake.services.core.tools import ToolRegistry
@@ -161,8 +162,7 @@ def _gated(handler: Handler, audit: Audit) -> Handler:
 
 def open_kit(settings: Settings, nc: NATS, kind: str) -> Kit:
     """Load configuration, policy and tools for one worker of ``kind``."""
-    config = load_config(settings.config_path)
-    tools = ToolRegistry.from_modules(config.tool_modules)
+    config, tools = open_tools(load_config(settings.config_path))
     try:
         policy = load_policy(config.policy_file, tools, config.policy_defaults)
     except PolicyError as exc:  # one line per problem, naming the policy and its line

@@ -101,6 +101,10 @@ class Metrics:
         self.tokens = meter.create_counter(
             "handshake.tokens", description="Tokens issued and consumed"
         )
+        self.drift = meter.create_counter(
+            "handshake.catalog.drift",
+            description="Calls refused because an upstream tool no longer matches its pin",
+        )
         self.gauges: dict[str, float] = {}
         meter.create_observable_gauge(
             "handshake.approvals.pending",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
@@ -12,6 +13,7 @@ import typer
 from mcp_handshake.services.dev.cli._cmd_approvals import approvals_app
 from mcp_handshake.services.dev.cli._cmd_audit import audit_app
 from mcp_handshake.services.dev.cli._cmd_bus import agents_app, nats_config
+from mcp_handshake.services.dev.cli._cmd_catalog import catalog_app
 from mcp_handshake.services.dev.cli._cmd_gateway import (
     CorsOpt,
     HostOpt,
@@ -44,6 +46,7 @@ app.add_typer(approvals_app, name="approvals")
 app.add_typer(audit_app, name="audit")
 app.add_typer(agents_app, name="agents")
 app.add_typer(policy_app, name="policy")
+app.add_typer(catalog_app, name="catalog")
 app.command("nats-config")(nats_config)
 app.command("mcp")(mcp)
 app.command("reconcile")(reconcile)
@@ -132,11 +135,14 @@ def up(
     execute: Annotated[int, typer.Option(help="Execute workers.")] = 1,
     executor: Annotated[int, typer.Option(help="Executor workers.")] = 1,
     approval: Annotated[int, typer.Option(help="Approval workers.")] = 1,
+    catalog: Annotated[
+        list[Path] | None, typer.Option(help="A tool catalog the workers load (repeatable).")
+    ] = None,
 ) -> None:
     """Start the whole stack locally (NATS, Redis, demo target, workers) until Ctrl-C."""
     from mcp_handshake.services.dev.cli._stack import run_up
 
-    run_up(authorize, execute, executor, approval)
+    run_up(authorize, execute, executor, approval, catalog or ())
 
 
 @app.command()

@@ -25,16 +25,15 @@ ConfigOpt = Annotated[
 
 def _loaded(config: Path | None, policy_file: Path | None = None) -> tuple[Policy, ToolRegistry]:
     """(policy, tools) from the configuration; a bad policy is one line and exit 1."""
+    from mcp_handshake.services.catalog.registry import open_tools
     from mcp_handshake.services.core.config import load_config
-    from mcp_handshake.services.core.tools import ToolRegistry
     from mcp_handshake.services.policy import PolicyError, load_policy
 
     path = config or Settings.from_env().home / "handshake.toml"
     if not path.exists():
         usage(f"no configuration at {path}: pass --config or set HANDSHAKE_HOME")
     try:
-        cfg = load_config(path)
-        tools = ToolRegistry.from_modules(cfg.tool_modules)
+        cfg, tools = open_tools(load_config(path))
         return load_policy(policy_file or cfg.policy_file, tools, cfg.policy_defaults), tools
     except (PolicyError, ValueError) as exc:
         fail("invalid_policy", str(exc), 1)
@@ -96,14 +95,17 @@ def convert(
     config: ConfigOpt = None,
 ) -> None:
     """Print the Cedar policy meaning what an old policy.toml meant."""
+    from mcp_handshake.services.catalog.registry import open_tools
     from mcp_handshake.services.core.config import load_config
     from mcp_handshake.services.core.tools import ToolRegistry
     from mcp_handshake.services.policy import PolicyError
     from mcp_handshake.services.policy.convert import convert_toml
 
     path = config or Settings.from_env().home / "handshake.toml"
-    modules = load_config(path).tool_modules if path.exists() else ()
-    tools = ToolRegistry.from_modules(modules or ("mcp_handshake.services.dev.demo.tools",))
+    if path.exists():
+        _, tools = open_tools(load_config(path))
+    else:
+        tools = ToolRegistry.from_modules(("mcp_handshake.services.dev.demo.tools",))
     try:
         typer.echo(convert_toml(toml.read_text(), tools), nl=False)
     except (OSError, PolicyError) as exc:

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from rich.console import Console
 
+from mcp_handshake.services.catalog import CatalogError, load_catalog
+from mcp_handshake.services.dev.cli._common import fail
 from mcp_handshake.services.dev.devstack import Stack, StackSpec
 from mcp_handshake.shared.natsconn import redact
 from mcp_handshake.shared.settings import Settings
@@ -15,16 +20,37 @@ from mcp_handshake.shared.settings import Settings
 console = Console()
 
 
-def make_stack(settings: Settings, spec: StackSpec) -> Stack:
-    """A stack in the settings' home, on given servers when both URLs are set."""
+def make_stack(settings: Settings, spec: StackSpec, catalogs: Sequence[Path] = ()) -> Stack:
+    """A stack in the settings' home, on given servers when both URLs are set, its
+    workers loading ``catalogs`` beside the demo's tools."""
+    edit = with_catalogs(catalogs)
     if settings.external_servers:
-        return Stack(settings.home.resolve(), spec, settings.nats_url, settings.redis_url)
-    return Stack(settings.home.resolve(), spec)
+        return Stack(settings.home.resolve(), spec, settings.nats_url, settings.redis_url,
+                     config_edit=edit)  # fmt: skip
+    return Stack(settings.home.resolve(), spec, config_edit=edit)
 
 
-def run_up(authorize: int, execute: int, executor: int, approval: int) -> None:
+def with_catalogs(catalogs: Sequence[Path]) -> Callable[[str], str] | None:
+    """The edit of the stack's handshake.toml that names ``catalogs`` (checked first:
+    a catalog that does not load stops ``up`` before anything starts)."""
+    if not catalogs:
+        return None
+    paths = [p.resolve() for p in catalogs]
+    for path in paths:
+        load_catalog(path)
+    listed = ", ".join(json.dumps(str(p)) for p in paths)
+    return lambda text: text.replace("[tools]\n", f"[tools]\ncatalogs = [{listed}]\n", 1)
+
+
+def run_up(
+    authorize: int, execute: int, executor: int, approval: int, catalogs: Sequence[Path] = ()
+) -> None:
     settings = Settings.from_env()
-    stack = make_stack(settings, StackSpec(authorize, execute, executor, approval, gateway=1))
+    spec = StackSpec(authorize, execute, executor, approval, gateway=1)
+    try:
+        stack = make_stack(settings, spec, catalogs)
+    except CatalogError as exc:
+        fail("invalid_catalog", str(exc), 2)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -42,6 +68,8 @@ def run_up(authorize: int, execute: int, executor: int, approval: int) -> None:
         console.print(f"  demo target  {stack.target_url}")
         console.print(f"  HTTP gateway {stack.gateway_url}  (API docs at /docs)")
         console.print(f"  home         {stack.home}  (logs in {stack.logs})")
+        for path in catalogs:
+            console.print(f"  catalog      {path}  (grant its tools in {stack.home}/policy.toml)")
         console.print(f"  web console  {console_url}  (dev login: approvers, auditors)")
         console.print(
             "  try: [cyan]export HANDSHAKE_SESSION=$(mcp-handshake token mint --sub alice "

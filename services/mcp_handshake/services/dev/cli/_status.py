@@ -36,6 +36,7 @@ async def snapshot(settings: Settings, nc: NATS) -> dict[str, Any]:
     audit_seq = 0
     halted: dict[str, Any] | None = None
     policies: dict[str, Any] = {"hashes": [], "alarms": []}
+    drift: dict[str, str] = {}
     for s in stats:
         k = kinds[s["name"].removeprefix("handshake-")]
         k["instances"] += 1
@@ -51,11 +52,13 @@ async def snapshot(settings: Settings, nc: NATS) -> dict[str, Any]:
             policies["hashes"].append(policy["hash"])
         if policy.get("alarm") and policy["alarm"] not in policies["alarms"]:
             policies["alarms"].append(policy["alarm"])
+        drift.update(data.get("drift") or {})
         if data.get("role") in {"active", "halted"}:
             audit_seq = max(audit_seq, int(data.get("last_stream_seq") or 0))
         if data.get("role") == "halted":
             halted = data.get("gap") or {"reason": "halted"}
-    out: dict[str, Any] = {"workers": dict(kinds), "audit_halted": halted, "policy": policies}
+    out: dict[str, Any] = {"workers": dict(kinds), "audit_halted": halted, "policy": policies,
+                          "drift": drift}  # fmt: skip
     try:
         info = await nc.jetstream().stream_info(STREAM)
         out["audit_lag"] = max(info.state.last_seq - audit_seq, 0) if audit_seq else None
@@ -103,6 +106,10 @@ def render(snap: dict[str, Any]) -> Group:
     )
     policy = snap.get("policy") or {}
     footer.append(f"\npolicy in force: {', '.join(policy.get('hashes') or ['?'])}")
+    drift = snap.get("drift") or {}
+    if drift:
+        footer.append("\ncatalog drift, refused until re-imported: ", style="bold yellow")
+        footer.append(", ".join(f"{t} ({c})" for t, c in sorted(drift.items())))
     parts: list[Table | Text] = [table, footer]
     for alarm in policy.get("alarms") or []:
         parts.append(Text("POLICY RELOAD REFUSED (the previous set stays in force): ",
