@@ -26,7 +26,11 @@ from mcp_handshake.services.dev.devstack import Stack, StackSpec
 from tests.conftest import connected
 
 ROOT = Path(__file__).resolve().parent.parent
-POLICY = '\n[tools."up.echo"]\nroles = ["dev"]\n'
+POLICY = """
+@id("up.echo")
+permit (principal, action == Action::"up.echo", resource)
+when { principal.roles.contains("dev") };
+"""
 ORIGINAL = {"description": "Echoes text."}
 
 
@@ -53,8 +57,8 @@ def drift_stack(
 
     home = tmp_path / "home"
     home.mkdir()
-    demo_policy = resources.files("mcp_handshake.services.dev.demo").joinpath("policy.toml")
-    (home / "policy.toml").write_text(demo_policy.read_text() + POLICY)
+    demo_policy = resources.files("mcp_handshake.services.dev.demo").joinpath("policy.cedar")
+    (home / "policy.cedar").write_text(demo_policy.read_text() + POLICY)
     st = Stack(home, StackSpec(), extra_env={"PYTHONPATH": str(ROOT)}, config_edit=edit)
     try:
         asyncio.run(st.start(timeout=60))

@@ -24,16 +24,19 @@ from tests.conftest import Raw, connected
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "tests/data/openapi/petstore/openapi.yaml"
 POLICY = """
-[tools."petstore.find_pets_by_status"]
-roles = ["pets"]
+@id("pets.find")
+permit (principal, action == Action::"petstore.find_pets_by_status", resource)
+when { principal.roles.contains("pets") };
 
-[tools."petstore.get_pet_by_id"]
-roles = ["pets"]
+@id("pets.get")
+permit (principal, action == Action::"petstore.get_pet_by_id", resource)
+when { principal.roles.contains("pets") };
 
-[tools."petstore.add_pet"]
-roles = ["pets"]
-approver_roles = ["approver"]
-quorum = 1
+@id("pets.add")
+@approver_roles("approver")
+@quorum("1")
+permit (principal, action == Action::"petstore.add_pet", resource)
+when { principal.roles.contains("pets") };
 """
 
 
@@ -73,8 +76,8 @@ def pet_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
     home = tmp / "home"
     home.mkdir()
-    demo_policy = resources.files("mcp_handshake.services.dev.demo").joinpath("policy.toml")
-    (home / "policy.toml").write_text(demo_policy.read_text() + POLICY)
+    demo_policy = resources.files("mcp_handshake.services.dev.demo").joinpath("policy.cedar")
+    (home / "policy.cedar").write_text(demo_policy.read_text() + POLICY)
     st = Stack(home, StackSpec(), extra_env={"PYTHONPATH": str(ROOT)}, config_edit=edit)
     try:
         asyncio.run(st.start(timeout=60))

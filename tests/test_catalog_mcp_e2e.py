@@ -20,19 +20,25 @@ from tests.test_catalog_mcp import GIT_SERVER, _git, git_http, repo  # noqa: F40
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICY = """
-[tools."git.git_status"]
-roles = ["dev"]
+@id("git.status")
+permit (principal, action == Action::"git.git_status", resource)
+when { principal.roles.contains("dev") };
 
-[tools."githttp.git_status"]
-roles = ["dev"]
+@id("githttp.status")
+permit (principal, action == Action::"githttp.git_status", resource)
+when { principal.roles.contains("dev") };
 
-[tools."git.git_add"]
-roles = ["dev"]
-approver_roles = ["approver"]
+@id("git.add")
+@approver_roles("approver")
+@quorum("1")
+permit (principal, action == Action::"git.git_add", resource)
+when { principal.roles.contains("dev") };
 
-[tools."git.git_commit"]
-roles = ["dev"]
-approver_roles = ["approver"]
+@id("git.commit")
+@approver_roles("approver")
+@quorum("1")
+permit (principal, action == Action::"git.git_commit", resource)
+when { principal.roles.contains("dev") };
 """
 
 
@@ -61,8 +67,8 @@ def git_stack(tmp_path: Path, repo: Path, git_http: tuple[str, str]) -> Iterator
 
     home = tmp_path / "home"
     home.mkdir()
-    demo_policy = resources.files("mcp_handshake.services.dev.demo").joinpath("policy.toml")
-    (home / "policy.toml").write_text(demo_policy.read_text() + POLICY)
+    demo_policy = resources.files("mcp_handshake.services.dev.demo").joinpath("policy.cedar")
+    (home / "policy.cedar").write_text(demo_policy.read_text() + POLICY)
     st = Stack(home, StackSpec(), extra_env={"PYTHONPATH": str(ROOT)}, config_edit=edit)
     try:
         asyncio.run(st.start(timeout=60))
