@@ -26,11 +26,11 @@ from mcp_handshake.services.dev.devstack import Stack, StackSpec
 from tests.conftest import connected
 
 ROOT = Path(__file__).resolve().parent.parent
-POLICY = """
-@id("up.echo")
-permit (principal, action == Action::"up.echo", resource)
-when { principal.roles.contains("dev") };
-"""
+POLICY = "".join(
+    f'\n@id("up.{name}")\npermit (principal, action == Action::"up.{name}", resource)\n'
+    'when { principal.roles.contains("dev") };\n'
+    for name in ("echo", "hang", "crash", "fail")
+)
 ORIGINAL = {"description": "Echoes text."}
 
 
@@ -53,6 +53,8 @@ def drift_stack(
         (state / "echo.json").write_text(json.dumps({"description": "Something else."}))
 
     def edit(text: str) -> str:
+        # execute gives up on the executor (outcome_unknown) before a test's request does
+        text = text.replace("executor_timeout_s = 10.0", "executor_timeout_s = 7.0")
         return text.replace("[tools]\n", f'[tools]\ncatalogs = ["{catalog}"]\n', 1)
 
     home = tmp_path / "home"
@@ -145,3 +147,27 @@ async def test_drift_is_found_at_start_before_any_call(
         assert time.monotonic() < deadline, "no catalog.drift event in the audit log"
         await asyncio.sleep(0.2)
     assert _drift_events(stack)[0]["detail"] == "up: upstream tool echo changed"
+
+
+@pytest.mark.timeout(300)
+async def test_misbehaving_upstream_through_the_handshake(
+    drift_stack: tuple[Stack, Path, Path],
+) -> None:
+    stack, _, _ = drift_stack
+    async with connected(stack) as raw:
+        dev = raw.session("dana", "dev")
+
+        async def call(tool: str, params: dict[str, Any]) -> Any:
+            g = await raw.authorize(dev, tool, params)
+            assert g.error is None, g.body
+            return await raw.execute(dev, g.body, tool, params)
+
+        assert (await call("up.fail", {})).error == "target_error"
+        # (up.big, 10 MB over stdio, is refused in test_catalog_mcp.py: here the transfer
+        # alone can outlast execute's wait for the executor on a busy machine)
+        crashed = await call("up.crash", {})
+        assert crashed.error == "unavailable", crashed.body
+        hung = await call("up.hang", {})
+        assert hung.error == "outcome_unknown", hung.body
+        again = await call("up.echo", {"text": "still here"})  # no worker died
+        assert again.error is None and again.body["result"] == {"result": "still here"}

@@ -280,3 +280,23 @@ def test_cli_import_lint_and_diff(tmp_path: Path) -> None:
                "--out", str(tmp_path / "x.yaml"))  # fmt: skip
     assert bad.returncode == 2 and "cannot be read" in bad.stderr
     assert lint_catalog(out)  # the unmapped operation is listed
+
+
+def test_a_spec_from_a_url(tmp_path: Path) -> None:
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(DATA))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        fetched = import_openapi(f"{url}/petstore/openapi.yaml", "petstore")
+        with pytest.raises(CatalogError, match="cannot be fetched"):
+            import_openapi(f"{url}/petstore/missing.yaml", "petstore")
+    finally:
+        server.shutdown()
+        server.server_close()
+    local = import_openapi(str(DATA / "petstore/openapi.yaml"), "petstore")
+    assert dump_catalog(fetched) == dump_catalog(local)
