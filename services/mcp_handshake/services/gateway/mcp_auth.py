@@ -14,6 +14,8 @@ Every request to ``/mcp`` passes this guard before the MCP SDK sees it:
    ``403`` ``insufficient_scope`` naming it.
 4. With DPoP server nonces on, a ``DPoP`` proof without a live nonce is ``401``
    ``use_dpop_nonce`` with a fresh ``DPoP-Nonce`` (nothing ran).
+5. The body is read here, under the gateway's size limit and body deadline (``413``,
+   ``408``), as ``/v1/*`` reads it: a body trickled in cannot hold a connection open.
 
 The verified caller rides in the ASGI scope (:data:`CALLER_KEY`) to the tool handlers,
 which send the session (and the request's DPoP proof) on to the workers. Nothing of a
@@ -30,15 +32,16 @@ from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_handshake.services.core.dpop import DPOP_HEADER, bearer_token
 from mcp_handshake.services.core.policy import Caller
 from mcp_handshake.services.core.sessions import SessionVerifier
 from mcp_handshake.services.gateway.app import check_proof
-from mcp_handshake.services.gateway.errors import UseDpopNonce
+from mcp_handshake.services.gateway.errors import UseDpopNonce, error_response
+from mcp_handshake.services.gateway.forward import read_body
 from mcp_handshake.services.gateway.nonce import NonceIssuer
-from mcp_handshake.shared.errors import Unauthenticated, ValidationFailed
+from mcp_handshake.shared.errors import HandshakeError, Unauthenticated, ValidationFailed
 from mcp_handshake.shared.protocol import PROOF_ALGORITHMS
 
 __all__ = ["CALLER_KEY", "McpCaller", "McpGuard", "McpResource", "metadata_document"]
@@ -136,22 +139,40 @@ class McpGuard:
         resource: McpResource,
         sessions: SessionVerifier,
         nonces: NonceIssuer | None = None,
+        max_body: int = 1 << 20,
+        body_timeout_s: float = 10.0,
     ) -> None:
         self.app = app
         self.resource = resource
         self.sessions = sessions
         self.nonces = nonces
+        self.max_body = max_body
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request = Request(scope)
+        request = Request(scope, receive)
         refused = self._refusal(request)
         if refused is not None:
             await refused(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        try:
+            body = await read_body(request, self.max_body, self.body_timeout_s)
+        except HandshakeError as exc:
+            await error_response(exc)(scope, receive, send)
+            return
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if sent:
+                return await receive()  # after the body: the disconnect, when it comes
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
 
     def _refusal(self, request: Request) -> Response | None:
         """The response refusing this request, or ``None`` (and the caller in its scope)."""
