@@ -3,6 +3,8 @@
 - A body trickled to ``/mcp`` by a host with a valid session: the connection is answered
   ``408`` and closed once the gateway's body deadline passes, as on ``/v1/*``, instead
   of being held open for as long as the sender likes (a slowloris past the headers).
+- Over NATS, a gateway's ``Handshake-DPoP-Htu-Tag`` taken from one request and sent with
+  another proof is refused: the tag vouches for the proof it was made for only.
 """
 
 from __future__ import annotations
@@ -11,11 +13,16 @@ import asyncio
 import socket
 import time
 
+from mcp_handshake.services.core.dpop import GatewayKey
+from mcp_handshake.services.dev.devhome import mint_session
 from mcp_handshake.services.dev.devstack import Stack
-from tests.support.http_agent import gateway_url
+from tests.conftest import AgentKey, connected
+from tests.support.http_agent import dpop_proof, gateway_url
 from tests.test_gateway_mcp import session_for
 
 __all__ = ["gateway_url"]
+
+TOOL = "payments.list_invoices"  # internal tier: a proof of possession is required
 
 #: The gateway's default body deadline (``GatewayOptions.body_timeout_s``), plus margin.
 BODY_DEADLINE_S = 10.0 + 4.0
@@ -54,3 +61,28 @@ async def test_a_trickled_mcp_body_is_cut_off(stack: Stack, gateway_url: str) ->
     got, after = await asyncio.to_thread(_trickle, port, head, body, BODY_DEADLINE_S + 6)
     assert got.startswith("HTTP/1.1 408 "), got
     assert after < BODY_DEADLINE_S and token not in got
+
+
+async def test_a_captured_gateway_tag_does_not_carry_another_proof(stack: Stack) -> None:
+    """An agent on NATS that got hold of a gateway-tagged ``htu`` (the tag the gateway made
+    for one proof) sends it with a proof of its own, for the real URI and for a phishing
+    site's: refused, and the token used up. The tag vouches for that proof alone."""
+    key = AgentKey()
+    session = mint_session(stack.home, "rt-tag", roles=["billing"], jkt=key.thumbprint)
+    gateway_key = GatewayKey.from_file(stack.home / "secrets" / "gateway_key")
+    real = "http://127.0.0.1:8080/v1/execute"
+    captured = gateway_key.tag(real, dpop_proof(key, "POST", real, session))
+    async with connected(stack) as agent:
+        for htu in (real, "https://phish.example/v1/execute"):
+            grant = (await agent.authorize(session, TOOL, {})).body
+            body = {"transaction_id": grant["transaction_id"], "tool": TOOL, "params": {}}
+            headers = {"Handshake-Transaction-Token": grant["token"],
+                       "DPoP": dpop_proof(key, "POST", htu, session),
+                       "Handshake-DPoP-Htu": real, "Handshake-DPoP-Htu-Tag": captured}  # fmt: skip
+            r = await agent.request(agent.s.execute, body, session, headers)
+            assert r.error == "validation_failed", r.body
+            assert "honoured only from the gateway" in r.body["error"]["message"]
+            good = key.proof(grant["transaction_id"], TOOL, grant["params_hash"])
+            headers = {"Handshake-Transaction-Token": grant["token"], "Handshake-Proof": good}
+            r = await agent.request(agent.s.execute, body, session, headers)
+            assert r.error == "invalid_transaction", r.body
