@@ -3,6 +3,9 @@
 - A body trickled to ``/mcp`` by a host with a valid session: the connection is answered
   ``408`` and closed once the gateway's body deadline passes, as on ``/v1/*``, instead
   of being held open for as long as the sender likes (a slowloris past the headers).
+- ``Host`` and ``Origin`` spellings a lax check lets through: a port of non-ASCII
+  digits (``\xb2``, read as ``²``, which Python calls a digit) and a second ``Origin``
+  after an allowed one are refused at ``/mcp``.
 - Over NATS, a gateway's ``Handshake-DPoP-Htu-Tag`` taken from one request and sent with
   another proof is refused: the tag vouches for the proof it was made for only.
 """
@@ -13,12 +16,14 @@ import asyncio
 import socket
 import time
 
+import msgspec
+
 from mcp_handshake.services.core.dpop import GatewayKey
 from mcp_handshake.services.dev.devhome import mint_session
 from mcp_handshake.services.dev.devstack import Stack
 from tests.conftest import AgentKey, connected
 from tests.support.http_agent import dpop_proof, gateway_url
-from tests.test_gateway_mcp import session_for
+from tests.test_gateway_mcp import INIT, session_for
 
 __all__ = ["gateway_url"]
 
@@ -86,3 +91,32 @@ async def test_a_captured_gateway_tag_does_not_carry_another_proof(stack: Stack)
             headers = {"Handshake-Transaction-Token": grant["token"], "Handshake-Proof": good}
             r = await agent.request(agent.s.execute, body, session, headers)
             assert r.error == "invalid_transaction", r.body
+
+
+def _raw_mcp(port: int, headers: bytes, token: str) -> bytes:
+    """One initialize to ``/mcp`` with these raw header lines (as no HTTP client sends)."""
+    body = msgspec.json.encode(INIT)
+    head = (b"POST /mcp HTTP/1.1\r\n" + headers + b"Authorization: Bearer " + token.encode()
+            + b"\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            + b"Accept: application/json, text/event-stream\r\n"
+            + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")  # fmt: skip
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(head + body)
+        s.settimeout(10)
+        return s.recv(20)
+
+
+async def test_lax_host_and_origin_spellings_are_refused(stack: Stack, gateway_url: str) -> None:
+    port = int(gateway_url.rsplit(":", 1)[1])
+    token = session_for(stack, "rt-host", "billing")
+    host = b"Host: 127.0.0.1:%d\r\n" % port
+    cases = [
+        (b"Host: 127.0.0.1:\xb2\xb3\r\n", b"421"),
+        (b"Host: localhost:\xb9\r\n", b"421"),
+        (host + b"Origin: http://localhost:\xb9\r\n", b"403"),
+        (host + b"Origin: http://127.0.0.1:%d\r\nOrigin: https://evil.example\r\n" % port, b"403"),
+        (host + b"Origin: http://127.0.0.1:%d\r\n" % port, b"200"),  # the control
+    ]
+    for headers, status in cases:
+        answer = await asyncio.to_thread(_raw_mcp, port, headers, token)
+        assert answer.startswith(b"HTTP/1.1 " + status), (headers, answer)

@@ -123,7 +123,8 @@ class McpCaller:
 def _matches(value: str, allowed: tuple[str, ...]) -> bool:
     for pattern in allowed:
         if pattern.endswith(":*"):
-            if value.startswith(pattern[:-1]) and value[len(pattern) - 1 :].isdigit():
+            port = value[len(pattern) - 1 :]
+            if value.startswith(pattern[:-1]) and port.isascii() and port.isdigit():
                 return True
         elif value == pattern:
             return True
@@ -179,8 +180,10 @@ class McpGuard:
         host = request.headers.get("host", "").lower()
         if not _matches(host, self.resource.hosts):
             return _plain(421, "this gateway does not serve that Host")
-        origin = request.headers.get("origin")
-        if origin is not None and not _matches(origin.lower(), self.resource.origins):
+        origins = request.headers.getlist("origin")
+        if len(origins) > 1 or (
+            origins and not _matches(origins[0].lower(), self.resource.origins)
+        ):
             return _plain(403, "Origin not allowed")
         auth = request.headers.get("authorization", "")
         token = bearer_token(auth) if len(auth) <= _MAX_AUTH else None
