@@ -6,6 +6,9 @@
 - ``Host`` and ``Origin`` spellings a lax check lets through: a port of non-ASCII
   digits (``\xb2``, read as ``²``, which Python calls a digit) and a second ``Origin``
   after an allowed one are refused at ``/mcp``.
+- ``handshake_wait`` with ``wait_s: NaN`` (JSON-RPC parsers accept it): refused as
+  ``invalid_params`` at once, at the gateway's ``/mcp`` and in the local MCP server,
+  instead of a wait that never runs out and polls the approval worker in a loop.
 - Over NATS, a gateway's ``Handshake-DPoP-Htu-Tag`` taken from one request and sent with
   another proof is refused: the tag vouches for the proof it was made for only.
 """
@@ -17,13 +20,22 @@ import socket
 import time
 
 import msgspec
+import nats
 
+from mcp_handshake.client.mcp_server import Calls
+from mcp_handshake.services.core.config import load_config
 from mcp_handshake.services.core.dpop import GatewayKey
+from mcp_handshake.services.core.sessions import SessionVerifier
 from mcp_handshake.services.dev.devhome import mint_session
 from mcp_handshake.services.dev.devstack import Stack
+from mcp_handshake.services.gateway.forward import Gateway, GatewayOptions
+from mcp_handshake.services.gateway.mcp_auth import McpCaller
+from mcp_handshake.services.gateway.mcp_calls import GatewayCalls
+from mcp_handshake.shared.subjects import Subjects
 from tests.conftest import AgentKey, connected
 from tests.support.http_agent import dpop_proof, gateway_url
 from tests.test_gateway_mcp import INIT, session_for
+from tests.test_mcp_server import error_code, text
 
 __all__ = ["gateway_url"]
 
@@ -120,3 +132,38 @@ async def test_lax_host_and_origin_spellings_are_refused(stack: Stack, gateway_u
     for headers, status in cases:
         answer = await asyncio.to_thread(_raw_mcp, port, headers, token)
         assert answer.startswith(b"HTTP/1.1 " + status), (headers, answer)
+
+
+async def _no_progress(done: float, total: float | None, message: str | None) -> None:
+    pass
+
+
+async def test_a_nan_wait_is_refused_at_once(stack: Stack) -> None:
+    cfg = load_config(stack.home / "handshake.toml")
+    verifier = await SessionVerifier.create(cfg.session, cfg.path.parent)
+    key, htu = AgentKey(), "http://gw.test/mcp"
+    session = session_for(stack, "rt-nan", "treasury", key=key)
+
+    def who() -> McpCaller:
+        proof = dpop_proof(key, "POST", htu, session)
+        return McpCaller(verifier.verify(f"Bearer {session}"), session, proof, htu)
+
+    nc = await nats.connect(**stack.connect_options("gateway"))
+    try:
+        options = GatewayOptions(
+            gateway_key=GatewayKey.from_file(stack.home / "secrets" / "gateway_key")
+        )
+        calls = GatewayCalls(Gateway(nc, Subjects(), options), wait_bound_s=0.5)
+        params = {"to_account": "acct_4f9d2a", "amount": 640, "currency": "EUR"}
+        pending = await calls.call(who(), "payments__send_payment", params, _no_progress)
+        assert pending.structured_content is not None, text(pending)
+        txn = pending.structured_content["transaction_id"]
+        args = {"transaction_id": txn, "wait_s": float("nan")}
+        refused = await asyncio.wait_for(calls.call(who(), "handshake_wait", args, _no_progress), 5)
+        assert error_code(refused) == "invalid_params", text(refused)
+    finally:
+        await nc.close()
+
+    # The local MCP server (no pending call is needed: it refuses before looking one up).
+    local = await Calls(object()).call("handshake_wait", args, _no_progress)  # type: ignore[arg-type]
+    assert error_code(local) == "invalid_params", text(local)

@@ -203,7 +203,8 @@ class GatewayCalls:
     ) -> types.CallToolResult:
         txn = _transaction_id(args)
         wait_s = args.get("wait_s", self._bound)
-        if isinstance(wait_s, bool) or not isinstance(wait_s, int | float) or wait_s < 0:
+        # NaN (which JSON-RPC parsers accept) would never run out: the wait would poll forever.
+        if isinstance(wait_s, bool) or not isinstance(wait_s, int | float) or not wait_s >= 0:
             raise InvalidParams("wait_s must be a number of seconds, 0 or more")
         pending = self._pending.get((who.sub, txn))
         if pending is None:
