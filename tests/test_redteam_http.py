@@ -6,6 +6,8 @@
 - ``Host`` and ``Origin`` spellings a lax check lets through: a port of non-ASCII
   digits (``\xb2``, read as ``²``, which Python calls a digit) and a second ``Origin``
   after an allowed one are refused at ``/mcp``.
+- A body that is not one JSON-RPC message (a batch array, a wrong ``jsonrpc``): ``400``
+  without the arguments it carried (the MCP SDK's own refusal quotes the whole body).
 - ``handshake_wait`` with ``wait_s: NaN`` (JSON-RPC parsers accept it): refused as
   ``invalid_params`` at once, at the gateway's ``/mcp`` and in the local MCP server,
   instead of a wait that never runs out and polls the approval worker in a loop.
@@ -19,6 +21,7 @@ import asyncio
 import socket
 import time
 
+import httpx
 import msgspec
 import nats
 
@@ -39,6 +42,7 @@ from tests.test_mcp_server import error_code, text
 
 __all__ = ["gateway_url"]
 
+SECRET = "acct-rt-3f9a-not-for-echo"
 TOOL = "payments.list_invoices"  # internal tier: a proof of possession is required
 
 #: The gateway's default body deadline (``GatewayOptions.body_timeout_s``), plus margin.
@@ -167,3 +171,20 @@ async def test_a_nan_wait_is_refused_at_once(stack: Stack) -> None:
     # The local MCP server (no pending call is needed: it refuses before looking one up).
     local = await Calls(object()).call("handshake_wait", args, _no_progress)  # type: ignore[arg-type]
     assert error_code(local) == "invalid_params", text(local)
+
+
+async def test_a_malformed_mcp_body_is_not_quoted_back(stack: Stack, gateway_url: str) -> None:
+    token = session_for(stack, "rt-quote", "billing")
+    args = {"quote": "USD", "base": SECRET}  # last: what a truncated quote keeps
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "payments__get_exchange_rate", "arguments": args}}  # fmt: skip
+    headers = {"Accept": "application/json, text/event-stream", "Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient() as http:
+        for body in ([INIT, call], {**call, "jsonrpc": "1.0"}, {**call, "method": 7}):
+            refused = await http.post(f"{gateway_url}/mcp", json=body, headers=headers)
+            assert refused.status_code == 400, refused.text
+            assert refused.json()["error"]["code"] < 0
+            # pydantic quotes a value's head and tail ('...t-3f9a-not-for-echo'): neither
+            assert SECRET[:12] not in refused.text and SECRET[-12:] not in refused.text
+        ok = await http.post(f"{gateway_url}/mcp", json=INIT, headers=headers)
+        assert ok.status_code == 200, ok.text

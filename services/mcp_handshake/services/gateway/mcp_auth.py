@@ -16,6 +16,8 @@ Every request to ``/mcp`` passes this guard before the MCP SDK sees it:
    ``use_dpop_nonce`` with a fresh ``DPoP-Nonce`` (nothing ran).
 5. The body is read here, under the gateway's size limit and body deadline (``413``,
    ``408``), as ``/v1/*`` reads it: a body trickled in cannot hold a connection open.
+   A body that is not one JSON-RPC message is ``400`` here, quoting nothing of it (the
+   SDK's own refusal quotes the body, arguments and all).
 
 The verified caller rides in the ASGI scope (:data:`CALLER_KEY`) to the tool handlers,
 which send the session (and the request's DPoP proof) on to the workers. Nothing of a
@@ -28,8 +30,11 @@ import json
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import pydantic_core
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
+from mcp_types import INVALID_REQUEST, PARSE_ERROR, jsonrpc_message_adapter
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -164,6 +169,10 @@ class McpGuard:
         except HandshakeError as exc:
             await error_response(exc)(scope, receive, send)
             return
+        malformed = _not_one_message(body) if body else None  # nothing to quote: the SDK's
+        if malformed is not None:
+            await malformed(scope, receive, send)
+            return
         sent = False
 
         async def replay() -> Message:
@@ -244,6 +253,23 @@ class McpGuard:
 def _json(status: int, body: dict[str, str], headers: dict[str, str]) -> Response:
     headers = {**headers, "Cache-Control": "no-store"}
     return Response(json.dumps(body), status, headers, media_type="application/json")
+
+
+def _not_one_message(body: bytes) -> Response | None:
+    """A ``400`` JSON-RPC error for a body that is not one JSON-RPC message, else ``None``."""
+    try:
+        raw = pydantic_core.from_json(body)
+    except ValueError:
+        code, message = PARSE_ERROR, "Parse error: the body is not JSON"
+    else:
+        try:
+            jsonrpc_message_adapter.validate_python(raw, by_name=False)
+            return None
+        except ValidationError:
+            code, message = INVALID_REQUEST, "Invalid Request: not one JSON-RPC 2.0 message"
+    error = {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}
+    return Response(json.dumps(error), 400, {"Cache-Control": "no-store"},
+                    media_type="application/json")  # fmt: skip
 
 
 def _plain(status: int, message: str) -> Response:
