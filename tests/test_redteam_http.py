@@ -10,7 +10,8 @@
   without the arguments it carried (the MCP SDK's own refusal quotes the whole body).
 - ``handshake_wait`` with ``wait_s: NaN`` (JSON-RPC parsers accept it): refused as
   ``invalid_params`` at once, at the gateway's ``/mcp`` and in the local MCP server,
-  instead of a wait that never runs out and polls the approval worker in a loop.
+  instead of a wait that never runs out and polls the approval worker in a loop; an
+  integer too large for a float waits the bound (it was an ``internal`` error).
 - Over NATS, a gateway's ``Handshake-DPoP-Htu-Tag`` taken from one request and sent with
   another proof is refused: the tag vouches for the proof it was made for only.
 """
@@ -165,6 +166,11 @@ async def test_a_nan_wait_is_refused_at_once(stack: Stack) -> None:
         args = {"transaction_id": txn, "wait_s": float("nan")}
         refused = await asyncio.wait_for(calls.call(who(), "handshake_wait", args, _no_progress), 5)
         assert error_code(refused) == "invalid_params", text(refused)
+        # An integer too large for a float is the longest wait there is: the bound.
+        huge = {"transaction_id": txn, "wait_s": 10**400}
+        still = await asyncio.wait_for(calls.call(who(), "handshake_wait", huge, _no_progress), 5)
+        assert still.structured_content is not None, text(still)
+        assert still.structured_content["status"] == "pending_approval", text(still)
     finally:
         await nc.close()
 

@@ -180,7 +180,7 @@ class Calls:
         if pending is None:
             raise InvalidTransaction("no pending call with this transaction id here",
                                      transaction_id=txn)  # fmt: skip
-        return await self._finish(pending, min(float(wait_s), self._bound), progress)
+        return await self._finish(pending, float(min(wait_s, self._bound)), progress)
 
 
 def _transaction_id(args: dict[str, Any]) -> str:

@@ -210,7 +210,7 @@ class GatewayCalls:
         if pending is None:
             raise InvalidTransaction("no pending call of yours with this transaction id here",
                                      transaction_id=txn)  # fmt: skip
-        return await self._finish(who, pending, min(float(wait_s), self._bound), progress)
+        return await self._finish(who, pending, float(min(wait_s, self._bound)), progress)
 
     def _remember(self, key: tuple[str, str], pending: PendingCall) -> None:
         now = time.time()
