@@ -173,13 +173,14 @@ class Calls:
     async def _wait(self, args: dict[str, Any], progress: Progress) -> types.CallToolResult:
         txn = _transaction_id(args)
         wait_s = args.get("wait_s", self._bound)
-        if isinstance(wait_s, bool) or not isinstance(wait_s, int | float) or wait_s < 0:
+        # NaN (which JSON-RPC parsers accept) would never run out: the wait would poll forever.
+        if isinstance(wait_s, bool) or not isinstance(wait_s, int | float) or not wait_s >= 0:
             raise InvalidParams("wait_s must be a number of seconds, 0 or more")
         pending = self._pending.get(await self._user(), txn)
         if pending is None:
             raise InvalidTransaction("no pending call with this transaction id here",
                                      transaction_id=txn)  # fmt: skip
-        return await self._finish(pending, min(float(wait_s), self._bound), progress)
+        return await self._finish(pending, float(min(wait_s, self._bound)), progress)
 
 
 def _transaction_id(args: dict[str, Any]) -> str:

@@ -118,7 +118,8 @@ async def open_mcp(
         stateless=True,
         max_request_body_size=opts.max_body + _FRAMING,
     )
-    guard = McpGuard(StreamableHTTPASGIApp(manager), resource, sessions, opts.nonces)
+    guard = McpGuard(StreamableHTTPASGIApp(manager), resource, sessions, opts.nonces,
+                     opts.max_body + _FRAMING, opts.body_timeout_s)  # fmt: skip
     document = metadata_document(resource)
 
     async def metadata(request: Request) -> Response:

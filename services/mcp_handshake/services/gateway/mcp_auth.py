@@ -14,6 +14,10 @@ Every request to ``/mcp`` passes this guard before the MCP SDK sees it:
    ``403`` ``insufficient_scope`` naming it.
 4. With DPoP server nonces on, a ``DPoP`` proof without a live nonce is ``401``
    ``use_dpop_nonce`` with a fresh ``DPoP-Nonce`` (nothing ran).
+5. The body is read here, under the gateway's size limit and body deadline (``413``,
+   ``408``), as ``/v1/*`` reads it: a body trickled in cannot hold a connection open.
+   A body that is not one JSON-RPC message is ``400`` here, quoting nothing of it (the
+   SDK's own refusal quotes the body, arguments and all).
 
 The verified caller rides in the ASGI scope (:data:`CALLER_KEY`) to the tool handlers,
 which send the session (and the request's DPoP proof) on to the workers. Nothing of a
@@ -26,19 +30,23 @@ import json
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import pydantic_core
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
+from mcp_types import INVALID_REQUEST, PARSE_ERROR, jsonrpc_message_adapter
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_handshake.services.core.dpop import DPOP_HEADER, bearer_token
 from mcp_handshake.services.core.policy import Caller
 from mcp_handshake.services.core.sessions import SessionVerifier
 from mcp_handshake.services.gateway.app import check_proof
-from mcp_handshake.services.gateway.errors import UseDpopNonce
+from mcp_handshake.services.gateway.errors import UseDpopNonce, error_response
+from mcp_handshake.services.gateway.forward import read_body
 from mcp_handshake.services.gateway.nonce import NonceIssuer
-from mcp_handshake.shared.errors import Unauthenticated, ValidationFailed
+from mcp_handshake.shared.errors import HandshakeError, Unauthenticated, ValidationFailed
 from mcp_handshake.shared.protocol import PROOF_ALGORITHMS
 
 __all__ = ["CALLER_KEY", "McpCaller", "McpGuard", "McpResource", "metadata_document"]
@@ -120,7 +128,8 @@ class McpCaller:
 def _matches(value: str, allowed: tuple[str, ...]) -> bool:
     for pattern in allowed:
         if pattern.endswith(":*"):
-            if value.startswith(pattern[:-1]) and value[len(pattern) - 1 :].isdigit():
+            port = value[len(pattern) - 1 :]
+            if value.startswith(pattern[:-1]) and port.isascii() and port.isdigit():
                 return True
         elif value == pattern:
             return True
@@ -136,30 +145,54 @@ class McpGuard:
         resource: McpResource,
         sessions: SessionVerifier,
         nonces: NonceIssuer | None = None,
+        max_body: int = 1 << 20,
+        body_timeout_s: float = 10.0,
     ) -> None:
         self.app = app
         self.resource = resource
         self.sessions = sessions
         self.nonces = nonces
+        self.max_body = max_body
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request = Request(scope)
+        request = Request(scope, receive)
         refused = self._refusal(request)
         if refused is not None:
             await refused(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        try:
+            body = await read_body(request, self.max_body, self.body_timeout_s)
+        except HandshakeError as exc:
+            await error_response(exc)(scope, receive, send)
+            return
+        malformed = _not_one_message(body) if body else None  # nothing to quote: the SDK's
+        if malformed is not None:
+            await malformed(scope, receive, send)
+            return
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if sent:
+                return await receive()  # after the body: the disconnect, when it comes
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
 
     def _refusal(self, request: Request) -> Response | None:
         """The response refusing this request, or ``None`` (and the caller in its scope)."""
         host = request.headers.get("host", "").lower()
         if not _matches(host, self.resource.hosts):
             return _plain(421, "this gateway does not serve that Host")
-        origin = request.headers.get("origin")
-        if origin is not None and not _matches(origin.lower(), self.resource.origins):
+        origins = request.headers.getlist("origin")
+        if len(origins) > 1 or (
+            origins and not _matches(origins[0].lower(), self.resource.origins)
+        ):
             return _plain(403, "Origin not allowed")
         auth = request.headers.get("authorization", "")
         token = bearer_token(auth) if len(auth) <= _MAX_AUTH else None
@@ -220,6 +253,23 @@ class McpGuard:
 def _json(status: int, body: dict[str, str], headers: dict[str, str]) -> Response:
     headers = {**headers, "Cache-Control": "no-store"}
     return Response(json.dumps(body), status, headers, media_type="application/json")
+
+
+def _not_one_message(body: bytes) -> Response | None:
+    """A ``400`` JSON-RPC error for a body that is not one JSON-RPC message, else ``None``."""
+    try:
+        raw = pydantic_core.from_json(body)
+    except ValueError:
+        code, message = PARSE_ERROR, "Parse error: the body is not JSON"
+    else:
+        try:
+            jsonrpc_message_adapter.validate_python(raw, by_name=False)
+            return None
+        except ValidationError:
+            code, message = INVALID_REQUEST, "Invalid Request: not one JSON-RPC 2.0 message"
+    error = {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}
+    return Response(json.dumps(error), 400, {"Cache-Control": "no-store"},
+                    media_type="application/json")  # fmt: skip
 
 
 def _plain(status: int, message: str) -> Response:

@@ -203,13 +203,14 @@ class GatewayCalls:
     ) -> types.CallToolResult:
         txn = _transaction_id(args)
         wait_s = args.get("wait_s", self._bound)
-        if isinstance(wait_s, bool) or not isinstance(wait_s, int | float) or wait_s < 0:
+        # NaN (which JSON-RPC parsers accept) would never run out: the wait would poll forever.
+        if isinstance(wait_s, bool) or not isinstance(wait_s, int | float) or not wait_s >= 0:
             raise InvalidParams("wait_s must be a number of seconds, 0 or more")
         pending = self._pending.get((who.sub, txn))
         if pending is None:
             raise InvalidTransaction("no pending call of yours with this transaction id here",
                                      transaction_id=txn)  # fmt: skip
-        return await self._finish(who, pending, min(float(wait_s), self._bound), progress)
+        return await self._finish(who, pending, float(min(wait_s, self._bound)), progress)
 
     def _remember(self, key: tuple[str, str], pending: PendingCall) -> None:
         now = time.time()
