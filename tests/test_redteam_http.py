@@ -26,6 +26,7 @@ import httpx
 import msgspec
 import nats
 
+from mcp_handshake.client import PendingCall
 from mcp_handshake.client.mcp_server import Calls
 from mcp_handshake.services.core.config import load_config
 from mcp_handshake.services.core.dpop import GatewayKey
@@ -34,8 +35,9 @@ from mcp_handshake.services.dev.devhome import mint_session
 from mcp_handshake.services.dev.devstack import Stack
 from mcp_handshake.services.gateway.forward import Gateway, GatewayOptions
 from mcp_handshake.services.gateway.mcp_auth import McpCaller
-from mcp_handshake.services.gateway.mcp_calls import GatewayCalls
+from mcp_handshake.services.gateway.mcp_calls import MAX_PENDING_PER_USER, GatewayCalls
 from mcp_handshake.shared.subjects import Subjects
+from mcp_handshake.shared.wire import Grant
 from tests.conftest import AgentKey, connected
 from tests.support.http_agent import dpop_proof, gateway_url
 from tests.test_gateway_mcp import INIT, session_for
@@ -194,3 +196,23 @@ async def test_a_malformed_mcp_body_is_not_quoted_back(stack: Stack, gateway_url
             assert SECRET[:12] not in refused.text and SECRET[-12:] not in refused.text
         ok = await http.post(f"{gateway_url}/mcp", json=INIT, headers=headers)
         assert ok.status_code == 200, ok.text
+
+
+def test_one_user_cannot_push_other_users_pending_calls_out() -> None:
+    """The gateway keeps at most MAX_PENDING_PER_USER pending calls per user: a user who
+    leaves thousands pending forgets their own oldest, never another user's."""
+    calls = GatewayCalls(Gateway(None, Subjects(), GatewayOptions()), wait_bound_s=0.5)  # type: ignore[arg-type]
+    later = time.time() + 600
+
+    def pending(txn: str) -> PendingCall:
+        grant = Grant(transaction_id=txn, token="t", status="pending_approval", tier="restricted",
+                      params_hash="sha256:" + "0" * 64, expires_at=later)  # fmt: skip
+        return PendingCall("payments.send_payment", {}, grant)
+
+    calls._remember(("victim", "v-1"), pending("v-1"))
+    for i in range(5 * MAX_PENDING_PER_USER):
+        calls._remember(("mallory", f"m-{i}"), pending(f"m-{i}"))
+    kept = calls._pending
+    assert ("victim", "v-1") in kept
+    assert sum(1 for user, _ in kept if user == "mallory") == MAX_PENDING_PER_USER
+    assert ("mallory", f"m-{5 * MAX_PENDING_PER_USER - 1}") in kept  # the newest stay

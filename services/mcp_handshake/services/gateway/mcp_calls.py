@@ -48,13 +48,16 @@ from mcp_handshake.shared.errors import (
 from mcp_handshake.shared.protocol import AUTHORIZATION_HEADER, TOKEN_HEADER
 from mcp_handshake.shared.wire import ExecuteReply, Grant, StatusReply, ToolsReply
 
-__all__ = ["MAX_PENDING", "GatewayCalls", "Progress"]
+__all__ = ["MAX_PENDING", "MAX_PENDING_PER_USER", "GatewayCalls", "Progress"]
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
 
 #: Pending calls kept for ``handshake_wait`` (all users); the oldest go first past this.
 MAX_PENDING = 10_000
+#: Calls one user may leave pending here: past it their own oldest are forgotten, so one
+#: user cannot push other users' calls out of :data:`MAX_PENDING`.
+MAX_PENDING_PER_USER = 100
 _DPOP_NEEDED = (
     "{tool} is {tier}-tier: it needs a DPoP-bound session (cnf.jkt) and a DPoP proof "
     "(RFC 9449) on this MCP request: header 'DPoP', htm POST, htu {htu}, ath of the "
@@ -216,7 +219,11 @@ class GatewayCalls:
         now = time.time()
         for old in [k for k, p in self._pending.items() if p.grant.expires_at < now]:
             del self._pending[old]
+        self._pending.pop(key, None)  # re-remembered: now the newest
         self._pending[key] = pending
+        mine = [k for k in self._pending if k[0] == key[0]]
+        for old in mine[: max(0, len(mine) - MAX_PENDING_PER_USER)]:
+            del self._pending[old]
         while len(self._pending) > MAX_PENDING:
             del self._pending[next(iter(self._pending))]
 
