@@ -27,6 +27,7 @@ lint: install
 	.venv/bin/mypy
 
 bench: install      ## throughput and latency, side by side with the limits
+	.venv/bin/python bench/policy_eval.py
 	.venv/bin/python bench/handshake.py
 	.venv/bin/python bench/cpu_breakdown.py
 	.venv/bin/python bench/step_latency.py
