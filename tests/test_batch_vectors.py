@@ -15,7 +15,7 @@ import jwt
 import pytest
 import rfc8785
 
-from mcp_handshake.services.core import batchproof, sessions
+from mcp_handshake.services.core import proofs, sessions
 from mcp_handshake.services.core.batchproof import verify_batch_proof
 from mcp_handshake.services.core.proofs import ProofVerifier
 from mcp_handshake.shared.errors import ValidationFailed
@@ -41,7 +41,7 @@ def frozen_now(monkeypatch: pytest.MonkeyPatch) -> Iterator[float]:
 
     monkeypatch.setattr(jwt.api_jwt, "datetime", Frozen)
     clock = types.SimpleNamespace(time=lambda: now)
-    monkeypatch.setattr(batchproof, "time", clock)
+    monkeypatch.setattr(proofs, "time", clock)  # batch proofs are checked there
     monkeypatch.setattr(sessions, "time", clock)
     yield now
 

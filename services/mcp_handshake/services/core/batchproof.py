@@ -1,7 +1,7 @@
 """The proof of possession of a batch (``handshake-batch-proof+jwt``).
 
 One JWS covers many operations: its ``ops`` claim lists ``[txn, ph]`` pairs.
-It is checked like a single proof (EdDSA or ES256 only, a key bound to the
+It is checked like a single proof (EdDSA, Ed25519 or ES256, a key bound to the
 caller by ``cnf.jkt`` or the key registry, ``iat`` within 60 s, ``jti`` of 8 to
 128 characters), once per batch. An operation is covered when its own
 ``[transaction id, params hash]`` pair is in ``ops``; one that needs a proof
@@ -16,15 +16,11 @@ derived jti taken.
 from __future__ import annotations
 
 import hashlib
-import time
-
-import jwt
 
 from mcp_handshake.services.core.policy import Caller
-from mcp_handshake.services.core.proofs import IAT_WINDOW_S, ProofVerifier, VerifiedProof
+from mcp_handshake.services.core.proofs import ProofVerifier, VerifiedProof
 from mcp_handshake.shared.batch import BATCH_PROOF_TYP
 from mcp_handshake.shared.errors import ValidationFailed
-from mcp_handshake.shared.protocol import PROOF_ALGORITHMS
 
 __all__ = ["BatchProof", "op_jti", "verify_batch_proof"]
 
@@ -59,34 +55,10 @@ class BatchProof:
 async def verify_batch_proof(
     verifier: ProofVerifier, proof: str | None, caller: Caller
 ) -> BatchProof:
-    if not proof:
-        raise ValidationFailed("proof of possession required (Handshake-Proof header)")
-    if len(proof) > MAX_BATCH_PROOF_BYTES:
-        raise ValidationFailed("proof too large")
-    try:
-        header = jwt.get_unverified_header(proof)
-    except jwt.PyJWTError:
-        raise ValidationFailed("proof is not a JWS") from None
-    alg = header.get("alg")
-    if header.get("typ") != BATCH_PROOF_TYP or alg not in PROOF_ALGORITHMS:
-        raise ValidationFailed(f"proof must be a {BATCH_PROOF_TYP} signed with EdDSA or ES256")
-    jwk, thumbprint = await verifier._bound_key(header, caller)
-    try:
-        key = jwt.PyJWK(jwk)
-        if key.algorithm_name != alg:
-            raise ValidationFailed("proof algorithm does not match its key")
-        required = {"require": ["ops", "iat", "jti"]}
-        claims = jwt.decode(proof, key.key, algorithms=[alg], options=required,  # type: ignore[arg-type]
-                            leeway=IAT_WINDOW_S)  # fmt: skip
-    except jwt.PyJWTError:
-        raise ValidationFailed("proof signature or claims invalid") from None
-    iat, jti, ops = claims["iat"], claims["jti"], claims["ops"]
-    if not isinstance(iat, int | float) or abs(time.time() - iat) > IAT_WINDOW_S:
-        raise ValidationFailed("proof iat outside the accepted window")
-    if not isinstance(jti, str) or not 8 <= len(jti) <= 128:
-        raise ValidationFailed("proof jti invalid")
-    pairs = _pairs(ops)
-    return BatchProof(pairs, jti, thumbprint)
+    """Checked as a single proof is (:meth:`ProofVerifier.verify_jws`), then its ``ops``."""
+    verified = await verifier.verify_jws(proof, caller, BATCH_PROOF_TYP, {}, ("ops",),
+                                         max_bytes=MAX_BATCH_PROOF_BYTES)  # fmt: skip
+    return BatchProof(_pairs(verified.claims["ops"]), verified.jti, verified.thumbprint)
 
 
 def _pairs(ops: object) -> frozenset[tuple[str, str]]:

@@ -89,7 +89,7 @@ class ProofVerifier:
         self, proof: str | None, caller: Caller, *, txn: str, tool: str, ph: str
     ) -> VerifiedProof:
         """A proof of possession for executing ``txn`` (``handshake-proof+jwt``)."""
-        return await self._verify(proof, caller, PROOF_TYP, {"txn": txn, "tool": tool, "ph": ph})
+        return await self.verify_jws(proof, caller, PROOF_TYP, {"txn": txn, "tool": tool, "ph": ph})
 
     async def verify_decision(
         self, signature: str | None, caller: Caller, *, txn: str, preview_hash: str, decision: str
@@ -97,7 +97,7 @@ class ProofVerifier:
         """An approver's signed decision over ``{txn, preview_hash, decision}``
         (``handshake-decision+jwt``), by a key bound to the approver like a proof's."""
         expected = {"txn": txn, "preview_hash": preview_hash, "decision": decision}
-        return await self._verify(signature, caller, DECISION_TYP, expected)
+        return await self.verify_jws(signature, caller, DECISION_TYP, expected)
 
     async def verify_dpop(
         self,
@@ -129,24 +129,27 @@ class ProofVerifier:
         if not isinstance(jwk, dict) or not dpop.is_public_jwk(jwk):
             raise ValidationFailed("DPoP proof must carry its public key (jwk header)")
         expected = {"htm": dpop.EXECUTE_METHOD, "ath": dpop.access_token_hash(token)}
-        verified = await self._verify(proof, caller, dpop.DPOP_TYP, expected, ("htu",))
+        verified = await self.verify_jws(proof, caller, dpop.DPOP_TYP, expected, ("htu",))
         if dpop.normalize_htu(str(verified.claims["htu"])) != target:
             raise ValidationFailed("DPoP proof is for another URI")
         if self._nonces is not None and not self._nonces.valid(verified.claims.get("nonce")):
             raise ValidationFailed("DPoP proof without a live server nonce")
         return verified
 
-    async def _verify(
+    async def verify_jws(
         self,
         proof: str | None,
         caller: Caller,
         typ: str,
         expected: dict[str, str],
         required: tuple[str, ...] = (),
+        max_bytes: int = MAX_PROOF_BYTES,
     ) -> VerifiedProof:
+        """A proof of type ``typ`` signed by a key bound to ``caller``, its ``iat`` in the
+        window, its ``jti`` well formed, and the claims ``expected`` (and ``required``)."""
         if not proof:
             raise ValidationFailed("proof of possession required (Handshake-Proof header)")
-        if len(proof) > MAX_PROOF_BYTES:
+        if len(proof) > max_bytes:
             raise ValidationFailed("proof too large")
         try:
             header = jwt.get_unverified_header(proof)
