@@ -21,12 +21,15 @@ import logging
 import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from mcp_handshake.services.catalog.pins import mcp_pin
 from mcp_handshake.shared.errors import HandshakeError, OutcomeUnknown, TargetError, Unavailable
+
+if TYPE_CHECKING:
+    from mcp.client.session import MessageHandlerFnT
 
 __all__ = ["MAX_RESULT_BYTES", "CatalogDrift", "McpCall", "list_upstream", "open_session"]
 
@@ -38,9 +41,13 @@ MAX_RESULT_BYTES = 1024 * 1024
 
 @contextlib.asynccontextmanager
 async def open_session(
-    command: list[str] | None, url: str, headers: Mapping[str, str]
+    command: list[str] | None,
+    url: str,
+    headers: Mapping[str, str],
+    on_message: MessageHandlerFnT | None = None,
 ) -> AsyncIterator[Any]:
-    """An initialized ``mcp.ClientSession`` to the upstream server."""
+    """An initialized ``mcp.ClientSession`` to the upstream server; ``on_message``
+    receives the server's notifications (e.g. ``notifications/tools/list_changed``)."""
     from mcp import ClientSession, StdioServerParameters
     from mcp.client.stdio import stdio_client
 
@@ -48,7 +55,7 @@ async def open_session(
         params = StdioServerParameters(command=command[0], args=command[1:])
         with open(os.devnull, "w") as errlog:  # noqa: ASYNC230 - opening /dev/null
             async with stdio_client(params, errlog=errlog) as (read, write):
-                async with ClientSession(read, write) as session:
+                async with ClientSession(read, write, message_handler=on_message) as session:
                     await session.initialize()
                     yield session
         return
@@ -58,7 +65,7 @@ async def open_session(
     async with (
         httpx2.AsyncClient(headers=dict(headers)) as http,
         streamable_http_client(url, http_client=http) as (read, write),
-        ClientSession(read, write) as session,
+        ClientSession(read, write, message_handler=on_message) as session,
     ):
         await session.initialize()
         yield session
