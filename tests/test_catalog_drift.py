@@ -45,8 +45,11 @@ def drift_stack(
     catalog = tmp_path / "up.catalog.yaml"
     data = yaml.safe_load(dump_catalog(import_mcp("up", command=command)))
     data["target"]["timeout_s"] = 60
+    quiet = getattr(request, "param", None) == "quiet"  # no list_changed: periodic only
+    if quiet:
+        data["target"]["command"] = ["env", "UPSTREAM_QUIET=1", *data["target"]["command"]]
     # only start and list_changed may find drift here, never the periodic check
-    data["target"]["watch_interval_s"] = 3600
+    data["target"]["watch_interval_s"] = 2 if quiet else 3600
     for tool in data["tools"]:
         tool["tier"] = "internal"  # the operator's review: echoing is harmless
     catalog.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -197,4 +200,22 @@ async def test_list_changed_finds_drift_at_once(drift_stack: tuple[Stack, Path, 
     (event,) = _drift_events(stack)
     assert event["tool"] == "echo" and event["detail"] == "up: upstream tool echo changed"
     assert not event.get("txn")  # found by the watch, not by a call
+    assert (await _status(stack))["drift"] == {"up.echo": "changed"}
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("drift_stack", ["quiet"], indirect=True)
+async def test_periodic_check_runs_every_watch_interval(
+    drift_stack: tuple[Stack, Path, Path],
+) -> None:
+    """An upstream that never notifies: the target's `watch_interval_s` (2 s here,
+    default 300) finds the drift without a call."""
+    stack, state, _ = drift_stack
+    await asyncio.sleep(3)
+    assert (await _status(stack))["drift"] == {}
+    (state / "echo.json").write_text(json.dumps({"description": "Something else."}))
+    deadline = time.monotonic() + 15
+    while not _drift_events(stack):
+        assert time.monotonic() < deadline, "the periodic check did not find the drift"
+        await asyncio.sleep(0.2)
     assert (await _status(stack))["drift"] == {"up.echo": "changed"}

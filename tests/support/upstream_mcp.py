@@ -5,7 +5,8 @@
 
 The first serves tools whose definition the test edits under a running stack
 (``STATE_DIR/echo.json``: description and schema, re-read at every ``tools/list``,
-and ``notifications/tools/list_changed`` sent when it changes)
+and ``notifications/tools/list_changed`` sent when it changes, unless UPSTREAM_QUIET
+is set)
 and tools that hang, crash, answer 10 MB, report an error or break their own output
 schema. The second serves the real ``mcp-server-git`` over streamable HTTP behind a
 bearer token.
@@ -34,7 +35,7 @@ class Notifying(MCPServer):
         self.watchers: set[asyncio.Task[None]] = set()
 
     async def _handle_list_tools(self, ctx: Any, params: Any) -> Any:
-        if not self.watchers:
+        if not self.watchers and not os.environ.get("UPSTREAM_QUIET"):
             task = asyncio.create_task(self._notify_on_change(ctx.session))
             self.watchers.add(task)
         return await super()._handle_list_tools(ctx, params)
