@@ -6,7 +6,8 @@ crashed server is simply started again by the next call) or streamable HTTP (wit
 the target's bearer or OAuth2 client-credentials token), lists the upstream tools
 and checks the pinned definition (drift: ``pins``), then calls the tool.
 
-- ``isError`` -> ``target_error``; ``structuredContent``, else the text content, is
+- ``isError``, or ``structuredContent`` off the tool's own ``outputSchema`` ->
+  ``target_error``; ``structuredContent``, else the text content, is
   the result (masked and receipted by execute like any result);
 - no answer within the target's timeout -> ``outcome_unknown`` once the call was
   sent, ``unavailable`` before; a server that dies or cannot be reached ->
@@ -151,9 +152,24 @@ def _failure(exc: BaseException, sent: bool, txn: str) -> HandshakeError:
     if known is not None:
         return known
     log.warning("upstream MCP server failed: %s", type(exc).__name__)
+    if sent and _off_schema(exc):  # the SDK's message quotes the content: not passed on
+        return TargetError("the upstream's structuredContent does not match the tool's own "
+                           "outputSchema", transaction_id=txn)  # fmt: skip
     if sent and not _closed(exc):
         return TargetError("the upstream answered something invalid", transaction_id=txn)
     return Unavailable("the upstream MCP server failed or stopped", transaction_id=txn)
+
+
+def _off_schema(exc: BaseException) -> bool:
+    """The SDK client's check of a result against the tool's declared output schema
+    failed (it raises RuntimeError from jsonschema's ValidationError, or says the
+    structured content is missing)."""
+    from jsonschema import ValidationError
+
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_off_schema(e) for e in exc.exceptions)
+    missing = "did not return structured content" in str(exc)
+    return isinstance(exc, RuntimeError) and (isinstance(exc.__cause__, ValidationError) or missing)
 
 
 def _closed(exc: BaseException) -> bool:
