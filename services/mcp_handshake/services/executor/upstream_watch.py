@@ -126,7 +126,11 @@ async def _listen_once(client: TargetClient, record: Callable[[dict[str, Any]], 
 
     async with asyncio.timeout(cfg.timeout_s):
         headers = await client.auth_headers()
-    async with open_session(cfg.command, cfg.base_url, headers, on_message) as session:
+    async with (
+        asyncio.timeout(cfg.timeout_s) as opening,  # an upstream that never initializes
+        open_session(cfg.command, cfg.base_url, headers, on_message) as session,
+    ):
+        opening.reschedule(None)
         changed.set()  # list once on (re)connecting: a change while away is not missed
         while True:
             try:
