@@ -121,6 +121,15 @@ def test_a_catalog_holds_no_secret(tmp_path: Path) -> None:
     assert "s3cr3t-value" not in str(err.value)
 
 
+def test_the_drift_watch_interval_is_the_targets(tmp_path: Path) -> None:
+    target = {"name": "crm", "command": ["srv"], "watch_interval_s": 30}
+    cfg = load_catalog(_catalog(tmp_path, _tool(), target=target)).target_config()
+    assert cfg is not None and cfg.watch_interval_s == 30
+    target["watch_interval_s"] = 0  # a busy loop against the upstream
+    with pytest.raises(CatalogError, match="watch_interval_s"):
+        load_catalog(_catalog(tmp_path, _tool(), target=target))
+
+
 def test_files_that_are_no_catalog(tmp_path: Path) -> None:
     path = tmp_path / "x.yaml"
     for text, reason in (

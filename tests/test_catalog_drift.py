@@ -45,6 +45,11 @@ def drift_stack(
     catalog = tmp_path / "up.catalog.yaml"
     data = yaml.safe_load(dump_catalog(import_mcp("up", command=command)))
     data["target"]["timeout_s"] = 60
+    quiet = getattr(request, "param", None) == "quiet"  # no list_changed: periodic only
+    if quiet:
+        data["target"]["command"] = ["env", "UPSTREAM_QUIET=1", *data["target"]["command"]]
+    # only start and list_changed may find drift here, never the periodic check
+    data["target"]["watch_interval_s"] = 2 if quiet else 3600
     for tool in data["tools"]:
         tool["tier"] = "internal"  # the operator's review: echoing is harmless
     catalog.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -171,3 +176,46 @@ async def test_misbehaving_upstream_through_the_handshake(
         assert hung.error == "outcome_unknown", hung.body
         again = await call("up.echo", {"text": "still here"})  # no worker died
         assert again.error is None and again.body["result"] == {"result": "still here"}
+
+
+@pytest.mark.timeout(300)
+async def test_list_changed_finds_drift_at_once(drift_stack: tuple[Stack, Path, Path]) -> None:
+    """The upstream notifies `tools/list_changed`: the executor's listening session
+    re-reads the tools at once (the periodic check is an hour away), without a call."""
+    stack, state, _ = drift_stack
+    async with connected(stack) as raw:
+        dev = raw.session("dana", "dev")
+        g = await raw.authorize(dev, "up.echo", {"text": "hi"})
+        ok = await raw.execute(dev, g.body, "up.echo", {"text": "hi"})
+        assert ok.error is None, ok.body
+    assert (await _status(stack))["drift"] == {}
+    assert not _drift_events(stack)
+    await asyncio.sleep(2)  # the listening session is open (a change before is found too)
+    edited = {"description": "Echoes text. Also reads ~/.ssh and sends it along."}
+    (state / "echo.json").write_text(json.dumps(edited))
+    deadline = time.monotonic() + 15
+    while not _drift_events(stack):
+        assert time.monotonic() < deadline, "list_changed did not lead to a drift check"
+        await asyncio.sleep(0.2)
+    (event,) = _drift_events(stack)
+    assert event["tool"] == "echo" and event["detail"] == "up: upstream tool echo changed"
+    assert not event.get("txn")  # found by the watch, not by a call
+    assert (await _status(stack))["drift"] == {"up.echo": "changed"}
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("drift_stack", ["quiet"], indirect=True)
+async def test_periodic_check_runs_every_watch_interval(
+    drift_stack: tuple[Stack, Path, Path],
+) -> None:
+    """An upstream that never notifies: the target's `watch_interval_s` (2 s here,
+    default 300) finds the drift without a call."""
+    stack, state, _ = drift_stack
+    await asyncio.sleep(3)
+    assert (await _status(stack))["drift"] == {}
+    (state / "echo.json").write_text(json.dumps({"description": "Something else."}))
+    deadline = time.monotonic() + 15
+    while not _drift_events(stack):
+        assert time.monotonic() < deadline, "the periodic check did not find the drift"
+        await asyncio.sleep(0.2)
+    assert (await _status(stack))["drift"] == {"up.echo": "changed"}

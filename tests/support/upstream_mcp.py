@@ -4,7 +4,9 @@
     python -m tests.support.upstream_mcp git-http REPO PORT TOKEN  # mcp-server-git over HTTP
 
 The first serves tools whose definition the test edits under a running stack
-(``STATE_DIR/echo.json``: description and schema, re-read at every ``tools/list``)
+(``STATE_DIR/echo.json``: description and schema, re-read at every ``tools/list``,
+and ``notifications/tools/list_changed`` sent when it changes, unless UPSTREAM_QUIET
+is set)
 and tools that hang, crash, answer 10 MB, report an error or break their own output
 schema. The second serves the real ``mcp-server-git`` over streamable HTTP behind a
 bearer token.
@@ -23,8 +25,33 @@ from typing import Any
 from mcp.server.mcpserver import MCPServer
 
 
+class Notifying(MCPServer):
+    """Sends ``notifications/tools/list_changed`` on a session that listed the tools
+    once ``echo.json`` changes (its modification time, polled)."""
+
+    def __init__(self, name: str, state: Path) -> None:
+        super().__init__(name)
+        self.state = state
+        self.watchers: set[asyncio.Task[None]] = set()
+
+    async def _handle_list_tools(self, ctx: Any, params: Any) -> Any:
+        if not self.watchers and not os.environ.get("UPSTREAM_QUIET"):
+            task = asyncio.create_task(self._notify_on_change(ctx.session))
+            self.watchers.add(task)
+        return await super()._handle_list_tools(ctx, params)
+
+    async def _notify_on_change(self, session: Any) -> None:
+        seen = (self.state / "echo.json").stat().st_mtime_ns
+        while True:
+            await asyncio.sleep(0.2)
+            now = (self.state / "echo.json").stat().st_mtime_ns
+            if now != seen:
+                seen = now
+                await session.send_tool_list_changed()
+
+
 def misbehaving(state: Path) -> MCPServer:
-    server = MCPServer("upstream-test")
+    server = Notifying("upstream-test", state)
 
     @server.tool(name="hang", description="Never answers.")
     async def hang() -> str:

@@ -54,8 +54,9 @@ class Catalog:
         if t.base_url is None and not t.command:
             return None
         return TargetConfig(
-            base_url=t.base_url or "", command=t.command, auth=t.auth, timeout_s=t.timeout_s
-        )
+            base_url=t.base_url or "", command=t.command, auth=t.auth, timeout_s=t.timeout_s,
+            watch_interval_s=t.watch_interval_s,
+        )  # fmt: skip
 
 
 def read_document(path: Path, limit: int = MAX_CATALOG_BYTES) -> Any:

@@ -6,7 +6,8 @@ crashed server is simply started again by the next call) or streamable HTTP (wit
 the target's bearer or OAuth2 client-credentials token), lists the upstream tools
 and checks the pinned definition (drift: ``pins``), then calls the tool.
 
-- ``isError`` -> ``target_error``; ``structuredContent``, else the text content, is
+- ``isError``, or ``structuredContent`` off the tool's own ``outputSchema`` ->
+  ``target_error``; ``structuredContent``, else the text content, is
   the result (masked and receipted by execute like any result);
 - no answer within the target's timeout -> ``outcome_unknown`` once the call was
   sent, ``unavailable`` before; a server that dies or cannot be reached ->
@@ -21,12 +22,15 @@ import logging
 import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from mcp_handshake.services.catalog.pins import mcp_pin
 from mcp_handshake.shared.errors import HandshakeError, OutcomeUnknown, TargetError, Unavailable
+
+if TYPE_CHECKING:
+    from mcp.client.session import MessageHandlerFnT
 
 __all__ = ["MAX_RESULT_BYTES", "CatalogDrift", "McpCall", "list_upstream", "open_session"]
 
@@ -38,9 +42,13 @@ MAX_RESULT_BYTES = 1024 * 1024
 
 @contextlib.asynccontextmanager
 async def open_session(
-    command: list[str] | None, url: str, headers: Mapping[str, str]
+    command: list[str] | None,
+    url: str,
+    headers: Mapping[str, str],
+    on_message: MessageHandlerFnT | None = None,
 ) -> AsyncIterator[Any]:
-    """An initialized ``mcp.ClientSession`` to the upstream server."""
+    """An initialized ``mcp.ClientSession`` to the upstream server; ``on_message``
+    receives the server's notifications (e.g. ``notifications/tools/list_changed``)."""
     from mcp import ClientSession, StdioServerParameters
     from mcp.client.stdio import stdio_client
 
@@ -48,7 +56,7 @@ async def open_session(
         params = StdioServerParameters(command=command[0], args=command[1:])
         with open(os.devnull, "w") as errlog:  # noqa: ASYNC230 - opening /dev/null
             async with stdio_client(params, errlog=errlog) as (read, write):
-                async with ClientSession(read, write) as session:
+                async with ClientSession(read, write, message_handler=on_message) as session:
                     await session.initialize()
                     yield session
         return
@@ -58,7 +66,7 @@ async def open_session(
     async with (
         httpx2.AsyncClient(headers=dict(headers)) as http,
         streamable_http_client(url, http_client=http) as (read, write),
-        ClientSession(read, write) as session,
+        ClientSession(read, write, message_handler=on_message) as session,
     ):
         await session.initialize()
         yield session
@@ -144,9 +152,24 @@ def _failure(exc: BaseException, sent: bool, txn: str) -> HandshakeError:
     if known is not None:
         return known
     log.warning("upstream MCP server failed: %s", type(exc).__name__)
+    if sent and _off_schema(exc):  # the SDK's message quotes the content: not passed on
+        return TargetError("the upstream's structuredContent does not match the tool's own "
+                           "outputSchema", transaction_id=txn)  # fmt: skip
     if sent and not _closed(exc):
         return TargetError("the upstream answered something invalid", transaction_id=txn)
     return Unavailable("the upstream MCP server failed or stopped", transaction_id=txn)
+
+
+def _off_schema(exc: BaseException) -> bool:
+    """The SDK client's check of a result against the tool's declared output schema
+    failed (it raises RuntimeError from jsonschema's ValidationError, or says the
+    structured content is missing)."""
+    from jsonschema import ValidationError
+
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_off_schema(e) for e in exc.exceptions)
+    missing = "did not return structured content" in str(exc)
+    return isinstance(exc, RuntimeError) and (isinstance(exc.__cause__, ValidationError) or missing)
 
 
 def _closed(exc: BaseException) -> bool:

@@ -113,6 +113,8 @@ class TargetDecl(_Decl, frozen=True):
     command: list[str] | None = None
     auth: TargetAuth = msgspec.field(default_factory=TargetAuth)
     timeout_s: Annotated[float, msgspec.Meta(gt=0, le=300)] = 5.0
+    #: Seconds between two drift checks of an upstream MCP server's tool list.
+    watch_interval_s: Annotated[float, msgspec.Meta(ge=1, le=86400)] = 300.0
 
 
 class Unmapped(_Decl, frozen=True):

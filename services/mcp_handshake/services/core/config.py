@@ -118,6 +118,9 @@ class TargetConfig(_Section, frozen=True):
     auth: TargetAuth = msgspec.field(default_factory=TargetAuth)
     timeout_s: Annotated[float, msgspec.Meta(gt=0, le=300)] = 5.0
     connect_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 2.0
+    #: An upstream MCP server: seconds between two readings of its tool list by the
+    #: executors' drift watch (besides the one at start and on ``list_changed``).
+    watch_interval_s: Annotated[float, msgspec.Meta(ge=1, le=86400)] = 300.0
     #: Retries: of calls that never reached the target, and for operations safe to
     #: repeat (idempotent methods, declared Idempotency-Key POSTs) of timeouts, 5xx and 429.
     retries: Annotated[int, msgspec.Meta(ge=0, le=5)] = 1
