@@ -71,6 +71,10 @@ class GatewayOptions:
     cors_origins: tuple[str, ...] = ()
     #: DPoP server nonces, when configured.
     nonces: NonceIssuer | None = None
+    #: How long a restricted call at ``/mcp`` waits for approval (with progress) before
+    #: it answers "pending approval" and is kept for ``handshake_wait``; also the wait
+    #: ``handshake_wait`` takes by default.
+    mcp_approval_wait_s: float = 50.0
 
 
 class Gateway:
