@@ -30,15 +30,13 @@ import json
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import pydantic_core
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
-from mcp_types import INVALID_REQUEST, PARSE_ERROR, jsonrpc_message_adapter
-from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from mcp_handshake.client.mcp_server._http_guard import not_one_message, replay
 from mcp_handshake.services.core.dpop import DPOP_HEADER, bearer_token
 from mcp_handshake.services.core.policy import Caller
 from mcp_handshake.services.core.sessions import SessionVerifier
@@ -169,20 +167,11 @@ class McpGuard:
         except HandshakeError as exc:
             await error_response(exc)(scope, receive, send)
             return
-        malformed = _not_one_message(body) if body else None  # nothing to quote: the SDK's
+        malformed = not_one_message(body) if body else None  # nothing to quote: the SDK's
         if malformed is not None:
             await malformed(scope, receive, send)
             return
-        sent = False
-
-        async def replay() -> Message:
-            nonlocal sent
-            if sent:
-                return await receive()  # after the body: the disconnect, when it comes
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replay(body, receive), send)
 
     def _refusal(self, request: Request) -> Response | None:
         """The response refusing this request, or ``None`` (and the caller in its scope)."""
@@ -253,23 +242,6 @@ class McpGuard:
 def _json(status: int, body: dict[str, str], headers: dict[str, str]) -> Response:
     headers = {**headers, "Cache-Control": "no-store"}
     return Response(json.dumps(body), status, headers, media_type="application/json")
-
-
-def _not_one_message(body: bytes) -> Response | None:
-    """A ``400`` JSON-RPC error for a body that is not one JSON-RPC message, else ``None``."""
-    try:
-        raw = pydantic_core.from_json(body)
-    except ValueError:
-        code, message = PARSE_ERROR, "Parse error: the body is not JSON"
-    else:
-        try:
-            jsonrpc_message_adapter.validate_python(raw, by_name=False)
-            return None
-        except ValidationError:
-            code, message = INVALID_REQUEST, "Invalid Request: not one JSON-RPC 2.0 message"
-    error = {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}
-    return Response(json.dumps(error), 400, {"Cache-Control": "no-store"},
-                    media_type="application/json")  # fmt: skip
 
 
 def _plain(status: int, message: str) -> Response:
