@@ -118,7 +118,7 @@ async def open_mcp(settings: Settings, gateway: Gateway, base_url: str) -> McpEn
         max_request_body_size=opts.max_body + _FRAMING,
     )
     guard = McpGuard(StreamableHTTPASGIApp(manager), resource, sessions, opts.nonces,
-                     opts.max_body + _FRAMING, opts.body_timeout_s)  # fmt: skip
+                     opts.max_body + _FRAMING, opts.body_timeout_s, opts.gateway_key)  # fmt: skip
     document = metadata_document(resource)
 
     async def metadata(request: Request) -> Response:

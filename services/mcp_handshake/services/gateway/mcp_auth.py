@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
@@ -37,8 +38,9 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mcp_handshake.client.mcp_server._http_guard import not_one_message, replay
-from mcp_handshake.services.core.dpop import DPOP_HEADER, bearer_token
+from mcp_handshake.services.core.dpop import DPOP_HEADER, GatewayKey, bearer_token
 from mcp_handshake.services.core.policy import Caller
+from mcp_handshake.services.core.proofs import ProofVerifier
 from mcp_handshake.services.core.sessions import SessionVerifier
 from mcp_handshake.services.gateway.app import check_proof
 from mcp_handshake.services.gateway.errors import UseDpopNonce, error_response
@@ -123,6 +125,13 @@ class McpCaller:
         return self.caller.sub
 
 
+class _NoKeys:
+    """No registry: only DPoP-bound sessions are checked here, and they name their key."""
+
+    async def lookup(self, sub: str, kid: str) -> dict[str, Any] | None:
+        return None
+
+
 def _matches(value: str, allowed: tuple[str, ...]) -> bool:
     for pattern in allowed:
         if pattern.endswith(":*"):
@@ -145,8 +154,13 @@ class McpGuard:
         nonces: NonceIssuer | None = None,
         max_body: int = 1 << 20,
         body_timeout_s: float = 10.0,
+        gateway_key: GatewayKey | None = None,
     ) -> None:
         self.app = app
+        #: Vouches for this endpoint's URI as a proof's ``htu`` (without it, a DPoP-bound
+        #: session is refused here: its proofs cannot be checked).
+        self.gateway_key = gateway_key
+        self._proofs = ProofVerifier(_NoKeys(), gateway_key, nonces)
         self.resource = resource
         self.sessions = sessions
         self.nonces = nonces
@@ -159,6 +173,8 @@ class McpGuard:
             return
         request = Request(scope, receive)
         refused = self._refusal(request)
+        if refused is None and scope[CALLER_KEY].caller.jkt is not None:
+            refused = await self._unproven(scope[CALLER_KEY])
         if refused is not None:
             await refused(scope, receive, send)
             return
@@ -215,6 +231,29 @@ class McpGuard:
         )
         request.scope["user"] = AuthenticatedUser(access)
         return None
+
+    async def _unproven(self, who: McpCaller) -> Response | None:
+        """The refusal of a DPoP-bound session (``cnf.jkt``) that came without a valid
+        proof of its key for this request (RFC 9449 section 7.2), public tools included."""
+        if who.dpop is None:
+            return self._bound_needs_proof()
+        htu = self.resource.url
+        tag = self.gateway_key.tag(htu, who.dpop) if self.gateway_key else None
+        try:
+            await self._proofs.verify_dpop(who.dpop, who.caller, htu=htu, htu_tag=tag,
+                                           authorization=f"Bearer {who.session}")  # fmt: skip
+        except ValidationFailed as exc:
+            return _json(401, {"error": "invalid_dpop_proof", "error_description": exc.message},
+                         {"WWW-Authenticate": 'DPoP error="invalid_dpop_proof"'})  # fmt: skip
+        return None
+
+    def _bound_needs_proof(self) -> Response:
+        description = ("this session is DPoP-bound (cnf.jkt): send it as 'DPoP <session>' "
+                       "with a DPoP proof (RFC 9449) of its key on every request")  # fmt: skip
+        header = (f'DPoP error="invalid_token", error_description="{description}", '
+                  f'algs="{" ".join(PROOF_ALGORITHMS)}"')  # fmt: skip
+        return _json(401, {"error": "invalid_token", "error_description": description},
+                     {"WWW-Authenticate": header})  # fmt: skip
 
     def _challenge(self, description: str | None) -> Response:
         parts = [f'resource_metadata="{self.resource.metadata_url}"']
