@@ -162,7 +162,8 @@ async def test_sdk_client_discovers_then_calls_public_and_internal(
 
     key = AgentKey()
     token = session_for(stack, "mcp-gw-ann", "billing", "support", key=key)
-    async with mcp_client(gateway_url, headers={"Authorization": f"Bearer {token}"},
+    plain = session_for(stack, "mcp-gw-ann", "billing", "support")  # no key: a bearer token
+    async with mcp_client(gateway_url, headers={"Authorization": f"Bearer {plain}"},
                           modern=modern) as mcp:  # fmt: skip
         listed = {t.name: t for t in (await mcp.list_tools()).tools}
         assert {"payments__get_exchange_rate", "payments__list_invoices",
@@ -173,16 +174,40 @@ async def test_sdk_client_discovers_then_calls_public_and_internal(
         assert error_code(refused) == "validation_failed" and "DPoP" in text(refused)
 
     async with mcp_client(gateway_url, DPoPAuth(key, token), modern=modern) as mcp:
+        public = await mcp.call_tool("payments__get_exchange_rate", RATE)
+        assert receipt_claims(public)["tier"] == "public"
         internal = await mcp.call_tool("payments__list_invoices", {"limit": 1})
         claims = receipt_claims(internal)
         assert claims["tier"] == "internal" and claims["sub"] == "mcp-gw-ann"
 
 
-async def test_a_proof_of_another_key_is_refused(stack: Stack, gateway_url: str) -> None:
-    token = session_for(stack, "mcp-gw-bob", "billing", key=AgentKey())
-    async with mcp_client(gateway_url, DPoPAuth(AgentKey(), token)) as mcp:
-        refused = await mcp.call_tool("payments__list_invoices", {"limit": 1})
-    assert error_code(refused) == "validation_failed"
+@pytest.mark.parametrize("scheme", ["Bearer", "DPoP"])
+async def test_a_bound_session_without_its_proof_is_refused(
+    stack: Stack, gateway_url: str, scheme: str
+) -> None:
+    """RFC 9449 section 7.2: a DPoP-bound session (cnf.jkt) is no bearer token, not even
+    for public tools: without a proof of its key, or with a proof of another key, 401."""
+    key = AgentKey()
+    token = session_for(stack, "mcp-gw-stolen", "billing", key=key)
+    rate = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "payments__get_exchange_rate", "arguments": RATE}}  # fmt: skip
+    url = f"{gateway_url}/mcp"
+    headers = {**JSON_HEADERS, "Authorization": f"{scheme} {token}"}
+    async with httpx.AsyncClient() as http:
+        for body in (INIT, rate):
+            refused = await http.post(url, json=body, headers=headers)
+            assert refused.status_code == 401, refused.text
+            challenge = refused.headers["www-authenticate"]
+            assert challenge.startswith('DPoP error="invalid_token"') and token not in refused.text
+        thief = dpop_proof(AgentKey(), "POST", url, token)
+        refused = await http.post(url, json=INIT, headers={**headers, "DPoP": thief})
+        assert refused.status_code == 401 and refused.json()["error"] == "invalid_dpop_proof"
+        other_uri = dpop_proof(key, "POST", "https://phish.example/mcp", token)
+        refused = await http.post(url, json=INIT, headers={**headers, "DPoP": other_uri})
+        assert refused.status_code == 401 and refused.json()["error"] == "invalid_dpop_proof"
+        own = dpop_proof(key, "POST", url, token)
+        ok = await http.post(url, json=INIT, headers={**headers, "DPoP": own})
+        assert ok.status_code == 200, ok.text
 
 
 async def test_restricted_call_waits_with_progress_until_approved(
@@ -293,7 +318,7 @@ async def _guarded(
 
     resource = McpResource.at("https://gw.test", session.issuer, (),
                               tuple(session.mcp_scopes))  # fmt: skip
-    guard = McpGuard(inner, resource, verifier, nonces)
+    guard = McpGuard(inner, resource, verifier, nonces, gateway_key=GatewayKey(b"g" * 32))
     transport = httpx.ASGITransport(app=guard)
     return httpx.AsyncClient(transport=transport, base_url="https://gw.test")
 

@@ -46,13 +46,15 @@ def test_typescript_sdk_client(stack: Stack, gateway_url: str) -> None:
     key = AgentKey()
     session = mint_session(stack.home, "ts-ann", roles=["billing", "treasury"],
                            jkt=key.thumbprint)  # fmt: skip
+    plain = mint_session(stack.home, "ts-ann", roles=["billing", "treasury"])
     private_jwk = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(key.private))
     env = {**os.environ, "MCP_URL": f"{gateway_url}/mcp", "MCP_SESSION": session,
+           "MCP_BEARER_SESSION": plain,
            "MCP_DPOP_JWK": json.dumps(private_jwk)}  # fmt: skip
     run = subprocess.run(["node", str(HERE / "check.mjs")], env=env, capture_output=True,
                          text=True, timeout=120, check=False)  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
-    assert session not in run.stderr
+    assert session not in run.stderr and plain not in run.stderr
     out = json.loads(run.stdout)
 
     assert out["status"] == 401

@@ -1,6 +1,6 @@
 // The official TypeScript MCP SDK against the gateway's /mcp (run by
-// tests/test_gateway_mcp_ts.py): discovery from the 401, a public call with the bearer
-// session, an internal call refused without DPoP and run with a DPoP proof (jose) on
+// tests/test_gateway_mcp_ts.py): discovery from the 401, a public call with a bearer
+// (unbound) session, an internal call refused without DPoP and run with a DPoP proof (jose) on
 // every request, a restricted call waiting (with progress) for its approval. Prints one
 // JSON object.
 import { createHash, randomUUID } from "node:crypto";
@@ -14,6 +14,8 @@ import { SignJWT, importJWK } from "jose";
 
 const url = process.env.MCP_URL;
 const session = process.env.MCP_SESSION;
+// Without a key (no cnf.jkt): a bound session is no bearer token (RFC 9449 section 7.2).
+const bearerSession = process.env.MCP_BEARER_SESSION;
 const jwk = JSON.parse(process.env.MCP_DPOP_JWK);
 const out = {};
 
@@ -35,7 +37,7 @@ const invoices = { name: "payments__list_invoices", arguments: { limit: 1 } };
 
 const bearer = new Client({ name: "ts-bearer", version: "1" });
 await bearer.connect(new StreamableHTTPClientTransport(new URL(url), {
-  requestInit: { headers: { Authorization: `Bearer ${session}` } },
+  requestInit: { headers: { Authorization: `Bearer ${bearerSession}` } },
 }));
 out.tools = (await bearer.listTools()).tools.map((t) => t.name);
 out.public = await bearer.callTool(rate);

@@ -6,6 +6,7 @@ import contextlib
 import hmac
 import logging
 import os
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from mcp_handshake.client import HandshakeError
 
 from ._calls import Calls
+from ._http_guard import BodyGuard, protocol_factory
 
-__all__ = ["build_server", "read_bearer_secret", "run_http", "run_stdio"]
+__all__ = ["HttpLimits", "build_server", "read_bearer_secret", "run_http", "run_stdio"]
 
 log = logging.getLogger("mcp_handshake.mcp")
 
@@ -106,6 +108,18 @@ def read_bearer_secret(path: Path) -> str:
     return value
 
 
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    """How much, and how slowly, the HTTP transport reads of a request."""
+
+    #: Largest request body (bytes): the protocol's largest params plus JSON-RPC framing.
+    max_body: int = (1 << 20) + 16384
+    #: How long a request body may take to arrive (then ``408``).
+    body_timeout_s: float = 10.0
+    #: How long a request's headers may take to arrive (then the connection is closed).
+    header_timeout_s: float = 5.0
+
+
 class _BearerSecret:
     """Every request must carry ``Authorization: Bearer <secret>`` (compared in constant
     time); anything else is ``401`` before the MCP SDK sees it."""
@@ -136,14 +150,23 @@ def transport_security(host: str, allowed_hosts: tuple[str, ...]) -> TransportSe
 
 
 async def run_http(
-    server: Server[Any], host: str, port: int, secret: str, allowed_hosts: tuple[str, ...] = ()
+    server: Server[Any],
+    host: str,
+    port: int,
+    secret: str,
+    allowed_hosts: tuple[str, ...] = (),
+    limits: HttpLimits = HttpLimits(),
 ) -> None:
     """Serve streamable HTTP at ``http://<host>:<port>/mcp`` until SIGINT/SIGTERM, to
-    clients that send ``Authorization: Bearer <secret>`` with an allowed Host."""
+    clients that send ``Authorization: Bearer <secret>`` with an allowed Host: headers
+    within ``limits.header_timeout_s``, then the body read under ``limits`` and refused,
+    quoting nothing, unless it is one JSON-RPC message (``_http_guard``)."""
     import uvicorn
 
     security = transport_security(host, allowed_hosts)
-    app = _BearerSecret(server.streamable_http_app(host=host, transport_security=security), secret)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    sdk = server.streamable_http_app(host=host, transport_security=security)
+    app = _BearerSecret(BodyGuard(sdk, limits.max_body, limits.body_timeout_s), secret)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
+                            http=protocol_factory(limits.header_timeout_s))  # fmt: skip
     log.warning("MCP server listening on http://%s:%d/mcp (bearer secret required)", host, port)
     await uvicorn.Server(config).serve()

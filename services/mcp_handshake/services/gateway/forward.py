@@ -9,7 +9,6 @@ W3C trace context.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from typing import TypeVar
@@ -19,6 +18,7 @@ from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
 from starlette.requests import Request
 
+from mcp_handshake.client.mcp_server._http_guard import read_body as read_body_within
 from mcp_handshake.services.core.dpop import GatewayKey, bearer_token
 from mcp_handshake.services.gateway.errors import RequestTimeout
 from mcp_handshake.services.gateway.nonce import NonceIssuer
@@ -28,7 +28,6 @@ from mcp_handshake.shared.errors import (
     BadRequest,
     HandshakeError,
     InternalError,
-    PayloadTooLarge,
     Unavailable,
 )
 from mcp_handshake.shared.protocol import AUTHORIZATION_HEADER
@@ -71,6 +70,10 @@ class GatewayOptions:
     cors_origins: tuple[str, ...] = ()
     #: DPoP server nonces, when configured.
     nonces: NonceIssuer | None = None
+    #: How long a restricted call at ``/mcp`` waits for approval (with progress) before
+    #: it answers "pending approval" and is kept for ``handshake_wait``; also the wait
+    #: ``handshake_wait`` takes by default.
+    mcp_approval_wait_s: float = 50.0
 
 
 class Gateway:
@@ -119,20 +122,10 @@ class Gateway:
 async def read_body(request: Request, limit: int, timeout: float) -> bytes:
     """The body, refused (``payload_too_large``) as soon as it is over ``limit``, or
     (``request_timeout``) when it has not all arrived within ``timeout`` seconds."""
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit:
-        raise PayloadTooLarge(f"request body over {limit} bytes")
-    chunks, size = [], 0
     try:
-        async with asyncio.timeout(timeout):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise PayloadTooLarge(f"request body over {limit} bytes")
-                chunks.append(chunk)
+        return await read_body_within(request, limit, timeout)
     except TimeoutError:
         raise RequestTimeout() from None
-    return b"".join(chunks)
 
 
 def _printable(value: str) -> bool:

@@ -1,10 +1,7 @@
 """What the gateway's HTTP server does before and around every route.
 
 - :class:`HeaderTimeoutProtocol`: uvicorn's h11 protocol with a deadline for a
-  request's headers. A connection that opens (or, between requests, starts
-  sending) and has not finished its headers within ``header_timeout_s`` is
-  closed, so half-open connections cannot pile up (uvicorn has no such timer
-  of its own; its keep-alive timer stops at the first byte).
+  request's headers (shared with the local MCP server: ``client.mcp_server._http_guard``).
 - :class:`Hardened`: a request with both ``Transfer-Encoding`` and
   ``Content-Length`` is refused (``400``; RFC 9112 section 6.3 calls it a
   smuggling attempt), and every response of the protocol's routes carries
@@ -15,68 +12,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from mcp_handshake.client.mcp_server._http_guard import (
+    HEADER_TIMEOUT_S,
+    HeaderTimeoutProtocol,
+    protocol_factory,
+)
 from mcp_handshake.services.gateway.errors import error_response
 from mcp_handshake.shared.errors import BadRequest, InternalError
 
 log = logging.getLogger(__name__)
 
 __all__ = ["HEADER_TIMEOUT_S", "Contain", "Hardened", "HeaderTimeoutProtocol", "protocol_factory"]
-
-#: How long a request's headers may take to arrive, by default.
-HEADER_TIMEOUT_S = 5.0
-
-
-class HeaderTimeoutProtocol(H11Protocol):
-    """h11 with a header deadline: armed when a connection opens and whenever bytes of a
-    new request arrive, disarmed once the request's headers are complete."""
-
-    header_timeout_s = HEADER_TIMEOUT_S
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._deadline: asyncio.TimerHandle | None = None
-        self._arm()
-
-    def _arm(self) -> None:
-        if self._deadline is None:
-            self._deadline = self.loop.call_later(self.header_timeout_s, self._expired)
-
-    def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-
-    def _between_requests(self) -> bool:
-        return self.cycle is None or self.cycle.response_complete
-
-    def _expired(self) -> None:
-        self._deadline = None
-        if self._between_requests():
-            self.transport.close()
-
-    def data_received(self, data: bytes) -> None:
-        if self._between_requests():
-            self._arm()
-        before = self.cycle
-        super().data_received(data)
-        if self.cycle is not before:  # a request's headers are complete
-            self._disarm()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
-
-
-def protocol_factory(header_timeout_s: float) -> type[HeaderTimeoutProtocol]:
-    """The protocol class for ``uvicorn.Config(http=...)``, with this header deadline."""
-    return type("GatewayProtocol", (HeaderTimeoutProtocol,), {"header_timeout_s": header_timeout_s})
 
 
 class Hardened:

@@ -99,11 +99,10 @@ class McpEndpoint:
     run: Callable[[], Coroutine[Any, Any, None]]
 
 
-async def open_mcp(
-    settings: Settings, gateway: Gateway, base_url: str, approval_wait_s: float = 50.0
-) -> McpEndpoint:
+async def open_mcp(settings: Settings, gateway: Gateway, base_url: str) -> McpEndpoint:
     """``/mcp`` for the gateway reached at ``base_url``: sessions verified as the workers
-    verify them (the configuration's ``[session]``)."""
+    verify them (the configuration's ``[session]``), restricted calls waiting for approval
+    as long as the gateway's ``mcp_approval_wait_s``."""
     cfg = load_config(settings.config_path)
     sessions = await SessionVerifier.create(cfg.session, cfg.path.parent)
     opts = gateway.options
@@ -114,12 +113,12 @@ async def open_mcp(
         log.warning("[session] resources does not list %s: only sessions for the audience "
                     "%r are accepted at /mcp", resource.url, cfg.session.audience)  # fmt: skip
     manager = StreamableHTTPSessionManager(
-        build_mcp_server(GatewayCalls(gateway, approval_wait_s)),
+        build_mcp_server(GatewayCalls(gateway, opts.mcp_approval_wait_s)),
         stateless=True,
         max_request_body_size=opts.max_body + _FRAMING,
     )
     guard = McpGuard(StreamableHTTPASGIApp(manager), resource, sessions, opts.nonces,
-                     opts.max_body + _FRAMING, opts.body_timeout_s)  # fmt: skip
+                     opts.max_body + _FRAMING, opts.body_timeout_s, opts.gateway_key)  # fmt: skip
     document = metadata_document(resource)
 
     async def metadata(request: Request) -> Response:

@@ -28,19 +28,19 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
-import pydantic_core
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
-from mcp_types import INVALID_REQUEST, PARSE_ERROR, jsonrpc_message_adapter
-from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from mcp_handshake.services.core.dpop import DPOP_HEADER, bearer_token
+from mcp_handshake.client.mcp_server._http_guard import not_one_message, replay
+from mcp_handshake.services.core.dpop import DPOP_HEADER, GatewayKey, bearer_token
 from mcp_handshake.services.core.policy import Caller
+from mcp_handshake.services.core.proofs import ProofVerifier
 from mcp_handshake.services.core.sessions import SessionVerifier
 from mcp_handshake.services.gateway.app import check_proof
 from mcp_handshake.services.gateway.errors import UseDpopNonce, error_response
@@ -125,6 +125,13 @@ class McpCaller:
         return self.caller.sub
 
 
+class _NoKeys:
+    """No registry: only DPoP-bound sessions are checked here, and they name their key."""
+
+    async def lookup(self, sub: str, kid: str) -> dict[str, Any] | None:
+        return None
+
+
 def _matches(value: str, allowed: tuple[str, ...]) -> bool:
     for pattern in allowed:
         if pattern.endswith(":*"):
@@ -147,8 +154,13 @@ class McpGuard:
         nonces: NonceIssuer | None = None,
         max_body: int = 1 << 20,
         body_timeout_s: float = 10.0,
+        gateway_key: GatewayKey | None = None,
     ) -> None:
         self.app = app
+        #: Vouches for this endpoint's URI as a proof's ``htu`` (without it, a DPoP-bound
+        #: session is refused here: its proofs cannot be checked).
+        self.gateway_key = gateway_key
+        self._proofs = ProofVerifier(_NoKeys(), gateway_key, nonces)
         self.resource = resource
         self.sessions = sessions
         self.nonces = nonces
@@ -161,6 +173,8 @@ class McpGuard:
             return
         request = Request(scope, receive)
         refused = self._refusal(request)
+        if refused is None and scope[CALLER_KEY].caller.jkt is not None:
+            refused = await self._unproven(scope[CALLER_KEY])
         if refused is not None:
             await refused(scope, receive, send)
             return
@@ -169,20 +183,11 @@ class McpGuard:
         except HandshakeError as exc:
             await error_response(exc)(scope, receive, send)
             return
-        malformed = _not_one_message(body) if body else None  # nothing to quote: the SDK's
+        malformed = not_one_message(body) if body else None  # nothing to quote: the SDK's
         if malformed is not None:
             await malformed(scope, receive, send)
             return
-        sent = False
-
-        async def replay() -> Message:
-            nonlocal sent
-            if sent:
-                return await receive()  # after the body: the disconnect, when it comes
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replay(body, receive), send)
 
     def _refusal(self, request: Request) -> Response | None:
         """The response refusing this request, or ``None`` (and the caller in its scope)."""
@@ -227,6 +232,29 @@ class McpGuard:
         request.scope["user"] = AuthenticatedUser(access)
         return None
 
+    async def _unproven(self, who: McpCaller) -> Response | None:
+        """The refusal of a DPoP-bound session (``cnf.jkt``) that came without a valid
+        proof of its key for this request (RFC 9449 section 7.2), public tools included."""
+        if who.dpop is None:
+            return self._bound_needs_proof()
+        htu = self.resource.url
+        tag = self.gateway_key.tag(htu, who.dpop) if self.gateway_key else None
+        try:
+            await self._proofs.verify_dpop(who.dpop, who.caller, htu=htu, htu_tag=tag,
+                                           authorization=f"Bearer {who.session}")  # fmt: skip
+        except ValidationFailed as exc:
+            return _json(401, {"error": "invalid_dpop_proof", "error_description": exc.message},
+                         {"WWW-Authenticate": 'DPoP error="invalid_dpop_proof"'})  # fmt: skip
+        return None
+
+    def _bound_needs_proof(self) -> Response:
+        description = ("this session is DPoP-bound (cnf.jkt): send it as 'DPoP <session>' "
+                       "with a DPoP proof (RFC 9449) of its key on every request")  # fmt: skip
+        header = (f'DPoP error="invalid_token", error_description="{description}", '
+                  f'algs="{" ".join(PROOF_ALGORITHMS)}"')  # fmt: skip
+        return _json(401, {"error": "invalid_token", "error_description": description},
+                     {"WWW-Authenticate": header})  # fmt: skip
+
     def _challenge(self, description: str | None) -> Response:
         parts = [f'resource_metadata="{self.resource.metadata_url}"']
         if description is not None:
@@ -253,23 +281,6 @@ class McpGuard:
 def _json(status: int, body: dict[str, str], headers: dict[str, str]) -> Response:
     headers = {**headers, "Cache-Control": "no-store"}
     return Response(json.dumps(body), status, headers, media_type="application/json")
-
-
-def _not_one_message(body: bytes) -> Response | None:
-    """A ``400`` JSON-RPC error for a body that is not one JSON-RPC message, else ``None``."""
-    try:
-        raw = pydantic_core.from_json(body)
-    except ValueError:
-        code, message = PARSE_ERROR, "Parse error: the body is not JSON"
-    else:
-        try:
-            jsonrpc_message_adapter.validate_python(raw, by_name=False)
-            return None
-        except ValidationError:
-            code, message = INVALID_REQUEST, "Invalid Request: not one JSON-RPC 2.0 message"
-    error = {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}
-    return Response(json.dumps(error), 400, {"Cache-Control": "no-store"},
-                    media_type="application/json")  # fmt: skip
 
 
 def _plain(status: int, message: str) -> Response:

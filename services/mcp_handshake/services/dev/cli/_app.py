@@ -17,6 +17,7 @@ from mcp_handshake.services.dev.cli._cmd_catalog import catalog_app
 from mcp_handshake.services.dev.cli._cmd_gateway import (
     CorsOpt,
     HostOpt,
+    McpWaitOpt,
     NonceKeyOpt,
     PortOpt,
     PublicUrlOpt,
@@ -89,6 +90,7 @@ def worker(
     public_url: PublicUrlOpt = None,
     dpop_nonce_key_file: NonceKeyOpt = None,
     cors_origin: CorsOpt = None,
+    mcp_approval_wait: McpWaitOpt = 50.0,
     dev_login: Annotated[
         bool, typer.Option("--dev-login", help="Console only: dev login (dev stack only).")
     ] = False,
@@ -113,7 +115,7 @@ def worker(
         return
     if kind is Kind.gateway:
         build = gateway_build(host, gateway_port(port), public_url, dpop_nonce_key_file,
-                              cors_origin)  # fmt: skip
+                              cors_origin, mcp_approval_wait)  # fmt: skip
         run(serve(settings, kind.value, build))
         return
     module = importlib.import_module(f"mcp_handshake.services.{kind.value}.main")

@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # the CLI starts fast: worker modules load only when a worker
 __all__ = [
     "CorsOpt",
     "HostOpt",
+    "McpWaitOpt",
     "NonceKeyOpt",
     "PortOpt",
     "PublicUrlOpt",
@@ -55,6 +56,16 @@ CorsOpt = Annotated[
     list[str] | None,
     typer.Option(help="Gateway only: an origin CORS allows (repeatable; none by default)."),
 ]
+McpWaitOpt = Annotated[
+    float,
+    typer.Option(
+        "--mcp-approval-wait",
+        envvar="HANDSHAKE_GATEWAY_MCP_APPROVAL_WAIT_S",
+        min=0,
+        help="Gateway only: seconds a restricted call at /mcp waits for approval before it"
+        " answers 'pending approval' (then handshake_wait follows it up).",
+    ),
+]
 
 
 def gateway_port(port: int | None) -> int:
@@ -69,7 +80,12 @@ def gateway_port(port: int | None) -> int:
 
 
 def gateway_build(
-    host: str, port: int, public_url: str | None, nonce_key: Path | None, cors: list[str] | None
+    host: str,
+    port: int,
+    public_url: str | None,
+    nonce_key: Path | None,
+    cors: list[str] | None,
+    mcp_wait_s: float = 50.0,
 ) -> Callable[[Settings, NATS], Awaitable[Worker]]:
     from mcp_handshake.services.gateway.app import GatewayOptions
     from mcp_handshake.services.gateway.main import builder
@@ -83,7 +99,8 @@ def gateway_build(
         except (OSError, ValueError) as exc:
             usage(f"--dpop-nonce-key-file: {exc}")
     options = GatewayOptions(host=host, port=port, public_url=public_url, nonces=nonces,
-                             cors_origins=tuple(cors or ()))  # fmt: skip
+                             cors_origins=tuple(cors or ()),
+                             mcp_approval_wait_s=mcp_wait_s)  # fmt: skip
     try:
         return builder(options)
     except StartupError as exc:
