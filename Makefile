@@ -3,7 +3,7 @@
 install:            ## virtualenv from the lock (hash-checked), redis-server where missing
 	bash scripts/bootstrap.sh
 
-lock:               ## re-resolve requirements/*.txt from pyproject.toml's ranges (uv)
+lock:               ## re-resolve requirements-*.txt from pyproject.toml's ranges (uv)
 	bash scripts/lock.sh
 
 test-latest:        ## the suite on the newest releases, in a throwaway venv (not CI)

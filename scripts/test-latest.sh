@@ -13,10 +13,10 @@ echo "installing the newest releases into $venv ..." >&2
 "$venv/bin/python" -m pip install -q --upgrade pip </dev/null
 "$venv/bin/python" -m pip install -q -e '.[dev,bench]' </dev/null 2>&1 | grep -v "is ignored" || true
 "$venv/bin/python" -m pip freeze --exclude-editable >"$(dirname "$venv")/freeze.txt"
-echo "== versions that differ from requirements/dev.txt" >&2
+echo "== versions that differ from requirements-dev.txt" >&2
 "$venv/bin/python" - "$(dirname "$venv")/freeze.txt" <<'PY' >&2
 import re, sys
-lock = dict(re.findall(r"^([A-Za-z0-9._-]+)==([^ ;\\]+)", open("requirements/dev.txt").read(), re.M))
+lock = dict(re.findall(r"^([A-Za-z0-9._-]+)==([^ ;\\]+)", open("requirements-dev.txt").read(), re.M))
 norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()
 lock = {norm(k): v for k, v in lock.items()}
 for line in open(sys.argv[1]):

@@ -18,14 +18,13 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
-LOCKS = ROOT / "requirements"
 _PIN = re.compile(r"^([A-Za-z0-9._-]+)==([^ ;\\]+)(?:\s*;\s*([^\\]+?))?\s*\\?$")
 
 
 def _pins(lock: str) -> dict[str, str]:
     """``name -> version`` for this interpreter, markers evaluated as pip does."""
     pins = {}
-    for line in (LOCKS / lock).read_text().splitlines():
+    for line in (ROOT / f"requirements-{lock}").read_text().splitlines():
         m = _PIN.match(line)
         if m and (m.group(3) is None or Marker(m.group(3)).evaluate()):
             pins[canonicalize_name(m.group(1))] = m.group(2)
@@ -79,7 +78,7 @@ def test_build_tools_are_pinned_as_in_the_dev_lock() -> None:
 
 
 def test_a_package_whose_hash_differs_from_the_lock_is_refused(tmp_path: Path) -> None:
-    lines = (LOCKS / "build.txt").read_text().splitlines()
+    lines = (ROOT / "requirements-build.txt").read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("wheel=="))
     entry = [lines[start]]
     for line in lines[start + 1 :]:
@@ -103,5 +102,5 @@ def test_a_package_whose_hash_differs_from_the_lock_is_refused(tmp_path: Path) -
 def test_the_image_installs_the_lock_hash_checked() -> None:
     dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
     assert "--require-hashes" in dockerfile
-    assert "requirements/image.txt" in dockerfile
+    assert "requirements-image.txt" in dockerfile
     assert "--no-deps" in dockerfile
