@@ -6,10 +6,8 @@ send such content."""
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Iterator
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +16,9 @@ import yaml
 
 from mcp_handshake.services.catalog.mcp_import import import_mcp
 from mcp_handshake.services.catalog.openapi import dump_catalog
-from mcp_handshake.services.dev.devstack import Stack, StackSpec
+from mcp_handshake.services.dev.devstack import Stack
 from tests.conftest import connected
+from tests.support.catalog_stack import catalog_stack
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICY = "".join(
@@ -44,16 +43,8 @@ def raw_stack(tmp_path: Path) -> Iterator[Stack]:
         text = text.replace("executor_timeout_s = 10.0", "executor_timeout_s = 40.0")
         return text.replace("[tools]\n", f'[tools]\ncatalogs = ["{catalog}"]\n', 1)
 
-    home = tmp_path / "home"
-    home.mkdir()
-    demo_policy = resources.files("mcp_handshake.services.dev.demo").joinpath("policy.cedar")
-    (home / "policy.cedar").write_text(demo_policy.read_text() + POLICY)
-    st = Stack(home, StackSpec(), extra_env={"PYTHONPATH": str(ROOT)}, config_edit=edit)
-    try:
-        asyncio.run(st.start(timeout=60))
+    with catalog_stack(tmp_path / "home", POLICY, edit) as st:
         yield st
-    finally:
-        st.stop()
 
 
 @pytest.mark.timeout(300)

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,9 @@ from mcp_handshake.services.audit.chain import read_entries
 from mcp_handshake.services.catalog.lint import diff_catalogs
 from mcp_handshake.services.catalog.mcp_import import import_mcp, import_mcp_async
 from mcp_handshake.services.catalog.openapi import dump_catalog
-from mcp_handshake.services.dev.devstack import Stack, StackSpec
+from mcp_handshake.services.dev.devstack import Stack
 from tests.conftest import connected
+from tests.support.catalog_stack import catalog_stack
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICY = "".join(
@@ -62,16 +62,8 @@ def drift_stack(
         text = text.replace("executor_timeout_s = 10.0", "executor_timeout_s = 7.0")
         return text.replace("[tools]\n", f'[tools]\ncatalogs = ["{catalog}"]\n', 1)
 
-    home = tmp_path / "home"
-    home.mkdir()
-    demo_policy = resources.files("mcp_handshake.services.dev.demo").joinpath("policy.cedar")
-    (home / "policy.cedar").write_text(demo_policy.read_text() + POLICY)
-    st = Stack(home, StackSpec(), extra_env={"PYTHONPATH": str(ROOT)}, config_edit=edit)
-    try:
-        asyncio.run(st.start(timeout=60))
+    with catalog_stack(tmp_path / "home", POLICY, edit) as st:
         yield st, state, catalog
-    finally:
-        st.stop()
 
 
 def _drift_events(stack: Stack) -> list[dict[str, Any]]:

@@ -3,14 +3,12 @@ against a local server for that spec: two reads and one restricted write, approv
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +16,9 @@ import jwt
 import pytest
 
 from mcp_handshake.services.catalog.openapi import dump_catalog, import_openapi
-from mcp_handshake.services.dev.devstack import Stack, StackSpec, free_port
+from mcp_handshake.services.dev.devstack import Stack, free_port
 from tests.conftest import Raw, connected
+from tests.support.catalog_stack import catalog_stack
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "tests/data/openapi/petstore/openapi.yaml"
@@ -74,16 +73,10 @@ def pet_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     def edit(text: str) -> str:
         return text.replace("[tools]\n", f'[tools]\ncatalogs = ["{catalog}"]\n') + target
 
-    home = tmp / "home"
-    home.mkdir()
-    demo_policy = resources.files("mcp_handshake.services.dev.demo").joinpath("policy.cedar")
-    (home / "policy.cedar").write_text(demo_policy.read_text() + POLICY)
-    st = Stack(home, StackSpec(), extra_env={"PYTHONPATH": str(ROOT)}, config_edit=edit)
     try:
-        asyncio.run(st.start(timeout=60))
-        yield st
+        with catalog_stack(tmp / "home", POLICY, edit) as st:
+            yield st
     finally:
-        st.stop()
         server.terminate()
         server.wait(timeout=10)
 

@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +12,9 @@ import yaml
 
 from mcp_handshake.services.catalog.mcp_import import import_mcp
 from mcp_handshake.services.catalog.openapi import dump_catalog
-from mcp_handshake.services.dev.devstack import Stack, StackSpec
+from mcp_handshake.services.dev.devstack import Stack
 from tests.conftest import Raw, connected
+from tests.support.catalog_stack import catalog_stack
 from tests.test_catalog_mcp import GIT_SERVER, _git, git_http, repo  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,16 +64,8 @@ def git_stack(tmp_path: Path, repo: Path, git_http: tuple[str, str]) -> Iterator
         text = text.replace("executor_timeout_s = 10.0", "executor_timeout_s = 90.0")
         return text.replace("[tools]\n", f'[tools]\ncatalogs = ["{stdio}", "{http}"]\n') + over_http
 
-    home = tmp_path / "home"
-    home.mkdir()
-    demo_policy = resources.files("mcp_handshake.services.dev.demo").joinpath("policy.cedar")
-    (home / "policy.cedar").write_text(demo_policy.read_text() + POLICY)
-    st = Stack(home, StackSpec(), extra_env={"PYTHONPATH": str(ROOT)}, config_edit=edit)
-    try:
-        asyncio.run(st.start(timeout=60))
+    with catalog_stack(tmp_path / "home", POLICY, edit) as st:
         yield st
-    finally:
-        st.stop()
 
 
 async def _approved(raw: Raw, dev: str, approver: str, tool: str, params: dict[str, Any]) -> Any:
