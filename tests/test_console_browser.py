@@ -14,12 +14,11 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException
+from selenium.common.exceptions import NoSuchElementException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.wait import WebDriverWait
 
 from mcp_handshake.client import CallResult, HandshakeClient
@@ -63,10 +62,23 @@ def shot(driver: WebDriver, tmp_path: Path, name: str) -> None:
 
 
 def submit(driver: WebDriver, button: WebElement) -> None:
-    """Click a form's button and wait until the next page has replaced this one."""
-    page = driver.find_element(By.TAG_NAME, "html")
+    """Click a form's button and wait until the next page has replaced this one.
+
+    The old document is marked before the click; the wait ends when a fully loaded document
+    without the mark answers. While Chromium is between documents it answers with errors
+    (stale element, or "does not belong to the document"): those mean "not yet"."""
+    driver.execute_script("window.__handshakeOldPage = true;")
     button.click()
-    WebDriverWait(driver, 30).until(staleness_of(page))
+    WebDriverWait(driver, 30, ignored_exceptions=(WebDriverException,)).until(_replaced)
+
+
+def _replaced(driver: WebDriver) -> bool:
+    return bool(
+        driver.execute_script(
+            "return window.__handshakeOldPage === undefined"
+            " && document.readyState === 'complete';"
+        )
+    )
 
 
 def sign_in(driver: WebDriver, url: str, sub: str, *roles: str) -> None:
