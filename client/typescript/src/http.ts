@@ -7,7 +7,14 @@ import {
   Unavailable,
   UseDpopNonce,
 } from "./errors.js";
-import { AUTHORIZATION_HEADER, DPOP_HEADER, type Request, type Transport } from "./transport.js";
+import {
+  AUTHORIZATION_HEADER,
+  DPOP_HEADER,
+  isBatchOp,
+  NO_BATCHES,
+  type Request,
+  type Transport,
+} from "./transport.js";
 
 interface Route {
   method: "GET" | "POST";
@@ -56,6 +63,10 @@ export class HttpTransport implements Transport {
   }
 
   async request<T>(req: Request): Promise<T> {
+    if (isBatchOp(req.op)) {
+      // The gateway has no batch routes: the client makes the calls one by one.
+      throw new Unavailable(NO_BATCHES);
+    }
     try {
       return await this.attempt<T>(req);
     } catch (err) {
