@@ -261,6 +261,25 @@ async def test_example_agent_runs(
     await _one_invoice(stack, EXAMPLE / "agent.mjs", env, EXAMPLE)
 
 
+@pytest.mark.parametrize("transport", ["nats", "http"])
+async def test_example_batch_runs(
+    built: Path, stack: Stack, gateway_url: str, tmp_path: Path, transport: str
+) -> None:
+    """``examples/typescript/batch.mjs``: five operations through ``callMany``, each its
+    own outcome (over NATS in batches, over the gateway one by one)."""
+    env = _agent_env(stack, tmp_path, transport, gateway_url)
+    async with connected(stack) as raw:
+        before = (await raw.target_stats())["side_effects"]
+        out = _run([str(NODE), str(EXAMPLE / "batch.mjs")], EXAMPLE, env, timeout=120)
+        after = (await raw.target_stats())["side_effects"]
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["index"] for line in lines] == list(range(5)), out
+    assert [line["status"] for line in lines] == ["ok"] * 5, out
+    assert [line["tier"] for line in lines] == ["public"] * 2 + ["internal"] * 3
+    assert after - before == 2
+    assert env["HANDSHAKE_SESSION"] not in out
+
+
 def _node_major() -> int:
     return int(_run([str(NODE), "--version"], ROOT).strip().lstrip("v").split(".")[0])
 
