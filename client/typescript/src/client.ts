@@ -279,7 +279,14 @@ export class HandshakeClient {
       const proof = opts.proof;
       req.proof = async () => ({ [PROOF_HEADER]: proof });
     } else if (pairs.length > 0 && key !== undefined) {
-      req.proof = async () => ({ [PROOF_HEADER]: await key.signBatch(pairs) });
+      // Over the gateway, a DPoP proof of this request proves every operation in it.
+      const session = await this.session.token();
+      req.proof = async (ctx): Promise<Record<string, string>> => {
+        if (ctx.transport === "http") {
+          return { [DPOP_HEADER]: await key.dpop(ctx.htm, ctx.htu, session, ctx.nonce) };
+        }
+        return { [PROOF_HEADER]: await key.signBatch(pairs) };
+      };
     }
     const results = await this.batchRequest(req, sent.length);
     if (this.verifying) await this.keys(); // once, before the receipts are verified

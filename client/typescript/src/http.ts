@@ -3,6 +3,7 @@
 import {
   errorFromBody,
   InternalError,
+  NotFound,
   OutcomeUnknown,
   Unavailable,
   UseDpopNonce,
@@ -46,6 +47,10 @@ function route(req: Request): Route {
       const { transaction_id: _, ...rest } = body;
       return { method: "POST", path: `/v1/approvals/${txn}/decide`, body: rest };
     }
+    case "authorize.batch":
+      return { method: "POST", path: "/v1/authorize/batch", body };
+    case "execute.batch":
+      return { method: "POST", path: "/v1/execute/batch", body };
     default: // authorize, execute, reconcile
       return { method: "POST", path: `/v1/${op}`, body };
   }
@@ -63,17 +68,20 @@ export class HttpTransport implements Transport {
   }
 
   async request<T>(req: Request): Promise<T> {
-    if (isBatchOp(req.op)) {
-      // The gateway has no batch routes: the client makes the calls one by one.
-      throw new Unavailable(NO_BATCHES);
-    }
     try {
-      return await this.attempt<T>(req);
-    } catch (err) {
-      // A nonce refusal leaves the token unused: retry once with the nonce given.
-      if (err instanceof UseDpopNonce && err.dpopNonce && req.proof !== undefined) {
-        return this.attempt<T>(req);
+      try {
+        return await this.attempt<T>(req);
+      } catch (err) {
+        // A nonce refusal leaves the token unused: retry once with the nonce given.
+        if (err instanceof UseDpopNonce && err.dpopNonce && req.proof !== undefined) {
+          return await this.attempt<T>(req);
+        }
+        throw err;
       }
+    } catch (err) {
+      // A gateway without the batch routes forwarded nothing (no token was used): the
+      // client makes the calls one by one.
+      if (isBatchOp(req.op) && err instanceof NotFound) throw new Unavailable(NO_BATCHES);
       throw err;
     }
   }

@@ -547,7 +547,7 @@ describe("batches (callMany and stream, batch.ts)", () => {
     );
   });
 
-  it("stream and callMany over a gateway without batch routes: calls one by one, outcomes in order", async () => {
+  it("stream and callMany over a gateway without batch routes (404): calls one by one, outcomes in order", async () => {
     const receipt = new UnsecuredJWT({ txn: "t" }).encode();
     let inFlight = 0;
     let most = 0;
@@ -565,6 +565,10 @@ describe("batches (callMany and stream, batch.ts)", () => {
             res
               .writeHead(status, { "Content-Type": "application/json" })
               .end(JSON.stringify(value));
+          if (req.url.endsWith("/batch")) {
+            // a gateway without the batch routes
+            return send(404, { error: { code: "not_found", message: "no such endpoint" } });
+          }
           const { params } = JSON.parse(body || "{}");
           if (req.url === "/v1/authorize" && params.n === 2) {
             return send(422, { error: { code: "invalid_params", message: "no" } });
@@ -590,7 +594,11 @@ describe("batches (callMany and stream, batch.ts)", () => {
         else assert.deepEqual(o.result, { n });
       });
       assert.ok(most <= 3, `at most 3 in flight, saw ${most}`);
-      assert.ok(paths.every((p) => !p.includes("batch")));
+      // asked once for a batch (404: forwarded nothing), then one by one
+      assert.deepEqual(
+        paths.filter((p) => p.includes("batch")),
+        ["/v1/authorize/batch"],
+      );
       const seen = [];
       async function* source() {
         for (const c of calls) yield c;
