@@ -265,8 +265,8 @@ async def test_example_agent_runs(
 async def test_example_batch_runs(
     built: Path, stack: Stack, gateway_url: str, tmp_path: Path, transport: str
 ) -> None:
-    """``examples/typescript/batch.mjs``: five operations through ``callMany``, each its
-    own outcome (over NATS in batches, over the gateway one by one)."""
+    """``examples/typescript/batch.mjs``: five operations through ``callMany`` in batches,
+    each its own outcome."""
     env = _agent_env(stack, tmp_path, transport, gateway_url)
     async with connected(stack) as raw:
         before = (await raw.target_stats())["side_effects"]

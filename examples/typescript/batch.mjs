@@ -1,6 +1,6 @@
-// Many operations at once: callMany sends the calls in flight as batches (over NATS, one
-// authorize.batch and one execute.batch with one batch proof), each call keeping its own
-// grant, token, result or error, and verified receipt.
+// Many operations at once: callMany sends the calls in flight as batches (one
+// authorize.batch and one execute.batch under one proof, over NATS or the gateway), each
+// call keeping its own grant, token, result or error, and verified receipt.
 //
 //   mcp-handshake up &
 //   export HANDSHAKE_SESSION=$(mcp-handshake token mint --sub alice --role billing --bind-key)

@@ -29,6 +29,8 @@ import {
   type Transport,
 } from "./transport.js";
 import type {
+  AuthorizeBatchReply,
+  ExecuteBatchReply,
   ExecuteReply,
   Grant,
   ReceiptClaims,
@@ -325,7 +327,8 @@ export class HandshakeClient {
   /** A batch request's `results`, one per operation; anything else fails the whole
    * request (an execute batch's as `OutcomeUnknown`: its tokens were sent). */
   private async batchRequest(req: OpRequest, count: number): Promise<unknown[]> {
-    const reply = await this.request<{ results?: unknown }>(req);
+    // Typed as the gateway's OpenAPI document says; checked here all the same.
+    const reply = await this.request<Partial<AuthorizeBatchReply | ExecuteBatchReply> | null>(req);
     const results = reply?.results;
     if (!Array.isArray(results) || results.length !== count) {
       const what = "the batch reply does not answer every operation";

@@ -30,7 +30,11 @@ import {
   proofOps,
   sha256Tagged,
 } from "../dist/index.js";
-import { client, F, sleep } from "./support.mjs";
+import { client, F, sleep, TRANSPORTS } from "./support.mjs";
+
+const OVER = { nats: "NATS", http: "the gateway" };
+/** The header that proves an execute batch: a batch proof, or a DPoP proof of the request. */
+const PROOF = { nats: "Handshake-Proof", http: "DPoP" };
 
 const EXCHANGE = "payments.get_exchange_rate";
 const INVOICES = "payments.list_invoices";
@@ -100,316 +104,327 @@ after(async () => {
   for (const hs of open) await hs.close();
 });
 
-describe("callMany and stream over NATS", () => {
-  it("a mixed batch: public, internal under one batch proof, restricted approved by an approver", async () => {
-    const hs = await use("nats", "nats-ops");
-    const seen = spy(hs);
-    const calls = [
-      [EXCHANGE, RATE],
-      [INVOICES, {}],
-      [SEND, payment(2500)], // above the confirmation agent's limit: a human decides
-      ["no.such_tool", {}],
-      [EXCHANGE, { base: "EUR" }],
-      [CREATE, INVOICE],
-    ];
-    const running = hs.callMany(calls, { concurrency: 8 });
-    const txn = await approveOf(approver, F.subs["nats-ops"], SEND);
-    const outcomes = await running;
-    assert.equal(outcomes.length, calls.length);
-    assert.deepEqual(
-      [0, 1, 2, 5].map((k) => outcomes[k].claims?.tool),
-      [EXCHANGE, INVOICES, SEND, CREATE],
-    );
-    assert.deepEqual(
-      [0, 1, 2, 5].map((k) => outcomes[k].claims.tier),
-      ["public", "internal", "restricted", "internal"],
-    );
-    assert.equal(outcomes[2].transactionId, txn);
-    assert.deepEqual(
-      outcomes[2].claims.approvals.map((a) => a.by),
-      [F.subs.approver],
-    );
-    assert.ok(outcomes[3] instanceof UnknownTool, String(outcomes[3]));
-    assert.ok(outcomes[4] instanceof InvalidParams, String(outcomes[4]));
-    for (const k of [0, 1, 2, 5]) assert.equal(outcomes[k].claims.sub, F.subs["nats-ops"]);
-    // one authorize.batch, one execute.batch for the three granted at once; the restricted
-    // one executed alone once approved; no single authorize
-    assert.equal(count(seen.ops, "authorize.batch"), 1);
-    assert.equal(count(seen.ops, "execute.batch"), 1);
-    assert.equal(count(seen.ops, "authorize"), 0);
-    assert.equal(count(seen.ops, "execute"), 1);
-    // one batch proof for the two internal operations, exactly the protocol's claims
-    const [batchProof] = seen.proofs.filter((p) => p.op === "execute.batch");
-    const jws = batchProof.headers["Handshake-Proof"];
-    const header = decodeProtectedHeader(jws);
-    assert.equal(header.typ, BATCH_PROOF_TYP);
-    assert.equal(header.alg, "EdDSA");
-    assert.deepEqual(header.jwk, hs.proofKey.publicJwk);
-    const claims = decodeJwt(jws);
-    assert.deepEqual(Object.keys(claims), ["ops", "iat", "jti"]);
-    const internal = [1, 5].map((k) => [outcomes[k].transactionId, outcomes[k].claims.ph]);
-    assert.deepEqual(claims.ops, proofOps(internal));
-  });
-
-  it("a P-256 proof key signs the batch proof ES256", async () => {
-    const hs = await use("nats", "nats-ops-p256");
-    const seen = spy(hs);
-    const calls = [
-      [INVOICES, {}],
-      [INVOICES, { status: "open" }],
-      [CREATE, INVOICE],
-    ];
-    const outcomes = await hs.callMany(calls);
-    assert.ok(outcomes.every(isResult), String(outcomes));
-    assert.deepEqual(
-      outcomes.map((o) => o.claims.tier),
-      ["internal", "internal", "internal"],
-    );
-    const [batchProof] = seen.proofs.filter((p) => p.op === "execute.batch");
-    assert.equal(decodeProtectedHeader(batchProof.headers["Handshake-Proof"]).alg, "ES256");
-    assert.equal(decodeJwt(batchProof.headers["Handshake-Proof"]).ops.length, 3);
-  });
-
-  it("stream: a lazy source, at most `concurrency` in flight, batched, each outcome once", async () => {
-    const hs = await use("nats", "nats-billing");
-    const seen = spy(hs);
-    let pulled = 0;
-    async function* source() {
-      for (let n = 0; n < 12; n += 1) {
-        pulled += 1;
-        yield n % 2 === 0
-          ? [EXCHANGE, { base: "EUR", quote: ["USD", "GBP"][(n % 4) >> 1] }]
-          : [INVOICES, {}];
+for (const t of TRANSPORTS) {
+  describe(`callMany and stream over ${OVER[t]}`, () => {
+    it("a mixed batch: public, internal under one proof, restricted approved by an approver", async () => {
+      const hs = await use(t, `${t}-ops`);
+      const seen = spy(hs);
+      const calls = [
+        [EXCHANGE, RATE],
+        [INVOICES, {}],
+        [SEND, payment(2500)], // above the confirmation agent's limit: a human decides
+        ["no.such_tool", {}],
+        [EXCHANGE, { base: "EUR" }],
+        [CREATE, INVOICE],
+      ];
+      const running = hs.callMany(calls, { concurrency: 8 });
+      const txn = await approveOf(approver, F.subs[`${t}-ops`], SEND);
+      const outcomes = await running;
+      assert.equal(outcomes.length, calls.length);
+      assert.deepEqual(
+        [0, 1, 2, 5].map((k) => outcomes[k].claims?.tool),
+        [EXCHANGE, INVOICES, SEND, CREATE],
+      );
+      assert.deepEqual(
+        [0, 1, 2, 5].map((k) => outcomes[k].claims.tier),
+        ["public", "internal", "restricted", "internal"],
+      );
+      assert.equal(outcomes[2].transactionId, txn);
+      assert.deepEqual(
+        outcomes[2].claims.approvals.map((a) => a.by),
+        [F.subs.approver],
+      );
+      assert.ok(outcomes[3] instanceof UnknownTool, String(outcomes[3]));
+      assert.ok(outcomes[4] instanceof InvalidParams, String(outcomes[4]));
+      for (const k of [0, 1, 2, 5]) assert.equal(outcomes[k].claims.sub, F.subs[`${t}-ops`]);
+      // one authorize.batch, one execute.batch for the three granted at once; the restricted
+      // one executed alone once approved; no single authorize
+      assert.equal(count(seen.ops, "authorize.batch"), 1);
+      assert.equal(count(seen.ops, "execute.batch"), 1);
+      assert.equal(count(seen.ops, "authorize"), 0);
+      assert.equal(count(seen.ops, "execute"), 1);
+      // one proof for the whole execute batch
+      const proofs = seen.proofs.filter((p) => p.op === "execute.batch");
+      assert.equal(proofs.length, 1);
+      const { headers } = proofs[0];
+      if (t === "nats") {
+        // a batch proof naming the two internal operations, exactly the protocol's claims
+        const jws = headers["Handshake-Proof"];
+        const header = decodeProtectedHeader(jws);
+        assert.equal(header.typ, BATCH_PROOF_TYP);
+        assert.equal(header.alg, "EdDSA");
+        assert.deepEqual(header.jwk, hs.proofKey.publicJwk);
+        const claims = decodeJwt(jws);
+        assert.deepEqual(Object.keys(claims), ["ops", "iat", "jti"]);
+        const internal = [1, 5].map((k) => [outcomes[k].transactionId, outcomes[k].claims.ph]);
+        assert.deepEqual(claims.ops, proofOps(internal));
+      } else {
+        // a DPoP proof of the batch request (docs/gateway.md, "Batches")
+        assert.deepEqual(Object.keys(headers), ["DPoP"]);
+        const header = decodeProtectedHeader(headers.DPoP);
+        assert.equal(header.typ, "dpop+jwt");
+        assert.deepEqual(header.jwk, hs.proofKey.publicJwk);
+        const claims = decodeJwt(headers.DPoP);
+        assert.equal(claims.htm, "POST");
+        assert.equal(claims.htu, `${F.gatewayUrl}/v1/execute/batch`);
+        assert.equal(typeof claims.ath, "string");
       }
-    }
-    const got = new Map();
-    for await (const [i, outcome] of hs.stream(source(), { concurrency: 4 })) {
-      assert.ok(!got.has(i));
-      assert.ok(pulled - got.size <= 4, "more than 4 in flight");
-      got.set(i, outcome);
-    }
-    assert.deepEqual(
-      [...got.keys()].sort((a, b) => a - b),
-      [...Array(12).keys()],
-    );
-    assert.ok([...got.values()].every(isResult), String([...got.values()]));
-    const batches = count(seen.ops, "execute.batch");
-    assert.ok(batches >= 3 && batches < 12, String(batches));
-    assert.equal(count(seen.ops, "execute"), 0);
-  });
+    });
 
-  it("a session the mediator refuses: every outcome Unauthenticated, nothing thrown", async () => {
-    const hs = await use("nats", "nats-public", { session: "not-a-jwt" });
-    const outcomes = await hs.callMany([
-      [EXCHANGE, RATE],
-      [EXCHANGE, RATE],
-    ]);
-    assert.ok(
-      outcomes.every((o) => o instanceof Unauthenticated),
-      String(outcomes),
-    );
-    await assert.rejects(hs.authorizeBatch([{ tool: EXCHANGE, params: RATE }]), Unauthenticated);
-  });
-});
+    it("a P-256 proof key signs the proof ES256", async () => {
+      const hs = await use(t, `${t}-ops-p256`);
+      const seen = spy(hs);
+      const calls = [
+        [INVOICES, {}],
+        [INVOICES, { status: "open" }],
+        [CREATE, INVOICE],
+      ];
+      const outcomes = await hs.callMany(calls);
+      assert.ok(outcomes.every(isResult), String(outcomes));
+      assert.deepEqual(
+        outcomes.map((o) => o.claims.tier),
+        ["internal", "internal", "internal"],
+      );
+      const [batchProof] = seen.proofs.filter((p) => p.op === "execute.batch");
+      const jws = batchProof.headers[PROOF[t]];
+      assert.equal(decodeProtectedHeader(jws).alg, "ES256");
+      if (t === "nats") assert.equal(decodeJwt(jws).ops.length, 3);
+    });
 
-describe("authorizeBatch and executeBatch, attacked", () => {
-  const opsOf = (grants, calls) =>
-    grants.map((grant, k) => ({ grant, tool: calls[k][0], params: calls[k][1] }));
-  const authorize = async (hs, calls) => {
-    const grants = await hs.authorizeBatch(calls.map(([tool, params]) => ({ tool, params })));
-    for (const g of grants) assert.ok(!(g instanceof Error), String(g));
-    return opsOf(grants, calls);
-  };
-
-  it("the same token in two concurrent batches (and twice in one) runs once", async () => {
-    const hs = await use("nats", "nats-billing");
-    const [op] = await authorize(hs, [[CREATE, INVOICE]]);
-    const before = await sideEffects();
-    const runs = await Promise.all([0, 1, 2, 3].map(() => hs.executeBatch([op])));
-    const outcomes = runs.map((r) => r[0]);
-    assert.equal(outcomes.filter(isResult).length, 1, String(outcomes));
-    assert.equal(outcomes.filter((o) => o instanceof InvalidTransaction).length, 3);
-    assert.equal((await sideEffects()) - before, 1);
-    const [again] = await authorize(hs, [[CREATE, INVOICE]]);
-    const twice = await hs.executeBatch([again, again, again]);
-    assert.equal(twice.filter(isResult).length, 1, String(twice));
-    // Each other copy is refused: its token is used up, and the jti the batch proof
-    // claims for that transaction is taken already (whichever the mediator checks first).
-    const refused = twice.filter(
-      (o) => o instanceof InvalidTransaction || o instanceof ValidationFailed,
-    );
-    assert.equal(refused.length, 2, twice.map(String).join());
-    assert.equal((await sideEffects()) - before, 2);
-  });
-
-  it("a batch proof covering fewer operations refuses only the uncovered ones above public", async () => {
-    const hs = await use("nats", "nats-billing");
-    const calls = [
-      [INVOICES, { status: "paid", limit: 20 }],
-      [INVOICES, { status: "open", limit: 20 }],
-      [INVOICES, { status: null, limit: 20 }],
-      [EXCHANGE, RATE],
-    ];
-    const ops = await authorize(hs, calls);
-    assert.deepEqual(
-      ops.map((o) => o.grant.tier),
-      ["internal", "internal", "internal", "public"],
-    );
-    const covered = ops.slice(0, 2).map((o) => [o.grant.transaction_id, o.grant.params_hash]);
-    const proof = await hs.proofKey.signBatch(covered);
-    const outcomes = await hs.executeBatch(ops, { proof });
-    assert.ok(isResult(outcomes[0]) && isResult(outcomes[1]), String(outcomes));
-    assert.ok(outcomes[2] instanceof ValidationFailed, String(outcomes[2]));
-    assert.ok(isResult(outcomes[3]), String(outcomes[3])); // public: needs no proof
-    // the uncovered one's token is used up, as by a refused single proof
-    const [late] = await hs.executeBatch([ops[2]]); // now with a proof covering it
-    assert.ok(late instanceof InvalidTransaction, String(late));
-    assert.equal((await hs.status(ops[2].grant.transaction_id)).status, "invalidated");
-  });
-
-  it("a batch proof by a key the session is not bound to refuses every operation", async () => {
-    const hs = await use("nats", "nats-billing");
-    const ops = await authorize(hs, [
-      [INVOICES, {}],
-      [EXCHANGE, RATE],
-    ]);
-    const stranger = await ProofKey.generate();
-    const proof = await stranger.signBatch(
-      ops.map((o) => [o.grant.transaction_id, o.grant.params_hash]),
-    );
-    const outcomes = await hs.executeBatch(ops, { proof });
-    assert.ok(
-      outcomes.every((o) => o instanceof ValidationFailed),
-      String(outcomes),
-    );
-  });
-
-  it("a replayed batch proof proves nothing more", async () => {
-    const hs = await use("nats", "nats-billing");
-    const first = await authorize(hs, [[INVOICES, {}]]);
-    const pairs = first.map((o) => [o.grant.transaction_id, o.grant.params_hash]);
-    const proof = await hs.proofKey.signBatch(pairs);
-    assert.ok(isResult((await hs.executeBatch(first, { proof }))[0]));
-    const second = await authorize(hs, [[INVOICES, {}]]);
-    const [replayed] = await hs.executeBatch(second, { proof }); // names another txn
-    assert.ok(replayed instanceof ValidationFailed, String(replayed));
-  });
-
-  it("without a proof key, operations above public are refused unsent (their tokens unused)", async () => {
-    const keyless = await use("nats", "nats-billing", { proofKey: undefined });
-    const ops = await authorize(keyless, [
-      [INVOICES, {}],
-      [EXCHANGE, RATE],
-    ]);
-    const [refused, ran] = await keyless.executeBatch(ops);
-    assert.ok(refused instanceof ValidationFailed, String(refused));
-    assert.ok(isResult(ran), String(ran));
-    const keyed = await use("nats", "nats-billing"); // same session, with its key
-    const res = await keyed.execute(ops[0].grant, INVOICES, {});
-    assert.equal(res.claims.tier, "internal");
-  });
-
-  it("a restricted operation still pending answers ApprovalPending without using its token", async () => {
-    const hs = await use("nats", "nats-treasury");
-    const ops = await authorize(hs, [[SEND, payment(2700)]]);
-    assert.equal(ops[0].grant.status, "pending_approval");
-    const [early] = await hs.executeBatch(ops);
-    assert.ok(early instanceof ApprovalPending, String(early));
-    assert.equal(early.retryable, true);
-    await approveOf(approver, F.subs["nats-treasury"], SEND);
-    const [done] = await hs.executeBatch(ops);
-    assert.ok(isResult(done), String(done));
-    assert.deepEqual(
-      done.claims.approvals.map((a) => a.by),
-      [F.subs.approver],
-    );
-  });
-
-  it("each receipt of a batch verifies alone; a tampered or swapped one is refused", async () => {
-    const hs = await use("nats", "nats-public");
-    const calls = [
-      [EXCHANGE, RATE],
-      [EXCHANGE, { base: "EUR", quote: "GBP" }],
-    ];
-    const ops = await authorize(hs, calls);
-    const [a, b] = await hs.executeBatch(ops);
-    assert.ok(isResult(a) && isResult(b));
-    const [ga, gb] = ops.map((o) => o.grant);
-    assert.equal(
-      (await hs.verifyReceipt(a.receipt, a.result, ga, EXCHANGE)).txn,
-      ga.transaction_id,
-    );
-    assert.equal(
-      (await hs.verifyReceipt(b.receipt, b.result, gb, EXCHANGE)).txn,
-      gb.transaction_id,
-    );
-    // another operation's receipt, for this one's result and grant
-    await assert.rejects(hs.verifyReceipt(b.receipt, a.result, ga, EXCHANGE), InvalidTransaction);
-    // a result altered under a valid receipt
-    await assert.rejects(
-      hs.verifyReceipt(a.receipt, { ...a.result, rate: 0 }, ga, EXCHANGE),
-      InvalidTransaction,
-    );
-    // this receipt's claims under the other's signature
-    const [h, p] = a.receipt.split(".");
-    const spliced = `${h}.${p}.${b.receipt.split(".")[2]}`;
-    await assert.rejects(hs.verifyReceipt(spliced, a.result, ga, EXCHANGE), ValidationFailed);
-    // its claims rewritten to cover the other result, the signature kept
-    const claims = { ...decodeJwt(a.receipt), rh: sha256Tagged(b.result) };
-    const rewritten = `${h}.${base64url.encode(JSON.stringify(claims))}.${a.receipt.split(".")[2]}`;
-    await assert.rejects(hs.verifyReceipt(rewritten, b.result, ga, EXCHANGE), ValidationFailed);
-  });
-
-  it("a batch reply with a tampered receipt: that operation refused, the others kept", async () => {
-    const hs = await use("nats", "nats-public");
-    const t = hs.transport;
-    const request = t.request.bind(t);
-    t.request = async (req) => {
-      const reply = await request(req);
-      if (req.op === "execute.batch") {
-        const [first, second, third] = reply.results;
-        const [h, p, s] = first.receipt.split(".");
-        first.receipt = `${h}.${p}.${s.startsWith("A") ? "B" : "A"}${s.slice(1)}`;
-        [second.receipt, third.receipt] = [third.receipt, second.receipt]; // swapped
+    it("stream: a lazy source, at most `concurrency` in flight, batched, each outcome once", async () => {
+      const hs = await use(t, `${t}-billing`);
+      const seen = spy(hs);
+      let pulled = 0;
+      async function* source() {
+        for (let n = 0; n < 12; n += 1) {
+          pulled += 1;
+          yield n % 2 === 0
+            ? [EXCHANGE, { base: "EUR", quote: ["USD", "GBP"][(n % 4) >> 1] }]
+            : [INVOICES, {}];
+        }
       }
-      return reply;
+      const got = new Map();
+      for await (const [i, outcome] of hs.stream(source(), { concurrency: 4 })) {
+        assert.ok(!got.has(i));
+        assert.ok(pulled - got.size <= 4, "more than 4 in flight");
+        got.set(i, outcome);
+      }
+      assert.deepEqual(
+        [...got.keys()].sort((a, b) => a - b),
+        [...Array(12).keys()],
+      );
+      assert.ok([...got.values()].every(isResult), String([...got.values()]));
+      const batches = count(seen.ops, "execute.batch");
+      assert.ok(batches >= 3 && batches < 12, String(batches));
+      assert.equal(count(seen.ops, "execute"), 0);
+    });
+
+    it("a session the mediator refuses: every outcome Unauthenticated, nothing thrown", async () => {
+      const hs = await use(t, `${t}-public`, { session: "not-a-jwt" });
+      const outcomes = await hs.callMany([
+        [EXCHANGE, RATE],
+        [EXCHANGE, RATE],
+      ]);
+      assert.ok(
+        outcomes.every((o) => o instanceof Unauthenticated),
+        String(outcomes),
+      );
+      await assert.rejects(hs.authorizeBatch([{ tool: EXCHANGE, params: RATE }]), Unauthenticated);
+    });
+  });
+
+  describe(`authorizeBatch and executeBatch over ${OVER[t]}, attacked`, () => {
+    const opsOf = (grants, calls) =>
+      grants.map((grant, k) => ({ grant, tool: calls[k][0], params: calls[k][1] }));
+    const authorize = async (hs, calls) => {
+      const grants = await hs.authorizeBatch(calls.map(([tool, params]) => ({ tool, params })));
+      for (const g of grants) assert.ok(!(g instanceof Error), String(g));
+      return opsOf(grants, calls);
     };
-    const quotes = ["USD", "GBP", "JPY", "CHF"];
-    const ops = await authorize(
-      hs,
-      quotes.map((quote) => [EXCHANGE, { base: "EUR", quote }]),
-    );
-    const outcomes = await hs.executeBatch(ops);
-    assert.ok(outcomes[0] instanceof ValidationFailed, String(outcomes[0]));
-    assert.ok(outcomes[1] instanceof InvalidTransaction, String(outcomes[1]));
-    assert.ok(outcomes[2] instanceof InvalidTransaction, String(outcomes[2]));
-    assert.ok(isResult(outcomes[3]), String(outcomes[3]));
-    assert.equal(outcomes[3].claims.txn, ops[3].grant.transaction_id);
-  });
-});
 
-describe("callMany over the gateway", () => {
-  it("a mixed batch, as single calls (the gateway has no batch routes)", async () => {
-    const hs = await use("http", "http-ops");
-    const seen = spy(hs);
-    const calls = [
-      [EXCHANGE, RATE],
-      [INVOICES, {}],
-      [SEND, payment(2500)],
-      ["no.such_tool", {}],
-    ];
-    const running = hs.callMany(calls, { concurrency: 8 });
-    await approveOf(approver, F.subs["http-ops"], SEND);
-    const outcomes = await running;
-    assert.deepEqual(
-      outcomes.slice(0, 3).map((o) => o.claims?.tier),
-      ["public", "internal", "restricted"],
-    );
-    assert.ok(outcomes[3] instanceof UnknownTool, String(outcomes[3]));
-    assert.equal(count(seen.ops, "authorize.batch"), 1); // asked once, then one by one
-    assert.equal(count(seen.ops, "execute.batch"), 0);
-    assert.equal(count(seen.ops, "authorize"), 4);
-    assert.equal(count(seen.ops, "execute"), 3);
+    it("the same token in two concurrent batches (and twice in one) runs once", async () => {
+      const hs = await use(t, `${t}-billing`);
+      const [op] = await authorize(hs, [[CREATE, INVOICE]]);
+      const before = await sideEffects();
+      const runs = await Promise.all([0, 1, 2, 3].map(() => hs.executeBatch([op])));
+      const outcomes = runs.map((r) => r[0]);
+      assert.equal(outcomes.filter(isResult).length, 1, String(outcomes));
+      assert.equal(outcomes.filter((o) => o instanceof InvalidTransaction).length, 3);
+      assert.equal((await sideEffects()) - before, 1);
+      const [again] = await authorize(hs, [[CREATE, INVOICE]]);
+      const twice = await hs.executeBatch([again, again, again]);
+      assert.equal(twice.filter(isResult).length, 1, String(twice));
+      // Each other copy is refused: its token is used up, and the jti the batch proof
+      // claims for that transaction is taken already (whichever the mediator checks first).
+      const refused = twice.filter(
+        (o) => o instanceof InvalidTransaction || o instanceof ValidationFailed,
+      );
+      assert.equal(refused.length, 2, twice.map(String).join());
+      assert.equal((await sideEffects()) - before, 2);
+    });
+
+    it("a batch proof covering fewer operations refuses only the uncovered ones above public", async () => {
+      const hs = await use(t, `${t}-billing`);
+      const calls = [
+        [INVOICES, { status: "paid", limit: 20 }],
+        [INVOICES, { status: "open", limit: 20 }],
+        [INVOICES, { status: null, limit: 20 }],
+        [EXCHANGE, RATE],
+      ];
+      const ops = await authorize(hs, calls);
+      assert.deepEqual(
+        ops.map((o) => o.grant.tier),
+        ["internal", "internal", "internal", "public"],
+      );
+      const covered = ops.slice(0, 2).map((o) => [o.grant.transaction_id, o.grant.params_hash]);
+      const proof = await hs.proofKey.signBatch(covered);
+      const outcomes = await hs.executeBatch(ops, { proof });
+      assert.ok(isResult(outcomes[0]) && isResult(outcomes[1]), String(outcomes));
+      assert.ok(outcomes[2] instanceof ValidationFailed, String(outcomes[2]));
+      assert.ok(isResult(outcomes[3]), String(outcomes[3])); // public: needs no proof
+      // the uncovered one's token is used up, as by a refused single proof
+      const [late] = await hs.executeBatch([ops[2]]); // now with a proof covering it
+      assert.ok(late instanceof InvalidTransaction, String(late));
+      assert.equal((await hs.status(ops[2].grant.transaction_id)).status, "invalidated");
+    });
+
+    it("a batch proof by a key the session is not bound to refuses every operation", async () => {
+      const hs = await use(t, `${t}-billing`);
+      const ops = await authorize(hs, [
+        [INVOICES, {}],
+        [EXCHANGE, RATE],
+      ]);
+      const stranger = await ProofKey.generate();
+      const proof = await stranger.signBatch(
+        ops.map((o) => [o.grant.transaction_id, o.grant.params_hash]),
+      );
+      const outcomes = await hs.executeBatch(ops, { proof });
+      assert.ok(
+        outcomes.every((o) => o instanceof ValidationFailed),
+        String(outcomes),
+      );
+    });
+
+    it("a replayed batch proof proves nothing more", async () => {
+      const hs = await use(t, `${t}-billing`);
+      const first = await authorize(hs, [[INVOICES, {}]]);
+      const pairs = first.map((o) => [o.grant.transaction_id, o.grant.params_hash]);
+      const proof = await hs.proofKey.signBatch(pairs);
+      assert.ok(isResult((await hs.executeBatch(first, { proof }))[0]));
+      const second = await authorize(hs, [[INVOICES, {}]]);
+      const [replayed] = await hs.executeBatch(second, { proof }); // names another txn
+      assert.ok(replayed instanceof ValidationFailed, String(replayed));
+    });
+
+    it("without a proof key, operations above public are refused unsent (their tokens unused)", async () => {
+      const keyless = await use(t, `${t}-billing`, { proofKey: undefined });
+      const ops = await authorize(keyless, [
+        [INVOICES, {}],
+        [EXCHANGE, RATE],
+      ]);
+      const [refused, ran] = await keyless.executeBatch(ops);
+      assert.ok(refused instanceof ValidationFailed, String(refused));
+      assert.ok(isResult(ran), String(ran));
+      const keyed = await use(t, `${t}-billing`); // same session, with its key
+      const res = await keyed.execute(ops[0].grant, INVOICES, {});
+      assert.equal(res.claims.tier, "internal");
+    });
+
+    it("a restricted operation still pending answers ApprovalPending without using its token", async () => {
+      const hs = await use(t, `${t}-treasury`);
+      const ops = await authorize(hs, [[SEND, payment(2700)]]);
+      assert.equal(ops[0].grant.status, "pending_approval");
+      const [early] = await hs.executeBatch(ops);
+      assert.ok(early instanceof ApprovalPending, String(early));
+      assert.equal(early.retryable, true);
+      await approveOf(approver, F.subs[`${t}-treasury`], SEND);
+      const [done] = await hs.executeBatch(ops);
+      assert.ok(isResult(done), String(done));
+      assert.deepEqual(
+        done.claims.approvals.map((a) => a.by),
+        [F.subs.approver],
+      );
+    });
+
+    it("each receipt of a batch verifies alone; a tampered or swapped one is refused", async () => {
+      const hs = await use(t, `${t}-public`);
+      const calls = [
+        [EXCHANGE, RATE],
+        [EXCHANGE, { base: "EUR", quote: "GBP" }],
+      ];
+      const ops = await authorize(hs, calls);
+      const [a, b] = await hs.executeBatch(ops);
+      assert.ok(isResult(a) && isResult(b));
+      const [ga, gb] = ops.map((o) => o.grant);
+      assert.equal(
+        (await hs.verifyReceipt(a.receipt, a.result, ga, EXCHANGE)).txn,
+        ga.transaction_id,
+      );
+      assert.equal(
+        (await hs.verifyReceipt(b.receipt, b.result, gb, EXCHANGE)).txn,
+        gb.transaction_id,
+      );
+      // another operation's receipt, for this one's result and grant
+      await assert.rejects(hs.verifyReceipt(b.receipt, a.result, ga, EXCHANGE), InvalidTransaction);
+      // a result altered under a valid receipt
+      await assert.rejects(
+        hs.verifyReceipt(a.receipt, { ...a.result, rate: 0 }, ga, EXCHANGE),
+        InvalidTransaction,
+      );
+      // this receipt's claims under the other's signature
+      const [h, p] = a.receipt.split(".");
+      const spliced = `${h}.${p}.${b.receipt.split(".")[2]}`;
+      await assert.rejects(hs.verifyReceipt(spliced, a.result, ga, EXCHANGE), ValidationFailed);
+      // its claims rewritten to cover the other result, the signature kept
+      const claims = { ...decodeJwt(a.receipt), rh: sha256Tagged(b.result) };
+      const rewritten = `${h}.${base64url.encode(JSON.stringify(claims))}.${a.receipt.split(".")[2]}`;
+      await assert.rejects(hs.verifyReceipt(rewritten, b.result, ga, EXCHANGE), ValidationFailed);
+    });
+
+    it("a batch reply with a tampered receipt: that operation refused, the others kept", async () => {
+      const hs = await use(t, `${t}-public`);
+      const tr = hs.transport;
+      const request = tr.request.bind(tr);
+      tr.request = async (req) => {
+        const reply = await request(req);
+        if (req.op === "execute.batch") {
+          const [first, second, third] = reply.results;
+          const [h, p, s] = first.receipt.split(".");
+          first.receipt = `${h}.${p}.${s.startsWith("A") ? "B" : "A"}${s.slice(1)}`;
+          [second.receipt, third.receipt] = [third.receipt, second.receipt]; // swapped
+        }
+        return reply;
+      };
+      const quotes = ["USD", "GBP", "JPY", "CHF"];
+      const ops = await authorize(
+        hs,
+        quotes.map((quote) => [EXCHANGE, { base: "EUR", quote }]),
+      );
+      const outcomes = await hs.executeBatch(ops);
+      assert.ok(outcomes[0] instanceof ValidationFailed, String(outcomes[0]));
+      assert.ok(outcomes[1] instanceof InvalidTransaction, String(outcomes[1]));
+      assert.ok(outcomes[2] instanceof InvalidTransaction, String(outcomes[2]));
+      assert.ok(isResult(outcomes[3]), String(outcomes[3]));
+      assert.equal(outcomes[3].claims.txn, ops[3].grant.transaction_id);
+    });
+  });
+}
+
+describe("a gateway requiring DPoP nonces", () => {
+  it("the first execute batch learns the nonce without using a token, and the retry runs", async () => {
+    for (const name of ["http-billing", "http-billing-p256"]) {
+      const hs = await use("http", name, { gatewayUrl: F.nonceGatewayUrl });
+      const seen = spy(hs);
+      const outcomes = await hs.callMany([
+        [INVOICES, {}],
+        [INVOICES, { status: "open" }],
+      ]);
+      assert.ok(outcomes.every(isResult), String(outcomes));
+      assert.equal(count(seen.ops, "execute.batch"), 1); // refused once, retried inside
+      const nonces = seen.proofs.map((p) => decodeJwt(p.headers.DPoP).nonce);
+      assert.ok(nonces.length <= 2, String(nonces.length));
+      assert.equal(typeof nonces.at(-1), "string"); // the one that ran carried a nonce
+    }
   });
 });
 
