@@ -203,7 +203,8 @@ async def test_discovery_shows_the_gateway_and_its_requests(
     (stats,) = [a for a in answers if a["id"] == mine["id"]]
     routes = {e["name"]: e for e in stats["endpoints"]}
     assert set(routes) == {"authorize", "execute", "reconcile", "tools", "status", "keys",
-                           "approvals-list", "approvals-decide"}  # fmt: skip
+                           "approvals-list", "approvals-decide", "authorize-batch",
+                           "execute-batch"}  # fmt: skip
     assert routes["keys"]["num_requests"] >= 1 and routes["keys"]["data"]["outcomes"]["ok"] >= 1
     assert routes["authorize"]["num_requests"] >= 5
     assert routes["execute"]["data"]["outcomes"].get("approval_pending", 0) >= 1

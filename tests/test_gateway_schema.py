@@ -71,6 +71,8 @@ def test_document_is_generated_from_the_wire_types() -> None:
         "/v1/keys",
         "/v1/approvals",
         "/v1/approvals/{txn}/decide",
+        "/v1/authorize/batch",
+        "/v1/execute/batch",
     }
     for item in doc["paths"].values():
         for op in item.values():
@@ -90,6 +92,23 @@ def test_documented_headers_are_the_ones_each_route_takes() -> None:
     }
     assert headers["/v1/reconcile"] == {"Handshake-Proof"}
     assert headers["/v1/execute"] == {"Handshake-Transaction-Token", "DPoP", "Handshake-Proof"}
+    # a batch's tokens are in its body; its proof is a DPoP proof or a batch proof
+    assert headers["/v1/execute/batch"] == {"DPoP", "Handshake-Proof"}
+    assert headers["/v1/authorize/batch"] == set()
+
+
+def test_batch_results_are_the_single_routes_bodies_or_errors() -> None:
+    doc = json.loads(openapi_document())
+    schemas = doc["components"]["schemas"]
+    for path, reply in (("/v1/authorize/batch", "Grant"), ("/v1/execute/batch", "ExecuteReply")):
+        ok = doc["paths"][path]["post"]["responses"]["200"]["content"]["application/json"]
+        name = ok["schema"]["$ref"].rsplit("/", 1)[1]
+        items = schemas[name]["properties"]["results"]["items"]["oneOf"]
+        assert [i["$ref"].rsplit("/", 1)[1] for i in items] == [reply, "ErrorReply"]
+    op = schemas["BatchExecuteRequest"]["properties"]["ops"]["items"]["$ref"].rsplit("/", 1)[1]
+    assert schemas[op]["required"] == ["transaction_id", "tool", "params", "token"]
+    execute = doc["paths"]["/v1/execute/batch"]["post"]
+    assert {"session": [], "dpop": []} in execute["security"]
 
 
 def test_closed_sets_are_enums() -> None:
@@ -165,9 +184,14 @@ RUNS = [
         "keys",
         "list_approvals",
         "decide",
+        "authorize_batch",
+        "execute_batch",
     )
 ]
-RUNS += [(op, GenerationMode.NEGATIVE) for op in ("authorize", "execute", "status", "decide")]
+RUNS += [
+    (op, GenerationMode.NEGATIVE)
+    for op in ("authorize", "execute", "status", "decide", "authorize_batch", "execute_batch")
+]
 
 
 @pytest.fixture(scope="module")

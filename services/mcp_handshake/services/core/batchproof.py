@@ -11,6 +11,13 @@ Single use: each covered operation claims its own jti, derived from the proof's
 ``jti`` and its transaction id (:func:`op_jti`), in the same atomic consume
 step as a single proof's jti. A replayed batch proof therefore finds every
 derived jti taken.
+
+Over HTTP a batch may instead come with a DPoP proof of the request
+(``POST .../v1/execute/batch``, checked by ``ProofVerifier.verify_dpop``): like a
+DPoP proof at the single execute, it binds the request, not the operations, so it
+proves every operation of that request (:class:`RequestProof`). Each operation
+claims its own jti derived the same way; the DPoP proof's own jti is claimed once
+for the whole request by the caller (``execute.batch``).
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from mcp_handshake.services.core.proofs import ProofVerifier, VerifiedProof
 from mcp_handshake.shared.batch import BATCH_PROOF_TYP
 from mcp_handshake.shared.errors import ValidationFailed
 
-__all__ = ["BatchProof", "op_jti", "verify_batch_proof"]
+__all__ = ["BatchProof", "RequestProof", "op_jti", "verify_batch_proof"]
 
 #: A batch proof lists every pair it covers: bounded by the request size anyway.
 MAX_BATCH_PROOF_BYTES = 256 * 1024
@@ -49,6 +56,18 @@ class BatchProof:
         """The proof of one operation, or ``ValidationFailed`` if it is not covered."""
         if (txn, ph) not in self.covered:
             raise ValidationFailed("batch proof does not cover this operation")
+        return VerifiedProof(op_jti(self.jti, txn), self.thumbprint)
+
+
+class RequestProof(BatchProof):
+    """A verified DPoP proof of a whole batch request: it covers every operation."""
+
+    __slots__ = ()
+
+    def __init__(self, jti: str, thumbprint: str) -> None:
+        super().__init__(frozenset(), jti, thumbprint)
+
+    def for_op(self, txn: str, ph: str) -> VerifiedProof:
         return VerifiedProof(op_jti(self.jti, txn), self.thumbprint)
 
 

@@ -7,7 +7,8 @@ instead of a ``handshake-proof+jwt``. The gateway forwards the proof in the
 verify_dpop``), so the gateway cannot vouch for a proof it did not get.
 
 A DPoP proof for execute must be for ``POST`` to a URI whose path ends in
-:data:`EXECUTE_PATH`, and carry ``ath``, the hash of the session JWT it is
+:data:`EXECUTE_PATH` (or :data:`MCP_PATH`; for an execute batch,
+:data:`EXECUTE_BATCH_PATH`), and carry ``ath``, the hash of the session JWT it is
 sent with. ``htu`` is compared without query and fragment, after the
 normalization below (scheme and host lower case, default port dropped).
 
@@ -36,6 +37,7 @@ __all__ = [
     "DPOP_HTU_HEADER",
     "DPOP_HTU_TAG_HEADER",
     "DPOP_TYP",
+    "EXECUTE_BATCH_PATH",
     "EXECUTE_METHOD",
     "EXECUTE_PATH",
     "MCP_PATH",
@@ -58,6 +60,8 @@ DPOP_HTU_TAG_HEADER = "Handshake-DPoP-Htu-Tag"
 DPOP_TYP = "dpop+jwt"
 EXECUTE_METHOD = "POST"
 EXECUTE_PATH = "/v1/execute"
+#: The gateway's execute batch: a DPoP proof for it proves the whole HTTP request.
+EXECUTE_BATCH_PATH = "/v1/execute/batch"
 #: The gateway's MCP endpoint: a tool call there carries the DPoP proof for its execute.
 MCP_PATH = "/mcp"
 #: JWK members that only a private key has: a proof carrying one is refused.

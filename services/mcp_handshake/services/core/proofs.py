@@ -107,20 +107,18 @@ class ProofVerifier:
         htu: str | None,
         htu_tag: str | None,
         authorization: str | None,
+        paths: tuple[str, ...] = (dpop.EXECUTE_PATH, dpop.MCP_PATH),
     ) -> VerifiedProof:
         """A DPoP proof (RFC 9449) for ``POST`` to the execute URI ``htu`` (honoured only
-        with a gateway's ``htu_tag``), bound to the session it came with (``ath``), with a
-        live server nonce where they are enforced; see :mod:`~mcp_handshake.services.core.dpop`."""
+        with a gateway's ``htu_tag``; its path ends in one of ``paths``), bound to the
+        session it came with (``ath``), with a live server nonce where they are enforced;
+        see :mod:`~mcp_handshake.services.core.dpop`."""
         vouched = self._gateway is not None and self._gateway.valid(htu or "", proof, htu_tag)
         if htu is not None and not vouched:
             raise ValidationFailed(f"{dpop.DPOP_HTU_HEADER} is honoured only from the gateway")
         token = dpop.bearer_token(authorization)
         target = dpop.normalize_htu(htu or "")
-        if (
-            token is None
-            or target is None
-            or not target.endswith((dpop.EXECUTE_PATH, dpop.MCP_PATH))
-        ):
+        if token is None or target is None or not target.endswith(paths):
             raise ValidationFailed("DPoP proof without the execute URI it was sent to")
         try:
             jwk = jwt.get_unverified_header(proof).get("jwk")

@@ -10,8 +10,9 @@ kind; each agent has a user of its own. What each may do:
 - only worker users join worker queue groups, and only the execute user
   publishes to executor subjects;
 - the HTTP gateway publishes only the agent subjects it serves (authorize,
-  execute, reconcile, tools, status, keys, approvals list and decide, each with
-  the caller's own session), joins no queue group and emits no audit;
+  execute, reconcile, tools, status, keys, approvals list and decide, and the
+  authorize and execute batches, each with the caller's own session), joins no
+  queue group and emits no audit;
 - each worker kind publishes audit events only under
   ``handshake.audit.<kind>.``, and uses the JetStream API only for its own
   streams and consumers;
@@ -133,7 +134,8 @@ def permissions(identity: Identity, subjects: Subjects) -> dict[str, object]:
                      [audit_events, *_stream_api(AUDIT, "INFO")]),
         # The HTTP gateway: an agent-facing proxy, it only asks (no queue group, no audit).
         "gateway": ([], [s.authorize, s.execute, s.tools, s.status, s.keys, s.reconcile,
-                         s.approvals_list, s.approvals_decide]),
+                         s.approvals_list, s.approvals_decide, s.authorize_batch,
+                         s.execute_batch]),
         "approval": (
             [s.status, f"{s.prefix}.approvals.>", s.approval_decided("*")],
             [audit_events, s.approval_decided("*"), *_stream_api(AUDIT, "INFO"),

@@ -9,6 +9,11 @@ operations share is paid once: the session verification, the batch proof
 signed dispatch message per target (``execute.dispatches``), whose items the
 executor runs concurrently. The intents of all operations are published
 concurrently, each with its own ``Nats-Msg-Id``.
+
+Proof of possession: a batch proof (``Handshake-Proof``) for the operations it
+names, or, from the HTTP gateway, a DPoP proof of the whole request (``POST
+.../v1/execute/batch``), which proves every operation as a DPoP proof proves the
+single execute's one (:func:`_request_proof`).
 """
 
 from __future__ import annotations
@@ -20,7 +25,13 @@ from typing import Any
 
 import msgspec
 
-from mcp_handshake.services.core.batchproof import BatchProof, verify_batch_proof
+from mcp_handshake.services.core.batchproof import BatchProof, RequestProof, verify_batch_proof
+from mcp_handshake.services.core.dpop import (
+    DPOP_HEADER,
+    DPOP_HTU_HEADER,
+    DPOP_HTU_TAG_HEADER,
+    EXECUTE_BATCH_PATH,
+)
 from mcp_handshake.services.core.policy import Caller
 from mcp_handshake.services.core.proofs import ProofVerifier, VerifiedProof
 from mcp_handshake.services.core.signing import DispatchSigner
@@ -32,7 +43,7 @@ from mcp_handshake.services.store.coalesce import Coalescer, member_store
 from mcp_handshake.services.store.scripts import Scripts
 from mcp_handshake.shared.batch import BatchExecuteRequest, BatchReply
 from mcp_handshake.shared.errors import ValidationFailed
-from mcp_handshake.shared.protocol import PROOF_HEADER, TOKEN_HEADER
+from mcp_handshake.shared.protocol import AUTHORIZATION_HEADER, PROOF_HEADER, TOKEN_HEADER
 from mcp_handshake.shared.wire import ExecuteRequest
 
 __all__ = ["ExecuteBatchDeps", "handle_execute_batch"]
@@ -77,6 +88,7 @@ class _BatchProofs(ProofVerifier):
         htu: str | None,
         htu_tag: str | None,
         authorization: str | None,
+        paths: tuple[str, ...] = (),
     ) -> VerifiedProof:
         raise ValidationFailed("a batch is proven by a batch proof (Handshake-Proof)")
 
@@ -90,6 +102,8 @@ async def _batch_proof(
     without a proof (refused if its tier needs one). A proof that fails its own checks
     refuses every operation, as a bad proof refuses a single call."""
     raw = req.header(PROOF_HEADER)
+    if raw is None and req.header(DPOP_HEADER) is not None:
+        return await _request_proof(req, deps), lambda _: _PROVEN
     if raw is None:
         return _BatchProofs(None, None), lambda _: {}
     try:
@@ -98,6 +112,26 @@ async def _batch_proof(
         return _BatchProofs(None, exc), lambda _: _PROVEN
     named = {txn for txn, _ in proof.covered}
     return _BatchProofs(proof, None), lambda txn: _PROVEN if txn in named else {}
+
+
+async def _request_proof(req: Request[BatchExecuteRequest], deps: ExecuteBatchDeps) -> _BatchProofs:
+    """A DPoP proof of the whole request, as the gateway forwards it from ``POST
+    /v1/execute/batch``: verified as at the single execute (its ``htu`` vouched by the
+    gateway key, and for the batch URI only), then its ``jti`` claimed once for the
+    request, so a replayed proof refuses the whole batch. It proves every operation
+    (each claims a jti derived from it); refused, it refuses every operation and uses
+    their tokens up, as a refused DPoP proof does the single execute's."""
+    single = deps.single
+    try:
+        proof = await single.proofs.verify_dpop(
+            req.header(DPOP_HEADER) or "", req.caller, htu=req.header(DPOP_HTU_HEADER),
+            htu_tag=req.header(DPOP_HTU_TAG_HEADER),
+            authorization=req.header(AUTHORIZATION_HEADER), paths=(EXECUTE_BATCH_PATH,),
+        )  # fmt: skip
+        await single.store.reconciles.claim_jti(proof.thumbprint, proof.jti, "")
+    except ValidationFailed as exc:
+        return _BatchProofs(None, exc)
+    return _BatchProofs(RequestProof(proof.jti, proof.thumbprint), None)
 
 
 async def handle_execute_batch(

@@ -10,7 +10,6 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import jwt
 import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -20,19 +19,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from mcp_handshake.services.core.dpop import (
-    DPOP_HEADER,
-    DPOP_HTU_HEADER,
-    DPOP_HTU_TAG_HEADER,
-    DPOP_TYP,
-)
-from mcp_handshake.services.core.proofs import ACCEPTED_ALGORITHMS
+from mcp_handshake.services.core.dpop import DPOP_HEADER
 from mcp_handshake.services.gateway.approvals import decide, list_approvals
+from mcp_handshake.services.gateway.batch import authorize_batch, execute_batch
+from mcp_handshake.services.gateway.dpop import nonce_header, vouch
 from mcp_handshake.services.gateway.errors import (
     JSON,
     MethodNotAllowed,
     NotFound,
-    UseDpopNonce,
     error_response,
 )
 from mcp_handshake.services.gateway.forward import (
@@ -43,15 +37,9 @@ from mcp_handshake.services.gateway.forward import (
     read_body,
 )
 from mcp_handshake.services.gateway.hardening import Contain, Hardened
-from mcp_handshake.services.gateway.nonce import NonceIssuer
 from mcp_handshake.services.gateway.openapi import docs_page, openapi_document
 from mcp_handshake.services.gateway.stats import HttpRoute, counted
-from mcp_handshake.shared.errors import (
-    BadRequest,
-    HandshakeError,
-    OutcomeUnknown,
-    ValidationFailed,
-)
+from mcp_handshake.shared.errors import BadRequest, HandshakeError, OutcomeUnknown
 from mcp_handshake.shared.protocol import AUTHORIZATION_HEADER, PROOF_HEADER, TOKEN_HEADER
 from mcp_handshake.shared.wire import ExecuteReply, Grant, Jwks, StatusReply, ToolsReply
 
@@ -81,46 +69,13 @@ async def authorize(request: Request) -> Response:
     return _json(grant, 202 if grant.status == "pending_approval" else 200)
 
 
-def execute_uri(request: Request, public_url: str | None) -> str:
-    """The URI this execute request was sent to, as a DPoP proof's ``htu`` must name it:
-    the configured public URL and the path (never the request's Host or scheme)."""
-    if not public_url:
-        raise ValidationFailed("this gateway has no public URL configured; DPoP is refused")
-    return public_url.rstrip("/") + request.url.path
-
-
-def check_proof(proof: str, nonces: NonceIssuer | None) -> None:
-    """What can be refused before forwarding, so the token is not used up: a proof that
-    is not a DPoP JWS of an accepted ``alg``, and (with server nonces) one without a live
-    nonce. The execute worker verifies everything, the nonce included."""
-    try:
-        header = jwt.get_unverified_header(proof)
-        claims: dict[str, Any] = jwt.decode(proof, options={"verify_signature": False})
-    except jwt.PyJWTError:
-        return  # not a JWS: the execute worker refuses it
-    if header.get("typ") != DPOP_TYP or header.get("alg") not in ACCEPTED_ALGORITHMS:
-        algs = ", ".join(ACCEPTED_ALGORITHMS)
-        raise ValidationFailed(f"a DPoP proof must be a {DPOP_TYP} signed with {algs}")
-    if nonces is not None and not nonces.valid(claims.get("nonce")):
-        raise UseDpopNonce()
-
-
 async def execute(request: Request) -> Response:
     gw = _gateway(request)
     data = await read_body(request, gw.options.max_body, gw.options.body_timeout_s)
     headers = nats_headers(request, TOKEN_HEADER, PROOF_HEADER, DPOP_HEADER)
-    proof = headers.get(DPOP_HEADER)
-    extra = {"DPoP-Nonce": gw.options.nonces.issue()} if gw.options.nonces else {}
+    extra = nonce_header(gw.options)
     try:
-        if proof is not None:
-            if PROOF_HEADER in headers:
-                raise BadRequest("send either a DPoP or a Handshake-Proof header, not both")
-            check_proof(proof, gw.options.nonces)
-            key = gw.options.gateway_key
-            if key is None:
-                raise ValidationFailed("this gateway has no gateway key; DPoP is refused")
-            htu = execute_uri(request, gw.options.public_url)
-            headers[DPOP_HTU_HEADER], headers[DPOP_HTU_TAG_HEADER] = htu, key.tag(htu, proof)
+        vouch(request, headers, gw.options)
         reply = await gw.forward(
             gw.subjects.execute, data, ExecuteReply, headers, timeout_error=OutcomeUnknown
         )
@@ -219,6 +174,8 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
 _API = {
     "/v1/authorize": ("POST", authorize),
     "/v1/execute": ("POST", execute),
+    "/v1/authorize/batch": ("POST", authorize_batch),
+    "/v1/execute/batch": ("POST", execute_batch),
     "/v1/reconcile": ("POST", reconcile),
     "/v1/tools": ("GET", tools),
     "/v1/status/{txn}": ("GET", status),

@@ -19,6 +19,10 @@ REQUESTS: dict[str, Any] = {
     "execute": {"transaction_id": _TXN, "tool": "payments.get_exchange_rate", "params": _RATE},
     "reconcile": {"transaction_id": _TXN},
     "decide": {"decision": "approve", "reason": "checked with the requester"},
+    "authorize_batch": {"ops": [{"tool": "payments.get_exchange_rate", "params": _RATE},
+                                {"tool": "payments.send_payment", "params": _PAY}]},
+    "execute_batch": {"ops": [{"transaction_id": _TXN, "tool": "payments.get_exchange_rate",
+                               "params": _RATE, "token": "<transaction token>"}]},
 }  # fmt: skip
 
 #: Success bodies, by operation id.
@@ -47,6 +51,12 @@ RESPONSES: dict[str, Any] = {
                "tool": "payments.send_payment", "requester": "tess", "tier": "restricted",
                "preview_hash": _PH},
 }  # fmt: skip
+
+_PENDING = {"error": {"code": "approval_pending", "message": "awaiting approval",
+                      "transaction_id": _TXN, "retryable": True, "retry_after_s": 5.0}}  # fmt: skip
+_HELD = {**RESPONSES["authorize"], "status": "pending_approval", "tier": "restricted"}
+RESPONSES["authorize_batch"] = {"results": [RESPONSES["authorize"], _HELD]}
+RESPONSES["execute_batch"] = {"results": [RESPONSES["execute"], _PENDING]}
 
 ERROR_EXAMPLE = {"error": {"code": "invalid_transaction",
                            "message": "unknown or already used transaction",

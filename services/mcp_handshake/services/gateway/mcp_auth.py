@@ -42,7 +42,7 @@ from mcp_handshake.services.core.dpop import DPOP_HEADER, GatewayKey, bearer_tok
 from mcp_handshake.services.core.policy import Caller
 from mcp_handshake.services.core.proofs import ProofVerifier
 from mcp_handshake.services.core.sessions import SessionVerifier
-from mcp_handshake.services.gateway.app import check_proof
+from mcp_handshake.services.gateway.dpop import check_proof
 from mcp_handshake.services.gateway.errors import UseDpopNonce, error_response
 from mcp_handshake.services.gateway.forward import read_body
 from mcp_handshake.services.gateway.nonce import NonceIssuer

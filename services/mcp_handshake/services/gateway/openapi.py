@@ -26,6 +26,7 @@ from mcp_handshake.services.gateway.errors import (
 )
 from mcp_handshake.services.gateway.examples import ERROR_EXAMPLE, REQUESTS, RESPONSES
 from mcp_handshake.services.runtime.build import VERSION
+from mcp_handshake.shared.batch import BatchAuthorizeRequest, BatchExecuteRequest
 from mcp_handshake.shared.errors import ERRORS_BY_CODE
 from mcp_handshake.shared.protocol import PROOF_HEADER, TOKEN_HEADER
 from mcp_handshake.shared.wire import (
@@ -51,6 +52,9 @@ _REF = "#/components/schemas/{name}"
 ERROR_STATUSES = {
     "authorize": (400, 401, 403, 404, 408, 413, 422, 429, 500, 503),
     "execute": (400, 401, 403, 408, 409, 413, 422, 429, 500, 502, 503, 504),
+    # A batch's own errors; each operation's are in its result.
+    "authorize_batch": (400, 401, 408, 413, 429, 500, 503),
+    "execute_batch": (400, 401, 408, 413, 422, 429, 500, 503, 504),
     "reconcile": (400, 401, 403, 408, 409, 413, 422, 429, 500, 502, 503, 504),
     "tools": (400, 401, 429, 500, 503),
     "status": (400, 401, 404, 409, 429, 500, 503),
@@ -120,14 +124,14 @@ def _operation(op: str, summary: str, ok: dict[int, dict[str, Any]], **kw: Any) 
     if op in REQUESTS and "requestBody" in kw:
         kw["requestBody"]["content"]["application/json"]["example"] = REQUESTS[op]
     out = {"operationId": op, "summary": summary, "responses": responses, **kw}
-    if op == "execute":  # the public tier needs no proof; above it, DPoP (or Handshake-Proof)
+    if op in ("execute", "execute_batch"):  # public: no proof; above: DPoP or Handshake-Proof
         out["security"] = [{"session": [], "dpop": []}, {"session": []}]
     elif op != "keys":
         out["security"] = [{"session": []}]
     return out
 
 
-def _ok(op: str, struct: type[msgspec.Struct], description: str) -> dict[int, dict[str, Any]]:
+def _ok(op: str, struct: type[msgspec.Struct] | str, description: str) -> dict[int, dict[str, Any]]:
     return {200: _json_body(struct, description, RESPONSES[op])}
 
 
@@ -182,6 +186,29 @@ def _paths() -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _batch_paths() -> dict[str, Any]:
+    """The batch routes (protocol.md, "Batch"): the NATS batch subjects over HTTP."""
+    return {
+        "/v1/authorize/batch": {"post": _operation(
+            "authorize_batch", "Phase 1 for many operations: one result each, in order",
+            _ok("authorize_batch", "AuthorizeBatchReply", "each operation's grant or error "
+                "(a pending_approval grant too: the response is 200)"),
+            requestBody={"required": True,
+                         **_json_body(BatchAuthorizeRequest, "the operations")})},
+        "/v1/execute/batch": {"post": _operation(
+            "execute_batch", "Phase 2 for many operations, each with its own token",
+            _ok("execute_batch", "ExecuteBatchReply", "each operation's result and receipt, "
+                "or its error"),
+            parameters=[
+                _header(DPOP_HEADER, "DPoP proof (RFC 9449) of this request (htu: "
+                        "/v1/execute/batch): it proves every operation of the batch"),
+                _header(PROOF_HEADER, "a handshake-batch-proof+jwt instead of DPoP: it "
+                        "proves the operations its ops claim names")],
+            requestBody={"required": True,
+                         **_json_body(BatchExecuteRequest, "the operations and their tokens")})},
+    }  # fmt: skip
+
+
 def _restrict(schema: dict[str, Any], values: list[str]) -> None:
     """Give the string member of ``schema`` (a property's) the closed set ``values``."""
     for member in [schema, *schema.get("anyOf", [])]:
@@ -192,10 +219,15 @@ def _restrict(schema: dict[str, Any], values: list[str]) -> None:
 def _components() -> dict[str, Any]:
     structs = (AuthorizeRequest, ExecuteRequest, ReconcileRequest, DecideRequest, Grant,
                ExecuteReply, ToolsReply, StatusReply, Jwks, ApprovalsReply, DecideReply,
-               ErrorReply)  # fmt: skip
+               ErrorReply, BatchAuthorizeRequest, BatchExecuteRequest)  # fmt: skip
     _, components = msgspec.json.schema_components(structs, ref_template=_REF)
     for (name, prop), values in _ENUMS.items():
         _restrict(components[name]["properties"][prop], values)
+    # A batch's results: each the single route's body or its error body, in order.
+    for name, reply in (("AuthorizeBatchReply", "Grant"), ("ExecuteBatchReply", "ExecuteReply")):
+        one = {"oneOf": [{"$ref": _REF.format(name=n)} for n in (reply, "ErrorReply")]}
+        components[name] = {"type": "object", "title": name, "required": ["results"],
+                            "properties": {"results": {"type": "array", "items": one}}}  # fmt: skip
     # The HTTP decide body: NATS's, with the transaction id in the path instead.
     body = json.loads(json.dumps(components["DecideRequest"]))
     body["required"] = [r for r in body.get("required", []) if r != "transaction_id"]
@@ -212,7 +244,7 @@ def openapi_document(public_url: str | None = None) -> bytes:
         "info": {"title": "mcp-handshake gateway", "version": VERSION,
                  "description": "Protocol v1 over HTTP; see docs/gateway.md."},
         **({"servers": [{"url": public_url.rstrip("/")}]} if public_url else {}),
-        "paths": _paths(),
+        "paths": {**_paths(), **_batch_paths()},
         "components": {
             "schemas": _components(),
             "securitySchemes": {
@@ -223,9 +255,10 @@ def openapi_document(public_url: str | None = None) -> bytes:
                 "dpop": {
                     "type": "apiKey", "in": "header", "name": DPOP_HEADER,
                     "description": "a DPoP proof (RFC 9449: typ dpop+jwt, alg EdDSA, Ed25519 "
-                                   "or ES256, htm POST, htu the server's URL + /v1/execute, "
-                                   "ath, and the server's nonce where DPoP-Nonce is sent) "
-                                   "by the key the session's cnf.jkt names"},
+                                   "or ES256, htm POST, htu the server's URL + /v1/execute "
+                                   "(or /v1/execute/batch), ath, and the server's nonce "
+                                   "where DPoP-Nonce is sent) by the key the session's "
+                                   "cnf.jkt names"},
             },
         },
     }  # fmt: skip
