@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import importlib.util
 import json
-import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,10 +13,10 @@ import jwt
 import pytest
 import rfc8785
 
-from mcp_handshake.services.core import proofs, sessions
 from mcp_handshake.services.core.batchproof import verify_batch_proof
 from mcp_handshake.services.core.proofs import ProofVerifier
 from mcp_handshake.shared.errors import ValidationFailed
+from tests.support.clock import freeze
 from tests.test_vectors import _caller
 
 VECTORS = Path(__file__).resolve().parent.parent / "docs" / "vectors"
@@ -32,18 +30,8 @@ class _NoRegistry:
 
 @pytest.fixture
 def frozen_now(monkeypatch: pytest.MonkeyPatch) -> Iterator[float]:
-    now = float(BATCH["now"])
-
-    class Frozen(dt.datetime):
-        @classmethod
-        def now(cls, tz: dt.tzinfo | None = None) -> Frozen:
-            return cls.fromtimestamp(now, tz)
-
-    monkeypatch.setattr(jwt.api_jwt, "datetime", Frozen)
-    clock = types.SimpleNamespace(time=lambda: now)
-    monkeypatch.setattr(proofs, "time", clock)  # batch proofs are checked there
-    monkeypatch.setattr(sessions, "time", clock)
-    yield now
+    """The clock of PyJWT and of the verifiers stopped at the vectors' "now"."""
+    yield freeze(monkeypatch, float(BATCH["now"]))
 
 
 @pytest.mark.parametrize("v", BATCH["proofs"], ids=lambda v: v["case"])

@@ -75,8 +75,7 @@ def submit(driver: WebDriver, button: WebElement) -> None:
 def _replaced(driver: WebDriver) -> bool:
     return bool(
         driver.execute_script(
-            "return window.__handshakeOldPage === undefined"
-            " && document.readyState === 'complete';"
+            "return window.__handshakeOldPage === undefined && document.readyState === 'complete';"
         )
     )
 

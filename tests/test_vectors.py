@@ -8,11 +8,9 @@ The last test keeps the files in step with the generator.
 
 from __future__ import annotations
 
-import datetime as dt
 import importlib.util
 import json
 import re
-import types
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -21,8 +19,6 @@ from typing import Any
 import jwt
 import pytest
 
-from mcp_handshake.services.core import proofs as core_proofs
-from mcp_handshake.services.core import sessions as core_sessions
 from mcp_handshake.services.core.config import SessionConfig
 from mcp_handshake.services.core.policy import Caller
 from mcp_handshake.services.core.proofs import ProofVerifier
@@ -31,6 +27,7 @@ from mcp_handshake.services.dev.demo.tools import TOOLS
 from mcp_handshake.shared.errors import InvalidParams, ValidationFailed
 from mcp_handshake.shared.hashing import canonical_json, params_hash, sha256_tagged
 from mcp_handshake.shared.keys import jwk_thumbprint, public_jwk
+from tests.support.clock import freeze
 
 VECTORS = Path(__file__).resolve().parent.parent / "docs" / "vectors"
 TOOL = {t.name: t for t in TOOLS}
@@ -59,18 +56,7 @@ RECEIPTS = _load("receipts.json")
 @pytest.fixture
 def frozen_now(monkeypatch: pytest.MonkeyPatch) -> Iterator[float]:
     """The clock of PyJWT and of the verifiers stopped at the vectors' "now"."""
-    now = float(PROOFS["now"])
-
-    class Frozen(dt.datetime):
-        @classmethod
-        def now(cls, tz: dt.tzinfo | None = None) -> Frozen:
-            return cls.fromtimestamp(now, tz)
-
-    monkeypatch.setattr(jwt.api_jwt, "datetime", Frozen)
-    clock = types.SimpleNamespace(time=lambda: now)
-    monkeypatch.setattr(core_proofs, "time", clock)
-    monkeypatch.setattr(core_sessions, "time", clock)
-    yield now
+    yield freeze(monkeypatch, float(PROOFS["now"]))
 
 
 def _describe(v: dict[str, Any]) -> str:

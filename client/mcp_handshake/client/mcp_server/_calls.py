@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import jwt
@@ -37,6 +35,7 @@ from mcp_handshake.client import (
     UnknownTool,
 )
 
+from ._approval import Progress, approved_within
 from ._catalog import as_mcp_tools, own_tools
 from ._names import HOST_NAME, OWN_TOOLS, tool_name
 from ._pending import PendingStore
@@ -45,12 +44,6 @@ from ._results import error_result, pending_result, success_result, value_result
 __all__ = ["Calls", "Progress"]
 
 log = logging.getLogger("mcp_handshake.mcp")
-
-#: ``(progress, total, message)``: an MCP progress notification, when the host asked.
-Progress = Callable[[float, float | None, str | None], Awaitable[None]]
-
-#: How often a waiting call reports progress (one status long-poll each).
-PROGRESS_EVERY_S = 5.0
 
 
 class Calls:
@@ -142,19 +135,9 @@ class Calls:
     async def _approved(self, pending: PendingCall, wait_s: float, progress: Progress) -> bool:
         """Whether the call was approved within ``wait_s``; ``ApprovalDenied`` if refused."""
         txn = pending.transaction_id
-        start = time.monotonic()
-        while True:
-            waited = time.monotonic() - start
-            await progress(waited, wait_s, f"{pending.tool}: waiting for approval ({txn})")
-            left = wait_s - waited
-            if left <= 0:
-                return False
-            st = await self._client.status(txn, wait_s=min(left, PROGRESS_EVERY_S))
-            if st.status in {"approved", "granted"}:
-                return True
-            if st.status != "pending_approval":
-                by = f" by {st.decided_by}" if st.decided_by else ""
-                raise ApprovalDenied(f"the operation was {st.status}{by}", transaction_id=txn)
+        return await approved_within(
+            pending.tool, txn, wait_s, progress, lambda w: self._client.status(txn, wait_s=w)
+        )
 
     async def _status(self, args: dict[str, Any]) -> types.CallToolResult:
         txn = _transaction_id(args)

@@ -243,7 +243,7 @@ class Stack:
         self.gateway_url = self.gateway_url or url
         return ("--port", str(port), "--public-url", url)
 
-    async def start(self, timeout: float = 30.0) -> None:
+    async def start(self, timeout: float | None = None) -> None:
         if self.nats_url is None:
             self.start_nats()
         if self.redis_url is None:
@@ -271,7 +271,7 @@ class Stack:
             )
         write_private(self.home / STACK_FILE, json.dumps(stack))  # fmt: skip
 
-    async def wait_ready(self, expected: dict[str, int], timeout: float = 30.0) -> None:
+    async def wait_ready(self, expected: dict[str, int], timeout: float | None = None) -> None:
         """Wait until ``expected[name]`` instances of each service answer ``$SRV.PING``."""
         if self.nats_port:
             options = self.connect_options(OPERATOR)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +15,7 @@ from nats.aio.client import Client as NATS
 from mcp_handshake.services.dev.procs import Proc
 from mcp_handshake.services.runtime.service import discover
 
-__all__ = ["last_line", "ping_counts", "wait_services"]
+__all__ = ["last_line", "ping_counts", "ready_timeout", "wait_services"]
 
 
 async def ping_counts(nc: NATS, wait: float = 0.25) -> dict[str, int]:
@@ -31,11 +32,11 @@ async def wait_services(
     expected: dict[str, int],
     procs: Sequence[Proc],
     logs: Path,
-    timeout: float = 30.0,
+    timeout: float | None = None,
 ) -> None:
     """Wait until ``expected[name]`` instances of each service answer; fail at once when
-    one of ``procs`` has died, or at ``timeout``."""
-    deadline = time.monotonic() + timeout
+    one of ``procs`` has died, or at ``timeout`` (default: ``ready_timeout()``)."""
+    deadline = time.monotonic() + (ready_timeout() if timeout is None else timeout)
     nc = await nats.connect(**options, connect_timeout=5)
     try:
         while True:
@@ -54,6 +55,13 @@ async def wait_services(
             await asyncio.sleep(0.1)
     finally:
         await nc.close()
+
+
+def ready_timeout() -> float:
+    """How long a stack may take to come up: ``HANDSHAKE_STACK_READY_TIMEOUT_S``, 90 s by
+    default (a loaded machine imports and connects a dozen processes slowly; a process
+    that dies fails the wait at once, so the bound only matters for a hung start)."""
+    return float(os.environ.get("HANDSHAKE_STACK_READY_TIMEOUT_S", "90"))
 
 
 def last_line(proc: Proc) -> str:

@@ -22,7 +22,7 @@ import msgspec
 
 from mcp_handshake.client import CallResult, PendingCall
 from mcp_handshake.client.mcp_server import as_mcp_tools, tool_name
-from mcp_handshake.client.mcp_server._calls import PROGRESS_EVERY_S, Progress
+from mcp_handshake.client.mcp_server._approval import Progress, approved_within
 from mcp_handshake.client.mcp_server._catalog import own_tools
 from mcp_handshake.client.mcp_server._names import HOST_NAME, OWN_TOOLS
 from mcp_handshake.client.mcp_server._results import (
@@ -169,19 +169,9 @@ class GatewayCalls:
     ) -> bool:
         """Whether the call was approved within ``wait_s``; ``ApprovalDenied`` if refused."""
         txn = pending.transaction_id
-        start = time.monotonic()
-        while True:
-            waited = time.monotonic() - start
-            await progress(waited, wait_s, f"{pending.tool}: waiting for approval ({txn})")
-            left = wait_s - waited
-            if left <= 0:
-                return False
-            st = await self._status_of(who, txn, min(left, PROGRESS_EVERY_S))
-            if st.status in {"approved", "granted"}:
-                return True
-            if st.status != "pending_approval":
-                by = f" by {st.decided_by}" if st.decided_by else ""
-                raise ApprovalDenied(f"the operation was {st.status}{by}", transaction_id=txn)
+        return await approved_within(
+            pending.tool, txn, wait_s, progress, lambda w: self._status_of(who, txn, w)
+        )
 
     async def _status_of(self, who: McpCaller, txn: str, wait_s: float = 0) -> StatusReply:
         body: dict[str, Any] = {"transaction_id": txn}
