@@ -22,7 +22,7 @@ import pytest
 from mcp_handshake.client import ProofKey
 from mcp_handshake.services.dev.devhome import mint_session
 from mcp_handshake.services.dev.devstack import Stack
-from mcp_handshake.services.dev.procs import free_port, wait_port
+from mcp_handshake.services.dev.procs import find_nats_server, free_port, wait_port
 from tests.conftest import ROOT, connected
 from tests.support.http_agent import gateway_url
 
@@ -41,6 +41,8 @@ SESSIONS = {
     "support": (["support"], "EdDSA"),
     "treasury": (["treasury"], "ES256"),
     "ai": (["treasury"], "EdDSA"),
+    "ops": (["billing", "treasury"], "EdDSA"),
+    "ops-p256": (["billing", "treasury"], "ES256"),
 }
 
 pytestmark = pytest.mark.timeout(600)
@@ -93,10 +95,28 @@ def nonce_gateway_url(stack: Stack, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture(scope="module")
+def plain_nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A nats-server of its own, without a mediator: node tests run a fake one on it (a
+    mediator that serves no batches)."""
+    port = free_port()
+    log = (tmp_path_factory.mktemp("plain-nats") / "nats.log").open("wb")
+    argv = [find_nats_server(), "-a", "127.0.0.1", "-p", str(port)]
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_port(port, "nats-server", timeout=30)
+        yield f"nats://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+
+
+@pytest.fixture(scope="module")
 def fixtures(
     stack: Stack,
     gateway_url: str,
     nonce_gateway_url: str,
+    plain_nats_url: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Path:
     """Sessions bound to their keys, for every transport, plus a (NATS) approver."""
@@ -119,6 +139,10 @@ def fixtures(
         "natsUser": options["user"],
         "natsPasswordFile": str(stack.identities.secret_file(options["user"])),
         "deadUrl": f"http://127.0.0.1:{free_port()}",
+        "plainNatsUrl": plain_nats_url,
+        # The demo target's counters (GET /_stats); node reads the key from its file.
+        "targetUrl": stack.target_url,
+        "targetKeyFile": str(stack.home / "secrets" / "payments_api_key"),
         "sessions": sessions,
         "subs": subs,
     }
@@ -168,6 +192,12 @@ def test_package_lint(built: Path) -> None:
 
 def test_every_tier_over_both_transports(built: Path, fixtures: Path) -> None:
     _node_test(built, fixtures, "stack.test.mjs")
+
+
+def test_batches_over_both_transports(built: Path, fixtures: Path) -> None:
+    """callMany, stream, authorizeBatch and executeBatch against the stack: a mixed batch,
+    the batch proof's attacks, receipts of a batch verified alone, the fallbacks."""
+    _node_test(built, fixtures, "batch.test.mjs")
 
 
 def test_ai_sdk_agent_on_the_mock_model(built: Path, fixtures: Path) -> None:
@@ -229,6 +259,25 @@ async def test_example_agent_runs(
         pytest.fail("examples/typescript/node_modules is missing: run scripts/bootstrap.sh")
     env = _agent_env(stack, tmp_path, transport, gateway_url)
     await _one_invoice(stack, EXAMPLE / "agent.mjs", env, EXAMPLE)
+
+
+@pytest.mark.parametrize("transport", ["nats", "http"])
+async def test_example_batch_runs(
+    built: Path, stack: Stack, gateway_url: str, tmp_path: Path, transport: str
+) -> None:
+    """``examples/typescript/batch.mjs``: five operations through ``callMany`` in batches,
+    each its own outcome."""
+    env = _agent_env(stack, tmp_path, transport, gateway_url)
+    async with connected(stack) as raw:
+        before = (await raw.target_stats())["side_effects"]
+        out = _run([str(NODE), str(EXAMPLE / "batch.mjs")], EXAMPLE, env, timeout=120)
+        after = (await raw.target_stats())["side_effects"]
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["index"] for line in lines] == list(range(5)), out
+    assert [line["status"] for line in lines] == ["ok"] * 5, out
+    assert [line["tier"] for line in lines] == ["public"] * 2 + ["internal"] * 3
+    assert after - before == 2
+    assert env["HANDSHAKE_SESSION"] not in out
 
 
 def _node_major() -> int:

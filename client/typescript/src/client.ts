@@ -2,8 +2,18 @@
  * verified; the same shape as the Python client (client/mcp_handshake/client). */
 
 import { decodeJwt, type JSONWebKeySet } from "jose";
-import { ApprovalDenied, ApprovalPending, InvalidTransaction, ValidationFailed } from "./errors.js";
+import {
+  ApprovalDenied,
+  ApprovalPending,
+  errorFromBody,
+  HandshakeError,
+  InternalError,
+  InvalidTransaction,
+  OutcomeUnknown,
+  ValidationFailed,
+} from "./errors.js";
 import { Approvals } from "./approvals.js";
+import { Batcher, type AuthorizeOp, type ExecuteOp } from "./batch.js";
 import { optionsFromEnv } from "./env.js";
 import { HttpTransport } from "./http.js";
 import { ProofKey, RECONCILE_PROOF_PH, RECONCILE_PROOF_TOOL } from "./keys.js";
@@ -19,6 +29,8 @@ import {
   type Transport,
 } from "./transport.js";
 import type {
+  AuthorizeBatchReply,
+  ExecuteBatchReply,
   ExecuteReply,
   Grant,
   ReceiptClaims,
@@ -28,6 +40,26 @@ import type {
 } from "./types.js";
 
 export type Params = Record<string, unknown>;
+
+/** One operation for `callMany` and `stream`: `[tool, params]`. */
+export type Call = readonly [tool: string, params: Params];
+
+/** What one operation of a batch came to: its result, or its error (never thrown). */
+export type CallOutcome = CallResult | HandshakeError;
+
+export interface ManyOptions {
+  /** Most operations in flight, and in one batch request (default 16, at most 256 per
+   * request). */
+  concurrency?: number;
+}
+
+export interface ExecuteBatchOptions {
+  /** A batch proof signed elsewhere (e.g. with `ProofKey.signBatch`), sent instead of the
+   * one the client signs with its proof key over every operation above the public tier.
+   * An operation above the public tier that it does not name is refused by the mediator
+   * (`validation_failed`, its token used up). */
+  proof?: string;
+}
 
 /** A request as the client builds it: the session and a default timeout are added. */
 export type OpRequest = Omit<Request, "timeoutMs" | "session"> & { timeoutMs?: number };
@@ -67,6 +99,7 @@ export interface CallResult {
 
 export class HandshakeClient {
   private jwks: JSONWebKeySet | null = null;
+  private jwksLoading: Promise<JSONWebKeySet> | null = null;
   private readonly timeoutMs: number;
   private readonly approvalTimeoutMs: number;
   private readonly verifying: boolean;
@@ -190,6 +223,209 @@ export class HandshakeClient {
     return this.execute(pending.grant, pending.tool, pending.params);
   }
 
+  /**
+   * Phase 1 for many operations in one request (`authorize.batch`, protocol.md "Batch"):
+   * per operation, in order, its grant or its error. An error of the whole request
+   * (`Unauthenticated`, `RateLimited`, `PayloadTooLarge`, ...) is thrown, and then no
+   * token was issued. Over a mediator (or gateway) without batches: `Unavailable`.
+   */
+  async authorizeBatch(ops: readonly AuthorizeOp[]): Promise<(Grant | HandshakeError)[]> {
+    const body = {
+      ops: ops.map(({ tool, params, context }) =>
+        context === undefined ? { tool, params } : { tool, params, context },
+      ),
+    };
+    const results = await this.batchRequest({ op: "authorize.batch", body }, ops.length);
+    return results.map((r) => {
+      const error = errorOf(r);
+      if (error !== null) return error;
+      return isGrant(r) ? r : new InternalError("unreadable grant in the batch reply");
+    });
+  }
+
+  /**
+   * Phase 2 for many granted operations in one request (`execute.batch`): per operation,
+   * in order, its `CallResult` (its own receipt verified alone) or its error. One batch
+   * proof, signed by `proofKey`, covers every operation above the public tier; without a
+   * proof key those are refused before anything is sent, as `execute` refuses them. An
+   * operation still pending approval answers `ApprovalPending`, its token unused. An
+   * error of the whole request is thrown; a timeout is `OutcomeUnknown`.
+   */
+  async executeBatch(
+    ops: readonly ExecuteOp[],
+    opts: ExecuteBatchOptions = {},
+  ): Promise<CallOutcome[]> {
+    const outcomes: CallOutcome[] = new Array<CallOutcome>(ops.length);
+    const sent: number[] = [];
+    const pairs: [string, string][] = [];
+    ops.forEach(({ grant, tool }, k) => {
+      if (grant.tier !== "public" && opts.proof === undefined && this.proofKey === undefined) {
+        outcomes[k] = new ValidationFailed(`${tool} needs a proof key (connect({ proofKey }))`, {
+          transactionId: grant.transaction_id,
+        });
+        return;
+      }
+      sent.push(k);
+      if (grant.tier !== "public") pairs.push([grant.transaction_id, grant.params_hash]);
+    });
+    if (sent.length === 0) return outcomes;
+    const body = {
+      ops: sent.map((k) => {
+        const { grant, tool, params } = ops[k] as ExecuteOp;
+        return { transaction_id: grant.transaction_id, tool, params, token: grant.token };
+      }),
+    };
+    const req: OpRequest = { op: "execute.batch", body, consumesToken: true };
+    const key = this.proofKey;
+    if (opts.proof !== undefined) {
+      const proof = opts.proof;
+      req.proof = async () => ({ [PROOF_HEADER]: proof });
+    } else if (pairs.length > 0 && key !== undefined) {
+      // Over the gateway, a DPoP proof of this request proves every operation in it.
+      const session = await this.session.token();
+      req.proof = async (ctx): Promise<Record<string, string>> => {
+        if (ctx.transport === "http") {
+          return { [DPOP_HEADER]: await key.dpop(ctx.htm, ctx.htu, session, ctx.nonce) };
+        }
+        return { [PROOF_HEADER]: await key.signBatch(pairs) };
+      };
+    }
+    const results = await this.batchRequest(req, sent.length);
+    if (this.verifying) await this.keys(); // once, before the receipts are verified
+    await Promise.all(
+      sent.map(async (k, n) => {
+        const { grant, tool } = ops[k] as ExecuteOp;
+        outcomes[k] = await this.batchResult(results[n], grant, tool);
+      }),
+    );
+    return outcomes;
+  }
+
+  /** One operation's result of an execute batch: its receipt verified alone. */
+  private async batchResult(result: unknown, grant: Grant, tool: string): Promise<CallOutcome> {
+    const error = errorOf(result);
+    if (error !== null) return error;
+    if (!isExecuteReply(result)) {
+      return new OutcomeUnknown("unreadable result in the batch reply", {
+        transactionId: grant.transaction_id,
+      });
+    }
+    try {
+      const claims = await this.verifyReceipt(result.receipt, result.result, grant, tool);
+      return {
+        transactionId: grant.transaction_id,
+        result: result.result,
+        receipt: result.receipt,
+        claims,
+      };
+    } catch (err) {
+      if (err instanceof HandshakeError) return err;
+      throw err;
+    }
+  }
+
+  /** A batch request's `results`, one per operation; anything else fails the whole
+   * request (an execute batch's as `OutcomeUnknown`: its tokens were sent). */
+  private async batchRequest(req: OpRequest, count: number): Promise<unknown[]> {
+    // Typed as the gateway's OpenAPI document says; checked here all the same.
+    const reply = await this.request<Partial<AuthorizeBatchReply | ExecuteBatchReply> | null>(req);
+    const results = reply?.results;
+    if (!Array.isArray(results) || results.length !== count) {
+      const what = "the batch reply does not answer every operation";
+      throw req.consumesToken
+        ? new OutcomeUnknown(`${what}: the operations may or may not have run`)
+        : new InternalError(what);
+    }
+    return results;
+  }
+
+  /**
+   * Run many operations with bounded concurrency: outcomes in input order, each a
+   * `CallResult` or the `HandshakeError` of that operation (returned in place, never
+   * thrown: one failure fails no other). The calls in flight go to the mediator in
+   * batches of at most `concurrency` (`authorize.batch`, `execute.batch` with one batch
+   * proof); a restricted operation waits for its approval and runs alone; a mediator
+   * without batches gets the calls one by one. For large or unbounded inputs use
+   * `stream`, whose memory stays flat.
+   */
+  async callMany(calls: readonly Call[], opts: ManyOptions = {}): Promise<CallOutcome[]> {
+    const outcomes = new Array<CallOutcome>(calls.length);
+    for await (const [i, outcome] of this.stream(calls, opts)) outcomes[i] = outcome;
+    return outcomes;
+  }
+
+  /**
+   * Run `[tool, params]` calls from a sync or async iterable, consumed lazily, at most
+   * `concurrency` at a time; yield `[index, outcome]` as each completes (the outcome a
+   * `CallResult` or a `HandshakeError`). Only the calls in flight are held. Leaving the
+   * loop early starts no more calls; those already sent finish unobserved. Batched as
+   * `callMany`.
+   *
+   * ```ts
+   * for await (const [i, outcome] of hs.stream(invoices(), { concurrency: 32 })) { ... }
+   * ```
+   */
+  async *stream(
+    calls: Iterable<Call> | AsyncIterable<Call>,
+    opts: ManyOptions = {},
+  ): AsyncGenerator<[number, CallOutcome], void, undefined> {
+    const concurrency = opts.concurrency ?? 16;
+    if (!Number.isInteger(concurrency) || concurrency < 1) {
+      throw new RangeError("concurrency must be an integer of at least 1");
+    }
+    const source = asyncIterator(calls);
+    const batcher = this.batcher(concurrency);
+    // Each settles to its index with the outcome, or a bug to rethrow: never rejected, so
+    // nothing is left unhandled when the caller stops early.
+    const running = new Map<number, Promise<Settled>>();
+    let index = 0;
+    let exhausted = false;
+    try {
+      for (;;) {
+        while (!exhausted && running.size < concurrency) {
+          const next = await source.next();
+          if (next.done === true) {
+            exhausted = true;
+            break;
+          }
+          const [tool, params] = next.value;
+          const i = index++;
+          const work = async (): Promise<CallResult> => batcher.call(tool, params);
+          running.set(
+            i,
+            work().then(
+              (outcome): Settled => ({ index: i, outcome }),
+              (err: unknown): Settled =>
+                err instanceof HandshakeError ? { index: i, outcome: err } : { index: i, bug: err },
+            ),
+          );
+        }
+        if (running.size === 0) return;
+        const done = await Promise.race(running.values());
+        running.delete(done.index);
+        if ("bug" in done) throw done.bug;
+        yield [done.index, done.outcome];
+      }
+    } finally {
+      if (!exhausted) await source.return?.();
+    }
+  }
+
+  /** Batches of at most `window` of the calls in flight (batch.ts). */
+  private batcher(window: number): Batcher<CallResult> {
+    return new Batcher<CallResult>(
+      {
+        authorizeBatch: (ops) => this.authorizeBatch(ops),
+        executeBatch: (ops) => this.executeBatch(ops),
+        call: (tool, params) => this.call(tool, params),
+        execute: ({ grant, tool, params }) => this.execute(grant, tool, params),
+        wait: ({ grant, tool, params }) =>
+          this.wait({ grant, tool, params, transactionId: grant.transaction_id }),
+      },
+      window,
+    );
+  }
+
   /** Where a transaction stands; with `waitS` (max 30), answers as soon as a pending
    * approval is decided. */
   async status(transactionId: string, waitS?: number): Promise<StatusReply> {
@@ -246,9 +482,14 @@ export class HandshakeClient {
 
   /** The mediator's receipt-signing keys (JWKS from `keys`). */
   async keys(refresh = false): Promise<JSONWebKeySet> {
-    if (refresh || this.jwks === null) {
-      this.jwks = await this.request<JSONWebKeySet>({ op: "keys", body: {} }, false);
-    }
+    if (!refresh && this.jwks !== null) return this.jwks;
+    // One request however many receipts (a batch's, say) ask at once.
+    this.jwksLoading ??= this.request<JSONWebKeySet>({ op: "keys", body: {} }, false).finally(
+      () => {
+        this.jwksLoading = null;
+      },
+    );
+    this.jwks = await this.jwksLoading;
     return this.jwks;
   }
 
@@ -269,4 +510,39 @@ export class HandshakeClient {
       result,
     });
   }
+}
+
+type Settled = { index: number; outcome: CallOutcome } | { index: number; bug: unknown };
+
+/** An operation's error result (`{error: {...}}`) as its error class; else null. */
+function errorOf(result: unknown): HandshakeError | null {
+  const error = (result as { error?: unknown } | null)?.error;
+  return typeof error === "object" && error !== null ? errorFromBody(result) : null;
+}
+
+function isGrant(r: unknown): r is Grant {
+  const g = r as Partial<Grant> | null;
+  return (
+    typeof g === "object" &&
+    g !== null &&
+    typeof g.transaction_id === "string" &&
+    typeof g.token === "string" &&
+    typeof g.status === "string" &&
+    typeof g.tier === "string" &&
+    typeof g.params_hash === "string"
+  );
+}
+
+function isExecuteReply(r: unknown): r is ExecuteReply {
+  const x = r as Partial<ExecuteReply> | null;
+  return typeof x === "object" && x !== null && typeof x.receipt === "string" && "result" in x;
+}
+
+function asyncIterator<T>(source: Iterable<T> | AsyncIterable<T>): AsyncIterator<T> {
+  if (Symbol.asyncIterator in source) return source[Symbol.asyncIterator]();
+  const it = source[Symbol.iterator]();
+  return {
+    next: async () => it.next(),
+    return: async () => it.return?.() ?? { done: true, value: undefined },
+  };
 }

@@ -3,11 +3,19 @@
 import {
   errorFromBody,
   InternalError,
+  NotFound,
   OutcomeUnknown,
   Unavailable,
   UseDpopNonce,
 } from "./errors.js";
-import { AUTHORIZATION_HEADER, DPOP_HEADER, type Request, type Transport } from "./transport.js";
+import {
+  AUTHORIZATION_HEADER,
+  DPOP_HEADER,
+  isBatchOp,
+  NO_BATCHES,
+  type Request,
+  type Transport,
+} from "./transport.js";
 
 interface Route {
   method: "GET" | "POST";
@@ -39,6 +47,10 @@ function route(req: Request): Route {
       const { transaction_id: _, ...rest } = body;
       return { method: "POST", path: `/v1/approvals/${txn}/decide`, body: rest };
     }
+    case "authorize.batch":
+      return { method: "POST", path: "/v1/authorize/batch", body };
+    case "execute.batch":
+      return { method: "POST", path: "/v1/execute/batch", body };
     default: // authorize, execute, reconcile
       return { method: "POST", path: `/v1/${op}`, body };
   }
@@ -57,12 +69,19 @@ export class HttpTransport implements Transport {
 
   async request<T>(req: Request): Promise<T> {
     try {
-      return await this.attempt<T>(req);
-    } catch (err) {
-      // A nonce refusal leaves the token unused: retry once with the nonce given.
-      if (err instanceof UseDpopNonce && err.dpopNonce && req.proof !== undefined) {
-        return this.attempt<T>(req);
+      try {
+        return await this.attempt<T>(req);
+      } catch (err) {
+        // A nonce refusal leaves the token unused: retry once with the nonce given.
+        if (err instanceof UseDpopNonce && err.dpopNonce && req.proof !== undefined) {
+          return await this.attempt<T>(req);
+        }
+        throw err;
       }
+    } catch (err) {
+      // A gateway without the batch routes forwarded nothing (no token was used): the
+      // client makes the calls one by one.
+      if (isBatchOp(req.op) && err instanceof NotFound) throw new Unavailable(NO_BATCHES);
       throw err;
     }
   }

@@ -15,16 +15,28 @@
 
 export { HandshakeClient } from "./client.js";
 export { Approvals, type DecideOptions } from "./approvals.js";
-export type { CallResult, ConnectOptions, Params, PendingCall } from "./client.js";
+export type {
+  Call,
+  CallOutcome,
+  CallResult,
+  ConnectOptions,
+  ExecuteBatchOptions,
+  ManyOptions,
+  Params,
+  PendingCall,
+} from "./client.js";
+export type { AuthorizeOp, ExecuteOp } from "./batch.js";
 export { defaultAgentKey, optionsFromEnv } from "./env.js";
 export * from "./errors.js";
 export { canonicalJson, paramsHash, sha256Tagged } from "./hashing.js";
 export {
   accessTokenHash,
+  BATCH_PROOF_TYP,
   DECISION_TYP,
   DPOP_TYP,
   PROOF_TYP,
   ProofKey,
+  proofOps,
   RECONCILE_PROOF_PH,
   RECONCILE_PROOF_TOOL,
   type KeyAlg,

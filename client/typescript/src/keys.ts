@@ -26,6 +26,8 @@ import {
 export type KeyAlg = "EdDSA" | "ES256";
 
 export const PROOF_TYP = "handshake-proof+jwt";
+/** A batch proof: one JWS proving every operation of an `execute.batch` it names. */
+export const BATCH_PROOF_TYP = "handshake-batch-proof+jwt";
 export const DECISION_TYP = "handshake-decision+jwt";
 export const DPOP_TYP = "dpop+jwt";
 
@@ -46,6 +48,15 @@ function jti(): string {
 /** base64url SHA-256 of the session token, the DPoP proof's `ath`. */
 export function accessTokenHash(token: string): string {
   return base64url.encode(createHash("sha256").update(token, "utf8").digest());
+}
+
+/** The `ops` claim of a batch proof: the `[transaction id, params hash]` pairs, sorted
+ * (by UTF-16 code units, transaction id first) and without duplicates. */
+export function proofOps(pairs: ReadonlyArray<readonly [string, string]>): [string, string][] {
+  const unique = new Map<string, [string, string]>();
+  for (const [txn, ph] of pairs) unique.set(JSON.stringify([txn, ph]), [txn, ph]);
+  const cmp = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
+  return [...unique.values()].sort((a, b) => cmp(a[0], b[0]) || cmp(a[1], b[1]));
 }
 
 function algOfPem(pem: string): KeyAlg {
@@ -148,6 +159,15 @@ export class ProofKey {
    * fixes `iat` and `jti` (reference vectors); leave it out otherwise. */
   async sign(txn: string, tool: string, paramsHash: string, at?: SignAt): Promise<string> {
     return this.signJws(PROOF_TYP, { txn, tool, ph: paramsHash }, at);
+  }
+
+  /**
+   * A batch proof (`Handshake-Proof` on `execute.batch`, protocol.md "Batch proof")
+   * covering each `[transactionId, paramsHash]` pair: claims exactly `ops` (the pairs,
+   * sorted, without duplicates), `iat` and `jti`. `at` as for `sign`.
+   */
+  async signBatch(pairs: ReadonlyArray<readonly [string, string]>, at?: SignAt): Promise<string> {
+    return this.signJws(BATCH_PROOF_TYP, { ops: proofOps(pairs) }, at);
   }
 
   /** An approver's signed decision (`Handshake-Proof` on `approvals.decide`). */

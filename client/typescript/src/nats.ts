@@ -14,7 +14,13 @@ import {
   Unavailable,
   InternalError,
 } from "./errors.js";
-import { AUTHORIZATION_HEADER, type Request, type Transport } from "./transport.js";
+import {
+  AUTHORIZATION_HEADER,
+  isBatchOp,
+  NO_BATCHES,
+  type Request,
+  type Transport,
+} from "./transport.js";
 
 export const DEFAULT_PREFIX = "handshake.v1";
 
@@ -108,7 +114,8 @@ export class NatsTransport implements Transport {
 function requestError(err: unknown, req: Request, subject: string): Error {
   const cause = err instanceof errors.RequestError && err.cause ? err.cause : err;
   if (cause instanceof errors.NoRespondersError) {
-    return new Unavailable(`no service answers ${subject}`);
+    // Nobody received it: nothing ran, no token was used.
+    return new Unavailable(isBatchOp(req.op) ? NO_BATCHES : `no service answers ${subject}`);
   }
   if (cause instanceof errors.TimeoutError) {
     return req.consumesToken

@@ -9,7 +9,18 @@ export type Op =
   | "status"
   | "keys"
   | "approvals.list"
-  | "approvals.decide";
+  | "approvals.decide"
+  | "authorize.batch"
+  | "execute.batch";
+
+/** The `Unavailable` message of a batch request no worker (or route) serves: the client
+ * then makes the calls one by one. */
+export const NO_BATCHES = "the mediator serves no batches";
+
+/** Whether `op` is one of the batch operations (protocol.md, "Batch"). */
+export function isBatchOp(op: Op): op is "authorize.batch" | "execute.batch" {
+  return op === "authorize.batch" || op === "execute.batch";
+}
 
 /** Headers of the proof of possession for one attempt; `nonce` is the gateway's DPoP nonce. */
 export type ProofSigner = (proof: ProofContext) => Promise<Record<string, string>>;
@@ -31,7 +42,7 @@ export interface Request {
   /** Signs the proof of possession, per attempt (a DPoP nonce retry signs again). */
   proof?: ProofSigner;
   timeoutMs: number;
-  /** `execute` and `reconcile`: a timeout means the outcome is unknown, not unavailable. */
+  /** `execute`, `execute.batch` and `reconcile`: a timeout means the outcome is unknown, not unavailable. */
   consumesToken?: boolean;
 }
 

@@ -15,6 +15,9 @@ export type ToolsReply = Schemas["ToolsReply"];
 export type StatusReply = Schemas["StatusReply"];
 export type Jwks = Schemas["Jwks"];
 export type ErrorReply = Schemas["ErrorReply"];
+/** The batch routes' wire types (docs/gateway.md "Batches", protocol.md "Batch"). */
+export type AuthorizeBatchReply = Schemas["AuthorizeBatchReply"];
+export type ExecuteBatchReply = Schemas["ExecuteBatchReply"];
 
 /** A transaction an approver may decide (`approvals.list`, docs/protocol.md). Written
  * by hand: the gateway's OpenAPI document does not describe the approvals routes yet. */

@@ -11,6 +11,7 @@ import { describe, it } from "node:test";
 import { calculateJwkThumbprint, compactVerify, decodeJwt, importJWK, UnsecuredJWT } from "jose";
 import {
   ApprovalPending,
+  BATCH_PROOF_TYP,
   HandshakeClient,
   OutcomeUnknown,
   Unavailable,
@@ -25,12 +26,15 @@ import {
   InvalidTransaction,
   paramsHash,
   ProofKey,
+  proofOps,
+  RateLimited,
   sha256Tagged,
   UseDpopNonce,
   ValidationFailed,
   verifyReceipt,
 } from "../dist/index.js";
 import { hostName, toolName } from "../dist/ai.js";
+import { Batcher, MAX_OPS } from "../dist/batch.js";
 
 const VECTORS = new URL("../../../docs/vectors/", import.meta.url);
 const load = (name) => JSON.parse(readFileSync(new URL(name, VECTORS), "utf8"));
@@ -317,6 +321,81 @@ describe("reference vectors", () => {
     }
   });
 
+  const batch = load("batch.json");
+  it("our batch proofs for the same inputs, byte for byte (batch.json)", async () => {
+    let compared = 0;
+    for (const v of batch.proofs) {
+      const key = await ProofKey.fromPem(keys.keys[v.key].private_pem);
+      const at = { iat: v.claims.iat, jti: v.claims.jti };
+      const ours = await key.signBatch(v.claims.ops, at);
+      if (v.header.typ !== BATCH_PROOF_TYP) {
+        // a single proof's typ over the same claims: a batch proof is never that
+        assert.notEqual(ours, v.jws, v.case);
+        continue;
+      }
+      assert.equal(ours, v.jws, v.case); // EdDSA: deterministic
+      assert.equal(ours.split(".").slice(0, 2).join("."), v.signing_input, v.case);
+      // the pairs in another order, repeated: the same ops claim, the same proof
+      const shuffled = [...v.claims.ops].reverse().concat(v.claims.ops);
+      assert.equal(await key.signBatch(shuffled, at), v.jws, v.case);
+      compared += 1;
+    }
+    assert.ok(compared >= 3, "no batch vector was compared");
+    const all = batch.proofs.find((p) => p.case === "covers-all");
+    assert.deepEqual(proofOps(batch.batch.pairs), all.claims.ops);
+  });
+
+  it("batch proofs by P-256 keys: the same header and exactly the claims ops, iat, jti", async () => {
+    const key = await ProofKey.fromPem(keys.keys["agent-p256"].private_pem);
+    const pairs = [...batch.batch.pairs].reverse();
+    const jws = await key.signBatch(pairs);
+    const { protectedHeader, payload } = await compactVerify(
+      jws,
+      await importJWK(key.publicJwk, "ES256"),
+    );
+    assert.deepEqual(protectedHeader, {
+      alg: "ES256",
+      jwk: key.publicJwk,
+      kid: key.thumbprint,
+      typ: BATCH_PROOF_TYP,
+    });
+    const claims = JSON.parse(new TextDecoder().decode(payload));
+    assert.deepEqual(Object.keys(claims), ["ops", "iat", "jti"]);
+    assert.deepEqual(claims.ops, proofOps(batch.batch.pairs));
+    assert.ok(Number.isInteger(claims.iat) && Math.abs(claims.iat - Date.now() / 1000) < 5);
+    assert.ok(claims.jti.length >= 8 && claims.jti.length <= 128);
+  });
+
+  it("the jti each covered operation claims, as any client computes it (batch.json)", () => {
+    for (const v of batch.proofs) {
+      for (const op of v.operations.filter((o) => o.op_jti !== null)) {
+        const text = `handshake-batch-jti\0${v.claims.jti}\0${op.transaction_id}`;
+        const digest = createHash("sha256").update(text, "utf8").digest("hex");
+        assert.equal(op.op_jti, "b" + digest.slice(0, 32), v.case);
+      }
+    }
+  });
+
+  it("each receipt of a batch verifies alone, and not as another operation's (batch.json)", async () => {
+    const { jwks, receipts: list } = batch.receipts;
+    assert.ok(list.length >= 2);
+    const expect = (v) => ({
+      transactionId: v.transaction_id,
+      tool: v.claims.tool,
+      paramsHash: v.claims.ph,
+      result: v.result,
+    });
+    for (const [n, v] of list.entries()) {
+      const claims = await verifyReceipt(v.jws, jwks, expect(v));
+      assert.equal(claims.rh, v.rh);
+      const other = list[(n + 1) % list.length];
+      await assert.rejects(verifyReceipt(other.jws, jwks, expect(v)), InvalidTransaction);
+      const [h, p] = v.jws.split(".");
+      const spliced = `${h}.${p}.${other.jws.split(".")[2]}`; // another op's signature
+      await assert.rejects(verifyReceipt(spliced, jwks, expect(v)), ValidationFailed);
+    }
+  });
+
   const sessions = load("sessions.json");
   it("a bound session's cnf.jkt is its key's thumbprint (sessions.json)", () => {
     let bound = 0;
@@ -327,5 +406,211 @@ describe("reference vectors", () => {
       bound += 1;
     }
     assert.ok(bound >= 1);
+  });
+});
+
+describe("batches (callMany and stream, batch.ts)", () => {
+  const grant = (k, status = "granted") => ({
+    transaction_id: `t${k}`,
+    token: `k${k}`,
+    status,
+    tier: "public",
+    params_hash: `sha256:${k}`,
+    expires_at: 0,
+  });
+  /** A fake mediator: records each request; `fail` names params that fail alone. */
+  function fakeCalls({ batches = true, executeBatches = batches, pending = [], fail = [] } = {}) {
+    const log = [];
+    const calls = {
+      log,
+      async authorizeBatch(ops) {
+        log.push(["authorize.batch", ops.length]);
+        if (!batches) throw new Unavailable("the mediator serves no batches");
+        return ops.map(({ params }) =>
+          fail.includes(params.n)
+            ? new InvalidTransaction("refused", { transactionId: `t${params.n}` })
+            : grant(params.n, pending.includes(params.n) ? "pending_approval" : "granted"),
+        );
+      },
+      async executeBatch(ops) {
+        log.push(["execute.batch", ops.length]);
+        if (!executeBatches) throw new Unavailable("the mediator serves no batches");
+        return ops.map(({ grant: g }) => ({ ran: g.transaction_id, via: "batch" }));
+      },
+      async call(tool, params) {
+        log.push(["call", params.n]);
+        if (fail.includes(params.n)) throw new InvalidTransaction("refused");
+        return { ran: `t${params.n}`, via: "call" };
+      },
+      async execute({ grant: g }) {
+        log.push(["execute", g.transaction_id]);
+        return { ran: g.transaction_id, via: "execute" };
+      },
+      async wait({ grant: g }) {
+        log.push(["wait", g.transaction_id]);
+        return { ran: g.transaction_id, via: "wait" };
+      },
+    };
+    return calls;
+  }
+  const many = (batcher, n, from = 0) =>
+    Promise.allSettled(Array.from({ length: n }, (_, k) => batcher.call("x.y", { n: from + k })));
+
+  it("groups the calls started together, at most a window, one authorize and one execute each", async () => {
+    const calls = fakeCalls();
+    const outcomes = await many(new Batcher(calls, 4), 10);
+    assert.deepEqual(
+      outcomes.map((o) => o.value.ran),
+      Array.from({ length: 10 }, (_, k) => `t${k}`),
+    );
+    assert.deepEqual(
+      calls.log.filter(([what]) => what === "authorize.batch").map(([, n]) => n),
+      [4, 4, 2],
+    );
+    assert.deepEqual(
+      calls.log.filter(([what]) => what === "execute.batch").map(([, n]) => n),
+      [4, 4, 2],
+    );
+  });
+
+  it("splits under the mediator's limits: operations per request, and bytes", async () => {
+    const calls = fakeCalls();
+    const batcher = new Batcher(calls, 10_000);
+    await many(batcher, MAX_OPS + 3);
+    const sizes = calls.log.filter(([what]) => what === "authorize.batch").map(([, n]) => n);
+    assert.equal(
+      sizes.reduce((a, b) => a + b),
+      MAX_OPS + 3,
+    );
+    assert.ok(sizes.length >= 2 && sizes.every((n) => n <= MAX_OPS), String(sizes));
+    const big = fakeCalls();
+    const wide = new Batcher(big, 16);
+    const pad = "x".repeat(20_000);
+    await Promise.all([0, 1, 2, 3].map((n) => wide.call("x.y", { n, pad })));
+    const bigSizes = big.log.filter(([what]) => what === "authorize.batch").map(([, n]) => n);
+    assert.deepEqual(bigSizes, [2, 2]);
+  });
+
+  it("one operation's error fails no other; a pending one waits and runs alone", async () => {
+    const calls = fakeCalls({ pending: [1], fail: [2] });
+    const [a, b, c] = await many(new Batcher(calls, 8), 3);
+    assert.equal(a.value.via, "batch");
+    assert.equal(b.value.via, "wait");
+    assert.ok(c.reason instanceof InvalidTransaction);
+    assert.deepEqual(
+      calls.log.find(([what]) => what === "execute.batch"),
+      ["execute.batch", 1],
+    );
+  });
+
+  it("a whole-request error reaches every call of that batch, and only those", async () => {
+    const calls = fakeCalls();
+    let first = true;
+    calls.authorizeBatch = async (ops) => {
+      if (first) {
+        first = false;
+        throw new RateLimited("busy");
+      }
+      return ops.map(({ params }) => grant(params.n));
+    };
+    const batcher = new Batcher(calls, 2);
+    const outcomes = await many(batcher, 4);
+    assert.deepEqual(
+      outcomes.map((o) => o.status),
+      ["rejected", "rejected", "fulfilled", "fulfilled"],
+    );
+    assert.ok(outcomes[0].reason instanceof RateLimited);
+  });
+
+  it("no batch responders: every call alone, and the batcher stops asking", async () => {
+    const calls = fakeCalls({ batches: false, fail: [1] });
+    const batcher = new Batcher(calls, 8);
+    const first = await many(batcher, 3);
+    assert.deepEqual(
+      first.map((o) => o.status),
+      ["fulfilled", "rejected", "fulfilled"],
+    );
+    await many(batcher, 2, 3);
+    assert.equal(calls.log.filter(([what]) => what === "authorize.batch").length, 1);
+    assert.deepEqual(
+      calls.log.filter(([what]) => what === "call").map(([, n]) => n),
+      [0, 1, 2, 3, 4],
+    );
+  });
+
+  it("no responders for execute.batch (nothing received, no token used): each executed alone", async () => {
+    const calls = fakeCalls({ executeBatches: false });
+    const outcomes = await many(new Batcher(calls, 8), 2);
+    assert.deepEqual(
+      outcomes.map((o) => o.value.via),
+      ["execute", "execute"],
+    );
+  });
+
+  it("stream and callMany over a gateway without batch routes (404): calls one by one, outcomes in order", async () => {
+    const receipt = new UnsecuredJWT({ txn: "t" }).encode();
+    let inFlight = 0;
+    let most = 0;
+    const paths = [];
+    const server = createServer((req, res) => {
+      paths.push(req.url);
+      inFlight += 1;
+      most = Math.max(most, inFlight);
+      let body = "";
+      req.on("data", (chunk) => (body += chunk));
+      req.on("end", () => {
+        setTimeout(() => {
+          inFlight -= 1;
+          const send = (status, value) =>
+            res
+              .writeHead(status, { "Content-Type": "application/json" })
+              .end(JSON.stringify(value));
+          if (req.url.endsWith("/batch")) {
+            // a gateway without the batch routes
+            return send(404, { error: { code: "not_found", message: "no such endpoint" } });
+          }
+          const { params } = JSON.parse(body || "{}");
+          if (req.url === "/v1/authorize" && params.n === 2) {
+            return send(422, { error: { code: "invalid_params", message: "no" } });
+          }
+          if (req.url === "/v1/authorize") return send(200, grant(params.n));
+          return send(200, { transaction_id: "t", result: { n: params.n }, receipt });
+        }, 5);
+      });
+    });
+    await new Promise((r) => server.listen(0, "127.0.0.1", r));
+    const url = `http://127.0.0.1:${server.address().port}`;
+    try {
+      const hs = await HandshakeClient.connect({
+        gatewayUrl: url,
+        session: "s",
+        verifyReceipts: false,
+      });
+      const calls = Array.from({ length: 7 }, (_, n) => ["x.y", { n }]);
+      const outcomes = await hs.callMany(calls, { concurrency: 3 });
+      assert.equal(outcomes.length, 7);
+      outcomes.forEach((o, n) => {
+        if (n === 2) assert.equal(o.code, "invalid_params");
+        else assert.deepEqual(o.result, { n });
+      });
+      assert.ok(most <= 3, `at most 3 in flight, saw ${most}`);
+      // asked once for a batch (404: forwarded nothing), then one by one
+      assert.deepEqual(
+        paths.filter((p) => p.includes("batch")),
+        ["/v1/authorize/batch"],
+      );
+      const seen = [];
+      async function* source() {
+        for (const c of calls) yield c;
+      }
+      for await (const [i, o] of hs.stream(source(), { concurrency: 2 })) {
+        seen.push(i);
+        if (seen.length === 3) break; // leaving early starts no more calls
+      }
+      assert.equal(seen.length, 3);
+      await assert.rejects(hs.callMany(calls, { concurrency: 0 }), RangeError);
+    } finally {
+      server.close();
+    }
   });
 });
