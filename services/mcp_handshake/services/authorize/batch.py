@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from mcp_handshake.services.authorize.handler import AuthorizeDeps, handle_authorize
+from mcp_handshake.services.runtime.audit import Audit
 from mcp_handshake.services.runtime.batch import check_size, op_request, run_batch
 from mcp_handshake.services.runtime.endpoint import AuditHook, Request
 from mcp_handshake.services.store.coalesce import Coalescer, member_store
@@ -33,6 +34,8 @@ class AuthorizeBatchDeps:
     max_batch: int
     #: The single endpoint's audit hook, called once per operation.
     audit: AuditHook | None = None
+    #: The worker's audit emitter: a batch's events go out together.
+    events: Audit | None = None
 
 
 async def handle_authorize_batch(
@@ -52,4 +55,4 @@ async def handle_authorize_batch(
         finally:
             member.leave()
 
-    return await run_batch(requests, one, deps.audit)
+    return await run_batch(requests, one, deps.audit, deps.events)

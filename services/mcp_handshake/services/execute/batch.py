@@ -127,4 +127,4 @@ async def handle_execute_batch(
             scripts.leave()
             nc.leave()
 
-    return await run_batch(requests, one, deps.audit)
+    return await run_batch(requests, one, deps.audit, deps.single.audit)
