@@ -12,6 +12,7 @@ import json
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -22,12 +23,18 @@ from pydantic import BaseModel, ConfigDict
 
 from mcp_handshake.client import CallResult
 from mcp_handshake.services.audit.verify import verify_log
+from mcp_handshake.services.core.config import PolicyDefaults
+from mcp_handshake.services.core.policy import Caller
 from mcp_handshake.services.core.signing import DispatchVerifier
 from mcp_handshake.services.core.tools import Tier, Tool, ToolRegistry
+from mcp_handshake.services.dev.demo.tools import TOOLS as DEMO_TOOLS
 from mcp_handshake.services.dev.devstack import Stack
 from mcp_handshake.services.executor.batch import ExecutorBatchDeps, handle_dispatch_batch
 from mcp_handshake.services.executor.handler import ExecutorDeps
+from mcp_handshake.services.policy import Agent, Policy, load_policy
+from mcp_handshake.services.policy.compiled import compile_policy
 from mcp_handshake.services.runtime.audit import STREAM, Audit, ensure_audit_stream
+from mcp_handshake.services.runtime.batch_policy import BatchDecisions
 from mcp_handshake.services.runtime.endpoint import Request
 from mcp_handshake.services.runtime.outbox import Outbox
 from mcp_handshake.services.runtime.pubacks import AckPublisher, PubAck
@@ -272,3 +279,80 @@ async def test_a_streams_events_are_each_in_the_trail_once_and_the_log_verifies(
     jwks = json.loads((stack.home / "keys" / "audit.jwks.json").read_text())
     result = verify_log(log_path(stack), jwks)
     assert result.ok, result
+
+
+def _policy(text: str) -> Policy:
+    return Policy(compile_policy(text, DEMO_TOOLS, PolicyDefaults()), DEMO_TOOLS)
+
+
+def _bound(tool: str, params: dict[str, Any]) -> dict[str, Any]:
+    return ToolRegistry(DEMO_TOOLS).get(tool).normalize(params)
+
+
+PAY = "payments.send_payment"
+ANYONE_PAYS = f"""
+@id("small")
+permit (principal, action == Action::"{PAY}", resource)
+when {{ context.params.amount.lessThanOrEqual(decimal("1000.0")) }};
+@id("no-rogue")
+forbid (principal, action == Action::"{PAY}", resource)
+when {{ context.agent has nats_user && context.agent.nats_user == "rogue" }};
+@id("rates")
+permit (principal, action == Action::"payments.get_exchange_rate", resource);
+"""
+
+
+def test_batch_decisions_ask_each_distinct_question_once() -> None:
+    policy = _policy(ANYONE_PAYS)
+    batch = BatchDecisions(policy)
+    tess, other = (
+        Caller("tess", frozenset({"treasury"}), frozenset()),
+        Caller("ozzy", frozenset(), frozenset()),
+    )
+    small = _bound(PAY, {"to_account": "acct_4f9d2a", "amount": 10.0, "currency": "EUR"})
+    big = _bound(PAY, {"to_account": "acct_4f9d2a", "amount": 5000.0, "currency": "EUR"})
+    rate = _bound("payments.get_exchange_rate", {"base": "EUR", "quote": "USD"})
+    usd = _bound("payments.get_exchange_rate", {"base": "USD", "quote": "EUR"})
+    agent, rogue = Agent(nats_user="agent"), Agent(nats_user="rogue")
+    asks = [(tess, PAY, small, agent), (tess, PAY, small, agent), (tess, PAY, big, agent),
+            (tess, PAY, small, rogue), (other, PAY, small, agent),
+            (tess, "payments.get_exchange_rate", rate, agent),
+            (tess, "payments.get_exchange_rate", usd, agent)]  # fmt: skip
+    for caller, tool, params, who in asks:
+        alone = policy.decide(caller, tool, params, phase="execute", agent=who)
+        assert batch.decide(caller, tool, params, phase="execute", agent=who) == alone
+    verdicts = [batch.decide(c, t, p, phase="execute", agent=a).verdict for c, t, p, a in asks]
+    assert verdicts == ["permit", "permit", "deny", "deny", "permit", "permit", "permit"]
+    # asked: small, big, rogue, other caller, rate (params not read: usd is the same question)
+    assert (batch.asked, batch.reused) == (5, 9)
+    assert batch.decide(tess, PAY, small, phase="authorize", agent=agent).allowed
+    assert batch.asked == 6  # another phase, another question
+    assert batch.hash == policy.hash and batch.listable(tess, PAY)  # the rest is policy's
+
+
+def test_batch_decisions_never_share_what_reads_the_time_or_a_reloaded_set(
+    tmp_path: Path,
+) -> None:
+    timed = (
+        ANYONE_PAYS
+        + f"""
+@id("night")
+forbid (principal, action == Action::"{PAY}", resource) when {{ context.time.hour > 24 }};
+"""
+    )
+    path = tmp_path / "policy.cedar"
+    path.write_text(timed)
+    policy = load_policy(path, DEMO_TOOLS)
+    batch = BatchDecisions(policy)
+    tess, agent = Caller("tess", frozenset(), frozenset()), Agent(nats_user="agent")
+    small = _bound(PAY, {"to_account": "acct_4f9d2a", "amount": 10.0, "currency": "EUR"})
+    rate = _bound("payments.get_exchange_rate", {"base": "EUR", "quote": "USD"})
+    for _ in range(3):
+        assert batch.decide(tess, PAY, small, phase="execute", agent=agent).allowed
+        assert batch.decide(tess, "payments.get_exchange_rate", rate, phase="execute",
+                            agent=agent).allowed  # fmt: skip
+    assert (batch.asked, batch.reused) == (4, 2)  # the payment's policies read the time
+    path.write_text(timed.replace('@id("rates")\npermit', '@id("rates")\nforbid'))
+    assert policy.reload()
+    denied = batch.decide(tess, "payments.get_exchange_rate", rate, phase="execute", agent=agent)
+    assert denied.verdict == "deny" and batch.asked == 5
