@@ -356,3 +356,24 @@ forbid (principal, action == Action::"{PAY}", resource) when {{ context.time.hou
     assert policy.reload()
     denied = batch.decide(tess, "payments.get_exchange_rate", rate, phase="execute", agent=agent)
     assert denied.verdict == "deny" and batch.asked == 5
+
+
+async def test_from_32_calls_in_flight_two_batches_of_half_as_many(stack: Stack) -> None:
+    sizes: dict[int, list[int]] = {16: [], 64: []}
+    rates = [("payments.get_exchange_rate", {"base": "EUR", "quote": q})
+             for q in ("USD", "GBP", "JPY", "CHF") * 16]  # fmt: skip
+    async with agent(stack, "ivy-" + uuid.uuid4().hex[:6], "billing") as hs:
+        nc: Any = hs._nc
+        request = nc.request
+        for concurrency, seen in sizes.items():
+
+            async def spy(subject: str, payload: bytes = b"", *a: Any, **kw: Any) -> Any:
+                if subject.endswith("authorize.batch"):
+                    seen.append(len(json.loads(payload)["ops"]))  # noqa: B023
+                return await request(subject, payload, *a, **kw)
+
+            nc.request = spy
+            done = [o async for _, o in hs.stream(iter(rates), concurrency=concurrency)]
+            assert len(done) == 64 and all(isinstance(o, CallResult) for o in done)
+    assert max(sizes[16]) == 16 and sum(sizes[16]) == 64
+    assert max(sizes[64]) == 32 and sum(sizes[64]) == 64 and len(sizes[64]) >= 2
