@@ -377,3 +377,21 @@ async def test_from_32_calls_in_flight_two_batches_of_half_as_many(stack: Stack)
             assert len(done) == 64 and all(isinstance(o, CallResult) for o in done)
     assert max(sizes[16]) == 16 and sum(sizes[16]) == 64
     assert max(sizes[64]) == 32 and sum(sizes[64]) == 64 and len(sizes[64]) >= 2
+
+
+async def test_outbox_group_cut_short_at_shutdown_is_counted_once() -> None:
+    started = asyncio.Event()
+
+    async def send(item: int) -> None:
+        await asyncio.sleep(10)
+
+    async def send_many(items: list[int]) -> list[BaseException | None]:
+        started.set()
+        await asyncio.sleep(10)  # never acked before the drain gives up
+        return [None] * len(items)
+
+    box: Outbox[int] = Outbox(send, limit=100, send_many=send_many)
+    box.put_many([1, 2, 3])
+    await started.wait()
+    assert await box.drain(0.05) == 3
+    assert len(box) == 3 and box.sent == 0  # back in the queue, not counted twice

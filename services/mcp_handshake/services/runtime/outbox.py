@@ -174,21 +174,22 @@ class Outbox(Generic[T]):
     async def _send_group(self, items: list[T]) -> None:
         assert self._send_many is not None
         try:
-            outcomes: Sequence[BaseException | None] = await self._send_many(items)
-        except asyncio.CancelledError:
-            self._queue.extendleft(reversed(items))
-            raise
-        except Exception as exc:  # as a failed send of every item
-            outcomes = [exc] * len(items)
-        try:
+            try:
+                outcomes: Sequence[BaseException | None] = await self._send_many(items)
+            except asyncio.CancelledError:
+                self._queue.extendleft(reversed(items))
+                raise
+            except Exception as exc:  # as a failed send of every item
+                outcomes = [exc] * len(items)
+            if len(outcomes) != len(items):  # an outcome missing: none is taken as sent
+                outcomes = [ValueError("an outcome missing")] * len(items)
             failed = [item for item, o in zip(items, outcomes, strict=True) if o is not None]
-        except ValueError:  # an outcome missing: none can be taken as sent
-            failed, outcomes = items, [ValueError("outcomes")] * len(items)
-        if len(failed) < len(items):
-            self._succeeded(len(items) - len(failed))
-        if failed:  # after: a group that failed in part still backs off
-            self._failed(failed, next(o for o in outcomes if o is not None))
-        self._done(len(items))
+            if len(failed) < len(items):
+                self._succeeded(len(items) - len(failed))
+            if failed:  # after: a group that failed in part still backs off
+                self._failed(failed, next(o for o in outcomes if o is not None))
+        finally:
+            self._done(len(items))
 
     def _failed(self, items: list[T], exc: BaseException) -> None:
         """Back to the front of the queue, in order, and back off."""
