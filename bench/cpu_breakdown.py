@@ -8,8 +8,14 @@ from ``/proc``, Linux only) by the handshakes done.
 
 ``--tool`` picks the operation: the HTTP-target one by default,
 ``bench.exchange_rate`` for the function target (as ``handshake.py`` runs it);
-``--profile execute-0`` also records that process with py-spy for the measured
-window (``--profile-out``: a flame graph SVG, or ``.txt`` for collapsed stacks).
+``--profile execute-0,authorize-0`` also records those processes with py-spy for the measured
+window (``--profile-out``: a flame graph SVG, or ``.txt`` for collapsed stacks; each
+process's name goes before the suffix).
+
+``--stream 20000`` measures the batch path instead: one ``HandshakeClient.stream``
+of that many operations (``--concurrency`` calls in flight), CPU per operation
+per process over the whole stream; ``--repeat 3`` runs it three times in the same
+stack (a figure per window, to see the machine's own spread).
 """
 
 from __future__ import annotations
@@ -22,10 +28,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import uvloop
 
+from mcp_handshake.client import HandshakeClient
 from mcp_handshake.services.dev.devstack import Stack, StackSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -43,8 +51,63 @@ def start_profile(pid: int, seconds: float, out: str) -> subprocess.Popen[bytes]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def profile_out(out: str, name: str) -> str:
+    """``out`` with the process's name before its suffix (``profile.execute-0.svg``)."""
+    path = Path(out)
+    return str(path.with_name(f"{path.stem}.{name}{path.suffix}"))
+
+
+async def calls_for(hs: HandshakeClient, tool: str, seconds: float, concurrency: int) -> int:
+    """``hs.call`` from ``concurrency`` loops for ``seconds``; the calls done."""
+    end = time.monotonic() + seconds
+    done = 0
+
+    async def loop() -> None:
+        nonlocal done
+        while time.monotonic() < end:
+            await hs.call(tool, RATE)
+            done += 1
+
+    await asyncio.gather(*(loop() for _ in range(concurrency)))
+    return done
+
+
+async def stream_of(hs: HandshakeClient, tool: str, calls: int, concurrency: int) -> int:
+    """One ``hs.stream`` of ``calls`` operations; the ones that succeeded."""
+    done = 0
+    async for _, outcome in hs.stream(((tool, RATE) for _ in range(calls)),
+                                      concurrency=concurrency):  # fmt: skip
+        done += hasattr(outcome, "receipt")
+    if done != calls:
+        print(f"({calls - done} of {calls} operations failed)")
+    return done
+
+
+async def window(
+    pids: dict[str, int], work: Callable[[], Awaitable[int]], label: str, args: argparse.Namespace
+) -> None:
+    spies = {
+        name: start_profile(pids[name], args.seconds, profile_out(args.profile_out, name))
+        for name in filter(None, args.profile.split(","))
+    }
+    before = {name: handshake.cpu_seconds(pid) for name, pid in pids.items()}
+    start = time.monotonic()
+    done = await work()
+    wall = time.monotonic() - start
+    total = 0.0
+    print(f"{done / wall:.0f} {label}/s over {wall:.1f} s at concurrency {args.concurrency}")
+    for name, pid in pids.items():
+        used = handshake.cpu_seconds(pid) - before[name]
+        total += used
+        print(f"  {name:<14} {used / wall:6.1%} cpu  {used / done * 1e6:7.0f} us/op")
+    print(f"  {'all':<14} {total / wall:6.1%} cpu  {total / done * 1e6:7.0f} us/op")
+    for name, spy in spies.items():
+        spy.wait()
+        print(f"profile of {name}: {profile_out(args.profile_out, name)}")
+
+
 async def main(args: argparse.Namespace) -> None:
-    seconds, concurrency, tool = args.seconds, args.concurrency, args.tool
+    concurrency, tool = args.concurrency, args.tool
     if tool == handshake.FUNCTION_TOOL:  # the bench's in-process tool, as handshake.py runs it
         stack = handshake.bench_stack(handshake.bench_home(), StackSpec())
     else:
@@ -53,32 +116,18 @@ async def main(args: argparse.Namespace) -> None:
     await stack.start()
     try:
         async with handshake.bench_client(stack) as hs:
-            await handshake.warm_up(lambda: hs.call(tool, RATE), concurrency)
             pids = {p.name: p.popen.pid for p in stack.procs}
-            pids["bench client"] = os.getpid()
-            spy = None
-            if args.profile:
-                spy = start_profile(pids[args.profile], seconds, args.profile_out)
-            before = {name: handshake.cpu_seconds(pid) for name, pid in pids.items()}
-            start = time.monotonic()
-            end = start + seconds
-            done = 0
-
-            async def loop() -> None:
-                nonlocal done
-                while time.monotonic() < end:
-                    await hs.call(tool, RATE)
-                    done += 1
-
-            await asyncio.gather(*(loop() for _ in range(concurrency)))
-            wall = time.monotonic() - start
-            print(f"{done / wall:.0f} handshakes/s over {wall:.1f} s at concurrency {concurrency}")
-            for name, pid in pids.items():
-                used = handshake.cpu_seconds(pid) - before[name]
-                print(f"  {name:<14} {used / wall:6.1%} cpu  {used / done * 1e6:7.0f} us/handshake")
-            if spy is not None:
-                spy.wait()
-                print(f"profile of {args.profile}: {args.profile_out}")
+            pids["client"] = os.getpid()
+            if args.stream:
+                await stream_of(hs, tool, min(args.stream, 2000), concurrency)  # warm-up
+                for _ in range(args.repeat):
+                    await window(pids, lambda: stream_of(hs, tool, args.stream, concurrency),
+                                 "operations (stream)", args)  # fmt: skip
+                return
+            await handshake.warm_up(lambda: hs.call(tool, RATE), concurrency)
+            for _ in range(args.repeat):
+                await window(pids, lambda: calls_for(hs, tool, args.seconds, concurrency),
+                             "handshakes", args)  # fmt: skip
     finally:
         stack.stop()
 
@@ -88,7 +137,9 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--tool", default="payments.get_exchange_rate")
-    parser.add_argument("--profile", default="", help="process to record, e.g. execute-0")
+    parser.add_argument("--stream", type=int, default=0, help="operations of one stream()")
+    parser.add_argument("--repeat", type=int, default=1, help="measured windows, one by one")
+    parser.add_argument("--profile", default="", help="processes to record, e.g. execute-0,client")
     parser.add_argument("--profile-out", default="profile.svg")
     args = parser.parse_args()
     uvloop.run(main(args))

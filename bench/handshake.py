@@ -14,10 +14,15 @@ Starts its own nats-server and redis-server on free ports and the whole stack
   target: the realistic row);
 * a plain, unauthenticated FastMCP streamable-HTTP tool call (``[bench]`` extra).
 
-Then a ``HandshakeClient.stream`` run of many calls, printing the client's RSS
-growth and every worker's RSS, and the peak with one and with two processes of
-the worker kind that used the most CPU. Prints every ratio in the same run.
-Run: ``make bench``.
+Then the batch path: one ``HandshakeClient.stream`` of 20,000 function-target
+operations (``--batch-calls``; the calls in flight go as ``authorize.batch`` and
+``execute.batch`` requests), its rate and its CPU per operation per process; a
+``stream`` of 100,000 calls, printing the client's RSS growth and every worker's
+RSS; and the peak with one and with two processes of the worker kind that used
+the most CPU. Prints every ratio in the same run, and issue 23's goals with PASS
+or MISS (``goals.py``). Run: ``make bench``; only the batch part (the stream, and
+the single-call and FastMCP peaks it is compared with, at c=16 and 64):
+``python bench/handshake.py --only batch``.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -43,6 +49,7 @@ from mcp_handshake.services.dev.procs import find_nats_server, free_port, wait_p
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import benchtools  # noqa: E402 - the bench's own tool module, beside this file
+import goals  # noqa: E402 - issue 23's goals, beside this file
 
 FUNCTION_TOOL = "bench.exchange_rate"
 HTTP_TOOL = "payments.get_exchange_rate"
@@ -133,16 +140,18 @@ async def bench_echo(seconds: float, levels: tuple[int, ...] = LEVELS) -> list[R
             await p.wait()
 
 
-async def bench_handshake(stack: Stack, tool: str, name: str, seconds: float) -> list[Result]:
+async def bench_handshake(
+    stack: Stack, tool: str, name: str, seconds: float, levels: tuple[int, ...] = LEVELS
+) -> list[Result]:
     async with bench_client(stack) as hs:
 
         async def op() -> object:
             return await hs.call(tool, RATE)
 
-        return [await measure(name, op, c, seconds) for c in LEVELS]
+        return [await measure(name, op, c, seconds) for c in levels]
 
 
-async def bench_fastmcp(seconds: float) -> list[Result]:
+async def bench_fastmcp(seconds: float, levels: tuple[int, ...] = LEVELS) -> list[Result]:
     try:
         from fastmcp import Client
     except ImportError:
@@ -169,7 +178,7 @@ async def bench_fastmcp(seconds: float) -> list[Result]:
             async def op() -> object:
                 return await client.call_tool("get_exchange_rate", RATE)
 
-            return [await measure("FastMCP tool call, no auth", op, c, seconds) for c in LEVELS]
+            return [await measure("FastMCP tool call, no auth", op, c, seconds) for c in levels]
     finally:
         proc.terminate()
         await proc.wait()
@@ -195,7 +204,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def bench_stream(stack: Stack, calls: int) -> tuple[float, float, dict[str, float]]:
+def is_worker(name: str) -> bool:
+    """A worker process of the stack (``execute-0``), not a server or the target."""
+    return name.rsplit("-", 1)[-1].isdigit()
+
+
+async def bench_stream(
+    stack: Stack, calls: int, concurrency: int
+) -> tuple[float, float, dict[str, float]]:
     """(calls/s, client RSS growth MB, worker RSS MB) of one stream() run of ``calls``."""
     async with bench_client(stack) as hs:
         await hs.call(FUNCTION_TOOL, RATE)
@@ -203,14 +219,48 @@ async def bench_stream(stack: Stack, calls: int) -> tuple[float, float, dict[str
         start = time.perf_counter()
         failed = 0
         gen = ((FUNCTION_TOOL, RATE) for _ in range(calls))
-        async for _, outcome in hs.stream(gen, concurrency=64):
+        async for _, outcome in hs.stream(gen, concurrency=concurrency):
             failed += not hasattr(outcome, "receipt")
         wall = time.perf_counter() - start
         grown = rss_mb(os.getpid()) - before
     if failed:
         print(f"(stream: {failed} calls failed)")
-    workers = {p.name: rss_mb(p.popen.pid) for p in stack.procs if "-" in p.name}
+    workers = {p.name: rss_mb(p.popen.pid) for p in stack.procs if is_worker(p.name)}
     return calls / wall, grown, workers
+
+
+@dataclass
+class BatchRun:
+    """One stream() of the function target: its rate and CPU per operation per process."""
+
+    calls: int
+    concurrency: int
+    rate: float
+    per: dict[str, float]
+    failed: int
+
+
+async def bench_batch(stack: Stack, calls: int, concurrency: int) -> BatchRun:
+    """A ``stream()`` of ``calls`` function-target operations (after a warm-up stream at the
+    same concurrency), timed, with every process's CPU per operation over it."""
+    pids = {p.name: p.popen.pid for p in stack.procs}
+    pids[CLIENT] = os.getpid()
+    async with bench_client(stack) as hs:
+
+        async def run(n: int) -> int:
+            failed = 0
+            gen = ((FUNCTION_TOOL, RATE) for _ in range(n))
+            async for _, outcome in hs.stream(gen, concurrency=concurrency):
+                failed += not hasattr(outcome, "receipt")
+            return failed
+
+        await run(min(calls, 10 * concurrency))
+        before = {n: cpu_seconds(pid) for n, pid in pids.items()}
+        start = time.perf_counter()
+        failed = await run(calls)
+        wall = time.perf_counter() - start
+    per = {n: (cpu_seconds(pid) - before[n]) / calls * 1e6 for n, pid in pids.items()}
+    return BatchRun(calls, concurrency, calls / wall, per, failed)
 
 
 async def busiest_kind(stack: Stack, tool: str, seconds: float) -> tuple[str, dict[str, float]]:
@@ -261,12 +311,18 @@ async def main(args: argparse.Namespace) -> None:
     await stack.start()
     try:
         print(f"machine: {os.cpu_count()} cores; workers: {spec}")
+        if args.only == "batch":
+            await only_batch(stack, args)
+            return
         echo = await bench_echo(args.seconds)
         fn = await bench_handshake(stack, FUNCTION_TOOL, "handshake, function target", args.seconds)
         http = await bench_handshake(stack, HTTP_TOOL, "handshake, HTTP target", args.seconds)
         base = await bench_fastmcp(args.seconds)
         kind, per = await busiest_kind(stack, FUNCTION_TOOL, args.seconds)
-        streamed = await bench_stream(stack, args.stream_calls) if args.stream_calls else None
+        batch = await bench_batch(stack, args.batch_calls, args.batch_concurrency)
+        streamed = None
+        if args.stream_calls:
+            streamed = await bench_stream(stack, args.stream_calls, args.batch_concurrency)
         stack.start_worker(kind, 1)
         await stack.wait_ready({f"handshake-{kind}": 2})
         scaled = await bench_handshake(
@@ -275,6 +331,56 @@ async def main(args: argparse.Namespace) -> None:
     finally:
         stack.stop()
     report(echo, fn, http, base, kind, per, streamed, scaled)
+    report_batch(batch)
+    figures = goals.Figures(
+        stream_rate=batch.rate, single_peak=_peak(fn).rps,
+        fastmcp_peak=_peak(base).rps if base else None,
+        single_p50_ms=fn[0].p50, fastmcp_p50_ms=base[0].p50 if base else None,
+        cpu_per_handshake_us=sum(per.values()),
+        client_rss_growth_mb=streamed[1] if streamed else None,
+        worker_rss_mb=streamed[2] if streamed else None,
+        stream_calls=batch.calls, rss_calls=args.stream_calls,
+    )  # fmt: skip
+    goals.print_goals(goals.goal_rows(figures))
+    budget(batch, fn, base)
+
+
+async def only_batch(stack: Stack, args: argparse.Namespace) -> None:
+    """The batch goals alone: the single-call and FastMCP peaks (c=16 and 64), the stream."""
+    levels = (16, 64)
+    fn = await bench_handshake(stack, FUNCTION_TOOL, "handshake, function target", args.seconds,
+                               levels)  # fmt: skip
+    base = await bench_fastmcp(args.seconds, levels)
+    batch = await bench_batch(stack, args.batch_calls, args.batch_concurrency)
+    print()
+    for r in fn + base:
+        print(r.row())
+    report_batch(batch)
+    figures = goals.Figures(stream_rate=batch.rate, single_peak=_peak(fn).rps,
+                            fastmcp_peak=_peak(base).rps if base else None,
+                            stream_calls=batch.calls)  # fmt: skip
+    goals.print_goals(goals.goal_rows(figures))
+    budget(batch, fn, base)
+
+
+def report_batch(batch: BatchRun) -> None:
+    failed = f"; {batch.failed} failed" if batch.failed else ""
+    print(f"\nstream() of {batch.calls:,} function-target operations, {batch.concurrency} in "
+          f"flight: {batch.rate:,.0f} ops/s{failed}; CPU per operation, per process:")  # fmt: skip
+    for name, us in sorted(batch.per.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:<14} {us:7.0f} us")
+    print(f"  {'all':<14} {sum(batch.per.values()):7.0f} us")
+
+
+def budget(batch: BatchRun, fn: list[Result], base: list[Result]) -> None:
+    """What the batch goals ask of the CPU per batched operation."""
+    targets = {f"{goals.STREAM_VS_SINGLE:g}x the single-call peak":
+               goals.STREAM_VS_SINGLE * _peak(fn).rps}  # fmt: skip
+    if base:
+        targets[f"{goals.STREAM_VS_FASTMCP:g}x FastMCP's peak"] = (
+            goals.STREAM_VS_FASTMCP * _peak(base).rps
+        )
+    goals.print_budget(f"stream() of {batch.calls:,}", batch.per, targets)
 
 
 def _peak(rows: list[Result]) -> Result:
@@ -300,8 +406,9 @@ def report(
         print(f"  {name:<14} {us:7.0f} us")
     if streamed is not None:
         rate, grown, workers = streamed
-        print(f"\nstream(): {rate:.0f} calls/s; client RSS grew {grown:.1f} MB; worker RSS: "
-              + ", ".join(f"{n} {mb:.0f} MB" for n, mb in workers.items()))  # fmt: skip
+        sizes = ", ".join(f"{n} {mb:.0f} MB" for n, mb in workers.items())
+        print(f"\nstream() for RSS: {rate:.0f} calls/s; client RSS grew {grown:.1f} MB; "
+              f"worker RSS: {sizes}")  # fmt: skip
     rows = []
     if base:
         b1, bpeak = base[0], _peak(base)
@@ -349,7 +456,30 @@ if __name__ == "__main__":
     parser.add_argument("--authorize", type=int, default=1)
     parser.add_argument("--execute", type=int, default=1)
     parser.add_argument("--executor", type=int, default=1)
-    parser.add_argument("--stream-calls", type=int, default=100_000)
+    parser.add_argument(
+        "--stream-calls",
+        type=int,
+        default=100_000,
+        help="calls of the stream() whose RSS growth is measured (0: none)",
+    )
+    parser.add_argument(
+        "--batch-calls",
+        type=int,
+        default=20_000,
+        help="operations of the stream() whose rate is the batch goal's",
+    )
+    parser.add_argument(
+        "--batch-concurrency",
+        type=int,
+        default=256,
+        help="calls in flight in both stream() runs (two batches of half)",
+    )
+    parser.add_argument(
+        "--only",
+        choices=["all", "batch"],
+        default="all",
+        help="batch: only the stream and the peaks it is compared with",
+    )
     args = parser.parse_args()
     try:
         import uvloop

@@ -1,7 +1,8 @@
 """Batches for ``call_many`` and ``stream``: the calls in flight share requests.
 
 :class:`Batcher` collects the calls made in the same turn of the event loop
-(at most ``window`` of them) and runs them as one ``authorize.batch`` and one
+(at most ``window`` of them; from ``SPLIT_FROM`` on, half as many, so two
+batches are in flight) and runs them as one ``authorize.batch`` and one
 ``execute.batch`` (protocol.md, "Batch"), with one batch proof for the
 operations above the public tier. Each call still gets its own grant, token,
 result, error and verified receipt; an operation waiting for approval is
@@ -41,6 +42,10 @@ MAX_OPS = 256
 MAX_BYTES = 48 * 1024
 #: Bytes of one operation besides its params (ids, token, JSON punctuation).
 OP_OVERHEAD = 240
+#: From this many calls in flight on, they go as two batches of half as many: the
+#: mediator works on one while the client sends the other or verifies its receipts
+#: (docs/decisions.md, "Batch throughput").
+SPLIT_FROM = 32
 #: The ``unavailable`` message of a batch request no worker serves.
 NO_BATCHES = "the mediator serves no batches"
 
@@ -73,7 +78,8 @@ class _Item(Generic[R]):
 class Batcher(Generic[R]):
     def __init__(self, calls: BatchCalls[R], window: int) -> None:
         self._calls = calls
-        self._window = max(1, min(window, MAX_OPS))
+        size = window if window < SPLIT_FROM else -(-window // 2)
+        self._window = max(1, min(size, MAX_OPS))
         self._queue: list[_Item[R]] = []
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()

@@ -3,7 +3,9 @@
 Each operation goes through :func:`~.handler.handle_authorize` as it would alone
 (its own policy check, rate limit, token, params hash, approval request and
 audit events); the first store step of every operation (the rate-limit count or
-the token's issue) shares one Redis round trip (``store.coalesce``).
+the token's issue) shares one Redis round trip (``store.coalesce``), each distinct
+policy question is asked once (``runtime.batch_policy``), and the audit events go
+to the stream together (``Audit.grouped``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from typing import Any
 import msgspec
 
 from mcp_handshake.services.authorize.handler import AuthorizeDeps, handle_authorize
+from mcp_handshake.services.runtime.audit import Audit
 from mcp_handshake.services.runtime.batch import check_size, op_request, run_batch
+from mcp_handshake.services.runtime.batch_policy import BatchDecisions
 from mcp_handshake.services.runtime.endpoint import AuditHook, Request
 from mcp_handshake.services.store.coalesce import Coalescer, member_store
 from mcp_handshake.services.store.scripts import Scripts
@@ -33,6 +37,8 @@ class AuthorizeBatchDeps:
     max_batch: int
     #: The single endpoint's audit hook, called once per operation.
     audit: AuditHook | None = None
+    #: The worker's audit emitter: a batch's events go out together.
+    events: Audit | None = None
 
 
 async def handle_authorize_batch(
@@ -42,14 +48,15 @@ async def handle_authorize_batch(
     check_size(len(ops), deps.max_batch)
     coalescer = Coalescer(deps.scripts, len(ops))
     requests = [op_request(req, op, req.headers) for op in ops]
+    base = dataclasses.replace(deps.single, policy=BatchDecisions(deps.single.policy))
 
     async def one(op_req: Request[Any], _: int) -> msgspec.Struct:
         member = coalescer.member()
-        single = dataclasses.replace(deps.single, store=member_store(deps.single.store, member))
+        single = dataclasses.replace(base, store=member_store(base.store, member))
         try:
             body: Request[AuthorizeRequest] = op_req
             return await handle_authorize(body, single)
         finally:
             member.leave()
 
-    return await run_batch(requests, one, deps.audit)
+    return await run_batch(requests, one, deps.audit, deps.events)

@@ -41,7 +41,7 @@ async def build(settings: Settings, nc: NATS) -> Worker:
         ),
     )
     hook = authorize_audit(audit, kit.metrics)
-    batch = AuthorizeBatchDeps(deps, Scripts(deps.store.redis), settings.max_batch, hook)
+    batch = AuthorizeBatchDeps(deps, Scripts(deps.store.redis), settings.max_batch, hook, audit)
     return kit.worker(
         "Handshake phase 1 and the tool catalog",
         [

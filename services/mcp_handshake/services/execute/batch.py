@@ -7,8 +7,10 @@ operations share is paid once: the session verification, the batch proof
 (``core.batchproof``), one Redis round trip for every token's consume
 (``store.coalesce``: one consume script per token, in one pipeline), and one
 signed dispatch message per target (``execute.dispatches``), whose items the
-executor runs concurrently. The intents of all operations are published
-concurrently, each with its own ``Nats-Msg-Id``.
+executor runs concurrently, and each distinct policy question
+(``runtime.batch_policy``). The intents of all operations are published
+concurrently, each with its own ``Nats-Msg-Id``; the other audit events of the
+batch go to the stream together (``Audit.grouped``).
 
 Proof of possession: a batch proof (``Handshake-Proof``) for the operations it
 names, or, from the HTTP gateway, a DPoP proof of the whole request (``POST
@@ -38,6 +40,7 @@ from mcp_handshake.services.core.signing import DispatchSigner
 from mcp_handshake.services.execute.dispatches import DispatchRound, Unsigned
 from mcp_handshake.services.execute.handler import ExecuteDeps, handle_execute
 from mcp_handshake.services.runtime.batch import check_size, op_request, run_batch
+from mcp_handshake.services.runtime.batch_policy import BatchDecisions
 from mcp_handshake.services.runtime.endpoint import AuditHook, Request
 from mcp_handshake.services.store.coalesce import Coalescer, member_store
 from mcp_handshake.services.store.scripts import Scripts
@@ -140,7 +143,8 @@ async def handle_execute_batch(
     ops = req.body.ops
     check_size(len(ops), deps.max_batch)
     proofs, proof_header = await _batch_proof(req, deps)
-    single = deps.single
+    single = dataclasses.replace(deps.single, policy=BatchDecisions(deps.single.policy),
+                                 proofs=proofs, dispatcher=_UNSIGNED)  # fmt: skip
     redis = Coalescer(deps.scripts, len(ops))
     dispatches = DispatchRound(single.nc, single.subjects, deps.batch_signer, len(ops))
     requests = [
@@ -151,14 +155,11 @@ async def handle_execute_batch(
 
     async def one(op_req: Request[Any], _: int) -> msgspec.Struct:
         scripts, nc = redis.member(), dispatches.member()
-        op_deps = dataclasses.replace(
-            single, store=member_store(single.store, scripts), nc=nc, proofs=proofs,
-            dispatcher=_UNSIGNED,
-        )  # fmt: skip
+        op_deps = dataclasses.replace(single, store=member_store(single.store, scripts), nc=nc)
         try:
             return await handle_execute(op_req, op_deps)
         finally:
             scripts.leave()
             nc.leave()
 
-    return await run_batch(requests, one, deps.audit)
+    return await run_batch(requests, one, deps.audit, deps.single.audit)

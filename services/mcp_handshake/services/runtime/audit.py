@@ -23,15 +23,23 @@ that fails or times out is retried with backoff until the stream acks it, so a
 lost NATS node delays events but never loses them. While the outbox is full the
 worker's endpoints answer ``unavailable`` (see ``Kit.endpoint``): no work is
 accepted whose events could not be recorded.
+
+A batch emits its operations' events inside :meth:`Audit.grouped`: each is still its
+own message with its own ``Nats-Msg-Id`` (so its own line in the trail), but they
+go out in one socket write and their acks are awaited together
+(:meth:`.pubacks.AckPublisher.publish_many`); an event whose ack does not come is
+retried on its own, as any other.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -130,8 +138,9 @@ class Audit:
         self.kind = kind
         self.worker = worker_id(kind)
         self.outbox: Outbox[AuditEvent] = Outbox(
-            self._send, limit=outbox_limit, name=f"{kind} audit outbox"
+            self._send, limit=outbox_limit, name=f"{kind} audit outbox", send_many=self._send_many
         )
+        self._group: list[AuditEvent] | None = None
         self.intents = 0
         self.failed = 0
 
@@ -178,13 +187,44 @@ class Audit:
 
     def emit(self, event: AuditEvent) -> None:
         """Publish in the background through the outbox, retried until the stream acks it."""
-        if not self.outbox.put(event):  # past the hard limit: only ever logged, never silent
+        if self._group is not None:
+            self._group.append(event)
+        elif not self.outbox.put(event):  # past the hard limit: only ever logged, never silent
+            self._lost([event])
+
+    @contextlib.contextmanager
+    def grouped(self) -> Iterator[None]:
+        """Events emitted inside go to the outbox together when it exits (see the module
+        docstring). Only around code that does not await: events of other requests,
+        emitted meanwhile, would wait for the group."""
+        if self._group is not None:  # nested: the outer group sends them
+            yield
+            return
+        group: list[AuditEvent] = []
+        self._group = group
+        try:
+            yield
+        finally:
+            self._group = None
+            accepted = self.outbox.put_many(group) if group else 0
+            if accepted < len(group):  # past the hard limit: only ever logged, never silent
+                self._lost(group[accepted:])
+
+    def _lost(self, events: list[AuditEvent]) -> None:
+        for event in events:
             self.failed += 1
             log.error("audit event not recorded (outbox full): %s", event.kind,
                       extra={"txn": event.txn})  # fmt: skip
 
     async def _send(self, event: AuditEvent) -> None:
         await self._publish(event, timeout=5.0)
+
+    async def _send_many(self, events: list[AuditEvent]) -> list[BaseException | None]:
+        prefix = f"{SUBJECT_PREFIX}.{self.kind}."
+        acks = await self._acks.publish_many(
+            [(prefix + e.kind, _encode(e), {"Nats-Msg-Id": e.id}) for e in events], timeout=5.0
+        )
+        return [ack if isinstance(ack, Exception) else None for ack in acks]
 
     async def intent(
         self,

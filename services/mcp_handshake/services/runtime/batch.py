@@ -5,12 +5,15 @@ builds one :class:`Request` per operation, with the batch's caller, and runs
 the operation's own handler on it, all concurrently. Each operation's outcome
 (its reply, or the error it raised) goes to the single endpoint's audit hook,
 so every operation leaves exactly the audit events it leaves alone, and becomes
-that operation's result: the reply body, or the error body.
+that operation's result: the reply body, or the error body. The hooks run once
+every operation has ended, before the batch's reply, inside ``Audit.grouped``:
+each event is its own message, but the batch's go to the stream together.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -47,27 +50,45 @@ async def run_batch(
     requests: Sequence[Request[Any]],
     handler: Callable[[Request[Any], int], Awaitable[msgspec.Struct]],
     audit: AuditHook | None,
+    events: Audit | None = None,
 ) -> BatchReply:
-    """Every operation through ``handler(request, index)``, concurrently; one result each."""
+    """Every operation through ``handler(request, index)``, concurrently; one result each.
+    ``audit`` is called for each operation that ended (also when the batch is cancelled
+    midway), the events it emits on ``events`` grouped."""
+    outcomes: list[Outcome | None] = [None] * len(requests)
 
-    async def one(i: int, req: Request[Any]) -> Any:
-        outcome: Outcome
+    async def one(i: int, req: Request[Any]) -> None:
         try:
-            outcome = await handler(req, i)
+            outcomes[i] = await handler(req, i)
         except HandshakeError as err:
-            outcome = err
+            outcomes[i] = err
         except Exception:
             log.exception("unhandled error in a batch operation")
-            outcome = InternalError()
+            outcomes[i] = InternalError()
+
+    try:
+        await asyncio.gather(*(one(i, r) for i, r in enumerate(requests)))
+    finally:
         if audit is not None:
+            _audited(requests, outcomes, audit, events)
+    return BatchReply(results=[error_result(o) if isinstance(o, HandshakeError) else o
+                               for o in outcomes])  # fmt: skip
+
+
+def _audited(
+    requests: Sequence[Request[Any]],
+    outcomes: list[Outcome | None],
+    audit: AuditHook,
+    events: Audit | None,
+) -> None:
+    with events.grouped() if events is not None else contextlib.nullcontext():
+        for req, outcome in zip(requests, outcomes, strict=True):
+            if outcome is None:  # cancelled: no outcome, as a cancelled single call
+                continue
             try:
                 audit(req, outcome)
             except Exception:
                 log.exception("audit hook failed in a batch operation")
-        return error_result(outcome) if isinstance(outcome, HandshakeError) else outcome
-
-    results = await asyncio.gather(*(one(i, r) for i, r in enumerate(requests)))
-    return BatchReply(results=list(results))
 
 
 def batch_audit(audit: Audit, event: str) -> AuditHook:

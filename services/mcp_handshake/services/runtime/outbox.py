@@ -7,6 +7,10 @@ to ``backoff_max``; the first success resets it. Nothing is dropped while the
 outbox holds fewer than ``hard_limit`` items. ``full`` (``limit`` reached) is the
 signal for the owner to stop accepting work that would add more; the margin up
 to ``hard_limit`` absorbs what the work already accepted still produces.
+
+With ``send_many``, :meth:`Outbox.put_many` sends a group of items (a batch's
+audit events) as one send that reports each item's own outcome: the items that
+failed go back to the front, one by one, exactly as a failed single send does.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 __all__ = ["Outbox"]
@@ -39,10 +43,13 @@ class Outbox(Generic[T]):
         backoff_min: float = 0.1,
         backoff_max: float = 5.0,
         name: str = "outbox",
+        send_many: Callable[[list[T]], Awaitable[Sequence[BaseException | None]]] | None = None,
     ) -> None:
         if limit < 1 or concurrency < 1:
             raise ValueError("limit and concurrency must be positive")
         self._send = send
+        #: Sends a group; one outcome per item (``None``: acknowledged).
+        self._send_many = send_many
         self.limit = limit
         self.hard_limit = hard_limit if hard_limit is not None else limit + 4 * 1024
         self._concurrency = concurrency
@@ -50,6 +57,8 @@ class Outbox(Generic[T]):
         self._name = name
         self._queue: deque[T] = deque()
         self._inflight = 0
+        #: Sends under way (a group is one send): what ``concurrency`` bounds.
+        self._sending = 0
         self._delay = 0.0
         self._resume_at = 0.0
         self._wake: asyncio.Event | None = None
@@ -86,12 +95,33 @@ class Outbox(Generic[T]):
             self.dropped += 1
             return False
         self._empty.clear()
-        if not self._queue and not self._delay and self._inflight < self._concurrency:
+        if not self._queue and not self._delay and self._sending < self._concurrency:
             self._start(item)
             return True
         self._queue.append(item)
         self._poke()
         return True
+
+    def put_many(self, items: Sequence[T]) -> int:
+        """Queue ``items``, sent as one group (``send_many``) when the outbox is idle and
+        healthy, else one by one as :meth:`put`; how many were accepted (each one left
+        out is counted in ``dropped``, as :meth:`put` counts it)."""
+        room = max(0, self.hard_limit - len(self))
+        accepted, self.dropped = list(items[:room]), self.dropped + max(0, len(items) - room)
+        if not accepted:
+            return 0
+        self._empty.clear()
+        ready = not self._queue and not self._delay and self._sending < self._concurrency
+        if self._send_many is None or len(accepted) == 1 or not ready:
+            for item in accepted:  # room was checked: put never refuses these
+                self.put(item)
+            return len(accepted)
+        self._inflight += len(accepted)
+        self._sending += 1
+        task = asyncio.get_running_loop().create_task(self._send_group(accepted))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return len(accepted)
 
     def _poke(self) -> None:
         """Wake the pump, starting it if it is not running (not while ``drain`` stops it)."""
@@ -105,6 +135,7 @@ class Outbox(Generic[T]):
 
     def _start(self, item: T) -> None:
         self._inflight += 1
+        self._sending += 1
         task = asyncio.get_running_loop().create_task(self._send_one(item))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -116,7 +147,7 @@ class Outbox(Generic[T]):
             if (
                 not self._queue
                 or (self._delay and self._inflight)  # failing: one probe at a time
-                or self._inflight >= self._concurrency
+                or self._sending >= self._concurrency
             ):
                 wake.clear()
                 await wake.wait()
@@ -134,24 +165,56 @@ class Outbox(Generic[T]):
             self._queue.appendleft(item)
             raise
         except Exception as exc:  # any failure is retried: the item must not be lost
-            self._queue.appendleft(item)
-            self.retried += 1
-            low, high = self._backoff
-            if self._delay == 0:
-                log.warning("%s: send failed (%s); retrying", self._name, type(exc).__name__)
-            self._delay = min(max(self._delay * 2, low), high)
-            self._resume_at = time.monotonic() + self._delay
+            self._failed([item], exc)
         else:
-            self.sent += 1
-            if self._delay:
-                log.info("%s: sending again (%d waiting)", self._name, len(self._queue))
-            self._delay = 0.0
+            self._succeeded(1)
         finally:
-            self._inflight -= 1
-            if not len(self):
-                self._empty.set()
-            if self._queue:
-                self._poke()
+            self._done(1)
+
+    async def _send_group(self, items: list[T]) -> None:
+        assert self._send_many is not None
+        try:
+            try:
+                outcomes: Sequence[BaseException | None] = await self._send_many(items)
+            except asyncio.CancelledError:
+                self._queue.extendleft(reversed(items))
+                raise
+            except Exception as exc:  # as a failed send of every item
+                outcomes = [exc] * len(items)
+            if len(outcomes) != len(items):  # an outcome missing: none is taken as sent
+                outcomes = [ValueError("an outcome missing")] * len(items)
+            failed = [item for item, o in zip(items, outcomes, strict=True) if o is not None]
+            if len(failed) < len(items):
+                self._succeeded(len(items) - len(failed))
+            if failed:  # after: a group that failed in part still backs off
+                self._failed(failed, next(o for o in outcomes if o is not None))
+        finally:
+            self._done(len(items))
+
+    def _failed(self, items: list[T], exc: BaseException) -> None:
+        """Back to the front of the queue, in order, and back off."""
+        self._queue.extendleft(reversed(items))
+        self.retried += len(items)
+        low, high = self._backoff
+        if self._delay == 0:
+            log.warning("%s: send failed (%s); retrying", self._name, type(exc).__name__)
+        self._delay = min(max(self._delay * 2, low), high)
+        self._resume_at = time.monotonic() + self._delay
+
+    def _succeeded(self, n: int) -> None:
+        self.sent += n
+        if self._delay:
+            log.info("%s: sending again (%d waiting)", self._name, len(self._queue))
+        self._delay = 0.0
+
+    def _done(self, n: int) -> None:
+        """A send of ``n`` items ended (whatever its outcome)."""
+        self._inflight -= n
+        self._sending -= 1
+        if not len(self):
+            self._empty.set()
+        if self._queue:
+            self._poke()
 
     async def drain(self, timeout: float = 5.0) -> int:
         """Wait up to ``timeout`` for everything to be sent, then stop; returns how many

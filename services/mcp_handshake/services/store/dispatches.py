@@ -6,20 +6,34 @@ nothing. The marker outlives the dispatch's validity, so it cannot expire while
 a replay would still be accepted. A reconcile dispatch (``attempt`` n > 0: a new
 signed dispatch for the same transaction) has a marker of its own, so it runs
 once more, once. Redis unavailable is ``Unavailable``: without
-the marker nothing runs.
+the marker nothing runs. :meth:`DispatchLog.claim_many` claims the markers of
+many dispatches (a batch's) in one pipeline, each exactly as :meth:`claim` would.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Sequence
 
 from mcp_handshake.shared.errors import Unavailable
 from mcp_handshake.shared.subjects import Keys
 
 from .redis import Client, StoreError
 
-__all__ = ["DispatchLog"]
+__all__ = ["Claim", "DispatchLog"]
+
+#: One marker to claim: ``(txn, ttl_s, attempt)``, as :meth:`DispatchLog.claim` takes them.
+Claim = tuple[str, float, int]
+
+
+def _key(txn: str, attempt: int) -> str:
+    return Keys.reconciled(txn, attempt) if attempt else Keys.dispatched(txn)
+
+
+def _px(ttl_s: float) -> int:
+    return max(1, int(ttl_s * 1000))
+
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +45,12 @@ class DispatchLog:
     async def claim(self, txn: str, ttl_s: float, attempt: int = 0) -> bool:
         """Whether this call is the first to claim ``txn`` (the marker lives ``ttl_s``);
         ``attempt`` n > 0 claims the transaction's n-th reconcile run instead."""
-        key = Keys.reconciled(txn, attempt) if attempt else Keys.dispatched(txn)
+        key = _key(txn, attempt)
         # A unique value tells our own write apart from another executor's, should the
         # client's retry after a broken connection re-send a SET that had landed.
         mine = secrets.token_hex(8)
         try:
-            if await self._redis.set(key, mine, nx=True, px=max(1, int(ttl_s * 1000))):
+            if await self._redis.set(key, mine, nx=True, px=_px(ttl_s)):
                 return True
             held = await self._redis.get(key)
         except StoreError:
@@ -45,3 +59,30 @@ class DispatchLog:
         if isinstance(held, bytes):
             held = held.decode()
         return held == mine
+
+    async def claim_many(self, claims: Sequence[Claim]) -> list[bool]:
+        """:meth:`claim` for each of ``claims``, in order: every ``SET NX PX`` in one
+        pipeline (one round trip on a single Redis), then, for the markers found held,
+        one more to read them back (our own write, re-sent by a retry, is still ours).
+        Each marker is its own atomic ``SET NX``, so a transaction twice in ``claims``
+        is claimed once. Redis unavailable is ``Unavailable`` for all of them."""
+        if not claims:
+            return []
+        keys = [_key(txn, attempt) for txn, _, attempt in claims]
+        mine = [secrets.token_hex(8) for _ in claims]
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            for key, value, (_, ttl_s, _) in zip(keys, mine, claims, strict=True):
+                pipe.set(key, value, nx=True, px=_px(ttl_s))
+            won = [bool(ok) for ok in await pipe.execute()]
+            lost = [i for i, ok in enumerate(won) if not ok]
+            if lost:
+                pipe = self._redis.pipeline(transaction=False)
+                for i in lost:
+                    pipe.get(keys[i])
+                for i, held in zip(lost, await pipe.execute(), strict=True):
+                    won[i] = (held.decode() if isinstance(held, bytes) else held) == mine[i]
+        except StoreError:
+            log.warning("dispatch log unavailable (%d dispatches)", len(claims))
+            raise Unavailable("dispatch log unavailable; nothing was executed") from None
+        return won
