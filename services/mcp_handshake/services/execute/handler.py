@@ -71,7 +71,7 @@ class ExecuteDeps:
     dispatcher: DispatchSigner
     executor_timeout_s: float
     #: Publish the execute intent with the consume (``HANDSHAKE_EXECUTE_INTENT=concurrent``).
-    intent_with_consume: bool = False
+    intent_with_consume: bool = True
     background: set[asyncio.Task[None]] = field(default_factory=set)
 
     def later(self, coro: Any) -> None:
@@ -188,6 +188,9 @@ class Signed:
 #: Loop turns for a store command just started to reach its socket (redis-py hands the
 #: write to a task of its own), so that work done next overlaps the round trip.
 _SEND_TURNS = 2
+#: A dispatch signed ahead is sent only while this fresh: its validity (``exp``) must
+#: still cover the executor's whole timeout, as a dispatch signed when sent does.
+_AHEAD_MAX_AGE_S = 0.05
 
 
 async def _presigned(deps: ExecuteDeps, txn: str, sub: str, bound: Bound) -> Signed:
@@ -213,7 +216,7 @@ async def _dispatch(
     # Restricted: run exactly the params that were approved, as stored at authorize. A
     # dispatch signed ahead is used only if it says what the consumed record says.
     params = record.params if record.params is not None else bound.params
-    if signed is None or record.params is not None or not _says(signed.body, record):
+    if signed is None or record.params is not None or not _usable(signed.body, record):
         signed = sign_dispatch(deps, record.txn, record.sub, bound, params, record.ph)
     try:
         reply = await _send(deps, signed)
@@ -233,8 +236,9 @@ async def _dispatch(
     return reply.result
 
 
-def _says(body: Dispatch, record: TxRecord) -> bool:
-    return (body.txn, body.sub, body.tool, body.ph) == (
+def _usable(body: Dispatch, record: TxRecord) -> bool:
+    return time.time() - body.iat <= _AHEAD_MAX_AGE_S and (
+        body.txn, body.sub, body.tool, body.ph) == (
         record.txn, record.sub, record.tool, record.ph)  # fmt: skip
 
 
