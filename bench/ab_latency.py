@@ -61,6 +61,8 @@ class Arm:
     pids: dict[str, int] = field(default_factory=dict)
     steps: Path | None = None
     latencies: list[float] = field(default_factory=list)
+    #: A handshake's two client round trips (authorize, execute), wall seconds each.
+    phases: dict[str, list[float]] = field(default_factory=dict)
     block_p50: list[float] = field(default_factory=list)
     cpu: dict[str, float] = field(default_factory=dict)
     done: int = 0
@@ -114,6 +116,22 @@ def cpu_now(arms: list[Arm]) -> dict[str, dict[str, float]]:
     return {a.name: {n: handshake.cpu_seconds(p) for n, p in a.pids.items()} for a in arms}
 
 
+def phased(arm: Arm, hs: Any, tool: str) -> Callable[[], Awaitable[object]]:
+    """A handshake as ``call`` makes it (public tier), each client round trip timed."""
+    auth, execute = arm.phases.setdefault("authorize", []), arm.phases.setdefault("execute", [])
+
+    async def op() -> object:
+        t0 = time.perf_counter()
+        grant = await hs.authorize(tool, RATE)
+        t1 = time.perf_counter()
+        out = await hs.execute(grant, tool, RATE)
+        auth.append(t1 - t0)
+        execute.append(time.perf_counter() - t1)
+        return out
+
+    return op
+
+
 async def fastmcp_arm(stack_exit: list[Callable[[], Awaitable[None]]]) -> Arm:
     from fastmcp import Client
 
@@ -155,7 +173,7 @@ async def main(args: argparse.Namespace) -> None:
             hs = handshake.bench_client(stack)
             await hs.__aenter__()
             closers.append(lambda hs=hs: hs.__aexit__(None, None, None))
-            arm.op = lambda hs=hs: hs.call(args.tool, RATE)
+            arm.op = phased(arm, hs, args.tool)
             arm.pids = {p.name: p.popen.pid for p in stack.procs}
         if args.fastmcp:
             arms.append(await fastmcp_arm(closers))
@@ -188,6 +206,9 @@ def report(arms: list[Arm], args: argparse.Namespace, steps: dict[str, Any]) -> 
               f"{statistics.mean(arm.latencies) * 1e3:.3f} ms  p99 {q[98] * 1e3:.3f} ms  "
               f"median of block p50s {statistics.median(arm.block_p50) * 1e3:.3f} ms")  # fmt: skip
         print(f"  block p50s (ms, the first 40): {blocks}")
+        for phase, values in arm.phases.items():
+            print(f"  client {phase} round trip: mean {statistics.mean(values) * 1e6:.0f} us, "
+                  f"p50 {statistics.median(values) * 1e6:.0f} us")  # fmt: skip
         per = {n: s / arm.done * 1e6 for n, s in arm.cpu.items()}
         print(
             f"  CPU per call: {sum(per.values()):,.0f} us in all; "
