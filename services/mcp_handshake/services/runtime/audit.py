@@ -10,11 +10,11 @@ The execute intent is special: the execute worker waits for the stream's ack
 before it dispatches. No ack means ``unavailable`` and nothing runs; a
 *duplicate* ack means this token was presented before (a consume lost in a
 Redis failover), so it is refused. Its ``Nats-Msg-Id`` is derived from the
-token (``execute.handler.intent_key``), not the transaction id: only the
-token's holder can produce it, so a forged request for another's transaction
-cannot take it (and ``HANDSHAKE_EXECUTE_INTENT=concurrent`` may publish it
-while the token is consumed). The stream's duplicate window outlives every
-token.
+token (``execute.gate.intent_key``), not the transaction id: only the token's
+holder can produce it, so a forged request for another's transaction cannot
+take it, and it may be published while the token is consumed
+(``execute.gate`` reconciles the two when the holder raced its own token).
+The stream's duplicate window outlives every token.
 
 Publishes go through :class:`.pubacks.AckPublisher` (acks matched on one
 subscription; measured 17 against 26 µs of CPU per event for ``js.publish``).
