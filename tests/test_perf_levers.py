@@ -26,6 +26,8 @@ from mcp_handshake.services.execute.handler import intent_key
 from mcp_handshake.services.runtime.outbox import Outbox
 from mcp_handshake.services.runtime.pubacks import AckPublisher
 from mcp_handshake.services.runtime.service import discover
+from mcp_handshake.services.store import TokenStore
+from mcp_handshake.services.store.scripts import Scripts
 from tests.conftest import Raw, connected
 
 LIST = {"status": None, "limit": 20}
@@ -50,7 +52,7 @@ async def _intents(raw: Raw, txn: str, timeout: float = 15.0) -> list[dict[str, 
 
 @pytest.fixture
 def concurrent_intent(stack_factory: Callable[..., Stack]) -> Stack:
-    """Execute workers that publish the intent while the token is consumed."""
+    """Two execute workers that publish the intent while the token is consumed."""
     spec = StackSpec(authorize=1, execute=2, executor=1, approval=1)
     return stack_factory(spec, HANDSHAKE_EXECUTE_INTENT="concurrent")
 
@@ -127,6 +129,40 @@ async def _restricted_payment(raw: Raw) -> None:
     assert decided.error is None, decided.body
     done = await raw.execute(tess, g, "payments.send_payment", params)
     assert done.error is None, done.body
+
+
+async def test_raced_tokens_run_once_and_the_trail_says_who(concurrent_intent: Stack) -> None:
+    """The intent published with the consume (the default): 30 tokens, each sent 6 times
+    at once over two execute workers, each runs exactly once. In the trail every
+    transaction has one ``execute.succeeded``, one or two intents (the key's holder, and,
+    when the holder lost the consume, the winner's under the second key), never the
+    token or its hash. A release never creates a record."""
+    async with connected(concurrent_intent) as raw:
+        alice = raw.session("alice", "billing")
+        grants = [(await raw.authorize(alice, "payments.create_invoice", INVOICE)).body
+                  for _ in range(30)]  # fmt: skip
+        before = await raw.target_stats()
+        replies = await asyncio.gather(
+            *(raw.execute(alice, g, "payments.create_invoice", INVOICE) for g in grants
+              for _ in range(6))
+        )  # fmt: skip
+        won = [sum(r.error is None for r in replies[i : i + 6]) for i in range(0, 180, 6)]
+        assert won == [1] * 30, won
+        assert {r.error for r in replies} == {None, "invalid_transaction"}
+        assert (await raw.target_stats())["side_effects"] - before["side_effects"] == 30
+        for g in grants:
+            intents = await _intents(raw, g["transaction_id"])
+            assert 1 <= len(intents) <= 2 and {e["outcome"] for e in intents} == {"ok"}
+            th = hashlib.sha256(g["token"].encode()).hexdigest()
+            text = json.dumps(intents)
+            assert g["token"] not in text and th not in text
+        redis = Redis.from_url(concurrent_intent.redis_url or "")
+        try:
+            made_up = hashlib.sha256(secrets.token_bytes(32)).hexdigest()
+            await TokenStore(Scripts(redis)).release_intent(made_up, 7)
+            assert not await redis.exists(f"handshake:tx:{{{made_up}}}")
+        finally:
+            await redis.aclose()
 
 
 def test_intent_key_is_per_token_and_reveals_neither() -> None:

@@ -112,10 +112,10 @@ class Settings:
     redis_sentinel_username: str | None = None
     redis_sentinel_password_file: Path | None = None
     #: When an execute worker records the execute intent (``HANDSHAKE_EXECUTE_INTENT``):
-    #: ``after_consume`` (default), or ``concurrent`` with the consume for tiers without
-    #: approval (one JetStream round trip less per execute; a token its holder sends
-    #: several times at once may then run not at all). See docs/decisions.md.
-    execute_intent: str = "after_consume"
+    #: ``concurrent`` (default) with the consume for tiers without approval (one
+    #: JetStream round trip less per execute; a raced token still runs exactly once, see
+    #: ``execute/gate.py``), or ``after_consume``. See docs/decisions.md.
+    execute_intent: str = "concurrent"
     #: How long a worker keeps retrying its start-up (JetStream streams, buckets and
     #: consumers) while the bus answers with a timeout or "unavailable", as a cluster that
     #: is still electing leaders does (``HANDSHAKE_STARTUP_TIMEOUT_S``); then it exits
@@ -194,7 +194,7 @@ class Settings:
         if not 1 <= replicas <= 5:
             raise ValueError("HANDSHAKE_STREAM_REPLICAS must be between 1 and 5")
         health_port = env.get("HANDSHAKE_HEALTH_PORT")
-        execute_intent = env.get("HANDSHAKE_EXECUTE_INTENT", "after_consume")
+        execute_intent = env.get("HANDSHAKE_EXECUTE_INTENT", "concurrent")
         if execute_intent not in ("after_consume", "concurrent"):
             raise ValueError("HANDSHAKE_EXECUTE_INTENT must be after_consume or concurrent")
         return cls(

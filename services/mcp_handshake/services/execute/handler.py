@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import logging
 import time
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +17,7 @@ from mcp_handshake.services.core.proofs import ProofVerifier, VerifiedProof
 from mcp_handshake.services.core.signing import DispatchSigner, ReceiptSigner
 from mcp_handshake.services.core.tools import ToolRegistry
 from mcp_handshake.services.execute.decide import bound_call, still_allowed
+from mcp_handshake.services.execute.gate import Gate, intent_key, noted
 from mcp_handshake.services.policy import Policy
 from mcp_handshake.services.runtime.audit import Audit
 from mcp_handshake.services.runtime.endpoint import Request
@@ -51,7 +49,8 @@ from mcp_handshake.shared.wire import (
     Jwks,
 )
 
-__all__ = ["ExecuteDeps", "handle_execute", "handle_keys", "intent_key", "send_dispatch"]
+__all__ = ["ExecuteDeps", "Signed", "handle_execute", "handle_keys", "intent_key", "send_dispatch",
+           "sign_dispatch"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +71,7 @@ class ExecuteDeps:
     dispatcher: DispatchSigner
     executor_timeout_s: float
     #: Publish the execute intent with the consume (``HANDSHAKE_EXECUTE_INTENT=concurrent``).
-    intent_with_consume: bool = False
+    intent_with_consume: bool = True
     background: set[asyncio.Task[None]] = field(default_factory=set)
 
     def later(self, coro: Any) -> None:
@@ -110,86 +109,36 @@ async def handle_execute(req: Request[ExecuteRequest], deps: ExecuteDeps) -> Exe
     )
     if bound is None or not allowed:  # refused by consume (a bad binding cannot match)
         record = await consume
-        raise _noted(InvalidTransaction(transaction_id=txn), {"tier": record.tier, "ph": record.ph})
+        raise noted(InvalidTransaction(transaction_id=txn), {"tier": record.tier, "ph": record.ph})
     plan = bound.plan
     tier = plan.tier.value
     intent = {"txn": txn, "sub": caller.sub, "tool": body.tool, "tier": tier, "ph": bound.ph,
               **req.facts}  # fmt: skip
     early = deps.intent_with_consume and not plan.needs_approval
-    record = await _consume_gated(deps, consume, intent, th, early=early)
-    facts: dict[str, Any] = {"tier": tier, "ph": record.ph}
-    # Restricted: run exactly the params that were approved, as stored at authorize.
-    params = record.params if record.params is not None else bound.params
+    gate = Gate(deps.audit, deps.store.tokens, deps.later, consume, intent, th, early=early)
+    try:  # without approval the dispatch is known now: signed while the consume runs
+        signed = None if plan.needs_approval else await _presigned(deps, txn, caller.sub, bound)
+    except BaseException:
+        gate.abandon()
+        raise
+    record = await gate.passed()
+    claims = _claims(record, txn, tier)  # ready before the executor answers
     try:
-        result = plan.mask_result(await _dispatch(deps, record, params, bound, th))
-        rh = result_hash(result, txn)
+        result = plan.mask_result(await _dispatch(deps, record, bound, th, signed))
+        claims["rh"] = rh = result_hash(result, txn)
     except HandshakeError as exc:
-        raise _noted(exc, {**facts, "intent": True}) from None
-    receipt = deps.receipts.sign(
-        {
-            "sub": record.sub,
-            "txn": txn,
-            "tool": record.tool,
-            "tier": tier,
-            "ph": record.ph,
-            "rh": rh,
-            "iat": time.time(),
-            "auth_at": record.auth_at,
-            "approvals": [{"by": a.by, "at": a.at} for a in record.approvals],
-        }
-    )
+        raise noted(exc, {"tier": tier, "ph": record.ph, "intent": True}) from None
+    claims["iat"] = time.time()
+    receipt = deps.receipts.sign(claims)
     return ExecuteReply(transaction_id=txn, result=result, receipt=receipt, tier=tier,
                         params_hash=record.ph, result_hash=rh)  # fmt: skip
 
 
-async def _consume_gated(
-    deps: ExecuteDeps,
-    consume: Coroutine[Any, Any, TxRecord],
-    intent: dict[str, Any],
-    th: str,
-    *,
-    early: bool,
-) -> TxRecord:
-    """Consume the token and record the acknowledged execute intent; both must succeed
-    before anything is dispatched.
-
-    The intent is keyed by the token (:func:`intent_key`), which only its holder can
-    produce: a forged request for someone else's transaction cannot take the key. So
-    ``early`` (``HANDSHAKE_EXECUTE_INTENT=concurrent``, tiers without approval) may
-    publish it while the token is consumed. By default it follows the consume: then
-    only the attempt that won the consume takes the key, and a token its holder sends
-    several times at once runs exactly once (early, the copy that took the key may
-    lose the consume, and then none runs). With approval it always follows: a
-    transaction still pending is executed again later with the same token.
-    """
-    key = intent_key(th)
-    if early:
-        gate = asyncio.ensure_future(deps.audit.intent(key=key, **intent))
-        try:
-            record = await consume
-        except BaseException:
-            deps.later(_settle(gate))  # refused or failed: its outcome no longer matters
-            raise
-    else:
-        record = await consume
-        gate = asyncio.ensure_future(deps.audit.intent(key=key, **intent))
-    try:
-        await gate
-    except HandshakeError as exc:
-        deps.later(deps.store.tokens.set_status(th, "failed"))
-        raise _noted(exc, {"tier": intent["tier"], "ph": intent["ph"]}) from None
-    return record
-
-
-def intent_key(th: str) -> str:
-    """The execute intent's deduplication key: derived from the token hash (never the
-    hash itself, which names the token's record in the store)."""
-    return hashlib.sha256(b"handshake-intent\0" + th.encode()).hexdigest()[:32]
-
-
-async def _settle(task: asyncio.Future[None]) -> None:
-    with contextlib.suppress(HandshakeError):
-        await task
+def _claims(record: TxRecord, txn: str, tier: str) -> dict[str, Any]:
+    """The receipt's claims but the result hash and the time (filled in, in place)."""
+    return {"sub": record.sub, "txn": txn, "tool": record.tool, "tier": tier, "ph": record.ph,
+            "rh": "", "iat": 0.0, "auth_at": record.auth_at,
+            "approvals": [{"by": a.by, "at": a.at} for a in record.approvals]}  # fmt: skip
 
 
 async def _checked(
@@ -217,11 +166,6 @@ async def _checked(
         raise
 
 
-def _noted(exc: HandshakeError, facts: dict[str, Any]) -> HandshakeError:
-    exc.facts.update(facts)
-    return exc
-
-
 def result_hash(result: Any, txn: str) -> str:
     try:
         return sha256_tagged(canonical_json(result))
@@ -232,23 +176,50 @@ def result_hash(result: Any, txn: str) -> str:
         ) from None
 
 
-async def _dispatch(
-    deps: ExecuteDeps, record: TxRecord, params: dict[str, Any], bound: Bound, th: str
-) -> Any:
+@dataclass(frozen=True, slots=True)
+class Signed:
+    """A dispatch, its exact bytes and their detached signature."""
+
+    body: Dispatch
+    data: bytes
+    signature: str
+
+
+#: Loop turns for a store command just started to reach its socket (redis-py hands the
+#: write to a task of its own), so that work done next overlaps the round trip.
+_SEND_TURNS = 2
+#: A dispatch signed ahead is sent only while this fresh: its validity (``exp``) must
+#: still cover the executor's whole timeout, as a dispatch signed when sent does.
+_AHEAD_MAX_AGE_S = 0.05
+
+
+async def _presigned(deps: ExecuteDeps, txn: str, sub: str, bound: Bound) -> Signed:
+    for _ in range(_SEND_TURNS):
+        await asyncio.sleep(0)
+    return sign_dispatch(deps, txn, sub, bound, bound.params, bound.ph)
+
+
+def sign_dispatch(
+    deps: ExecuteDeps, txn: str, sub: str, bound: Bound, params: dict[str, Any], ph: str
+) -> Signed:
     now = time.time()
     tool = bound.tool
-    body = Dispatch(
-        txn=record.txn,
-        sub=record.sub,
-        tool=tool.name,
-        target=tool.target,
-        params=params,
-        ph=record.ph,
-        iat=now,
-        exp=now + deps.executor_timeout_s,
-    )
+    body = Dispatch(txn=txn, sub=sub, tool=tool.name, target=tool.target, params=params,
+                    ph=ph, iat=now, exp=now + deps.executor_timeout_s)  # fmt: skip
+    data = msgspec.json.encode(body)
+    return Signed(body, data, deps.dispatcher.sign(data))
+
+
+async def _dispatch(
+    deps: ExecuteDeps, record: TxRecord, bound: Bound, th: str, signed: Signed | None
+) -> Any:
+    # Restricted: run exactly the params that were approved, as stored at authorize. A
+    # dispatch signed ahead is used only if it says what the consumed record says.
+    params = record.params if record.params is not None else bound.params
+    if signed is None or record.params is not None or not _usable(signed.body, record):
+        signed = sign_dispatch(deps, record.txn, record.sub, bound, params, record.ph)
     try:
-        reply = await send_dispatch(deps, body)
+        reply = await _send(deps, signed)
     except HandshakeError as exc:
         unknown = isinstance(exc, OutcomeUnknown)
         if unknown:  # keep what ran, so the caller can reconcile it
@@ -265,21 +236,31 @@ async def _dispatch(
     return reply.result
 
 
+def _usable(body: Dispatch, record: TxRecord) -> bool:
+    return time.time() - body.iat <= _AHEAD_MAX_AGE_S and (
+        body.txn, body.sub, body.tool, body.ph) == (
+        record.txn, record.sub, record.tool, record.ph)  # fmt: skip
+
+
 async def send_dispatch(deps: ExecuteDeps, body: Dispatch) -> DispatchReply:
     """Sign a dispatch (detached JWS over the exact bytes sent) and send it to the
     target's executors; their error replies and a missing answer are raised."""
     data = msgspec.json.encode(body)
+    return await _send(deps, Signed(body, data, deps.dispatcher.sign(data)))
+
+
+async def _send(deps: ExecuteDeps, signed: Signed) -> DispatchReply:
     return await protocol.request(
         deps.nc,
-        deps.subjects.executor(body.target),
-        data,
+        deps.subjects.executor(signed.body.target),
+        signed.data,
         DispatchReply,
-        headers={DISPATCH_HEADER: deps.dispatcher.sign(data)},
+        headers={DISPATCH_HEADER: signed.signature},
         timeout=deps.executor_timeout_s,
         timeout_error=OutcomeUnknown,
         no_responders="no executor is serving this operation; nothing was executed",
         no_answer="the target did not answer in time; the operation may or may not have happened",
-        span_attributes={"handshake.transaction_id": body.txn},
+        span_attributes={"handshake.transaction_id": signed.body.txn},
     )
 
 

@@ -20,6 +20,7 @@ from mcp_handshake.shared.errors import Unavailable
 from mcp_handshake.shared.subjects import Keys
 
 from .redis import Client, StoreError
+from .resp import Resp
 
 __all__ = ["Claim", "DispatchLog"]
 
@@ -39,8 +40,10 @@ log = logging.getLogger(__name__)
 
 
 class DispatchLog:
-    def __init__(self, redis: Client) -> None:
+    def __init__(self, redis: Client, fast: Resp | None = None) -> None:
         self._redis = redis
+        #: A single Redis: the marker over the lean connection (``.resp``).
+        self._fast = fast
 
     async def claim(self, txn: str, ttl_s: float, attempt: int = 0) -> bool:
         """Whether this call is the first to claim ``txn`` (the marker lives ``ttl_s``);
@@ -49,16 +52,22 @@ class DispatchLog:
         # A unique value tells our own write apart from another executor's, should the
         # client's retry after a broken connection re-send a SET that had landed.
         mine = secrets.token_hex(8)
+        ttl_ms = _px(ttl_s)
         try:
-            if await self._redis.set(key, mine, nx=True, px=_px(ttl_s)):
+            if self._fast is not None:
+                if await self._fast.execute("SET", key, mine, "NX", "PX", ttl_ms) is not None:
+                    return True
+                held = await self._fast.execute("GET", key)
+            elif await self._redis.set(key, mine, nx=True, px=ttl_ms):
                 return True
-            held = await self._redis.get(key)
+            else:
+                held = await self._redis.get(key)
         except StoreError:
             log.warning("dispatch log unavailable", extra={"txn": txn})
             raise Unavailable("dispatch log unavailable; nothing was executed") from None
         if isinstance(held, bytes):
             held = held.decode()
-        return held == mine
+        return bool(held == mine)
 
     async def claim_many(self, claims: Sequence[Claim]) -> list[bool]:
         """:meth:`claim` for each of ``claims``, in order: every ``SET NX PX`` in one

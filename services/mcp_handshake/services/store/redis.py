@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -28,6 +29,8 @@ from redis.exceptions import RedisClusterException, RedisError
 from mcp_handshake.shared.natsconn import redact
 from mcp_handshake.shared.settings import Settings
 
+from .resp import Resp
+
 __all__ = [
     "POOL_SIZE",
     "POOL_WAIT_S",
@@ -35,6 +38,7 @@ __all__ = [
     "Client",
     "SentinelClient",
     "StoreError",
+    "lean_connection",
     "redis_client",
     "urls",
     "where",
@@ -111,6 +115,28 @@ def _common(settings: Settings, url: str) -> dict[str, Any]:
         "socket_connect_timeout": CONNECT_TIMEOUT_S,
         "health_check_interval": 0,
     }
+
+
+def lean_connection(settings: Settings) -> Resp | None:
+    """The hot path's connection (:mod:`.resp`) to a single Redis, as the settings
+    describe it for redis-py; ``None`` for Sentinel and Cluster."""
+    if settings.redis_mode in ("cluster", "sentinel"):
+        return None
+    url = urls(settings)[0]
+    parts = urlsplit(url)
+    tls = None
+    if parts.scheme == "rediss":  # as redis-py's SSL connection: verified, hostname checked
+        tls = ssl.create_default_context()
+        tls.check_hostname, tls.verify_mode = True, ssl.CERT_REQUIRED
+        if settings.redis_tls_ca is not None:
+            tls.load_verify_locations(str(settings.redis_tls_ca))
+        if settings.redis_tls_cert is not None:
+            key = settings.redis_tls_key
+            tls.load_cert_chain(str(settings.redis_tls_cert), str(key) if key else None)
+    db = parts.path.strip("/")
+    return Resp(parts.hostname or "localhost", parts.port or 6379,
+                **_credentials(settings, url), db=int(db) if db.isdigit() else 0, tls=tls,
+                timeout=SOCKET_TIMEOUT_S, connect_timeout=CONNECT_TIMEOUT_S)  # fmt: skip
 
 
 def redis_client(settings: Settings) -> Client:

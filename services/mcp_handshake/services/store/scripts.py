@@ -21,6 +21,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 from .redis import BoundedCluster, Client
+from .resp import Resp
 
 __all__ = ["Arg", "Batch", "Scripts"]
 
@@ -35,12 +36,14 @@ def _sources() -> dict[str, str]:
 class Scripts:
     """Every script by name (its file's stem)."""
 
-    def __init__(self, redis: Client) -> None:
+    def __init__(self, redis: Client, fast: Resp | None = None) -> None:
         self._redis = redis
         self._sha = {name: redis.register_script(src).sha for name, src in _SOURCES.items()}
         #: Redis Cluster: scripts never go into a pipeline (redis-py refuses EVALSHA
         #: in a cluster pipeline); each is its own round trip to its slot's node.
         self.cluster = isinstance(redis, RedisCluster)
+        #: A single Redis: scripts and batches over the lean connection (``.resp``).
+        self.fast = None if self.cluster else fast
 
     @property
     def redis(self) -> Client:
@@ -51,10 +54,15 @@ class Scripts:
 
     async def call(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         """Run one script (one round trip; two on a node that forgot the scripts)."""
+        fast = self.fast
         try:
+            if fast is not None:
+                return await fast.execute("EVALSHA", self._sha[name], len(keys), *keys, *args)
             return await self._redis.evalsha(self._sha[name], len(keys), *keys, *args)
         except NoScriptError:
             # EVAL goes to the same node as EVALSHA (the keys' slot) and caches it there.
+            if fast is not None:
+                return await fast.execute("EVAL", _SOURCES[name], len(keys), *keys, *args)
             return await self._redis.eval(_SOURCES[name], len(keys), *keys, *args)
 
     def batch(self) -> Batch:
@@ -85,9 +93,12 @@ class Batch:
         """Results in order; raises the first error (a ``StoreError``) among them."""
         if self._scripts.cluster:
             results = await self._clustered()
+        elif self._scripts.fast is not None:
+            results = await self._lean(self._scripts.fast)
         else:
             async with self.pipe as pipe:
                 results = await pipe.execute(raise_on_error=False)
+        if not self._scripts.cluster:
             for i, (name, keys, args) in self._calls.items():
                 if isinstance(results[i], NoScriptError):
                     results[i] = await self._scripts.call(name, keys, args)
@@ -95,6 +106,22 @@ class Batch:
             if isinstance(result, Exception):
                 raise result
         return results
+
+    async def _lean(self, fast: Resp) -> list[Any]:
+        """The pipeline's commands, as redis-py queued them, over the lean connection;
+        each reply read as redis-py reads it (its response callbacks)."""
+        stack = self.pipe.command_stack
+        replies = await fast.execute_many([args for args, _ in stack])
+        callbacks = self.pipe.response_callbacks
+        out = []
+        for (args, options), reply in zip(stack, replies, strict=True):
+            parse = callbacks.get(args[0])
+            if parse is None or isinstance(reply, Exception):
+                out.append(reply)
+            else:
+                out.append(parse(reply, **{k: v for k, v in options.items() if k != "keys"}))
+        self.pipe.command_stack = []
+        return out
 
     async def _clustered(self) -> list[Any]:
         async def plain() -> list[Any]:

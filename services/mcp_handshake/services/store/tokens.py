@@ -178,6 +178,22 @@ class TokenStore:
         except StoreError:
             log.warning("could not record a transaction status")
 
+    async def release_intent(self, token_hash: str, seq: int) -> None:
+        """Note that the attempt whose execute intent is at ``seq`` will never dispatch
+        (best effort: without it, the attempt that consumed the token is refused)."""
+        try:
+            await self._scripts.call("release_intent", [Keys.tx(token_hash)], [seq])
+        except StoreError:
+            log.warning("could not release an execute intent")
+
+    async def intent_released(self, token_hash: str) -> int | None:
+        """The stream sequence of the intent last released for this token, if any."""
+        try:
+            raw = await self._redis.hget(Keys.tx(token_hash), "intent_released")
+        except StoreError:
+            raise Unavailable("token store unavailable; nothing was executed") from None
+        return int(raw) if raw is not None else None
+
     async def locate(self, txn: str) -> tuple[str, str] | None:
         """(token hash, subject) of a transaction, if it is known."""
         try:
