@@ -249,3 +249,57 @@ def test_roles_and_groups_are_the_principals_parents() -> None:
     assert ids(Caller("a", frozenset(), frozenset(), groups=frozenset({"billing"}))) == ()
     assert ids(Caller("mallory", frozenset({"billing"}), frozenset())) == ("by-user",)
     assert ids(Caller("a", frozenset({"ops"}), frozenset())) == ()
+
+
+def test_cedars_answers_are_kept_per_caller_tool_and_context(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same (caller, tool, context) is answered again without calling Cedar; any
+    other caller (roles included), tool, param, phase or second read, is asked."""
+    import mcp_handshake.services.policy.prepared as prepared
+
+    calls: list[str] = []
+    real = prepared.authorize
+
+    def counting(request: dict[str, Any], *rest: Any) -> Any:
+        calls.append(request["context"])
+        return real(request, *rest)
+
+    monkeypatch.setattr(prepared, "authorize", counting)
+    text = """@id("small") permit (principal in Role::"r0", action == Action::"pay.send", resource)
+when { context.params.amount.lessThanOrEqual(decimal("100.0")) };
+@id("no-bots") forbid (principal, action, resource)
+when { context.agent has nats_user && context.agent.nats_user == "bot" };
+@id("clock") forbid (principal, action == Action::"pay.list", resource)
+when { context.time.epoch < 0 };
+@id("memo") forbid (principal, action == Action::"pay.invoice", resource)
+when { context.params has memo && context.params.memo == "" };
+"""
+    policy = Policy(compile_policy(text, TOOLS, PolicyDefaults()), TOOLS)
+    r0 = Caller("u", frozenset({"r0"}), frozenset())
+    pay = TOOLS[0].normalize({"amount": 5, "currency": "EUR"})
+
+    def ids(caller: Caller, params: dict[str, Any], agent: Agent = AGENTS[0]) -> Any:
+        rules = policy.decide(caller, "pay.send", params, phase="authorize", agent=agent)
+        return rules.verdict, rules.policy_ids
+
+    assert ids(r0, pay) == ("permit", ("small",)) and len(calls) == 1
+    assert ids(r0, pay) == ("permit", ("small",)) and len(calls) == 1  # kept
+    assert ids(Caller("u", frozenset(), frozenset()), pay) == ("deny", ()) and len(calls) == 2
+    assert ids(r0, {**pay, "amount": 500}) == ("deny", ()) and len(calls) == 3
+    assert ids(r0, pay, AGENTS[1]) == ("deny", ("no-bots",)) and len(calls) == 4
+    clock = iter([1_796_565_600.0, 1_796_565_600.0, 1_796_565_601.0])
+    monkeypatch.setattr(time, "time", lambda: next(clock))
+    for _ in range(3):  # the time is in the context: a new second is a new question
+        policy.decide(r0, "pay.list", {"limit": 1}, phase="execute")
+    assert len(calls) == 6
+    reloaded = Policy(compile_policy(text, TOOLS, PolicyDefaults()), TOOLS)
+    reloaded.decide(r0, "pay.send", pay, phase="authorize")  # a new set keeps nothing
+    assert len(calls) == 7
+    memo = {**pay, "memo": "x" * 2000}  # read by no policy of the tool: a small context
+    for _ in range(2):
+        policy.decide(r0, "pay.send", memo, phase="authorize")
+    assert len(calls) == 7
+    for _ in range(2):  # read: a context too large to keep
+        policy.decide(r0, "pay.invoice", memo, phase="authorize")
+    assert len(calls) == 9

@@ -65,6 +65,8 @@ class CompiledPolicy:
     callers: dict[Any, Any] = field(default_factory=dict)
     #: Parsed policy sets by (tool, the caller keys that selected them), shared by callers.
     subsets: dict[tuple[str, frozenset[Key]], cedarpy.PolicySet] = field(default_factory=dict)
+    #: Cedar's answers by (caller, tool, context JSON) (bounded; see :mod:`.prepared`).
+    answers: dict[tuple[Any, str, str], Any] = field(default_factory=dict)
     #: ``listable`` answers by (caller, tool), for tools whose policies do not read the time.
     listable: dict[tuple[Any, str], bool] = field(default_factory=dict)
     #: Decisions by (tool, verdict, deciding ids): the same ids always mean the same rules.

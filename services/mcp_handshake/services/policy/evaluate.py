@@ -16,19 +16,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import cedarpy
 import msgspec
 
 from mcp_handshake.services.core.policy import Caller, RateLimit, Rules
 from mcp_handshake.services.policy.annotations import Effects
 from mcp_handshake.services.policy.compiled import ActionSet, CompiledPolicy
-from mcp_handshake.services.policy.prepared import (
-    ENTITY_CACHE,
-    Prepared,
-    authorize,
-    policies,
-    view,
-)
+from mcp_handshake.services.policy.prepared import ENTITY_CACHE, answer
 
 __all__ = ["Agent", "Phase", "decide", "listable"]
 
@@ -93,10 +86,10 @@ def _request(
 
 
 def _evaluate(
-    action: ActionSet, request: dict[str, Any], chosen: cedarpy.PolicySet, prepared: Prepared
+    compiled: CompiledPolicy, caller: Caller, action: ActionSet, request: dict[str, Any]
 ) -> tuple[bool, list[str]]:
     """(allowed, deciding policy ids); a forbid that errored denies."""
-    allowed, reasons, errors = authorize(request, chosen, prepared.entities)
+    allowed, reasons, errors = answer(compiled, caller, action, request)
     if errors:
         errored = {m for e in errors for m in _ERRORED.findall(e)}
         if errored & action.forbids or not errored:
@@ -154,8 +147,7 @@ def decide(
     if action is None:
         return denied(compiled, tool)
     request = _request(action, caller, params, phase, agent)
-    prepared = view(compiled, caller)
-    allowed, ids = _evaluate(action, request, policies(compiled, prepared, action), prepared)
+    allowed, ids = _evaluate(compiled, caller, action, request)
     key = (tool, allowed, tuple(ids))
     rules: Rules | None = compiled.decisions.get(key)
     if rules is None:
@@ -178,13 +170,11 @@ def listable(compiled: CompiledPolicy, caller: Caller, tool: str) -> bool:
     if timeless and key in compiled.listable:
         return compiled.listable[key]
     request = _request(action, caller, None, "authorize", Agent())
-    prepared = view(compiled, caller)
-    allowed, reasons, errors = authorize(request, policies(compiled, prepared, action),
-                                         prepared.entities)  # fmt: skip
+    allowed, reasons, errors = answer(compiled, caller, action, request)
     errored = {m for e in errors for m in _ERRORED.findall(e)}
-    answer = allowed or (not set(reasons) & action.forbids and bool(errored - action.forbids))
+    some = allowed or (not set(reasons) & action.forbids and bool(errored - action.forbids))
     if timeless:  # the same caller always gets the same answer from this set
         if len(compiled.listable) >= ENTITY_CACHE * 10:
             compiled.listable.clear()
-        compiled.listable[key] = answer
-    return answer
+        compiled.listable[key] = some
+    return some

@@ -5,6 +5,14 @@ action, one cedarpy ``Entities`` handle), the keys its principal entity satisfie
 per tool the policy set selected for it (:mod:`.selection`). Selected sets are parsed
 once per (tool, matching keys) and shared by every caller whose keys select the same
 policies. A request then parses only its context.
+
+Cedar's answer is a function of the request, the entities and the policies: within one
+policy set, of the caller, the tool and the context (the principal, the action and the
+resource are the caller's and the tool's; the entities and the selected policies are
+the caller's; the time, when a policy reads it, is in the context). So the answer to
+the same (caller, tool, context) is kept and given again without calling Cedar, which
+in a busy worker costs several times what it costs in a tight loop (its code and data
+are no longer in the CPU's caches). A reload is a new policy set, with none kept.
 """
 
 from __future__ import annotations
@@ -19,12 +27,29 @@ from mcp_handshake.services.core.policy import Caller
 from mcp_handshake.services.policy.compiled import ActionSet, CompiledPolicy
 from mcp_handshake.services.policy.selection import Key, caller_keys
 
-__all__ = ["ENTITY_CACHE", "SUBSET_CACHE", "Prepared", "authorize", "policies", "view"]
+__all__ = [
+    "ANSWER_CACHE",
+    "ENTITY_CACHE",
+    "SUBSET_CACHE",
+    "Answer",
+    "Prepared",
+    "answer",
+    "authorize",
+    "policies",
+    "view",
+]
 
 #: Callers whose parsed entities and selected policy sets are kept per policy set.
 ENTITY_CACHE = 10_000
 #: Selected policy sets kept per policy set (shared by callers with the same keys).
 SUBSET_CACHE = 10_000
+#: Cedar's answers kept per policy set, for contexts of at most ``ANSWER_CONTEXT_MAX``
+#: characters (a few MB at most).
+ANSWER_CACHE = 10_000
+ANSWER_CONTEXT_MAX = 1024
+
+#: (allowed, the determining policy ids, the errors).
+Answer = tuple[bool, tuple[str, ...], tuple[str, ...]]
 
 _encode = msgspec.json.encode
 
@@ -103,3 +128,23 @@ def authorize(
         return answer.decision == "Allow", answer.diagnostics.reason, answer.diagnostics.errors
     result = cedarpy.is_authorized(request, chosen, entities)
     return result.allowed, result.diagnostics.reasons, result.diagnostics.errors
+
+
+def answer(
+    compiled: CompiledPolicy, caller: Caller, action: ActionSet, request: dict[str, Any]
+) -> Answer:
+    """Cedar's answer to ``request`` (``caller`` on ``action``), kept by (caller, tool,
+    context) while the context is small."""
+    context: str = request["context"]
+    key = (caller, action.tool.name, context)
+    found: Answer | None = compiled.answers.get(key)
+    if found is None:
+        prepared = view(compiled, caller)
+        chosen = policies(compiled, prepared, action)
+        allowed, reasons, errors = authorize(request, chosen, prepared.entities)
+        found = (allowed, tuple(reasons), tuple(errors))
+        if len(context) <= ANSWER_CONTEXT_MAX:
+            if len(compiled.answers) >= ANSWER_CACHE:
+                compiled.answers.clear()
+            compiled.answers[key] = found
+    return found
