@@ -9,8 +9,10 @@ import base64
 import contextlib
 import hashlib
 import json
+import os
 import re
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -342,6 +344,55 @@ def test_console_health_port_then_sigterm_ends_it_cleanly(stack: Stack, tmp_path
         assert proc.popen.wait(timeout=15) == 0
     finally:
         terminate([proc])
+    assert "Traceback" not in (tmp_path / "console.log").read_text()
+
+
+def test_the_consoles_approver_roles_follow_a_policy_reload(stack: Stack, tmp_path: Path) -> None:
+    """The console reloads the policy as the workers do: a file change (every
+    ``watch_s``) and SIGHUP; a role that approves only under the new set may then list
+    approvals, and no longer once it is gone again."""
+    policy = tmp_path / "policy.cedar"
+    original = load_config(stack.home / "handshake.toml").policy_file.read_text()
+    policy.write_text(original)
+    text = (stack.home / "handshake.toml").read_text()
+    text = re.sub(r"(?m)^policy_file = .*$", f"policy_file = {json.dumps(str(policy))}", text)
+    config = stack.home / f"handshake-{tmp_path.name}.toml"  # beside the keys it names
+    config.write_text(text.replace("[policy]\n", "[policy]\nwatch_s = 0.2\n", 1))
+    more = ('\n@id("treasury-approves")\n@approver_roles("treasury")\npermit (principal, '
+            'action, resource) when { principal.roles.contains("nobody") };\n')  # fmt: skip
+    port = free_port()
+    proc = console_process(stack, tmp_path, port, HANDSHAKE_CONFIG=str(config),
+                           HANDSHAKE_CONSOLE_DEV_LOGIN="1")  # fmt: skip
+
+    def approvals_status(expected: int) -> None:
+        deadline = time.monotonic() + 15
+        while True:
+            with login(f"http://127.0.0.1:{port}", "tess", "treasury") as c:
+                status = c.get("/approvals").status_code
+            if status == expected or time.monotonic() > deadline:
+                assert status == expected
+                return
+            time.sleep(0.2)
+
+    try:
+        wait_port(port, "console")
+        approvals_status(403)
+        policy.write_text(original + more)  # picked up by the file watch
+        approvals_status(200)
+        # the set in force again, under the mtime the watch has seen: only SIGHUP tells
+        seen = policy.stat().st_mtime_ns
+        fresh = tmp_path / "policy.new"
+        fresh.write_text(original)
+        os.utime(fresh, ns=(seen, seen))
+        fresh.replace(policy)
+        time.sleep(0.5)
+        approvals_status(200)
+        proc.popen.send_signal(signal.SIGHUP)
+        approvals_status(403)
+        assert proc.popen.poll() is None  # SIGHUP reloads, it does not end the console
+    finally:
+        terminate([proc])
+        config.unlink()
     assert "Traceback" not in (tmp_path / "console.log").read_text()
 
 

@@ -209,13 +209,14 @@ def test_the_partition_by_action_decides_as_the_whole_set_does() -> None:
 def _whole_set_decision(
     policy: Policy, whole: cedarpy.PolicySet, caller: Caller, tool: str, params: dict[str, Any]
 ) -> tuple[bool, set[str]]:
-    from mcp_handshake.services.policy.evaluate import _context, _entities
+    from mcp_handshake.services.policy.evaluate import _context
+    from mcp_handshake.services.policy.prepared import view
 
     action = policy.current.actions[tool]
     context = _context(action, TOOLS_REG.get(tool).normalize(params), "authorize", Agent())
     request = {"principal": {"type": "User", "id": caller.sub},
                "action": {"type": "Action", "id": tool},
                "resource": {"type": "Target", "id": "payments"}, "context": context}  # fmt: skip
-    result = cedarpy.is_authorized(request, whole, _entities(policy.current, caller))
+    result = cedarpy.is_authorized(request, whole, view(policy.current, caller).entities)
     ids = result.diagnostics.id_annotations_by_reason
     return result.allowed, {ids.get(r, r) for r in result.diagnostics.reasons}

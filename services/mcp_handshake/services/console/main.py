@@ -60,6 +60,9 @@ async def serve_console(settings: Settings, cs: ConsoleSettings) -> None:
         await health.start(settings.health_host, settings.health_port)
     sock = _listen(cs.host, cs.port)
     nc = await connect_nats(settings, "handshake-console")
+    # The policy in force, as the workers have it: reloaded on SIGHUP and on a file change
+    # (approver roles come from it); a set that fails keeps the old one, with the alarm.
+    watcher = asyncio.ensure_future(policy.watch())
     try:
         app = create_app(cs, Backend(settings, cfg, policy, nc, cs.approver_keys))
         config = uvicorn.Config(app, log_level="warning", access_log=False,
@@ -80,6 +83,7 @@ async def serve_console(settings: Settings, cs: ConsoleSettings) -> None:
         log.info("console listening on %s", cs.base_url)
         await serving
     finally:
+        watcher.cancel()
         sock.close()
         await nc.drain()
         if health is not None:

@@ -2,8 +2,11 @@
 
 Cedar evaluates every policy it is given, so the set is split at load: each tool
 gets the policies whose action scope can match it (``action``, ``action ==`` the
-tool, ``action in`` the tool or one of its groups). Decisions are the same as
-over the whole set; the cost is that of a handful of policies.
+tool, ``action in`` the tool or one of its groups) and whose resource scope can
+match its target. Within a tool, policies are indexed by principal
+(:mod:`.selection`): a decision gives Cedar only those that can apply to the
+caller. Decisions are the same as over the whole set; the cost is that of the
+policies that can apply.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from mcp_handshake.services.core.tools import Tool
 from mcp_handshake.services.policy.annotations import ConfirmationRules, Effects, effects_of
 from mcp_handshake.services.policy.reads import Reads, reads_of
 from mcp_handshake.services.policy.schema import ParamsConverter, cedar_schema, converter, group_ids
+from mcp_handshake.services.policy.selection import Index, Key, index_of, resource_can_match
 
 __all__ = ["ActionSet", "CompiledPolicy", "PolicyError", "compile_policy"]
 
@@ -35,7 +39,8 @@ class ActionSet:
     """What one tool's decisions need, built once at load."""
 
     tool: Tool
-    policies: cedarpy.PolicySet
+    #: The tool's policies by principal; each caller's subset is built from it.
+    index: Index
     effects: Mapping[str, Effects]
     forbids: frozenset[str]
     params: ParamsConverter
@@ -55,8 +60,13 @@ class CompiledPolicy:
     ids: tuple[str, ...]
     #: Every action entity, parsed once; each caller's entities add the principal.
     base_entities: cedarpy.Entities
-    #: Parsed entities per caller (bounded; cleared when full).
-    entities: dict[Any, cedarpy.Entities] = field(default_factory=dict)
+    #: Per caller (bounded; cleared when full): its parsed entities, its keys and the
+    #: policy set selected for it per tool (see :mod:`.evaluate`).
+    callers: dict[Any, Any] = field(default_factory=dict)
+    #: Parsed policy sets by (tool, the caller keys that selected them), shared by callers.
+    subsets: dict[tuple[str, frozenset[Key]], cedarpy.PolicySet] = field(default_factory=dict)
+    #: Cedar's answers by (caller, tool, context JSON) (bounded; see :mod:`.prepared`).
+    answers: dict[tuple[Any, str, str], Any] = field(default_factory=dict)
     #: ``listable`` answers by (caller, tool), for tools whose policies do not read the time.
     listable: dict[tuple[Any, str], bool] = field(default_factory=dict)
     #: Decisions by (tool, verdict, deciding ids): the same ids always mean the same rules.
@@ -120,16 +130,18 @@ def _matches(scope: Mapping[str, Any], names: set[str]) -> bool:
     return any(e.get("id") in names for e in entities)
 
 
-def _action_set(tool: Tool, named: dict[str, Any], effects: dict[str, Effects]) -> ActionSet:
+def _action_set(
+    tool: Tool, named: dict[str, Any], effects: dict[str, Effects], by_principal: bool
+) -> ActionSet:
     names = {tool.name, *group_ids(tool)}
-    mine = {pid: est for pid, est in named.items() if _matches(est.get("action", {}), names)}
-    doc = {"staticPolicies": mine, "templates": {}, "templateLinks": []}
+    mine = {pid: est for pid, est in named.items() if _matches(est.get("action", {}), names)
+            and resource_can_match(est.get("resource", {}), tool.target)}  # fmt: skip
     entity = {"uid": {"type": "Action", "id": tool.name}, "attrs": {},
               "parents": [{"type": "Action", "id": g} for g in group_ids(tool)]}  # fmt: skip
     reads = reads_of(mine.values())
     return ActionSet(
         tool=tool,
-        policies=cedarpy.PolicySet.from_json_str(msgspec.json.encode(doc).decode()),
+        index=index_of(mine, by_principal),
         effects={pid: effects[pid] for pid in mine},
         forbids=frozenset(pid for pid, est in mine.items() if est["effect"] == "forbid"),
         params=converter(tool, reads.params),
@@ -139,9 +151,15 @@ def _action_set(tool: Tool, named: dict[str, Any], effects: dict[str, Effects]) 
 
 
 def compile_policy(
-    text: str, tools: Iterable[Tool], defaults: PolicyDefaults, source: str = "policy"
+    text: str,
+    tools: Iterable[Tool],
+    defaults: PolicyDefaults,
+    source: str = "policy",
+    *,
+    by_principal: bool = True,
 ) -> CompiledPolicy:
-    """Parse, validate against the schema of ``tools``, and partition; ``PolicyError``."""
+    """Parse, validate against the schema of ``tools``, and partition; ``PolicyError``.
+    ``by_principal=False`` partitions by action and resource only (for comparison)."""
     tools = list(tools)
     lines = _lines(text)
     est = _parse(text, source)
@@ -160,7 +178,7 @@ def compile_policy(
             raise PolicyError(f"{source}: {where}: {exc}") from None
         named[key] = policy
     digest = hashlib.sha256(text.encode()).hexdigest()
-    actions = {t.name: _action_set(t, named, effects) for t in tools}
+    actions = {t.name: _action_set(t, named, effects, by_principal) for t in tools}
     groups = {g for t in tools for g in group_ids(t)}
     entities = [a.action_entity for a in actions.values()]
     entities += [{"uid": {"type": "Action", "id": g}, "attrs": {}, "parents": []} for g in groups]

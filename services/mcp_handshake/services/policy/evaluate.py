@@ -1,5 +1,8 @@
-"""One decision: build the Cedar request cheaply, evaluate one action's policies, and
-read the answer (verdict, deciding policies, and what the permits demand).
+"""One decision: build the Cedar request cheaply, evaluate the policies of one action
+that can apply to the caller, and read the answer (verdict, deciding policies, and
+what the permits demand).
+
+What is handed to Cedar besides the context is parsed once and kept (:mod:`.prepared`).
 
 A ``forbid`` whose evaluation fails (say, an overflow) refuses the call: an error
 never turns a refusal into a permit. A permit that fails to evaluate does not permit.
@@ -13,12 +16,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import cedarpy
 import msgspec
 
 from mcp_handshake.services.core.policy import Caller, RateLimit, Rules
 from mcp_handshake.services.policy.annotations import Effects
 from mcp_handshake.services.policy.compiled import ActionSet, CompiledPolicy
+from mcp_handshake.services.policy.prepared import ENTITY_CACHE, answer
 
 __all__ = ["Agent", "Phase", "decide", "listable"]
 
@@ -40,34 +43,23 @@ class Agent:
     proof: bool = False
 
 
-def _clock(now: float) -> dict[str, int]:
+def _clock(now: float, fields: frozenset[str] | None) -> dict[str, int]:
     t = time.gmtime(now)
-    return {"epoch": int(now), "hour": t.tm_hour, "minute": t.tm_min, "weekday": t.tm_wday}
+    clock = {"epoch": int(now), "hour": t.tm_hour, "minute": t.tm_min, "weekday": t.tm_wday}
+    return clock if fields is None else {k: v for k, v in clock.items() if k in fields}
 
 
-#: Callers whose parsed entities are kept per policy set.
-ENTITY_CACHE = 10_000
-
-
-def _entities(compiled: CompiledPolicy, caller: Caller) -> cedarpy.Entities:
-    """The caller's principal entity and every action, parsed once per caller."""
-    cached = compiled.entities.get(caller)
-    if cached is None:
-        user = {"uid": {"type": "User", "id": caller.sub},
-                "attrs": {"roles": sorted(caller.roles), "scopes": sorted(caller.scopes),
-                          "groups": sorted(caller.groups)}, "parents": []}  # fmt: skip
-        if len(compiled.entities) >= ENTITY_CACHE:
-            compiled.entities.clear()
-        cached = compiled.base_entities.with_added_json_str(f"[{_encode(user).decode()}]")
-        compiled.entities[caller] = cached
-    return cached
+def _agent(agent: Agent, fields: frozenset[str] | None) -> dict[str, str]:
+    present = (("nats_user", agent.nats_user), ("jkt", agent.jkt))
+    return {k: v for k, v in present if v and (fields is None or k in fields)}
 
 
 def _context(
     action: ActionSet, params: Mapping[str, Any] | None, phase: str, agent: Agent
 ) -> dict[str, Any]:
     """The context, with only what the action's policies read."""
-    top = action.reads.top
+    reads = action.reads
+    top = reads.top
     context: dict[str, Any] = {}
     if top is None or "params" in top:
         context["params"] = action.params(params) if params is not None else {}
@@ -78,10 +70,9 @@ def _context(
     if top is None or "proof" in top:
         context["proof"] = agent.proof
     if top is None or "agent" in top:
-        context["agent"] = {k: v for k, v in (("nats_user", agent.nats_user),
-                                              ("jkt", agent.jkt)) if v}  # fmt: skip
+        context["agent"] = _agent(agent, reads.agent)
     if top is None or "time" in top:
-        context["time"] = _clock(time.time())
+        context["time"] = _clock(time.time(), reads.time)
     return context
 
 
@@ -95,14 +86,15 @@ def _request(
 
 
 def _evaluate(
-    action: ActionSet, request: dict[str, Any], entities: cedarpy.Entities
+    compiled: CompiledPolicy, caller: Caller, action: ActionSet, request: dict[str, Any]
 ) -> tuple[bool, list[str]]:
     """(allowed, deciding policy ids); a forbid that errored denies."""
-    result = cedarpy.is_authorized(request, action.policies, entities)
-    errored = {m for e in result.diagnostics.errors for m in _ERRORED.findall(e)}
-    if errored & action.forbids or (result.diagnostics.errors and not errored):
-        return False, sorted(errored & action.forbids) or ["(evaluation error)"]
-    return result.allowed, sorted(result.diagnostics.reasons)
+    allowed, reasons, errors = answer(compiled, caller, action, request)
+    if errors:
+        errored = {m for e in errors for m in _ERRORED.findall(e)}
+        if errored & action.forbids or not errored:
+            return False, sorted(errored & action.forbids) or ["(evaluation error)"]
+    return allowed, sorted(reasons)
 
 
 def _strictest_rate(limits: list[RateLimit]) -> RateLimit | None:
@@ -155,7 +147,7 @@ def decide(
     if action is None:
         return denied(compiled, tool)
     request = _request(action, caller, params, phase, agent)
-    allowed, ids = _evaluate(action, request, _entities(compiled, caller))
+    allowed, ids = _evaluate(compiled, caller, action, request)
     key = (tool, allowed, tuple(ids))
     rules: Rules | None = compiled.decisions.get(key)
     if rules is None:
@@ -178,12 +170,11 @@ def listable(compiled: CompiledPolicy, caller: Caller, tool: str) -> bool:
     if timeless and key in compiled.listable:
         return compiled.listable[key]
     request = _request(action, caller, None, "authorize", Agent())
-    result = cedarpy.is_authorized(request, action.policies, _entities(compiled, caller))
-    fired = set(result.diagnostics.reasons)
-    errored = {m for e in result.diagnostics.errors for m in _ERRORED.findall(e)}
-    answer = result.allowed or (not fired & action.forbids and bool(errored - action.forbids))
+    allowed, reasons, errors = answer(compiled, caller, action, request)
+    errored = {m for e in errors for m in _ERRORED.findall(e)}
+    some = allowed or (not set(reasons) & action.forbids and bool(errored - action.forbids))
     if timeless:  # the same caller always gets the same answer from this set
         if len(compiled.listable) >= ENTITY_CACHE * 10:
             compiled.listable.clear()
-        compiled.listable[key] = answer
-    return answer
+        compiled.listable[key] = some
+    return some

@@ -1,9 +1,10 @@
 """Which context attributes a set of policies reads, found in their parsed form.
 
 A request's context is built with only those (the cost of a Cedar call grows with
-the size of the context it parses). A policy that uses ``context`` or
-``context.params`` as a whole gets all of it. Leaving out an attribute no policy
-reads cannot change a decision.
+the size of the context it parses): the top-level attributes read, and within
+``params``, ``time`` and ``agent`` only the fields read (``has`` counts as a read).
+A policy that uses ``context``, or one of these records, as a whole gets all of it.
+Leaving out an attribute no policy reads cannot change a decision.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ class Reads:
     top: frozenset[str] | None
     #: Params read (``None``: all).
     params: frozenset[str] | None
+    #: ``context.time`` and ``context.agent`` fields read (``None``: all).
+    time: frozenset[str] | None = None
+    agent: frozenset[str] | None = None
 
 
 def _chain(node: Any) -> list[str] | None:
@@ -50,12 +54,16 @@ def _walk(node: Any, chains: list[list[str]]) -> bool:
     return all(_walk(child, chains) for child in children)
 
 
+def _fields(chains: list[list[str]], record: str) -> frozenset[str] | None:
+    if any(c == [record] for c in chains):
+        return None
+    return frozenset(c[1] for c in chains if c[0] == record and len(c) > 1)
+
+
 def reads_of(policies: Iterable[dict[str, Any]]) -> Reads:
     chains: list[list[str]] = []
     for est in policies:
         if not _walk(est.get("conditions", []), chains):
             return Reads(None, None)
     top = frozenset(c[0] for c in chains)
-    if any(c == ["params"] for c in chains):
-        return Reads(top, None)
-    return Reads(top, frozenset(c[1] for c in chains if c[0] == "params" and len(c) > 1))
+    return Reads(top, *(_fields(chains, r) for r in ("params", "time", "agent")))

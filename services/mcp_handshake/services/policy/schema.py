@@ -1,7 +1,9 @@
 """The Cedar schema, generated from the tool catalog, and params as Cedar values.
 
-Entity types: ``User`` (the principal: ``roles``, ``scopes``, ``groups``) and
-``Target`` (the resource). Every registered tool is an action, member of the
+Entity types: ``User`` (the principal: ``roles``, ``scopes``, ``groups``; a member of
+``Role::"<role>"`` and ``Group::"<group>"`` for each of its roles and groups, so
+``principal in Role::"billing"`` holds exactly when ``principal.roles.contains("billing")``
+does) and ``Target`` (the resource). Every registered tool is an action, member of the
 groups ``target:<target>`` and ``tier:<tier>``. Each action's context types the
 tool's params from their JSON Schema:
 
@@ -171,4 +173,6 @@ def cedar_schema(tools: Iterable[Tool]) -> dict[str, Any]:
             "appliesTo": {"principalTypes": ["User"], "resourceTypes": ["Target"],
                           "context": _context(param_types(tool))},
         }  # fmt: skip
-    return {"": {"entityTypes": {"User": {"shape": user}, "Target": {}}, "actions": actions}}
+    types = {"User": {"shape": user, "memberOfTypes": ["Role", "Group"]},
+             "Role": {}, "Group": {}, "Target": {}}  # fmt: skip
+    return {"": {"entityTypes": types, "actions": actions}}

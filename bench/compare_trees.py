@@ -1,0 +1,93 @@
+"""CPU per handshake and throughput of two source trees, side by side, interleaved.
+
+    git archive <commit> | tar -x -C /tmp/old
+    python bench/compare_trees.py /tmp/old . --rounds 2 --concurrency 16 64 --seconds 10
+
+Runs each tree's own ``bench/cpu_breakdown.py`` on the function-target tool
+(``bench.exchange_rate``, as ``handshake.py`` runs it) with ``PYTHONPATH`` pointing at
+that tree (its workers, its client, its stack and bench config), in the order A, B, A,
+B, ... per concurrency, so that both trees see the same minutes of a noisy machine.
+Prints every run, then per concurrency the median of each tree's runs, the ratio
+B/A of those medians, and the median of the ratios of the runs taken next to each
+other (run i of A with run i of B): CPU per handshake per process (utime+stime from
+``/proc`` over the measured window, divided by the handshakes done) and handshakes/s.
+nats-server and redis-server do the same work in both trees: their ratios show how
+much the machine moved between the runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+_RATE = re.compile(r"^(\d+) handshakes/s")
+_PROC = re.compile(r"^\s+(\S+(?: \S+)?)\s+[\d.]+% cpu\s+(\d+) us/handshake")
+WORKERS = ("authorize-0", "execute-0", "executor-0", "audit-0", "nats-server",
+           "redis-server", "bench client")  # fmt: skip
+
+
+def run_once(tree: Path, concurrency: int, seconds: float) -> dict[str, float]:
+    """One cpu_breakdown run of ``tree``: {process: µs per handshake, "rate": per s}."""
+    tree = tree.resolve()
+    path = os.pathsep.join(str(tree / part) for part in ("services", "shared", "client"))
+    cmd = [sys.executable, str(tree / "bench" / "cpu_breakdown.py"), "--tool",
+           "bench.exchange_rate", "--seconds", str(seconds),
+           "--concurrency", str(concurrency)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": path}
+    out = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True,
+                         timeout=600, check=True).stdout  # fmt: skip
+    found: dict[str, float] = {}
+    for line in out.splitlines():
+        if m := _RATE.match(line):
+            found["rate"] = float(m.group(1))
+        elif m := _PROC.match(line):
+            found[m.group(1)] = float(m.group(2))
+    return found
+
+
+def _row(label: str, values: dict[str, float]) -> str:
+    cells = "  ".join(f"{values.get(w, float('nan')):>8.0f}" for w in WORKERS)
+    return f"  {label:<28} {values.get('rate', float('nan')):>7.0f}/s  {cells}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("a", type=Path, help="tree A (e.g. the old code)")
+    parser.add_argument("b", type=Path, help="tree B (e.g. the new code)")
+    parser.add_argument("--rounds", type=int, default=2, help="A/B pairs per concurrency")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    trees = {"A": args.a, "B": args.b}
+    header = "  ".join(f"{w[:8]:>8}" for w in WORKERS)
+    print(f"  {'run':<28} {'rate':>9}  {header}   (µs of CPU per handshake)")
+    runs: dict[tuple[int, str], list[dict[str, float]]] = {}
+    for c in args.concurrency:
+        for r in range(args.rounds * 2):
+            name = "AB"[r % 2] if (r // 2) % 2 == 0 else "BA"[r % 2]  # A B B A A B ...
+            got = run_once(trees[name], c, args.seconds)
+            runs.setdefault((c, name), []).append(got)
+            print(_row(f"c={c} {name} ({trees[name]}) #{r // 2 + 1}", got), flush=True)
+    print("\nmedians and B/A:")
+    for c in args.concurrency:
+        med = {n: {k: statistics.median(run[k] for run in runs[(c, n)] if k in run)
+                   for k in ("rate", *WORKERS)} for n in "AB"}  # fmt: skip
+        for n in "AB":
+            print(_row(f"c={c} {n} median", med[n]))
+        ratio = {k: med["B"][k] / med["A"][k] for k in med["A"] if med["A"][k]}
+        cells = "  ".join(f"{ratio.get(w, float('nan')):>8.3f}" for w in WORKERS)
+        print(f"  {'c=' + str(c) + ' B/A of medians':<28} {ratio['rate']:>8.3f}x  {cells}")
+        pairs = list(zip(runs[(c, "A")], runs[(c, "B")], strict=False))  # run i of each
+        paired = {k: statistics.median(b[k] / a[k] for a, b in pairs if a.get(k) and k in b)
+                  for k in ("rate", *WORKERS)}  # fmt: skip
+        cells = "  ".join(f"{paired[w]:>8.3f}" for w in WORKERS)
+        print(f"  {'c=' + str(c) + ' B/A, median of pairs':<28} {paired['rate']:>8.3f}x  {cells}")
+
+
+if __name__ == "__main__":
+    main()
