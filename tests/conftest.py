@@ -125,7 +125,7 @@ def engine_stack(
         st = make_stack(home / "home", spec, redis_url=env.get("HANDSHAKE_REDIS_URL"))
         st.extra_env.update(env)
         try:
-            asyncio.run(st.start(timeout=90 if topology else 30))
+            asyncio.run(st.start(timeout=120 if topology else None))
             yield st, topology
         finally:
             st.stop()

@@ -34,7 +34,7 @@ SPEC = StackSpec(authorize=1, execute=1, executor=1, approval=1, audit=1)
 def _stack(home: Path, env: dict[str, str]) -> Stack:
     st = make_stack(home, SPEC, redis_url=env["HANDSHAKE_REDIS_URL"])
     st.extra_env.update(env)
-    asyncio.run(st.start(timeout=60))
+    asyncio.run(st.start(timeout=120))
     return st
 
 

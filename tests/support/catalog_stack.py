@@ -22,7 +22,7 @@ def catalog_stack(home: Path, policy: str, edit: Callable[[str], str]) -> Iterat
     (home / "policy.cedar").write_text(demo.read_text() + policy)
     st = Stack(home, StackSpec(), extra_env={"PYTHONPATH": str(ROOT)}, config_edit=edit)
     try:
-        asyncio.run(st.start(timeout=60))
+        asyncio.run(st.start(timeout=120))
         yield st
     finally:
         st.stop()

@@ -38,9 +38,12 @@ async def wait_services(
     one of ``procs`` has died, or at ``timeout`` (default: ``ready_timeout()``)."""
     deadline = time.monotonic() + (ready_timeout() if timeout is None else timeout)
     nc = await nats.connect(**options, connect_timeout=5)
+    wait = 0.25
     try:
         while True:
-            counts = await ping_counts(nc)
+            counts = await ping_counts(nc, wait)
+            # A loaded machine answers late: each empty round listens longer (up to 2 s).
+            wait = min(2.0, wait * 2) if not counts else 0.25
             if all(counts.get(k, 0) >= n for k, n in expected.items()):
                 return
             dead = [p for p in procs if p.popen.poll() is not None]
