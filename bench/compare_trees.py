@@ -1,12 +1,15 @@
 """CPU per handshake and throughput of two source trees, side by side, interleaved.
 
     git archive <commit> | tar -x -C /tmp/old
-    python bench/compare_trees.py /tmp/old . --rounds 2 --concurrency 16 64 --seconds 10
+    python bench/compare_trees.py /tmp/old . --rounds 4 --concurrency 16 64 --seconds 10
 
 Runs each tree's own ``bench/cpu_breakdown.py`` on the function-target tool
 (``bench.exchange_rate``, as ``handshake.py`` runs it) with ``PYTHONPATH`` pointing at
-that tree (its workers, its client, its stack and bench config), in the order A, B, A,
-B, ... per concurrency, so that both trees see the same minutes of a noisy machine.
+that tree (its workers, its client, its stack and bench config), in the order A, B, B,
+A, ... per concurrency, so that both trees see the same minutes of a noisy machine;
+with ``--together``, A and B at the same time, each with its own stack, sharing the
+cores (each pair then saw the same machine; the throughput ratio is that of the CPU
+each handshake needs).
 Prints every run, then per concurrency the median of each tree's runs, the ratio
 B/A of those medians, and the median of the ratios of the runs taken next to each
 other (run i of A with run i of B): CPU per handshake per process (utime+stime from
@@ -31,18 +34,24 @@ WORKERS = ("authorize-0", "execute-0", "executor-0", "audit-0", "nats-server",
            "redis-server", "bench client")  # fmt: skip
 
 
-def run_once(tree: Path, concurrency: int, seconds: float) -> dict[str, float]:
-    """One cpu_breakdown run of ``tree``: {process: µs per handshake, "rate": per s}."""
+def start(tree: Path, concurrency: int, seconds: float) -> subprocess.Popen[str]:
+    """A cpu_breakdown run of ``tree`` (its own code, stack and bench config)."""
     tree = tree.resolve()
     path = os.pathsep.join(str(tree / part) for part in ("services", "shared", "client"))
     cmd = [sys.executable, str(tree / "bench" / "cpu_breakdown.py"), "--tool",
            "bench.exchange_rate", "--seconds", str(seconds),
            "--concurrency", str(concurrency)]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": path}
-    out = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True,
-                         timeout=600, check=True).stdout  # fmt: skip
+    return subprocess.Popen(cmd, env=env, cwd=tree, stdout=subprocess.PIPE, text=True)
+
+
+def result(proc: subprocess.Popen[str]) -> dict[str, float]:
+    """{process: µs of CPU per handshake, "rate": handshakes per s} of a finished run."""
+    out, _ = proc.communicate(timeout=600)
+    if proc.returncode:
+        raise SystemExit(f"cpu_breakdown.py failed ({proc.returncode})")
     found: dict[str, float] = {}
-    for line in out.splitlines():
+    for line in (out or "").splitlines():
         if m := _RATE.match(line):
             found["rate"] = float(m.group(1))
         elif m := _PROC.match(line):
@@ -59,20 +68,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("a", type=Path, help="tree A (e.g. the old code)")
     parser.add_argument("b", type=Path, help="tree B (e.g. the new code)")
-    parser.add_argument("--rounds", type=int, default=2, help="A/B pairs per concurrency")
+    parser.add_argument("--rounds", type=int, default=4, help="A/B pairs per concurrency")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--together",
+        action="store_true",
+        help="run A and B at the same time (each its own stack), not in turn",
+    )
     args = parser.parse_args()
     trees = {"A": args.a, "B": args.b}
     header = "  ".join(f"{w[:8]:>8}" for w in WORKERS)
     print(f"  {'run':<28} {'rate':>9}  {header}   (µs of CPU per handshake)")
     runs: dict[tuple[int, str], list[dict[str, float]]] = {}
     for c in args.concurrency:
-        for r in range(args.rounds * 2):
-            name = "AB"[r % 2] if (r // 2) % 2 == 0 else "BA"[r % 2]  # A B B A A B ...
-            got = run_once(trees[name], c, args.seconds)
-            runs.setdefault((c, name), []).append(got)
-            print(_row(f"c={c} {name} ({trees[name]}) #{r // 2 + 1}", got), flush=True)
+        for r in range(args.rounds):
+            order = "AB" if r % 2 == 0 else "BA"  # A B, B A, A B, ...
+            batches = [order] if args.together else list(order)  # together: one batch
+            for batch in batches:
+                procs = {n: start(trees[n], c, args.seconds) for n in batch}
+                for n, proc in procs.items():
+                    got = result(proc)
+                    runs.setdefault((c, n), []).append(got)
+                    label = f"c={c} {n} ({trees[n].resolve().name}) #{r + 1}"
+                    print(_row(label, got), flush=True)
     print("\nmedians and B/A:")
     for c in args.concurrency:
         med = {n: {k: statistics.median(run[k] for run in runs[(c, n)] if k in run)

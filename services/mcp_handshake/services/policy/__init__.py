@@ -2,8 +2,9 @@
 
 The schema is generated from the tool catalog (:mod:`.schema`); policies are
 validated against it when they load (:mod:`.compiled`); a decision is one
-evaluation of the policies that can match the tool (:mod:`.evaluate`), read
-together with the permitting policies' annotations (:mod:`.annotations`). The
+evaluation of the policies that can match the tool and the caller (:mod:`.evaluate`,
+:mod:`.selection`, :mod:`.prepared`), read together with the permitting policies'
+annotations (:mod:`.annotations`). The
 retired TOML format is read only by the converter (:mod:`.convert`).
 """
 

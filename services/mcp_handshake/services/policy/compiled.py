@@ -61,7 +61,7 @@ class CompiledPolicy:
     #: Every action entity, parsed once; each caller's entities add the principal.
     base_entities: cedarpy.Entities
     #: Per caller (bounded; cleared when full): its parsed entities, its keys and the
-    #: policy set selected for it per tool (see :mod:`.evaluate`).
+    #: policy set selected for it per tool (see :mod:`.prepared`).
     callers: dict[Any, Any] = field(default_factory=dict)
     #: Parsed policy sets by (tool, the caller keys that selected them), shared by callers.
     subsets: dict[tuple[str, frozenset[Key]], cedarpy.PolicySet] = field(default_factory=dict)
