@@ -473,8 +473,8 @@ if __name__ == "__main__":
     parser.add_argument(
         "--batch-concurrency",
         type=int,
-        default=256,
-        help="calls in flight in both stream() runs (two batches of half)",
+        default=1024,
+        help="calls in flight in both stream() runs (batches of at most 128)",
     )
     parser.add_argument(
         "--only",
