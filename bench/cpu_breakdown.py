@@ -113,7 +113,7 @@ async def main(args: argparse.Namespace) -> None:
     else:
         stack = Stack(Path(tempfile.mkdtemp(prefix="handshake-cpu-")), StackSpec(),
                       extra_env={"HANDSHAKE_LOG_LEVEL": "WARNING"})  # fmt: skip
-    await stack.start()
+    await stack.start(timeout=handshake.START_TIMEOUT_S)
     try:
         async with handshake.bench_client(stack) as hs:
             pids = {p.name: p.popen.pid for p in stack.procs}

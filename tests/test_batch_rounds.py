@@ -22,6 +22,7 @@ from nats.js.errors import APIError, NoStreamResponseError
 from pydantic import BaseModel, ConfigDict
 
 from mcp_handshake.client import CallResult
+from mcp_handshake.client._batch import Batcher
 from mcp_handshake.services.audit.verify import verify_log
 from mcp_handshake.services.core.config import PolicyDefaults
 from mcp_handshake.services.core.policy import Caller
@@ -377,6 +378,12 @@ async def test_from_32_calls_in_flight_two_batches_of_half_as_many(stack: Stack)
             assert len(done) == 64 and all(isinstance(o, CallResult) for o in done)
     assert max(sizes[16]) == 16 and sum(sizes[16]) == 64
     assert max(sizes[64]) == 32 and sum(sizes[64]) == 64 and len(sizes[64]) >= 2
+
+
+def test_batch_windows_by_calls_in_flight() -> None:
+    calls: Any = None
+    windows = {n: Batcher(calls, n)._window for n in (1, 16, 31, 32, 64, 256, 1024, 5000)}
+    assert windows == {1: 1, 16: 16, 31: 31, 32: 16, 64: 32, 256: 128, 1024: 128, 5000: 128}
 
 
 async def test_outbox_group_cut_short_at_shutdown_is_counted_once() -> None:

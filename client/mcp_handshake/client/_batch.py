@@ -1,8 +1,9 @@
 """Batches for ``call_many`` and ``stream``: the calls in flight share requests.
 
 :class:`Batcher` collects the calls made in the same turn of the event loop
-(at most ``window`` of them; from ``SPLIT_FROM`` on, half as many, so two
-batches are in flight) and runs them as one ``authorize.batch`` and one
+(at most ``window`` of them; from ``SPLIT_FROM`` on, half as many and at most
+``BATCH_OPS``, so two batches or more are in flight) and runs them as one
+``authorize.batch`` and one
 ``execute.batch`` (protocol.md, "Batch"), with one batch proof for the
 operations above the public tier. Each call still gets its own grant, token,
 result, error and verified receipt; an operation waiting for approval is
@@ -42,10 +43,13 @@ MAX_OPS = 256
 MAX_BYTES = 48 * 1024
 #: Bytes of one operation besides its params (ids, token, JSON punctuation).
 OP_OVERHEAD = 240
-#: From this many calls in flight on, they go as two batches of half as many: the
-#: mediator works on one while the client sends the other or verifies its receipts
-#: (docs/decisions.md, "Batch throughput").
+#: From this many calls in flight on, they go as batches of half as many (two or more
+#: in flight): the mediator works on one while the client sends another or verifies
+#: its receipts (docs/decisions.md, "Batch throughput").
 SPLIT_FROM = 32
+#: The most operations the client puts in one batch: past it, a batch saves no more
+#: CPU per operation, and more batches in flight keep more of the mediator busy.
+BATCH_OPS = 128
 #: The ``unavailable`` message of a batch request no worker serves.
 NO_BATCHES = "the mediator serves no batches"
 
@@ -78,7 +82,7 @@ class _Item(Generic[R]):
 class Batcher(Generic[R]):
     def __init__(self, calls: BatchCalls[R], window: int) -> None:
         self._calls = calls
-        size = window if window < SPLIT_FROM else -(-window // 2)
+        size = window if window < SPLIT_FROM else min(-(-window // 2), BATCH_OPS)
         self._window = max(1, min(size, MAX_OPS))
         self._queue: list[_Item[R]] = []
         self._scheduled = False
