@@ -14,14 +14,15 @@ Starts its own nats-server and redis-server on free ports and the whole stack
   target: the realistic row);
 * a plain, unauthenticated FastMCP streamable-HTTP tool call (``[bench]`` extra).
 
-Then the batch path: one ``HandshakeClient.stream`` of 20,000 function-target
-operations (``--batch-calls``; the calls in flight go as ``authorize.batch`` and
-``execute.batch`` requests), its rate and its CPU per operation per process; a
-``stream`` of 100,000 calls (64 in flight), printing the client's RSS growth and
-every worker's RSS; and the peak with one and with two processes of the worker kind that used
-the most CPU. Prints every ratio in the same run, and issue 23's goals with PASS
-or MISS (``goals.py``). Run: ``make bench``; only the batch part (the stream, and
-the single-call and FastMCP peaks it is compared with, at c=16 and 64):
+Then the batch path: a ``HandshakeClient.stream`` of 100,000 calls (64 in
+flight), printing the client's RSS growth and every worker's RSS after it; one
+``stream`` of 20,000 function-target operations (``--batch-calls``, 1024 in
+flight; the calls in flight go as ``authorize.batch`` and ``execute.batch``
+requests of at most 128), its rate and its CPU per operation per process; and the
+peak with one and with two processes of the worker kind that used the most CPU.
+Prints every ratio in the same run, and issue 23's goals with PASS or MISS
+(``goals.py``). Run: ``make bench``; only the batch part (the 20,000-operation
+stream, and the single-call and FastMCP peaks it is compared with, at c=16 and 64):
 ``python bench/handshake.py --only batch``.
 """
 
@@ -240,6 +241,8 @@ class BatchRun:
     rate: float
     per: dict[str, float]
     failed: int
+    #: Each worker's RSS (MB) after it.
+    rss: dict[str, float]
 
 
 async def bench_batch(stack: Stack, calls: int, concurrency: int) -> BatchRun:
@@ -262,7 +265,8 @@ async def bench_batch(stack: Stack, calls: int, concurrency: int) -> BatchRun:
         failed = await run(calls)
         wall = time.perf_counter() - start
     per = {n: (cpu_seconds(pid) - before[n]) / calls * 1e6 for n, pid in pids.items()}
-    return BatchRun(calls, concurrency, calls / wall, per, failed)
+    rss = {p.name: rss_mb(p.popen.pid) for p in stack.procs if is_worker(p.name)}
+    return BatchRun(calls, concurrency, calls / wall, per, failed, rss)
 
 
 async def busiest_kind(stack: Stack, tool: str, seconds: float) -> tuple[str, dict[str, float]]:
@@ -321,10 +325,10 @@ async def main(args: argparse.Namespace) -> None:
         http = await bench_handshake(stack, HTTP_TOOL, "handshake, HTTP target", args.seconds)
         base = await bench_fastmcp(args.seconds)
         kind, per = await busiest_kind(stack, FUNCTION_TOOL, args.seconds)
-        batch = await bench_batch(stack, args.batch_calls, args.batch_concurrency)
-        streamed = None
+        streamed = None  # first: the workers' RSS after it is the goal's, nothing else's
         if args.stream_calls:
             streamed = await bench_stream(stack, args.stream_calls, args.stream_concurrency)
+        batch = await bench_batch(stack, args.batch_calls, args.batch_concurrency)
         stack.start_worker(kind, 1)
         await stack.wait_ready({f"handshake-{kind}": 2}, START_TIMEOUT_S)
         scaled = await bench_handshake(
@@ -372,6 +376,7 @@ def report_batch(batch: BatchRun) -> None:
     for name, us in sorted(batch.per.items(), key=lambda kv: -kv[1]):
         print(f"  {name:<14} {us:7.0f} us")
     print(f"  {'all':<14} {sum(batch.per.values()):7.0f} us")
+    print("worker RSS after it: " + ", ".join(f"{n} {mb:.0f} MB" for n, mb in batch.rss.items()))
 
 
 def budget(batch: BatchRun, fn: list[Result], base: list[Result]) -> None:
