@@ -42,7 +42,6 @@ from typing import Any
 import uvloop
 
 from mcp_handshake.services.dev.devstack import Stack, StackSpec
-from mcp_handshake.services.dev.procs import free_port
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -133,20 +132,7 @@ def phased(arm: Arm, hs: Any, tool: str) -> Callable[[], Awaitable[object]]:
 
 
 async def fastmcp_arm(stack_exit: list[Callable[[], Awaitable[None]]]) -> Arm:
-    from fastmcp import Client
-
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(HERE / "fastmcp_server.py"), str(port),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    client = Client(f"http://127.0.0.1:{port}/mcp")
-    for _ in range(100):
-        try:
-            async with client:
-                break
-        except Exception:
-            await asyncio.sleep(0.1)
+    client, proc = await handshake.start_fastmcp()
     await client.__aenter__()
 
     async def close() -> None:

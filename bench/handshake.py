@@ -39,6 +39,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import nats
 
@@ -154,12 +155,11 @@ async def bench_handshake(
         return [await measure(name, op, c, seconds) for c in levels]
 
 
-async def bench_fastmcp(seconds: float, levels: tuple[int, ...] = LEVELS) -> list[Result]:
-    try:
-        from fastmcp import Client
-    except ImportError:
-        print("(fastmcp not installed: pip install -e '.[bench]' for the baseline)")
-        return []
+async def start_fastmcp() -> tuple[Any, asyncio.subprocess.Process]:
+    """The FastMCP baseline server (``fastmcp_server.py``) on a free port, and a client
+    that has reached it once (not entered)."""
+    from fastmcp import Client
+
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -168,14 +168,24 @@ async def bench_fastmcp(seconds: float, levels: tuple[int, ...] = LEVELS) -> lis
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
+    client = Client(f"http://127.0.0.1:{port}/mcp")
+    for _ in range(100):
+        try:
+            async with client:
+                break
+        except Exception:
+            await asyncio.sleep(0.1)
+    return client, proc
+
+
+async def bench_fastmcp(seconds: float, levels: tuple[int, ...] = LEVELS) -> list[Result]:
     try:
-        client = Client(f"http://127.0.0.1:{port}/mcp")
-        for _ in range(100):
-            try:
-                async with client:
-                    break
-            except Exception:
-                await asyncio.sleep(0.1)
+        import fastmcp  # noqa: F401
+    except ImportError:
+        print("(fastmcp not installed: pip install -e '.[bench]' for the baseline)")
+        return []
+    client, proc = await start_fastmcp()
+    try:
         async with client:
 
             async def op() -> object:
