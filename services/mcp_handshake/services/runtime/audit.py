@@ -114,7 +114,8 @@ async def ensure_audit_stream(
     """Create the audit stream with ``replicas`` if it is missing; an existing one is
     left as its operator configured it, unless unsafe: a duplicate window shorter than
     ``duplicate_window_s`` (a replayed execute intent would go unnoticed), another
-    retention, or subjects missing stop the worker (:class:`.StreamConfigError`)."""
+    retention, subjects missing, or a ``max_msg_size`` too small for a group of events
+    stop the worker (:class:`.StreamConfigError`)."""
     config = StreamConfig(
         name=STREAM,
         subjects=[f"{SUBJECT_PREFIX}.>"],
@@ -125,7 +126,8 @@ async def ensure_audit_stream(
         duplicate_window=duplicate_window_s,
         num_replicas=replicas,
     )
-    await ensure_stream(js, config, min_duplicate_window=duplicate_window_s)
+    await ensure_stream(js, config, min_duplicate_window=duplicate_window_s,
+                        min_msg_size=MAX_GROUP_BYTES + 4096)  # a group and its headers
 
 
 _encode = msgspec.json.encode
