@@ -2,7 +2,8 @@
 
 The executor's run markers of a batch go to Redis together and each is still
 claimed once; a batch's audit events go to the stream together and each is still
-its own event in the trail (its own message, ack and retry), the log verifying.
+its own event in the trail, the log verifying (the group itself:
+``test_audit_groups``).
 """
 
 from __future__ import annotations
@@ -15,10 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
-from nats.js.api import DiscardPolicy, StreamConfig
-from nats.js.errors import APIError, NoStreamResponseError
 from pydantic import BaseModel, ConfigDict
 
 from mcp_handshake.client import CallResult
@@ -34,11 +32,8 @@ from mcp_handshake.services.executor.batch import ExecutorBatchDeps, handle_disp
 from mcp_handshake.services.executor.handler import ExecutorDeps
 from mcp_handshake.services.policy import Agent, Policy, load_policy
 from mcp_handshake.services.policy.compiled import compile_policy
-from mcp_handshake.services.runtime.audit import STREAM, Audit, ensure_audit_stream
 from mcp_handshake.services.runtime.batch_policy import BatchDecisions
 from mcp_handshake.services.runtime.endpoint import Request
-from mcp_handshake.services.runtime.outbox import Outbox
-from mcp_handshake.services.runtime.pubacks import AckPublisher, PubAck
 from mcp_handshake.services.store import DispatchLog
 from mcp_handshake.services.store.dispatches import Claim
 from mcp_handshake.shared.batch import DispatchBatch
@@ -137,124 +132,6 @@ async def test_executor_batch_where_no_item_claims_still_answers(redis: Any, siz
     req = Request(DispatchBatch(items), b"{}", {}, "handshake.internal.batch.executor.rounds")
     reply = await handle_dispatch_batch(req, ExecutorBatchDeps(_Yes(), deps))
     assert len(reply.results) == size and log.rounds == []
-
-
-async def test_outbox_sends_a_group_at_once_and_retries_each_failed_item() -> None:
-    groups: list[list[int]] = []
-    singles: list[int] = []
-    fail = {3: 1, 5: 2}  # items 3 and 5 fail in the group, 5 once more alone
-
-    async def send(item: int) -> None:
-        if fail.get(item, 0):
-            fail[item] -= 1
-            raise TimeoutError
-        singles.append(item)
-
-    async def send_many(items: list[int]) -> list[BaseException | None]:
-        groups.append(list(items))
-        out: list[BaseException | None] = []
-        for item in items:
-            failed = fail.get(item, 0) > 0
-            fail[item] = fail.get(item, 0) - failed
-            out.append(TimeoutError() if failed else None)
-        return out
-
-    box: Outbox[int] = Outbox(send, limit=100, backoff_min=0.01, backoff_max=0.02,
-                              send_many=send_many)  # fmt: skip
-    assert box.put_many(list(range(8))) == 8
-    assert len(box) == 8
-    await asyncio.sleep(0)  # one turn: the group's send ran
-    assert groups == [list(range(8))]
-    assert await box.drain(5.0) == 0
-    assert sorted(singles) == [3, 5] and box.sent == 8 and box.retried == 3
-    assert box.dropped == 0
-
-
-async def test_outbox_group_waits_behind_a_failing_outbox_and_past_the_hard_limit() -> None:
-    sent: list[int] = []
-    groups: list[list[int]] = []
-    down = True
-
-    async def send(item: int) -> None:
-        if down:
-            raise TimeoutError
-        sent.append(item)
-
-    async def send_many(items: list[int]) -> list[BaseException | None]:
-        groups.append(items)
-        sent.extend(items)
-        return [None] * len(items)
-
-    box: Outbox[int] = Outbox(send, limit=4, hard_limit=6, backoff_min=0.01, backoff_max=0.02,
-                              send_many=send_many)  # fmt: skip
-    box.put(0)
-    await asyncio.sleep(0.005)  # failed once: backing off
-    assert box.failing
-    assert box.put_many([1, 2, 3, 4, 5, 6, 7]) == 5 and box.dropped == 2  # 6 and 7 lost
-    assert box.full and groups == []  # queued one by one behind the failing item
-    down = False
-    assert await box.drain(5.0) == 0
-    assert sorted(sent) == [0, 1, 2, 3, 4, 5] and groups == []
-
-
-async def test_publish_many_answers_each_message_its_own_ack(js_url: str) -> None:
-    nc = await nats.connect(js_url)
-    js = nc.jetstream()
-    await js.add_stream(StreamConfig(name="G", subjects=["g.>"]))
-    acks = AckPublisher(nc)
-    await acks.publish("g.x", b"{}", headers={"Nats-Msg-Id": "seen"}, timeout=5)
-    silent = await nc.subscribe("s.x")  # a responder that never acks
-    items = [("g.x", b"{}", {"Nats-Msg-Id": f"m{i}"}) for i in range(50)]
-    items += [("g.x", b"{}", {"Nats-Msg-Id": "seen"}), ("none.x", b"{}", {}),
-              ("s.x", b"{}", {})]  # fmt: skip
-    t0 = time.monotonic()
-    out = await acks.publish_many(items, timeout=0.5)
-    assert time.monotonic() - t0 < 3.0 and len(out) == 53 and not acks._waiting
-    fresh = [a for a in out[:50] if isinstance(a, PubAck)]
-    assert sorted(a.seq for a in fresh) == list(range(2, 52)) and not any(
-        a.duplicate for a in fresh
-    )
-    dup = out[50]
-    assert isinstance(dup, PubAck) and dup.duplicate and dup.seq == 1
-    assert isinstance(out[51], NoStreamResponseError) and isinstance(out[52], TimeoutError)
-    await js.add_stream(StreamConfig(name="ONE", subjects=["one.>"], max_msgs=1,
-                                     discard=DiscardPolicy.NEW))  # fmt: skip
-    full = await acks.publish_many([("one.x", b"{}", {}), ("one.x", b"{}", {})], timeout=5)
-    assert isinstance(full[0], PubAck) and isinstance(full[1], APIError)  # the stream refuses
-    await silent.unsubscribe()
-    await nc.close()
-    assert [type(o).__name__ for o in await acks.publish_many(items[:2], timeout=1)] == [
-        "ConnectionClosedError"
-    ] * 2
-
-
-async def test_grouped_events_are_each_their_own_message(js_url: str) -> None:
-    nc = await nats.connect(js_url)
-    await ensure_audit_stream(nc.jetstream(), 900)
-    audit = Audit(nc, "execute")
-    sends: list[int] = []
-    publish_many = audit._acks.publish_many
-
-    async def spy(items: Any, *, timeout: float) -> Any:
-        sends.append(len(items))
-        return await publish_many(items, timeout=timeout)
-
-    audit._acks.publish_many = spy  # type: ignore[method-assign]
-    txns = [_txn() for _ in range(5)]
-    with audit.grouped():
-        with audit.grouped():  # nested: the outer one sends
-            audit.emit(audit.event("execute.succeeded", "ok", txn=txns[0]))
-        for txn in txns:
-            audit.emit(audit.event("receipt.issued", "ok", txn=txn))
-        assert len(audit.outbox) == 0  # held until the group ends
-    assert await audit.outbox.drain(5.0) == 0
-    assert sends == [6] and audit.published == 6
-    info = await nc.jetstream().stream_info(STREAM)
-    assert info.state.messages == 6
-    audit.emit(audit.event("execute.succeeded", "ok", txn=txns[1]))  # alone: as before
-    assert await audit.outbox.drain(5.0) == 0
-    assert sends == [6] and (await nc.jetstream().stream_info(STREAM)).state.messages == 7
-    await nc.close()
 
 
 async def test_a_streams_events_are_each_in_the_trail_once_and_the_log_verifies(
@@ -384,21 +261,3 @@ def test_batch_windows_by_calls_in_flight() -> None:
     calls: Any = None
     windows = {n: Batcher(calls, n)._window for n in (1, 16, 31, 32, 64, 256, 1024, 5000)}
     assert windows == {1: 1, 16: 16, 31: 31, 32: 16, 64: 32, 256: 128, 1024: 128, 5000: 128}
-
-
-async def test_outbox_group_cut_short_at_shutdown_is_counted_once() -> None:
-    started = asyncio.Event()
-
-    async def send(item: int) -> None:
-        await asyncio.sleep(10)
-
-    async def send_many(items: list[int]) -> list[BaseException | None]:
-        started.set()
-        await asyncio.sleep(10)  # never acked before the drain gives up
-        return [None] * len(items)
-
-    box: Outbox[int] = Outbox(send, limit=100, send_many=send_many)
-    box.put_many([1, 2, 3])
-    await started.wait()
-    assert await box.drain(0.05) == 3
-    assert len(box) == 3 and box.sent == 0  # back in the queue, not counted twice

@@ -4,7 +4,6 @@ full outbox makes the worker refuse work (``unavailable``) until it drains."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +13,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from mcp_handshake.services.dev.devstack import Stack, StackSpec
 from mcp_handshake.services.runtime.audit import STREAM, ensure_audit_stream
+from mcp_handshake.services.runtime.audit_group import expand
 from mcp_handshake.services.runtime.outbox import Outbox
 from tests.conftest import connected
 
@@ -111,7 +111,7 @@ async def _events(raw: Any) -> list[dict[str, Any]]:
     try:
         for _ in range(info.state.messages):
             msg = await sub.next_msg(timeout=5)
-            out.append(json.loads(msg.data))
+            out += expand(msg.subject, msg.data)  # a group message: each of its events
     finally:
         await sub.unsubscribe()
     return out

@@ -80,6 +80,18 @@ async def test_an_operators_streams_are_left_as_configured(bare: Stack) -> None:
     assert (queue.max_age, queue.duplicate_window) == (999.0, 30.0)
 
 
+async def test_a_message_size_too_small_for_a_group_stops_the_audit_worker(
+    bare: Stack,
+) -> None:
+    """A group of audit events may be up to 256 KiB: a stream limited below it would
+    refuse every group, and the workers' outboxes would fill."""
+    await _create(bare, _audit(max_msg_size=64 * 1024))
+    bare.start_worker("audit")
+    code, line = _exit_line(bare, "audit-0")
+    assert code == 1
+    assert line.startswith("failed: stream HANDSHAKE_AUDIT is unsafe: max message size is 65536")
+
+
 async def test_a_short_duplicate_window_stops_the_audit_worker(bare: Stack) -> None:
     await _create(bare, _audit(duplicate_window=60.0))
     bare.start_worker("audit")

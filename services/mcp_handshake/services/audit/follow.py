@@ -5,7 +5,8 @@ not yet in the log. Before writing a batch it asks the stream for its
 identity: messages received before an answer that still names the log's
 stream are that stream's, so a re-created stream is caught before any of its
 messages is written. Any sequence other than the next one stops the writer
-(see ``log``); so does a re-created stream noticed while idle.
+(see ``log``); so does a re-created stream noticed while idle. A group message
+(``runtime.audit_group``) is written as one line per event.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
@@ -26,13 +26,13 @@ from mcp_handshake.services.audit.checkpoints import publish_pending
 from mcp_handshake.services.audit.continuity import Found, identity, inspect
 from mcp_handshake.services.audit.log import AuditLogWriter
 from mcp_handshake.services.runtime.audit import EVENT_KINDS, STREAM, SUBJECT_PREFIX
+from mcp_handshake.services.runtime.audit_group import expand, is_group
 
 __all__ = ["BATCH", "WriterState", "follow"]
 
 log = logging.getLogger(__name__)
 
 BATCH = 512
-_event = msgspec.json.Decoder()
 
 
 @dataclass
@@ -43,25 +43,30 @@ class WriterState:
     resumed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-def entry(msg: Msg, state: WriterState) -> Any:
-    """What the log records for one stream message: the event, or why it was refused.
+def entries(msg: Msg, state: WriterState) -> tuple[list[Any], bool]:
+    """What the log records for one stream message (the event, or each event of a
+    group, or why it was refused), and whether it was a group.
 
     Each worker kind may publish only under ``handshake.audit.<kind>.`` (the bus
     enforces it); an event whose content claims another kind, or a kind of event
-    that kind never records, is refused here. A refusal still takes its place in
-    the log, so the stream sequence has no hole.
+    that kind never records, is refused here (in a group, that event alone). A
+    refusal still takes its place in the log, so the stream sequence has no hole.
     """
     try:
-        event: Any = _event.decode(msg.data)
-    except msgspec.DecodeError:
-        return {"unreadable": True, "subject": msg.subject}
+        events = expand(msg.subject, msg.data)
+    except ValueError:  # msgspec's DecodeError too
+        return [{"unreadable": True, "subject": msg.subject}], False
     kind = msg.subject.removeprefix(f"{SUBJECT_PREFIX}.").partition(".")[0]
+    return [_checked(event, kind, msg.subject, state) for event in events], is_group(msg.subject)
+
+
+def _checked(event: Any, kind: str, subject: str, state: WriterState) -> Any:
     worker = event.get("worker") if isinstance(event, dict) else None
     claimed = worker.partition("@")[0] if isinstance(worker, str) else None
     if claimed != kind or event.get("kind") not in EVENT_KINDS.get(kind, ()):
         state.refused += 1
-        log.error("audit event refused: its content does not match its subject %s", msg.subject)
-        return {"refused": True, "subject": msg.subject, "reason": "content does not match subject"}
+        log.error("audit event refused: its content does not match its subject %s", subject)
+        return {"refused": True, "subject": subject, "reason": "content does not match subject"}
     return event
 
 
@@ -100,7 +105,8 @@ async def _write_batch(nc: NATS, writer: AuditLogWriter, state: WriterState,
         seq = msg.metadata.sequence.stream
         if seq <= writer.last_stream_seq:
             continue  # a redelivery of a message already written
-        if not writer.append(seq, entry(msg, state)):
+        events, grouped = entries(msg, state)
+        if not (writer.append_group(seq, events) if grouped else writer.append(seq, events[0])):
             info = await nc.jetstream().stream_info(STREAM)
             halt(writer, state, Found("gap", writer.last_stream_seq, seq, writer.stream,
                                       identity(info)))  # fmt: skip

@@ -17,7 +17,9 @@ Continuity: the first line names the stream the log follows (``stream``),
 and every event must carry the next stream sequence. Anything else (the
 stream re-created, messages aged out or deleted) makes the writer append a
 signed ``gap`` record and stop; it writes again only after an operator's
-signed ``accept`` (``mcp-handshake audit resume --accept-gap``).
+signed ``accept`` (``mcp-handshake audit resume --accept-gap``). A group message
+(``runtime.audit_group``) is one line per event, each with the group's stream
+sequence and its place in the group (``part``).
 
 Exactly one writer per log: the writer holds an exclusive lock on
 ``<log>.lock``; a second audit worker waits as a standby and takes over when
@@ -60,6 +62,9 @@ class _Tail:
     #: The claims of a gap not yet accepted (the writer is halted).
     gap: dict[str, Any] | None = None
     gap_line: int = 0
+    #: A group message cut short by a crash: (its lines written, its events), for the
+    #: message after ``last_stream_seq``.
+    part: tuple[int, int] | None = None
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -157,11 +162,26 @@ class AuditLogWriter:
         A sequence already written is a redelivery (ignored). Any other, or a halted
         writer, writes nothing: the caller must check continuity and :meth:`halt`.
         """
-        if self._tail.gap is not None or stream_seq != self._tail.last_stream_seq + 1:
+        tail = self._tail
+        if tail.gap is not None or stream_seq != tail.last_stream_seq + 1 or tail.part:
             return False
         self._line("event", {"sseq": stream_seq, "event": event})
-        self._tail.last_stream_seq = stream_seq
+        tail.last_stream_seq = stream_seq
         self.written += 1
+        return True
+
+    def append_group(self, stream_seq: int, events: list[Any]) -> bool:
+        """:meth:`append` for a group message: one line per event, in order, each body
+        also holding ``part``: [the event's index, the group's size]. A group cut short
+        by a crash goes on from its first event not written."""
+        tail = self._tail
+        done, size = tail.part or (0, len(events))
+        if tail.gap is not None or stream_seq != tail.last_stream_seq + 1 or size != len(events):
+            return False
+        for i in range(done, size):
+            self._line("event", {"sseq": stream_seq, "part": [i, size], "event": events[i]})
+            self.written += 1
+        tail.last_stream_seq, tail.part = stream_seq, None
         return True
 
     def halt(self, found: Found) -> dict[str, Any]:
@@ -179,7 +199,7 @@ class AuditLogWriter:
                   "stream": stream, "resume": resume, "at": round(time.time(), 3)}  # fmt: skip
         self._line("accept", {**claims, "sig": self._signer.sign(claims, SIGNED_TYP)})
         self._tail.stream, self._tail.last_stream_seq = stream, resume - 1
-        self._tail.gap = None
+        self._tail.gap, self._tail.part = None, None
         self.sync(force=True)
         return claims
 
@@ -230,7 +250,11 @@ def _replay(tail: _Tail, entry: dict[str, Any]) -> None:
     kind, body = entry["kind"], entry["body"]
     tail.since_checkpoint += 1
     if kind == "event":
-        tail.last_stream_seq = max(tail.last_stream_seq, body["sseq"])
+        part = body.get("part")
+        if part and part[0] + 1 < part[1]:  # a group not yet complete
+            tail.last_stream_seq, tail.part = body["sseq"] - 1, (part[0] + 1, part[1])
+        else:
+            tail.last_stream_seq, tail.part = max(tail.last_stream_seq, body["sseq"]), None
     elif kind == "checkpoint":
         tail.since_checkpoint = 0
         tail.checkpoints.append(body)
@@ -241,7 +265,7 @@ def _replay(tail: _Tail, entry: dict[str, Any]) -> None:
         tail.gap_line = entry["seq"]
     elif kind == "accept":
         tail.stream, tail.last_stream_seq = body["stream"], body["resume"] - 1
-        tail.gap = None
+        tail.gap, tail.part = None, None
 
 
 def _read_side(path: Path) -> list[dict[str, Any]]:

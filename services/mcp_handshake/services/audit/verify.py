@@ -2,7 +2,8 @@
 
 Verification needs only the audit key's public JWKS. It checks the chain
 (every line), every signature (checkpoints, gaps, acceptances), continuity
-(every event carries the next stream sequence of the stream the log names; a
+(every event carries the next stream sequence of the stream the log names, the
+events of a group message each its own line, in order, with the group's sequence; a
 gap is reported, and is a failure unless an operator's signed acceptance
 follows it), and the checkpoint side file (it must list exactly the log's
 checkpoints). :func:`cross_check` compares the log with the checkpoints
@@ -50,6 +51,8 @@ class _Walk:
     line: int = 0
     stream: dict[str, Any] | None = None
     last: int = 0
+    #: Inside a group message's lines: (the next index, the group's size).
+    part: tuple[int, int] | None = None
     open_gap: dict[str, Any] | None = None
     gaps: list[dict[str, Any]] = field(default_factory=list)
     inline: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -123,10 +126,11 @@ def _follow(walk: _Walk, record: dict[str, Any]) -> str | None:
         if sseq != walk.last + 1:
             gap = {"reason": "gap", "after": walk.last, "next": sseq, "line": seq}
             return f"{describe_gap(gap)} and no gap was recorded"
-        walk.last = sseq
+        return _group_step(walk, body.get("part"), sseq)
     elif kind == "checkpoint":
         walk.inline[seq] = body
     elif kind == "gap":
+        walk.part = None  # a group cut short by the gap: its rest is in the gap
         walk.open_gap = {k: v for k, v in body.items() if k != "sig"} | {"line": seq}
         walk.gaps.append(walk.open_gap)
     elif kind == "accept":
@@ -136,6 +140,28 @@ def _follow(walk: _Walk, record: dict[str, Any]) -> str | None:
         open_gap["accepted"] = {k: body.get(k) for k in ("by", "at", "note", "resume")}
         walk.stream, walk.last, walk.open_gap = body["stream"], int(body["resume"]) - 1, None
     return None
+
+
+def _group_step(walk: _Walk, part: Any, sseq: int) -> str | None:
+    """Advance through an event line: a group message's lines (``part``: [index, size])
+    come in order from index 0, and only its last one completes its stream sequence."""
+    if part is None:
+        if walk.part is not None:
+            return "a group's events cut short"
+        walk.last = sseq
+        return None
+    index, size = walk.part or (0, part[1] if _is_part(part) else 0)
+    if not _is_part(part) or part != [index, size]:
+        return "a group's events out of order"
+    walk.part = (index + 1, size) if index + 1 < size else None
+    if walk.part is None:
+        walk.last = sseq
+    return None
+
+
+def _is_part(part: Any) -> bool:
+    return (isinstance(part, list) and len(part) == 2 and all(type(p) is int for p in part)
+            and 0 <= part[0] < part[1])  # fmt: skip
 
 
 def _signed_claims(body: Any, kind: str) -> dict[str, Any]:

@@ -13,8 +13,8 @@ __all__ = ["execute_audit"]
 
 
 def execute_audit(audit: Audit, metrics: Metrics) -> AuditHook:
-    """``execute.succeeded`` and ``receipt.issued``; after the intent ``execute.failed``,
-    before it ``execute.denied`` (each refusal counted)."""
+    """``execute.succeeded`` and ``receipt.issued`` (one stream message); after the
+    intent ``execute.failed``, before it ``execute.denied`` (each refusal counted)."""
 
     def hook(req: Request[Any] | None, outcome: Outcome) -> None:
         facts: dict[str, Any] = {
@@ -26,8 +26,9 @@ def execute_audit(audit: Audit, metrics: Metrics) -> AuditHook:
         if isinstance(outcome, ExecuteReply):
             facts.update(tier=outcome.tier, ph=outcome.params_hash, rh=outcome.result_hash)
             metrics.tokens.add(1, {"event": "consumed", "tier": outcome.tier or ""})
-            audit.emit(audit.event("execute.succeeded", "ok", **facts))
-            audit.emit(audit.event("receipt.issued", "ok", **facts))
+            with audit.grouped():  # one message (in a batch: the batch's group)
+                audit.emit(audit.event("execute.succeeded", "ok", **facts))
+                audit.emit(audit.event("receipt.issued", "ok", **facts))
             return
         code = getattr(outcome, "code", "internal")
         noted: dict[str, Any] = dict(getattr(outcome, "facts", {}))

@@ -24,11 +24,11 @@ lost NATS node delays events but never loses them. While the outbox is full the
 worker's endpoints answer ``unavailable`` (see ``Kit.endpoint``): no work is
 accepted whose events could not be recorded.
 
-A batch emits its operations' events inside :meth:`Audit.grouped`: each is still its
-own message with its own ``Nats-Msg-Id`` (so its own line in the trail), but they
-go out in one socket write and their acks are awaited together
-(:meth:`.pubacks.AckPublisher.publish_many`); an event whose ack does not come is
-retried on its own, as any other.
+Events emitted inside :meth:`Audit.grouped` (a batch's operations' events, one
+call's outcome and receipt) go to the stream as one message, the group envelope of
+:mod:`.audit_group` (split to stay under its size limit), with one ``Nats-Msg-Id``
+derived from the events' ids: one publish and one ack for all of them, retried
+whole. The audit writer still writes each event as its own line.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
+from mcp_handshake.services.runtime.audit_group import GROUP, MAX_GROUP_BYTES, AuditGroup, split
 from mcp_handshake.services.runtime.context import current
 from mcp_handshake.services.runtime.outbox import Outbox
 from mcp_handshake.services.runtime.pubacks import AckPublisher, PubAck
@@ -113,7 +114,8 @@ async def ensure_audit_stream(
     """Create the audit stream with ``replicas`` if it is missing; an existing one is
     left as its operator configured it, unless unsafe: a duplicate window shorter than
     ``duplicate_window_s`` (a replayed execute intent would go unnoticed), another
-    retention, or subjects missing stop the worker (:class:`.StreamConfigError`)."""
+    retention, subjects missing, or a ``max_msg_size`` too small for a group of events
+    stop the worker (:class:`.StreamConfigError`)."""
     config = StreamConfig(
         name=STREAM,
         subjects=[f"{SUBJECT_PREFIX}.>"],
@@ -124,7 +126,8 @@ async def ensure_audit_stream(
         duplicate_window=duplicate_window_s,
         num_replicas=replicas,
     )
-    await ensure_stream(js, config, min_duplicate_window=duplicate_window_s)
+    await ensure_stream(js, config, min_duplicate_window=duplicate_window_s,
+                        min_msg_size=MAX_GROUP_BYTES + 4096)  # a group and its headers
 
 
 _encode = msgspec.json.encode
@@ -137,9 +140,11 @@ class Audit:
         self._acks = AckPublisher(nc)
         self.kind = kind
         self.worker = worker_id(kind)
-        self.outbox: Outbox[AuditEvent] = Outbox(
-            self._send, limit=outbox_limit, name=f"{kind} audit outbox", send_many=self._send_many
+        self.outbox: Outbox[AuditEvent | AuditGroup] = Outbox(
+            self._send, limit=outbox_limit, name=f"{kind} audit outbox", weight=_weight
         )
+        #: A group's envelope stays under this (and half the server's ``max_payload``).
+        self.max_group_bytes = min(MAX_GROUP_BYTES, (nc.max_payload or 1 << 20) // 2)
         self._group: list[AuditEvent] | None = None
         self.intents = 0
         self.failed = 0
@@ -194,9 +199,9 @@ class Audit:
 
     @contextlib.contextmanager
     def grouped(self) -> Iterator[None]:
-        """Events emitted inside go to the outbox together when it exits (see the module
-        docstring). Only around code that does not await: events of other requests,
-        emitted meanwhile, would wait for the group."""
+        """Events emitted inside go to the outbox as one message (or a few, by size)
+        when it exits (see the module docstring). Only around code that does not await:
+        events of other requests, emitted meanwhile, would wait for the group."""
         if self._group is not None:  # nested: the outer group sends them
             yield
             return
@@ -206,9 +211,14 @@ class Audit:
             yield
         finally:
             self._group = None
-            accepted = self.outbox.put_many(group) if group else 0
-            if accepted < len(group):  # past the hard limit: only ever logged, never silent
-                self._lost(group[accepted:])
+            if len(group) == 1:
+                self.emit(group[0])
+            elif group:
+                encoded = [_encode(e) for e in group]
+                for message in split(group, encoded, self.max_group_bytes):
+                    if not self.outbox.put(message):  # past the hard limit: logged, not silent
+                        self._lost(message.events if isinstance(message, AuditGroup)
+                                   else [message])  # fmt: skip
 
     def _lost(self, events: list[AuditEvent]) -> None:
         for event in events:
@@ -216,15 +226,16 @@ class Audit:
             log.error("audit event not recorded (outbox full): %s", event.kind,
                       extra={"txn": event.txn})  # fmt: skip
 
-    async def _send(self, event: AuditEvent) -> None:
-        await self._publish(event, timeout=5.0)
-
-    async def _send_many(self, events: list[AuditEvent]) -> list[BaseException | None]:
-        prefix = f"{SUBJECT_PREFIX}.{self.kind}."
-        acks = await self._acks.publish_many(
-            [(prefix + e.kind, _encode(e), {"Nats-Msg-Id": e.id}) for e in events], timeout=5.0
+    async def _send(self, message: AuditEvent | AuditGroup) -> None:
+        if isinstance(message, AuditEvent):
+            await self._publish(message, timeout=5.0)
+            return
+        await self._acks.publish(
+            f"{SUBJECT_PREFIX}.{self.kind}.{GROUP}",
+            message.data,
+            timeout=5.0,
+            headers={"Nats-Msg-Id": message.msg_id},
         )
-        return [ack if isinstance(ack, Exception) else None for ack in acks]
 
     async def intent(
         self,
@@ -270,6 +281,11 @@ class Audit:
         if left:
             self.failed += left
             log.error("%d audit events not recorded at shutdown", left)
+
+
+def _weight(message: AuditEvent | AuditGroup) -> int:
+    """An outbox item counts as its events."""
+    return 1 if isinstance(message, AuditEvent) else len(message)
 
 
 def worker_id(kind: str) -> str:

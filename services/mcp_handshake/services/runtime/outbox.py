@@ -8,9 +8,10 @@ outbox holds fewer than ``hard_limit`` items. ``full`` (``limit`` reached) is th
 signal for the owner to stop accepting work that would add more; the margin up
 to ``hard_limit`` absorbs what the work already accepted still produces.
 
-With ``send_many``, :meth:`Outbox.put_many` sends a group of items (a batch's
-audit events) as one send that reports each item's own outcome: the items that
-failed go back to the front, one by one, exactly as a failed single send does.
+With ``weight``, an item counts as that many (a group of audit events sent as one
+message counts as its events): ``full``, ``limit``, ``hard_limit``, ``sent`` and
+what ``drain`` reports are in weight, and ``concurrency`` bounds sends. An item
+is sent, retried and dropped whole.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 __all__ = ["Outbox"]
@@ -43,21 +44,22 @@ class Outbox(Generic[T]):
         backoff_min: float = 0.1,
         backoff_max: float = 5.0,
         name: str = "outbox",
-        send_many: Callable[[list[T]], Awaitable[Sequence[BaseException | None]]] | None = None,
+        weight: Callable[[T], int] | None = None,
     ) -> None:
         if limit < 1 or concurrency < 1:
             raise ValueError("limit and concurrency must be positive")
         self._send = send
-        #: Sends a group; one outcome per item (``None``: acknowledged).
-        self._send_many = send_many
+        self._weight: Callable[[T], int] = weight or _one
         self.limit = limit
         self.hard_limit = hard_limit if hard_limit is not None else limit + 4 * 1024
         self._concurrency = concurrency
         self._backoff = (backoff_min, backoff_max)
         self._name = name
         self._queue: deque[T] = deque()
+        #: The weight of the queued items, and of the items being sent.
+        self._queued = 0
         self._inflight = 0
-        #: Sends under way (a group is one send): what ``concurrency`` bounds.
+        #: Sends under way: what ``concurrency`` bounds.
         self._sending = 0
         self._delay = 0.0
         self._resume_at = 0.0
@@ -72,8 +74,8 @@ class Outbox(Generic[T]):
         self.dropped = 0
 
     def __len__(self) -> int:
-        """Items not yet acknowledged (waiting or being sent)."""
-        return len(self._queue) + self._inflight
+        """The weight of the items not yet acknowledged (waiting or being sent)."""
+        return self._queued + self._inflight
 
     @property
     def full(self) -> bool:
@@ -86,42 +88,24 @@ class Outbox(Generic[T]):
         return self._delay > 0
 
     def put(self, item: T) -> bool:
-        """Queue ``item``; ``False`` (and counted in ``dropped``) only past ``hard_limit``.
+        """Queue ``item``; ``False`` (and its weight counted in ``dropped``) only if it
+        would take the outbox past ``hard_limit``.
 
         With nothing waiting, no backoff and a free slot, the send starts at once: it
         joins the publishes of the same loop turn (a reply, the other events) in one
         socket write instead of waiting a turn for the pump."""
-        if len(self) >= self.hard_limit:
-            self.dropped += 1
+        weight = self._weight(item)
+        if len(self) + weight > self.hard_limit:
+            self.dropped += weight
             return False
         self._empty.clear()
         if not self._queue and not self._delay and self._sending < self._concurrency:
             self._start(item)
             return True
         self._queue.append(item)
+        self._queued += weight
         self._poke()
         return True
-
-    def put_many(self, items: Sequence[T]) -> int:
-        """Queue ``items``, sent as one group (``send_many``) when the outbox is idle and
-        healthy, else one by one as :meth:`put`; how many were accepted (each one left
-        out is counted in ``dropped``, as :meth:`put` counts it)."""
-        room = max(0, self.hard_limit - len(self))
-        accepted, self.dropped = list(items[:room]), self.dropped + max(0, len(items) - room)
-        if not accepted:
-            return 0
-        self._empty.clear()
-        ready = not self._queue and not self._delay and self._sending < self._concurrency
-        if self._send_many is None or len(accepted) == 1 or not ready:
-            for item in accepted:  # room was checked: put never refuses these
-                self.put(item)
-            return len(accepted)
-        self._inflight += len(accepted)
-        self._sending += 1
-        task = asyncio.get_running_loop().create_task(self._send_group(accepted))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return len(accepted)
 
     def _poke(self) -> None:
         """Wake the pump, starting it if it is not running (not while ``drain`` stops it)."""
@@ -134,7 +118,7 @@ class Outbox(Generic[T]):
         self._wake.set()
 
     def _start(self, item: T) -> None:
-        self._inflight += 1
+        self._inflight += self._weight(item)
         self._sending += 1
         task = asyncio.get_running_loop().create_task(self._send_one(item))
         self._tasks.add(task)
@@ -156,45 +140,30 @@ class Outbox(Generic[T]):
             if pause > 0:
                 await asyncio.sleep(pause)
                 continue
-            self._start(self._queue.popleft())
+            item = self._queue.popleft()
+            self._queued -= self._weight(item)
+            self._start(item)
 
     async def _send_one(self, item: T) -> None:
+        weight = self._weight(item)
         try:
             await self._send(item)
         except asyncio.CancelledError:
             self._queue.appendleft(item)
+            self._queued += weight
             raise
         except Exception as exc:  # any failure is retried: the item must not be lost
-            self._failed([item], exc)
+            self._failed(item, weight, exc)
         else:
-            self._succeeded(1)
+            self._succeeded(weight)
         finally:
-            self._done(1)
+            self._done(weight)
 
-    async def _send_group(self, items: list[T]) -> None:
-        assert self._send_many is not None
-        try:
-            try:
-                outcomes: Sequence[BaseException | None] = await self._send_many(items)
-            except asyncio.CancelledError:
-                self._queue.extendleft(reversed(items))
-                raise
-            except Exception as exc:  # as a failed send of every item
-                outcomes = [exc] * len(items)
-            if len(outcomes) != len(items):  # an outcome missing: none is taken as sent
-                outcomes = [ValueError("an outcome missing")] * len(items)
-            failed = [item for item, o in zip(items, outcomes, strict=True) if o is not None]
-            if len(failed) < len(items):
-                self._succeeded(len(items) - len(failed))
-            if failed:  # after: a group that failed in part still backs off
-                self._failed(failed, next(o for o in outcomes if o is not None))
-        finally:
-            self._done(len(items))
-
-    def _failed(self, items: list[T], exc: BaseException) -> None:
-        """Back to the front of the queue, in order, and back off."""
-        self._queue.extendleft(reversed(items))
-        self.retried += len(items)
+    def _failed(self, item: T, weight: int, exc: BaseException) -> None:
+        """Back to the front of the queue, whole, and back off."""
+        self._queue.appendleft(item)
+        self._queued += weight
+        self.retried += weight
         low, high = self._backoff
         if self._delay == 0:
             log.warning("%s: send failed (%s); retrying", self._name, type(exc).__name__)
@@ -208,7 +177,7 @@ class Outbox(Generic[T]):
         self._delay = 0.0
 
     def _done(self, n: int) -> None:
-        """A send of ``n`` items ended (whatever its outcome)."""
+        """A send of items of weight ``n`` ended (whatever its outcome)."""
         self._inflight -= n
         self._sending -= 1
         if not len(self):
@@ -217,8 +186,8 @@ class Outbox(Generic[T]):
             self._poke()
 
     async def drain(self, timeout: float = 5.0) -> int:
-        """Wait up to ``timeout`` for everything to be sent, then stop; returns how many
-        items were left unsent (each logged as an error by the owner)."""
+        """Wait up to ``timeout`` for everything to be sent, then stop; returns the weight
+        left unsent (each logged as an error by the owner)."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._empty.wait(), timeout)
         left = len(self)
@@ -230,3 +199,7 @@ class Outbox(Generic[T]):
         self._pump = None
         self._stopping = False
         return left
+
+
+def _one(_item: object) -> int:
+    return 1

@@ -10,16 +10,11 @@ outbox bounds how many. Errors are nats-py's own (a stream error is
 ``nats.js.errors.APIError``, no stream ``NoStreamResponseError``, no ack in
 time ``TimeoutError``), so callers handle both paths alike.
 
-:meth:`AckPublisher.publish_many` publishes many messages in the same loop turn
-(one socket write) and waits for all their acks under one deadline, answering
-each message's own ack or error: a batch's events, each still its own message
-with its own ``Nats-Msg-Id``, without a timer and a task each.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -27,10 +22,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.errors import APIError, NoStreamResponseError
 
-__all__ = ["AckPublisher", "PubAck", "Publish"]
-
-#: One message of :meth:`AckPublisher.publish_many`: ``(subject, data, headers)``.
-Publish = tuple[str, bytes, dict[str, str]]
+__all__ = ["AckPublisher", "PubAck"]
 
 _NO_RESPONDERS = "503"
 
@@ -80,39 +72,6 @@ class AckPublisher:
         finally:
             self._waiting.pop(token, None)
 
-    async def publish_many(
-        self, items: Sequence[Publish], *, timeout: float
-    ) -> list[PubAck | Exception]:
-        """Publish every item, then wait up to ``timeout`` for all their acks; one outcome
-        per item, in order: its ack, or the error :meth:`publish` would have raised for
-        it (``TimeoutError`` for an ack that did not come in time). Never raises for an
-        item's failure."""
-        if self._sub is None:
-            await self._start()
-        loop = asyncio.get_running_loop()
-        tokens: list[str] = []
-        futures: list[asyncio.Future[PubAck]] = []
-        failed: Exception | None = None
-        try:
-            for subject, data, headers in items:
-                self._next += 1
-                token = str(self._next)
-                fut: asyncio.Future[PubAck] = loop.create_future()
-                self._waiting[token] = fut
-                tokens.append(token)
-                futures.append(fut)
-                try:
-                    await self._nc.publish(subject, data, reply=self._prefix + token,
-                                           headers=headers)  # fmt: skip
-                except Exception as exc:  # not sent: neither is anything after it
-                    failed = exc
-                    futures.pop()
-                    break
-            return await _outcomes(futures, timeout, len(items), failed)
-        finally:
-            for token in tokens:
-                self._waiting.pop(token, None)
-
     async def _on_ack(self, msg: Msg) -> None:
         fut = self._waiting.get(msg.subject[len(self._prefix) :])
         if fut is None or fut.done():
@@ -131,21 +90,3 @@ class AckPublisher:
                                        description=err.get("description")))  # fmt: skip
         else:
             fut.set_result(ack)
-
-
-async def _outcomes(
-    futures: list[asyncio.Future[PubAck]], timeout: float, count: int, failed: Exception | None
-) -> list[PubAck | Exception]:
-    """Each future's ack or error, waiting for all under one deadline; ``failed`` for the
-    items past the sent ones (``count`` in all)."""
-    out: list[PubAck | Exception] = []
-    try:
-        async with asyncio.timeout(timeout):
-            for fut in futures:
-                try:
-                    out.append(await fut)
-                except Exception as exc:  # its ack said no (APIError, no stream)
-                    out.append(exc)
-    except TimeoutError:
-        out += [TimeoutError()] * (len(futures) - len(out))
-    return out + [failed or TimeoutError()] * (count - len(out))

@@ -38,12 +38,16 @@ class StreamConfigError(StartupError):
 
 
 def unsafe(
-    existing: StreamConfig, wanted: StreamConfig, min_duplicate_window: float | None = None
+    existing: StreamConfig,
+    wanted: StreamConfig,
+    min_duplicate_window: float | None = None,
+    min_msg_size: int | None = None,
 ) -> list[str]:
     """What makes ``existing`` unsafe where ``wanted`` was asked for (empty: safe).
 
     Replicas, ``max_age``, storage and limits are the operator's choice; retention,
-    subjects, and a duplicate window the protocol depends on are not.
+    subjects, a duplicate window the protocol depends on, and a message size limit
+    below what the workers send (``min_msg_size``) are not.
     """
     problems = []
     want, got = _value(wanted.retention), _value(existing.retention)
@@ -59,6 +63,9 @@ def unsafe(
                 f"duplicate window is {window:.0f} s, needs at least {min_duplicate_window:.0f} s "
                 "(the longest transaction lifetime plus a margin)"
             )
+    size = existing.max_msg_size
+    if min_msg_size is not None and size is not None and 0 < size < min_msg_size:
+        problems.append(f"max message size is {size} bytes, needs at least {min_msg_size}")
     return problems
 
 
@@ -70,7 +77,11 @@ def _value(option: object) -> str | None:
 
 
 async def ensure_stream(
-    js: JetStreamContext, config: StreamConfig, *, min_duplicate_window: float | None = None
+    js: JetStreamContext,
+    config: StreamConfig,
+    *,
+    min_duplicate_window: float | None = None,
+    min_msg_size: int | None = None,
 ) -> None:
     """Create ``config`` if its stream is missing; otherwise check the existing one
     (see :func:`unsafe`) without changing anything."""
@@ -89,7 +100,7 @@ async def ensure_stream(
                 raise _not_created(config, exc) from None
             log.info("created stream %s with %d replica(s)", name, config.num_replicas or 1)
             return
-        problems = unsafe(info.config, config, min_duplicate_window)
+        problems = unsafe(info.config, config, min_duplicate_window, min_msg_size)
         if problems:
             raise StreamConfigError(
                 f"failed: stream {name} is unsafe: {'; '.join(problems)}. Fix it (nats stream edit "

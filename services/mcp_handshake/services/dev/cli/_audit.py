@@ -24,6 +24,7 @@ from mcp_handshake.services.core.config import load_config
 from mcp_handshake.services.core.proofs import decision_signer
 from mcp_handshake.services.dev.cli._conn import nats_connection
 from mcp_handshake.services.runtime.audit import STREAM, SUBJECT_PREFIX
+from mcp_handshake.services.runtime.audit_group import expand
 from mcp_handshake.shared.settings import Settings
 
 console = Console()
@@ -157,9 +158,15 @@ def export(settings: Settings, since: str) -> int:
 async def tail(settings: Settings, from_start: bool) -> None:
     async def on_msg(msg: Any) -> None:
         try:
-            console.print(escape(_line(json.loads(msg.data))))
+            events = expand(msg.subject, msg.data)  # a group: each of its events
         except ValueError:
             console.print("(unreadable event)")
+            return
+        for event in events:
+            try:
+                console.print(escape(_line(event)))
+            except (ValueError, AttributeError, TypeError):
+                console.print("(unreadable event)")
 
     closed = asyncio.Event()
 
