@@ -15,6 +15,7 @@ import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from mcp_handshake.client import CallResult, HandshakeClient
+from mcp_handshake.services.console.receipts import check_receipt
 from mcp_handshake.services.dev.devstack import Stack
 from mcp_handshake.shared import protocol
 from mcp_handshake.shared.errors import BadRequest, InvalidTransaction, ValidationFailed
@@ -207,3 +208,22 @@ async def test_results_of_a_merkle_batch_are_the_clients_call_results(stack: Sta
         grant = Grant(res.transaction_id, "", "granted", "public", res.claims["ph"], 0)
         with pytest.raises(ValidationFailed):
             await hs.verify_receipt(json.dumps(tampered), res.result, grant, EXCHANGE)
+
+
+async def test_the_console_checks_a_batch_receipt(stack: Stack) -> None:
+    """The console's receipt page (``console.receipts.check_receipt``) takes an
+    operation's batch receipt as it takes a single one."""
+    async with agent(stack, "alice", "billing") as hs:
+        out = await hs.call_many([(EXCHANGE, p) for p in RATES[:3]])
+        res = out[1]
+        assert isinstance(res, CallResult)
+        leaf = json.loads(res.receipt)["leaf"]
+        trail = [{"kind": "receipt.issued", **{k: leaf[k] for k in ("tool", "ph", "rh")}}]
+        ok = await check_receipt(hs, res.receipt, res.transaction_id, trail)
+        assert ok.ok and ok.claims is not None and ok.claims["txn"] == res.transaction_id
+        tampered = json.loads(res.receipt)
+        tampered["path"][-1] = flip(tampered["path"][-1])
+        bad = await check_receipt(hs, json.dumps(tampered), res.transaction_id, trail)
+        assert not bad.ok and "does not verify" in bad.reason
+        other = await check_receipt(hs, res.receipt, out[0].transaction_id, trail)  # type: ignore[union-attr]
+        assert not other.ok

@@ -22,7 +22,6 @@ from typing import Any, Generic, TypeVar
 import msgspec
 
 from mcp_handshake.shared.batch import BatchReply
-from mcp_handshake.shared.batchreceipt import Inclusion, envelope
 from mcp_handshake.shared.errors import (
     BadRequest,
     HandshakeError,
@@ -205,14 +204,15 @@ class Batcher(Generic[R]):
 
 def _with_receipt(result: Any, root: str | None) -> Any:
     """An operation's result in a Merkle batch with its receipt on its own (the batch's
-    root, its index, path and leaf) as its ``receipt``, verified as any receipt."""
-    if not isinstance(result, dict) or "inclusion" not in result or "receipt" in result:
+    root, its index, path and leaf) as its ``receipt``, verified as any receipt (a
+    malformed inclusion fails there, as a malformed receipt would)."""
+    if not isinstance(result, dict) or "receipt" in result:
         return result
-    try:
-        inclusion = msgspec.convert(result.pop("inclusion"), Inclusion)
-    except msgspec.ValidationError:
-        return result  # no receipt: an unreadable reply
-    return {**result, "receipt": envelope(root or "", inclusion)}
+    inclusion = result.pop("inclusion", None)
+    if not isinstance(inclusion, dict):
+        return result
+    own = {"root": root or "", **{k: inclusion.get(k) for k in ("index", "path", "leaf")}}
+    return {**result, "receipt": msgspec.json.encode(own).decode()}
 
 
 def _chunks(items: list[_Item[R]]) -> list[list[_Item[R]]]:

@@ -15,7 +15,7 @@ then that ``path`` leads from the leaf's hash to ``root``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import jwt
 import msgspec
@@ -50,6 +50,10 @@ MAX_BATCH_RECEIPT_BYTES = 64 * 1024
 ReceiptMode = Literal["single", "merkle"]
 
 _ROOT_CLAIMS = ["iss", "sub", "iat", "tree", "size", "root"]
+#: A node hash in a path: 32 bytes, lowercase hex.
+Node = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+Index = Annotated[int, msgspec.Meta(ge=0)]
+Path = Annotated[list[Node], msgspec.Meta(max_length=MAX_PATH)]
 
 
 class Inclusion(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -57,8 +61,8 @@ class Inclusion(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     leaves (the operations that ran, in order), the sibling hashes from the leaf up
     (lowercase hex), and the leaf itself (its single receipt's claims)."""
 
-    index: int
-    path: list[str]
+    index: Index
+    path: Path
     leaf: dict[str, Any]
 
 
@@ -78,8 +82,8 @@ class BatchReceipt(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One operation's receipt on its own: the batch's root JWS and its inclusion."""
 
     root: str
-    index: int
-    path: list[str]
+    index: Index
+    path: Path
     leaf: dict[str, Any]
 
 
@@ -102,8 +106,8 @@ def parse_batch_receipt(receipt: str) -> BatchReceipt:
         raise ValidationFailed("batch receipt too large")
     try:
         return _decode(receipt)
-    except msgspec.DecodeError:
-        raise ValidationFailed("not a batch receipt") from None
+    except msgspec.DecodeError:  # not JSON, or not its shape (a path's nodes included)
+        raise ValidationFailed("batch receipt inclusion path does not verify") from None
 
 
 def root_kid(root: str) -> str:
