@@ -43,8 +43,11 @@ class Leaves(ReceiptSigner):
         return ""
 
 
-def merkle_reply(reply: BatchReply, leaves: Leaves, sub: str) -> BatchReply:
-    """The batch's results with one signed root and each executed operation's inclusion."""
+def merkle_reply(
+    reply: BatchReply, leaves: Leaves, sub: str, now: float | None = None
+) -> BatchReply:
+    """The batch's results with one signed root and each executed operation's inclusion
+    (``now``: the root's ``iat``, the time unless given)."""
     results: list[Any] = list(reply.results)
     ran: list[tuple[int, ExecuteReply, dict[str, Any]]] = []
     for i, r in enumerate(results):
@@ -58,7 +61,7 @@ def merkle_reply(reply: BatchReply, leaves: Leaves, sub: str) -> BatchReply:
         return BatchReply(results)
     root, paths = tree([leaf_hash(canonical_json(leaf)) for _, _, leaf in ran])
     jws = leaves.signer.sign_root(
-        {"sub": sub, "iat": time.time(), "tree": TREE, "size": len(ran), "root": root.hex()}
+        {"sub": sub, "iat": time.time() if now is None else now, "tree": TREE, "size": len(ran), "root": root.hex()}
     )
     for n, ((i, r, leaf), path) in enumerate(zip(ran, paths, strict=True)):
         inclusion = Inclusion(n, [p.hex() for p in path], leaf)
