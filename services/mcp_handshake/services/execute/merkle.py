@@ -60,8 +60,9 @@ def merkle_reply(
     if not ran:
         return BatchReply(results)
     root, paths = tree([leaf_hash(canonical_json(leaf)) for _, _, leaf in ran])
+    iat = time.time() if now is None else now
     jws = leaves.signer.sign_root(
-        {"sub": sub, "iat": time.time() if now is None else now, "tree": TREE, "size": len(ran), "root": root.hex()}
+        {"sub": sub, "iat": iat, "tree": TREE, "size": len(ran), "root": root.hex()}
     )
     for n, ((i, r, leaf), path) in enumerate(zip(ran, paths, strict=True)):
         inclusion = Inclusion(n, [p.hex() for p in path], leaf)
