@@ -228,8 +228,10 @@ def _components() -> dict[str, Any]:
         _restrict(components[name]["properties"][prop], values)
     # A batch's results: each the single route's body or its error body, in order.
     # With "receipts": "merkle", an execute's is a MerkleExecuteReply (protocol.md).
-    for name, replies in (("AuthorizeBatchReply", ("Grant",)),
-                          ("ExecuteBatchReply", ("ExecuteReply", "MerkleExecuteReply"))):
+    for name, replies in (
+        ("AuthorizeBatchReply", ("Grant",)),
+        ("ExecuteBatchReply", ("ExecuteReply", "MerkleExecuteReply")),
+    ):
         one = {"oneOf": [{"$ref": _REF.format(name=n)} for n in (*replies, "ErrorReply")]}
         components[name] = {"type": "object", "title": name, "required": ["results"],
                             "properties": {"results": {"type": "array", "items": one}}}  # fmt: skip
