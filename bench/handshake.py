@@ -47,6 +47,7 @@ from mcp_handshake.client import HandshakeClient
 from mcp_handshake.services.dev.devhome import mint_session
 from mcp_handshake.services.dev.devstack import Stack, StackSpec
 from mcp_handshake.services.dev.procs import find_nats_server, free_port, wait_port
+from mcp_handshake.shared.batchreceipt import ReceiptMode
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -197,12 +198,14 @@ async def bench_fastmcp(seconds: float, levels: tuple[int, ...] = LEVELS) -> lis
         await proc.wait()
 
 
-def bench_client(stack: Stack) -> HandshakeClient:
-    """A client for the bench's caller (alice, role billing) on ``stack``."""
+def bench_client(stack: Stack, batch_receipts: ReceiptMode = "merkle") -> HandshakeClient:
+    """A client for the bench's caller (alice, role billing) on ``stack``; its batches ask
+    for ``batch_receipts`` (Merkle receipts, the client's default, unless told)."""
     token = mint_session(stack.home, "alice", roles=["billing"])
     return HandshakeClient(
-        stack.nats_url or "", session=token, connect_options=stack.agent_options()
-    )
+        stack.nats_url or "", session=token, connect_options=stack.agent_options(),
+        batch_receipts=batch_receipts,
+    )  # fmt: skip
 
 
 def rss_mb(pid: int) -> float:
