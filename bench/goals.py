@@ -48,11 +48,13 @@ class Figures:
     worker_rss_mb: Mapping[str, float] | None = None
     stream_calls: int = 20_000
     rss_calls: int = 100_000
+    #: What the stream's execute batches asked for: Merkle receipts, the client default.
+    stream_receipts: str = "merkle"
 
 
 def goal_rows(f: Figures) -> list[Goal]:
     rows = []
-    n = f"{f.stream_calls:,}"
+    n = f"{f.stream_calls:,} ({f.stream_receipts} receipts)"
     if f.stream_rate is not None and f.single_peak:
         ratio = f.stream_rate / f.single_peak
         rows.append(Goal(f"stream() of {n} ops vs the single-call peak",
