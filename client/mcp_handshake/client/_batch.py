@@ -94,7 +94,7 @@ class Batcher(Generic[R]):
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._supported = True
-        self._merkle = calls.merkle
+        self._merkle_refused = False
 
     async def call(self, tool: str, params: dict[str, Any]) -> R:
         """Both phases for one operation, in a batch with the calls made alongside it."""
@@ -191,12 +191,12 @@ class Batcher(Generic[R]):
         was done, so the same request goes again without)."""
         subject = self._calls.subjects.execute_batch
         body: dict[str, Any] = {"ops": ops}
-        if self._merkle:
+        if self._calls.merkle and not self._merkle_refused:
             try:
                 return await self._calls.request(subject, {**body, "receipts": "merkle"},
                                                  headers, OutcomeUnknown)  # fmt: skip
             except BadRequest:
-                self._merkle = False
+                self._merkle_refused = True
                 if self._calls.merkle_refused is not None:
                     self._calls.merkle_refused()
         return await self._calls.request(subject, body, headers, OutcomeUnknown)
