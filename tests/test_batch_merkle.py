@@ -26,6 +26,7 @@ from tests.test_client import agent
 
 RATES = [{"base": "EUR", "quote": q} for q in ("USD", "GBP", "JPY", "CHF", "CAD")]
 BATCH_TYP = "handshake-batch-receipt+jwt"
+INVOICES = "payments.list_invoices"
 
 
 def mth(leaves: list[bytes]) -> bytes:
@@ -227,3 +228,18 @@ async def test_the_console_checks_a_batch_receipt(stack: Stack) -> None:
         assert not bad.ok and "does not verify" in bad.reason
         other = await check_receipt(hs, res.receipt, out[0].transaction_id, trail)  # type: ignore[union-attr]
         assert not other.ok
+
+
+async def test_a_proven_batch_with_merkle_receipts(stack: Stack) -> None:
+    """Operations above the public tier (one batch proof) and a refused one, in a Merkle
+    batch: the refused one has no leaf, the others' receipts verify alone."""
+    calls = [(EXCHANGE, RATES[0]), (INVOICES, {"status": None, "limit": 5}),
+             (EXCHANGE, {"base": "EUR", "quote": "XXX"}), (EXCHANGE, RATES[1])]  # fmt: skip
+    async with agent(stack, "alice", "billing") as hs:
+        out = await hs.call_many(calls)
+    assert [type(o).__name__ for o in out] == ["CallResult", "CallResult", "TargetError",
+                                               "CallResult"]  # fmt: skip
+    own = [json.loads(o.receipt) for o in out if isinstance(o, CallResult)]
+    assert [r["index"] for r in own] == [0, 1, 2] and len({r["root"] for r in own}) == 1
+    assert jwt.decode(own[0]["root"], options={"verify_signature": False})["size"] == 3
+    assert [r["leaf"]["tier"] for r in own] == ["public", "internal", "public"]
