@@ -17,7 +17,7 @@ from mcp_handshake.client._receipts import Receipts
 from mcp_handshake.services.core.batchproof import verify_batch_proof
 from mcp_handshake.services.core.proofs import ProofVerifier
 from mcp_handshake.shared.errors import ValidationFailed
-from mcp_handshake.shared.merkle import leaf_hash, root_from_path, tree
+from mcp_handshake.shared.merkle import leaf_hash, node_hash, root_from_path, tree
 from tests.support.clock import freeze
 from tests.test_vectors import _caller
 
@@ -146,3 +146,20 @@ async def test_merkle_receipts_verify_and_the_refused_do_not() -> None:
 
 def tool_of(result: dict[str, Any]) -> str:
     return str(result["inclusion"]["leaf"]["tool"])
+
+
+def test_an_interior_node_never_passes_for_a_leaf() -> None:
+    """The 0x00/0x01 prefixes (RFC 9162 2.1): the bytes of a node's two children, given
+    as a leaf in a shorter tree, do not hash to that node (no second preimage)."""
+    leaves = [leaf_hash(bytes.fromhex(x)) for x in MERKLE["rfc6962"]["leaves"][:4]]
+    root, _ = tree(leaves)
+    left, right = node_hash(leaves[0], leaves[1]), node_hash(leaves[2], leaves[3])
+    assert root == node_hash(left, right)
+    forged = leaf_hash(leaves[0] + leaves[1])  # "leaf" = the left node's children
+    assert forged != left
+    assert root_from_path(forged, 0, 2, [right]) != root
+    # (only the node's own hash would do, and a verifier hashes the leaf it is given)
+    assert root_from_path(left, 0, 2, [right]) == root
+    assert root_from_path(leaves[0], 0, 4, [leaves[1]]) is None  # path too short for 4
+    assert root_from_path(leaves[0], 4, 4, []) is None
+    assert root_from_path(leaves[0], -1, 4, []) is None

@@ -41,6 +41,7 @@ import {
   verifyReceipt,
   isBatchReceipt,
   leafHash,
+  nodeHash,
   rootFromPath,
   tree,
   verifyBatchReceipt,
@@ -417,6 +418,19 @@ describe("reference vectors", () => {
       assert.equal(root.toString("hex"), want);
       paths.forEach((path, i) => assert.deepEqual(rootFromPath(leaves[i], i, k + 1, path), root));
     });
+  });
+
+  it("an interior node never passes for a leaf; paths of the wrong shape are refused", () => {
+    const leaves = merkle.rfc6962.leaves.slice(0, 4).map((x) => leafHash(Buffer.from(x, "hex")));
+    const { root } = tree(leaves);
+    const [left, right] = [nodeHash(leaves[0], leaves[1]), nodeHash(leaves[2], leaves[3])];
+    assert.deepEqual(root, nodeHash(left, right));
+    const forged = leafHash(Buffer.concat([leaves[0], leaves[1]])); // the left node's children
+    assert.notDeepEqual(forged, left);
+    assert.notDeepEqual(rootFromPath(forged, 0, 2, [right]), root);
+    assert.equal(rootFromPath(leaves[0], 0, 4, [leaves[1]]), null); // too short for 4 leaves
+    assert.equal(rootFromPath(leaves[0], 4, 4, []), null);
+    assert.equal(rootFromPath(leaves[0], -1, 4, []), null);
   });
 
   it("a Merkle batch receipt's leaves, root, paths and signed root, byte for byte (batch.json)", async () => {
