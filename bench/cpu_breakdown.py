@@ -15,13 +15,18 @@ process's name goes before the suffix).
 ``--stream 20000`` measures the batch path instead: one ``HandshakeClient.stream``
 of that many operations (``--concurrency`` calls in flight), CPU per operation
 per process over the whole stream; ``--repeat 3`` runs it three times in the same
-stack (a figure per window, to see the machine's own spread).
+stack (a figure per window, to see the machine's own spread). ``--receipts`` picks
+what the stream's execute batches ask for: ``merkle`` (the client's default: one signed
+root per batch), ``single`` (a signed receipt per operation), or ``both``: each window
+runs twice, single then merkle, by two clients of the same stack, side by side.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
 import os
 import shutil
 import subprocess
@@ -35,6 +40,7 @@ import uvloop
 
 from mcp_handshake.client import HandshakeClient
 from mcp_handshake.services.dev.devstack import Stack, StackSpec
+from mcp_handshake.shared.batchreceipt import ReceiptMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import handshake  # the bench beside this file: its stack with the function tool
@@ -106,6 +112,22 @@ async def window(
         print(f"profile of {name}: {profile_out(args.profile_out, name)}")
 
 
+async def streams(stack: Stack, pids: dict[str, int], args: argparse.Namespace) -> None:
+    """The stream windows, each receipt mode asked for by a client of its own."""
+    modes: list[ReceiptMode] = ["single", "merkle"] if args.receipts == "both" else [args.receipts]
+    async with contextlib.AsyncExitStack() as clients:
+        hss = {
+            m: await clients.enter_async_context(handshake.bench_client(stack, m)) for m in modes
+        }
+        for hs in hss.values():  # warm-up
+            await stream_of(hs, args.tool, min(args.stream, 2000), args.concurrency)
+        for _ in range(args.repeat):
+            for mode, hs in hss.items():
+                await window(pids, functools.partial(stream_of, hs, args.tool, args.stream,
+                                                     args.concurrency),
+                             f"operations (stream, {mode} receipts)", args)  # fmt: skip
+
+
 async def main(args: argparse.Namespace) -> None:
     concurrency, tool = args.concurrency, args.tool
     if tool == handshake.FUNCTION_TOOL:  # the bench's in-process tool, as handshake.py runs it
@@ -115,15 +137,12 @@ async def main(args: argparse.Namespace) -> None:
                       extra_env={"HANDSHAKE_LOG_LEVEL": "WARNING"})  # fmt: skip
     await stack.start(timeout=handshake.START_TIMEOUT_S)
     try:
+        pids = {p.name: p.popen.pid for p in stack.procs}
+        pids["client"] = os.getpid()
+        if args.stream:
+            await streams(stack, pids, args)
+            return
         async with handshake.bench_client(stack) as hs:
-            pids = {p.name: p.popen.pid for p in stack.procs}
-            pids["client"] = os.getpid()
-            if args.stream:
-                await stream_of(hs, tool, min(args.stream, 2000), concurrency)  # warm-up
-                for _ in range(args.repeat):
-                    await window(pids, lambda: stream_of(hs, tool, args.stream, concurrency),
-                                 "operations (stream)", args)  # fmt: skip
-                return
             await handshake.warm_up(lambda: hs.call(tool, RATE), concurrency)
             for _ in range(args.repeat):
                 await window(pids, lambda: calls_for(hs, tool, args.seconds, concurrency),
@@ -139,6 +158,8 @@ if __name__ == "__main__":
     parser.add_argument("--tool", default="payments.get_exchange_rate")
     parser.add_argument("--stream", type=int, default=0, help="operations of one stream()")
     parser.add_argument("--repeat", type=int, default=1, help="measured windows, one by one")
+    parser.add_argument("--receipts", choices=["merkle", "single", "both"], default="merkle",
+                        help="what the stream's execute batches ask for")  # fmt: skip
     parser.add_argument("--profile", default="", help="processes to record, e.g. execute-0,client")
     parser.add_argument("--profile-out", default="profile.svg")
     args = parser.parse_args()

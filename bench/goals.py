@@ -48,18 +48,21 @@ class Figures:
     worker_rss_mb: Mapping[str, float] | None = None
     stream_calls: int = 20_000
     rss_calls: int = 100_000
+    #: What the stream's execute batches asked for: Merkle receipts, the client default.
+    stream_receipts: str = "merkle"
 
 
 def goal_rows(f: Figures) -> list[Goal]:
     rows = []
     n = f"{f.stream_calls:,}"
+    label = f"stream() of {n} ops ({f.stream_receipts} receipts) vs the single-call peak"
     if f.stream_rate is not None and f.single_peak:
         ratio = f.stream_rate / f.single_peak
-        rows.append(Goal(f"stream() of {n} ops vs the single-call peak",
+        rows.append(Goal(label,
                          f"{ratio:.2f}x ({f.stream_rate:,.0f}/s)", f">= {STREAM_VS_SINGLE:g}x",
                          ratio >= STREAM_VS_SINGLE))  # fmt: skip
     else:
-        rows.append(Goal(f"stream() of {n} ops vs the single-call peak", "-",
+        rows.append(Goal(label, "-",
                          f">= {STREAM_VS_SINGLE:g}x", None))  # fmt: skip
     if f.stream_rate is not None and f.fastmcp_peak:
         ratio = f.stream_rate / f.fastmcp_peak

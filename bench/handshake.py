@@ -18,7 +18,8 @@ Then the batch path: a ``HandshakeClient.stream`` of 100,000 calls (64 in
 flight), printing the client's RSS growth and every worker's RSS after it; one
 ``stream`` of 20,000 function-target operations (``--batch-calls``, 1024 in
 flight; the calls in flight go as ``authorize.batch`` and ``execute.batch``
-requests of at most 128), its rate and its CPU per operation per process; and the
+requests of at most 128, each execute batch with Merkle receipts, the client's
+default: one signed root per batch), its rate and its CPU per operation per process; and the
 peak with one and with two processes of the worker kind that used the most CPU.
 Prints every ratio in the same run, and issue 23's goals with PASS or MISS
 (``goals.py``). Run: ``make bench``; only the batch part (the 20,000-operation
@@ -47,6 +48,7 @@ from mcp_handshake.client import HandshakeClient
 from mcp_handshake.services.dev.devhome import mint_session
 from mcp_handshake.services.dev.devstack import Stack, StackSpec
 from mcp_handshake.services.dev.procs import find_nats_server, free_port, wait_port
+from mcp_handshake.shared.batchreceipt import ReceiptMode
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -197,12 +199,14 @@ async def bench_fastmcp(seconds: float, levels: tuple[int, ...] = LEVELS) -> lis
         await proc.wait()
 
 
-def bench_client(stack: Stack) -> HandshakeClient:
-    """A client for the bench's caller (alice, role billing) on ``stack``."""
+def bench_client(stack: Stack, batch_receipts: ReceiptMode = "merkle") -> HandshakeClient:
+    """A client for the bench's caller (alice, role billing) on ``stack``; its batches ask
+    for ``batch_receipts`` (Merkle receipts, the client's default, unless told)."""
     token = mint_session(stack.home, "alice", roles=["billing"])
     return HandshakeClient(
-        stack.nats_url or "", session=token, connect_options=stack.agent_options()
-    )
+        stack.nats_url or "", session=token, connect_options=stack.agent_options(),
+        batch_receipts=batch_receipts,
+    )  # fmt: skip
 
 
 def rss_mb(pid: int) -> float:
@@ -382,7 +386,8 @@ async def only_batch(stack: Stack, args: argparse.Namespace) -> None:
 def report_batch(batch: BatchRun) -> None:
     failed = f"; {batch.failed} failed" if batch.failed else ""
     print(f"\nstream() of {batch.calls:,} function-target operations, {batch.concurrency} in "
-          f"flight: {batch.rate:,.0f} ops/s{failed}; CPU per operation, per process:")  # fmt: skip
+          f"flight, Merkle receipts: {batch.rate:,.0f} ops/s{failed}; CPU per operation, "
+          "per process:")  # fmt: skip
     for name, us in sorted(batch.per.items(), key=lambda kv: -kv[1]):
         print(f"  {name:<14} {us:7.0f} us")
     print(f"  {'all':<14} {sum(batch.per.values()):7.0f} us")

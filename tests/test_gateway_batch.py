@@ -11,8 +11,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 
+from mcp_handshake.client._receipts import Receipts
 from mcp_handshake.services.core.dpop import GatewayKey
 from mcp_handshake.services.dev.devhome import mint_session
 from mcp_handshake.services.dev.devstack import Stack
@@ -371,3 +373,31 @@ async def test_a_missing_nonce_cannot_bypass_the_gateway_for_a_batch(nonce_stack
     assert code(outcomes[0]) == "validation_failed"
     assert outcomes[0]["error"]["message"] == "DPoP proof without a live server nonce"
     assert code(outcomes[1]) is None, outcomes
+
+
+async def test_merkle_receipts_pass_through_the_gateway(http: HttpAgent) -> None:
+    """``"receipts": "merkle"`` reaches the workers with the body; the one signed root
+    and each operation's inclusion come back, each verifiable with the JWKS alone."""
+    sub = "gw-batch-merkle-" + uuid.uuid4().hex[:6]
+    mia = http.session(sub, "billing")
+    calls = [(EXCHANGE, RATE), (INVOICES, LIST), (EXCHANGE, {"base": "EUR", "quote": "GBP"})]
+    ops = ops_of(await authorize_many(http, mia, calls), calls)
+    headers = {"Authorization": f"DPoP {mia}",
+               "DPoP": dpop_proof(http.key_of(mia), "POST", batch_url(http), mia)}  # fmt: skip
+    body = {"ops": ops, "receipts": "merkle"}
+    r = await http.http.post(batch_url(http), json=body, headers=headers)
+    assert r.status_code == 200, r.text
+    reply = r.json()
+    assert [code(x) for x in reply["results"]] == [None] * 3
+    jwks = {k["kid"]: jwt.PyJWK(k) for k in (await http.jwks())["keys"]}
+    receipts = Receipts(lambda _refresh: _const(jwks))
+    for i, (op, x) in enumerate(zip(ops, reply["results"], strict=True)):
+        assert "receipt" not in x and x["inclusion"]["index"] == i
+        own = {"root": reply["batch_receipt"], **x["inclusion"]}
+        expected = {"txn": op["transaction_id"], "tool": op["tool"], "ph": x["params_hash"]}
+        claims = await receipts.verify(json.dumps(own), expected, x["result"])
+        assert claims["sub"] == sub
+
+
+async def _const(value: Any) -> Any:
+    return value

@@ -100,11 +100,17 @@ def test_documented_headers_are_the_ones_each_route_takes() -> None:
 def test_batch_results_are_the_single_routes_bodies_or_errors() -> None:
     doc = json.loads(openapi_document())
     schemas = doc["components"]["schemas"]
-    for path, reply in (("/v1/authorize/batch", "Grant"), ("/v1/execute/batch", "ExecuteReply")):
+    # with "receipts": "merkle", an execute's result carries its inclusion, not a receipt
+    execute = ["ExecuteReply", "MerkleExecuteReply"]
+    for path, replies in (("/v1/authorize/batch", ["Grant"]), ("/v1/execute/batch", execute)):
         ok = doc["paths"][path]["post"]["responses"]["200"]["content"]["application/json"]
         name = ok["schema"]["$ref"].rsplit("/", 1)[1]
         items = schemas[name]["properties"]["results"]["items"]["oneOf"]
-        assert [i["$ref"].rsplit("/", 1)[1] for i in items] == [reply, "ErrorReply"]
+        assert [i["$ref"].rsplit("/", 1)[1] for i in items] == [*replies, "ErrorReply"]
+    merkle = schemas["ExecuteBatchReply"]["properties"]["batch_receipt"]
+    assert merkle["type"] == "string"
+    assert schemas["BatchExecuteRequest"]["properties"]["receipts"]["enum"] == ["merkle", "single"]
+    assert schemas["Inclusion"]["required"] == ["index", "path", "leaf"]
     op = schemas["BatchExecuteRequest"]["properties"]["ops"]["items"]["$ref"].rsplit("/", 1)[1]
     assert schemas[op]["required"] == ["transaction_id", "tool", "params", "token"]
     execute = doc["paths"]["/v1/execute/batch"]["post"]

@@ -21,12 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+import msgspec
 
 from mcp_handshake.services.core.batchproof import op_jti
 from mcp_handshake.services.core.signing import ReceiptSigner
-from mcp_handshake.shared.batch import BATCH_PROOF_TYP, proof_ops
+from mcp_handshake.services.execute.merkle import Leaves, merkle_reply
+from mcp_handshake.shared.batch import BATCH_PROOF_TYP, BatchReply, error_result, proof_ops
+from mcp_handshake.shared.batchreceipt import BATCH_RECEIPT_TYP, Inclusion, envelope
+from mcp_handshake.shared.errors import TargetError
 from mcp_handshake.shared.hashing import canonical_json, params_hash, sha256_tagged
+from mcp_handshake.shared.merkle import leaf_hash, tree
 from mcp_handshake.shared.proofs import ProofKey
+from mcp_handshake.shared.wire import ExecuteReply
 
 HERE = Path(__file__).resolve().parent
 _spec = importlib.util.spec_from_file_location("make_vectors", HERE / "make_vectors.py")
@@ -87,6 +93,113 @@ def _receipts() -> dict[str, Any]:
     return {"jwks": signer.jwks(), "receipts": out}
 
 
+#: The Merkle batch: the three operations, a fourth the target refused, and two more.
+MERKLE_OPS = [
+    *OPS,
+    ("6f1d0c3e-0a41-4c52-9d0e-000000000004", {"base": "EUR", "quote": "XXX"}),
+    ("6f1d0c3e-0a41-4c52-9d0e-000000000005", {"base": "EUR", "quote": "CHF"}),
+    ("6f1d0c3e-0a41-4c52-9d0e-000000000006", {"base": "EUR", "quote": "CAD"}),
+]
+#: RFC 6962's test leaves (Certificate Transparency's merkle_tree_test), hex.
+CT_LEAVES = ["", "00", "10", "2021", "3031", "40414243", "5051525354555657",
+             "606162636465666768696a6b6c6d6e6f"]  # fmt: skip
+
+
+def _merkle_results() -> tuple[list[Any], BatchReply, str]:
+    signer = ReceiptSigner(mv.make_key("receipt", "EdDSA"), mv.SERVICE_ID)
+    leaves, results = Leaves(signer), []
+    for i, (txn, params) in enumerate(MERKLE_OPS):
+        if params["quote"] == "XXX":
+            results.append(error_result(TargetError("the target API refused the operation: "
+                                                    "HTTP 404 (unknown_currency)",
+                                                    transaction_id=txn)))  # fmt: skip
+            continue
+        ph = params_hash(params)
+        result = {**params, "rate": 1.25 + i}
+        rh = sha256_tagged(canonical_json(result))
+        claims = {"sub": "alice", "txn": txn, "tool": TOOL, "tier": "public", "ph": ph, "rh": rh,
+                  "iat": mv.NOW + 0.5, "auth_at": mv.NOW - 1.0, "approvals": []}  # fmt: skip
+        leaves.sign(claims)
+        results.append(ExecuteReply(txn, result, "", tier="public", params_hash=ph,
+                                    result_hash=rh))  # fmt: skip
+    reply = merkle_reply(BatchReply(results), leaves, "alice", now=mv.NOW + 1.25)
+    plain = json.loads(msgspec.json.encode(reply))
+    return plain["results"], reply, json.dumps(signer.jwks())
+
+
+def _merkle() -> dict[str, Any]:
+    results, reply, jwks = _merkle_results()
+    root = reply.batch_receipt or ""
+    ran = [r for r in results if "inclusion" in r]
+    head, payload, _ = root.split(".")
+    own = [envelope(root, msgspec.convert(r["inclusion"], Inclusion)) for r in ran]
+    first = json.loads(own[0])
+    # The same signing input signed by a key the JWKS does not hold.
+    body = base64.urlsafe_b64decode(payload + "==")
+    resigned = jwt.api_jws.encode(
+        body,
+        mv.make_key("agent-other", "EdDSA"),
+        "EdDSA",
+        {"typ": BATCH_RECEIPT_TYP, "kid": _decoded(head)["kid"]},
+    )
+    assert resigned.split(".")[:2] == [head, payload] and resigned != root
+    path = list(first["path"])
+    path[0] = "0" * 64
+    refused = [
+        ("path-altered", "one node of the path changed", {**first, "path": path}, False),
+        ("index-moved", "the leaf claimed at another position", {**first, "index": 1}, False),
+        (
+            "leaf-altered",
+            "another operation's leaf with this one's path",
+            {**first, "leaf": json.loads(own[1])["leaf"]},
+            False,
+        ),
+        (
+            "root-resigned",
+            "the root's claims under another key's signature",
+            {**first, "root": resigned},
+            False,
+        ),
+    ]
+    return {
+        "about": "Merkle batch receipts (protocol.md, 'Merkle batch receipts'): the execute "
+        "batch asks receipts 'merkle'; the reply's batch_receipt signs the RFC 9162 root of "
+        "the leaves (each the RFC 8785 bytes of the claims its single receipt would have, "
+        "leaf hash SHA-256(0x00||leaf), node hash SHA-256(0x01||left||right)), and each "
+        "operation that ran carries its inclusion. The fourth operation failed: no leaf.",
+        "jwks": json.loads(jwks),
+        "request": {
+            "ops": [
+                {"transaction_id": txn, "tool": TOOL, "params": p, "token": f"<token {i + 1}>"}
+                for i, (txn, p) in enumerate(MERKLE_OPS)
+            ],
+            "receipts": "merkle",
+        },
+        "reply": {"results": results, "batch_receipt": root},
+        "leaves": [
+            {
+                "canonical": canonical_json(r["inclusion"]["leaf"]).decode(),
+                "leaf_hash": leaf_hash(canonical_json(r["inclusion"]["leaf"])).hex(),
+            }
+            for r in ran
+        ],
+        "root_header": _decoded(head),
+        "root_claims": _decoded(payload),
+        "receipts": own,
+        "refused": [
+            {"case": c, "description": d, "receipt": json.dumps(r), "valid": v}
+            for c, d, r, v in refused
+        ],
+        "rfc6962": {
+            "leaves": CT_LEAVES,
+            "roots": [
+                tree([leaf_hash(bytes.fromhex(x)) for x in CT_LEAVES[:n]])[0].hex()
+                for n in range(1, len(CT_LEAVES) + 1)
+            ],
+        },
+    }
+
+
 def build() -> dict[str, Any]:
     ops = [{"tool": TOOL, "params": p} for _, p in OPS]
     return {
@@ -130,6 +243,7 @@ def build() -> dict[str, Any]:
             ),
         ],
         "receipts": _receipts(),
+        "merkle": _merkle(),
     }
 
 

@@ -5,7 +5,8 @@
 ``BATCH_OPS``, so two batches or more are in flight) and runs them as one
 ``authorize.batch`` and one
 ``execute.batch`` (protocol.md, "Batch"), with one batch proof for the
-operations above the public tier. Each call still gets its own grant, token,
+operations above the public tier, asking for Merkle receipts (one signed root
+per batch) unless told not to. Each call still gets its own grant, token,
 result, error and verified receipt; an operation waiting for approval is
 executed on its own once approved. A mediator without batch workers (no
 responders) is used one call at a time instead.
@@ -22,6 +23,7 @@ import msgspec
 
 from mcp_handshake.shared.batch import BatchReply
 from mcp_handshake.shared.errors import (
+    BadRequest,
     HandshakeError,
     OutcomeUnknown,
     Unavailable,
@@ -69,6 +71,10 @@ class BatchCalls(Generic[R]):
     wait: Callable[[str, dict[str, Any], Grant], Awaitable[R]]
     #: An execute reply as the call's result, its receipt verified.
     result: Callable[[ExecuteReply, Grant, str], Awaitable[R]]
+    #: Ask execute batches for Merkle receipts (protocol.md, "Merkle batch receipts").
+    merkle: bool = True
+    #: Called when the mediator refused the request for them (asked no more).
+    merkle_refused: Callable[[], None] | None = None
 
 
 @dataclass(slots=True)
@@ -88,6 +94,7 @@ class Batcher(Generic[R]):
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._supported = True
+        self._merkle_refused = False
 
     async def call(self, tool: str, params: dict[str, Any]) -> R:
         """Both phases for one operation, in a batch with the calls made alongside it."""
@@ -170,14 +177,42 @@ class Batcher(Generic[R]):
         headers = {}
         if proven and calls.proof_key is not None:
             headers[PROOF_HEADER] = calls.proof_key.sign_batch(proven)
-        subject = calls.subjects.execute_batch
-        reply = await calls.request(subject, {"ops": ops}, headers, OutcomeUnknown)
+        reply = await self._send(ops, headers)
         for (item, g), result in zip(sent, reply.results, strict=True):
-            outcome = _decoded(result, ExecuteReply)
+            outcome = _decoded(_with_receipt(result, reply.batch_receipt), ExecuteReply)
             if isinstance(outcome, HandshakeError):
                 _settle(item, outcome)
             else:
                 await _into(item, calls.result(outcome, g, item.tool))
+
+    async def _send(self, ops: list[dict[str, Any]], headers: dict[str, str]) -> BatchReply:
+        """One ``execute.batch``, asking for Merkle receipts unless the mediator refused
+        the request for it (a mediator before them: ``bad_request``, and then nothing
+        was done, so the same request goes again without)."""
+        subject = self._calls.subjects.execute_batch
+        body: dict[str, Any] = {"ops": ops}
+        if self._calls.merkle and not self._merkle_refused:
+            try:
+                return await self._calls.request(subject, {**body, "receipts": "merkle"},
+                                                 headers, OutcomeUnknown)  # fmt: skip
+            except BadRequest:
+                self._merkle_refused = True
+                if self._calls.merkle_refused is not None:
+                    self._calls.merkle_refused()
+        return await self._calls.request(subject, body, headers, OutcomeUnknown)
+
+
+def _with_receipt(result: Any, root: str | None) -> Any:
+    """An operation's result in a Merkle batch with its receipt on its own (the batch's
+    root, its index, path and leaf) as its ``receipt``, verified as any receipt (a
+    malformed inclusion fails there, as a malformed receipt would)."""
+    if not isinstance(result, dict) or "receipt" in result:
+        return result
+    inclusion = result.pop("inclusion", None)
+    if not isinstance(inclusion, dict):
+        return result
+    own = {"root": root or "", **{k: inclusion.get(k) for k in ("index", "path", "leaf")}}
+    return {**result, "receipt": msgspec.json.encode(own).decode()}
 
 
 def _chunks(items: list[_Item[R]]) -> list[list[_Item[R]]]:

@@ -16,6 +16,7 @@ from nats.aio.client import Client as NATS
 
 from mcp_handshake.shared import protocol, tracing
 from mcp_handshake.shared.batch import BatchReply
+from mcp_handshake.shared.batchreceipt import ReceiptMode, is_batch_receipt, parse_batch_receipt
 from mcp_handshake.shared.errors import (
     ApprovalDenied,
     ApprovalPending,
@@ -27,13 +28,11 @@ from mcp_handshake.shared.errors import (
     Unavailable,
     ValidationFailed,
 )
-from mcp_handshake.shared.hashing import canonical_json, sha256_tagged
 from mcp_handshake.shared.natsconn import connect_options, identity_refused, inbox_prefix, redact
 from mcp_handshake.shared.proofs import ProofKey
 from mcp_handshake.shared.protocol import (
     AUTHORIZATION_HEADER,
     PROOF_HEADER,
-    RECEIPT_TYP,
     RECONCILE_PROOF_PH,
     RECONCILE_PROOF_TOOL,
     TOKEN_HEADER,
@@ -53,6 +52,7 @@ from mcp_handshake.shared.wire import (
 )
 
 from ._batch import NO_BATCHES, BatchCalls, Batcher
+from ._receipts import Receipts
 from ._session import EnvSession, SessionProvider, as_provider
 
 __all__ = ["CallResult", "HandshakeClient", "PendingCall"]
@@ -106,10 +106,14 @@ class HandshakeClient:
         proof_key: ProofKey | None = None,
         approval_timeout_s: float = 600.0,
         connect_options: dict[str, Any] | None = None,
+        batch_receipts: ReceiptMode = "merkle",
     ) -> None:
         """``connect_options`` go to ``nats.connect``: the agent's NATS identity
         (``user``/``password``) and its ``inbox_prefix`` (``_INBOX.<user>``: the only
-        inbox the bus lets it read)."""
+        inbox the bus lets it read). ``batch_receipts``: what ``call_many`` and
+        ``stream()`` ask an execute batch for, ``merkle`` (one signed root per batch,
+        each operation's receipt its leaf and inclusion path) or ``single`` (a signed
+        receipt per operation); a mediator that answers either way is accepted."""
         self._servers = [servers] if isinstance(servers, str) else servers
         self._connect_options = dict(connect_options or {})
         self._session: SessionProvider = as_provider(session)
@@ -119,6 +123,8 @@ class HandshakeClient:
         self._nc = nc
         self._own_nc = nc is None
         self._keys: dict[str, jwt.PyJWK] = {}
+        self._receipts = Receipts(lambda refresh: self.keys(refresh))
+        self._batch_receipts = batch_receipts
         self._proof_key = proof_key
         self._approval_timeout = approval_timeout_s
 
@@ -509,7 +515,12 @@ class HandshakeClient:
         async def wait(tool: str, params: dict[str, Any], grant: Grant) -> CallResult:
             return await self.wait(PendingCall(tool, params, grant))
 
-        calls = BatchCalls(self._subjects, self._proof_key, request, self.call, wait, result)
+        def single_receipts() -> None:
+            self._batch_receipts = "single"
+
+        calls = BatchCalls(self._subjects, self._proof_key, request, self.call, wait, result,
+                           merkle=self._batch_receipts == "merkle",
+                           merkle_refused=single_receipts)  # fmt: skip
         return Batcher(calls, window)
 
     async def keys(self, refresh: bool = False) -> dict[str, jwt.PyJWK]:
@@ -522,46 +533,15 @@ class HandshakeClient:
     async def verify_receipt(
         self, receipt: str, result: Any, grant: Grant, tool: str
     ) -> dict[str, Any]:
-        """Check the receipt's signature and that it covers this transaction and result."""
+        """Check the receipt's signature and that it covers this transaction and result:
+        a single receipt (a JWS), or an operation's Merkle batch receipt (its batch's
+        signed root, leaf and inclusion path; ``_receipts``)."""
         if not self._verify_receipts:
+            if is_batch_receipt(receipt):
+                return dict(parse_batch_receipt(receipt).leaf)
             return dict(jwt.decode(receipt, options={"verify_signature": False}))
-        keys = await self.keys()
-        try:
-            if len(keys) == 1:
-                # One key: decode once with it (header parsing is costly in PyJWT)
-                ((kid, key),) = keys.items()
-            else:
-                kid = jwt.get_unverified_header(receipt).get("kid", "")
-                if kid not in keys:
-                    keys = await self.keys(refresh=True)
-                key = keys.get(kid)  # type: ignore[assignment]
-                if key is None:
-                    raise ValidationFailed("receipt signed by an unknown key")
-            decoded = jwt.api_jwt.decode_complete(
-                receipt,
-                key.key,
-                algorithms=[key.algorithm_name],
-                options={"require": ["iss", "sub", "txn", "tool", "ph", "rh", "iat"]},
-                leeway=60,
-            )
-        except jwt.PyJWTError:
-            raise ValidationFailed("receipt signature does not verify") from None
-        header = decoded["header"]
-        if header.get("typ") != RECEIPT_TYP or header.get("kid") != kid:
-            raise ValidationFailed("receipt header is not a handshake receipt's")
-        claims: dict[str, Any] = decoded["payload"]
-        expected = {
-            "txn": grant.transaction_id,
-            "tool": tool,
-            "ph": grant.params_hash,
-            "rh": sha256_tagged(canonical_json(result)),
-        }
-        for name, value in expected.items():
-            if claims.get(name) != value:
-                raise InvalidTransaction(f"receipt does not match this transaction ({name})")
-        if claims["iat"] > time.time() + 60:
-            raise ValidationFailed("receipt issued in the future")
-        return claims
+        expected = {"txn": grant.transaction_id, "tool": tool, "ph": grant.params_hash}
+        return await self._receipts.verify(receipt, expected, result)
 
 
 def _nats_identity(settings: Settings) -> dict[str, Any]:

@@ -4,6 +4,7 @@
 import { decodeJwt, type JSONWebKeySet } from "jose";
 import {
   ApprovalDenied,
+  BadRequest,
   ApprovalPending,
   errorFromBody,
   HandshakeError,
@@ -18,7 +19,8 @@ import { optionsFromEnv } from "./env.js";
 import { HttpTransport } from "./http.js";
 import { ProofKey, RECONCILE_PROOF_PH, RECONCILE_PROOF_TOOL } from "./keys.js";
 import { NatsTransport, type NatsOptions } from "./nats.js";
-import { unknownKid, verifyReceipt } from "./receipts.js";
+import { isBatchReceipt, parseBatchReceipt } from "./merkle.js";
+import { unknownKid, verifyBatchReceipt, verifyReceipt, type RootCache } from "./receipts.js";
 import { asSessionProvider, type SessionProvider, type SessionSource } from "./session.js";
 import {
   DPOP_HEADER,
@@ -59,7 +61,14 @@ export interface ExecuteBatchOptions {
    * An operation above the public tier that it does not name is refused by the mediator
    * (`validation_failed`, its token used up). */
   proof?: string;
+  /** What to ask the mediator for (default: the client's `batchReceipts`). */
+  receipts?: BatchReceipts;
 }
+
+/** An execute batch's receipts: `merkle`, one signed Merkle root for the batch and each
+ * operation's leaf and inclusion path (protocol.md, "Merkle batch receipts"), or
+ * `single`, a signed receipt per operation. */
+export type BatchReceipts = "merkle" | "single";
 
 /** A request as the client builds it: the session and a default timeout are added. */
 export type OpRequest = Omit<Request, "timeoutMs" | "session"> & { timeoutMs?: number };
@@ -78,6 +87,9 @@ export interface ConnectOptions extends Partial<NatsOptions> {
   approvalTimeoutMs?: number;
   /** Check every receipt against the mediator's JWKS (default true). */
   verifyReceipts?: boolean;
+  /** What execute batches ask for (default `merkle`); a mediator that answers with a
+   * receipt per operation is accepted all the same. */
+  batchReceipts?: BatchReceipts;
 }
 
 /** A submitted operation: authorized, possibly waiting for approval. */
@@ -103,6 +115,9 @@ export class HandshakeClient {
   private readonly timeoutMs: number;
   private readonly approvalTimeoutMs: number;
   private readonly verifying: boolean;
+  private batchReceipts: BatchReceipts;
+  /** Batch roots verified, by their JWS: a batch's root is verified once. */
+  private readonly roots: RootCache = new Map();
 
   /** Approvers: the transactions waiting for this caller's decision, and deciding them. */
   readonly approvals: Approvals;
@@ -116,6 +131,7 @@ export class HandshakeClient {
     this.timeoutMs = opts.timeoutMs ?? 15_000;
     this.approvalTimeoutMs = opts.approvalTimeoutMs ?? 600_000;
     this.verifying = opts.verifyReceipts ?? true;
+    this.batchReceipts = opts.batchReceipts ?? "merkle";
     this.approvals = new Approvals((req) => this.request(req), session, proofKey);
   }
 
@@ -235,7 +251,7 @@ export class HandshakeClient {
         context === undefined ? { tool, params } : { tool, params, context },
       ),
     };
-    const results = await this.batchRequest({ op: "authorize.batch", body }, ops.length);
+    const { results } = await this.batchRequest({ op: "authorize.batch", body }, ops.length);
     return results.map((r) => {
       const error = errorOf(r);
       if (error !== null) return error;
@@ -269,7 +285,7 @@ export class HandshakeClient {
       if (grant.tier !== "public") pairs.push([grant.transaction_id, grant.params_hash]);
     });
     if (sent.length === 0) return outcomes;
-    const body = {
+    const body: { ops: unknown[]; receipts?: BatchReceipts } = {
       ops: sent.map((k) => {
         const { grant, tool, params } = ops[k] as ExecuteOp;
         return { transaction_id: grant.transaction_id, tool, params, token: grant.token };
@@ -290,15 +306,35 @@ export class HandshakeClient {
         return { [PROOF_HEADER]: await key.signBatch(pairs) };
       };
     }
-    const results = await this.batchRequest(req, sent.length);
+    const { results, batch_receipt: root } = await this.merkleRequest(req, sent.length, opts);
     if (this.verifying) await this.keys(); // once, before the receipts are verified
     await Promise.all(
       sent.map(async (k, n) => {
         const { grant, tool } = ops[k] as ExecuteOp;
-        outcomes[k] = await this.batchResult(results[n], grant, tool);
+        outcomes[k] = await this.batchResult(withReceipt(results[n], root), grant, tool);
       }),
     );
     return outcomes;
+  }
+
+  /** An execute batch asking for Merkle receipts, unless told not to or the mediator
+   * refused the request for them (a mediator before them: `bad_request`, and then nothing
+   * was done, so the same request goes again without, and later ones never ask). */
+  private async merkleRequest(
+    req: OpRequest,
+    count: number,
+    opts: ExecuteBatchOptions,
+  ): Promise<BatchResults> {
+    const body = req.body as { receipts?: BatchReceipts };
+    if ((opts.receipts ?? this.batchReceipts) === "merkle") {
+      try {
+        return await this.batchRequest({ ...req, body: { ...body, receipts: "merkle" } }, count);
+      } catch (err) {
+        if (!(err instanceof BadRequest)) throw err;
+        this.batchReceipts = "single";
+      }
+    }
+    return this.batchRequest(req, count);
   }
 
   /** One operation's result of an execute batch: its receipt verified alone. */
@@ -326,7 +362,7 @@ export class HandshakeClient {
 
   /** A batch request's `results`, one per operation; anything else fails the whole
    * request (an execute batch's as `OutcomeUnknown`: its tokens were sent). */
-  private async batchRequest(req: OpRequest, count: number): Promise<unknown[]> {
+  private async batchRequest(req: OpRequest, count: number): Promise<BatchResults> {
     // Typed as the gateway's OpenAPI document says; checked here all the same.
     const reply = await this.request<Partial<AuthorizeBatchReply | ExecuteBatchReply> | null>(req);
     const results = reply?.results;
@@ -336,7 +372,8 @@ export class HandshakeClient {
         ? new OutcomeUnknown(`${what}: the operations may or may not have run`)
         : new InternalError(what);
     }
-    return results;
+    const root = (reply as { batch_receipt?: unknown }).batch_receipt;
+    return { results, batch_receipt: typeof root === "string" ? root : undefined };
   }
 
   /**
@@ -500,16 +537,40 @@ export class HandshakeClient {
     grant: Grant,
     tool: string,
   ): Promise<ReceiptClaims> {
-    if (!this.verifying) return decodeJwt(receipt) as ReceiptClaims;
+    const batch = isBatchReceipt(receipt);
+    if (!this.verifying) {
+      return (batch ? parseBatchReceipt(receipt).leaf : decodeJwt(receipt)) as ReceiptClaims;
+    }
     let jwks = await this.keys();
     if (unknownKid(receipt, jwks)) jwks = await this.keys(true);
-    return verifyReceipt(receipt, jwks, {
+    const expected = {
       transactionId: grant.transaction_id,
       tool,
       paramsHash: grant.params_hash,
       result,
-    });
+    };
+    if (batch) return verifyBatchReceipt(receipt, jwks, expected, this.roots);
+    return verifyReceipt(receipt, jwks, expected);
   }
+}
+
+/** A batch reply's results, and its signed Merkle root when it has one. */
+interface BatchResults {
+  results: unknown[];
+  batch_receipt?: string | undefined;
+}
+
+/** An operation's result in a Merkle batch with its receipt on its own (the batch's root,
+ * its index, path and leaf) as its `receipt`, verified as any receipt (a malformed
+ * inclusion fails there, as a malformed receipt would). */
+function withReceipt(result: unknown, root: string | undefined): unknown {
+  const r = result as { receipt?: unknown; inclusion?: unknown } | null;
+  if (typeof r !== "object" || r === null || "receipt" in r) return result;
+  const inc = r.inclusion as { index?: unknown; path?: unknown; leaf?: unknown } | null;
+  if (typeof inc !== "object" || inc === null) return result;
+  const { inclusion: _, ...rest } = r;
+  const own = { root: root ?? "", index: inc.index, path: inc.path, leaf: inc.leaf };
+  return { ...rest, receipt: JSON.stringify(own) };
 }
 
 type Settled = { index: number; outcome: CallOutcome } | { index: number; bug: unknown };

@@ -16,6 +16,7 @@
 export { HandshakeClient } from "./client.js";
 export { Approvals, type DecideOptions } from "./approvals.js";
 export type {
+  BatchReceipts,
   Call,
   CallOutcome,
   CallResult,
@@ -43,7 +44,27 @@ export {
   type SignAt,
 } from "./keys.js";
 export { DEFAULT_PREFIX, type NatsOptions } from "./nats.js";
-export { RECEIPT_TYP, verifyReceipt, type Expected } from "./receipts.js";
+export {
+  RECEIPT_TYP,
+  verifyBatchReceipt,
+  verifyReceipt,
+  type Expected,
+  type RootCache,
+} from "./receipts.js";
+export {
+  BATCH_RECEIPT_TYP,
+  isBatchReceipt,
+  leafHash,
+  nodeHash,
+  parseBatchReceipt,
+  rootFromPath,
+  TREE,
+  tree,
+  verifyInclusion,
+  verifyRoot,
+  type BatchReceipt,
+  type RootClaims,
+} from "./merkle.js";
 export {
   asSessionProvider,
   callbackSession,

@@ -1,5 +1,7 @@
 /** Receipt verification (docs/protocol.md, "Receipt"): jose verifies the JWS against the
- * mediator's JWKS; the claims must name this transaction, tool, params and result. */
+ * mediator's JWKS; the claims must name this transaction, tool, params and result. An
+ * operation's Merkle batch receipt (`{root, index, path, leaf}`, protocol.md "Merkle batch
+ * receipts") is verified the same way once its root's signature and its path are. */
 
 import {
   createLocalJWKSet,
@@ -10,6 +12,13 @@ import {
 } from "jose";
 import { InvalidTransaction, ValidationFailed } from "./errors.js";
 import { sha256Tagged } from "./hashing.js";
+import {
+  isBatchReceipt,
+  parseBatchReceipt,
+  verifyInclusion,
+  verifyRoot,
+  type RootClaims,
+} from "./merkle.js";
 import type { ReceiptClaims } from "./types.js";
 
 export const RECEIPT_TYP = "handshake-receipt+jwt";
@@ -52,6 +61,40 @@ export async function verifyReceipt(
     }
     throw err;
   }
+  return checkClaims(payload, expected);
+}
+
+/** Batch roots already verified, by their exact JWS (one per batch, not per operation). */
+export type RootCache = Map<string, RootClaims>;
+const ROOTS = 256;
+
+/**
+ * An operation's Merkle batch receipt: its root's signature (verified once per root when
+ * `roots` is given), its path to that root, then its leaf's claims as a receipt's. The
+ * same errors as `verifyReceipt`.
+ */
+export async function verifyBatchReceipt(
+  receipt: string,
+  jwks: JSONWebKeySet,
+  expected: Expected,
+  roots: RootCache = new Map(),
+): Promise<ReceiptClaims> {
+  const parsed = parseBatchReceipt(receipt);
+  let root = roots.get(parsed.root);
+  if (root === undefined) {
+    root = await verifyRoot(parsed.root, jwks);
+    roots.set(parsed.root, root);
+    if (roots.size > ROOTS) roots.delete(roots.keys().next().value as string);
+  }
+  verifyInclusion(root, parsed);
+  for (const name of REQUIRED) {
+    if (!(name in parsed.leaf)) throw new ValidationFailed(`batch receipt leaf lacks ${name}`);
+  }
+  return checkClaims(parsed.leaf, expected);
+}
+
+/** The claims, if they cover `expected` (`InvalidTransaction` otherwise). */
+function checkClaims(payload: Record<string, unknown>, expected: Expected): ReceiptClaims {
   const want: Record<string, string> = {
     txn: expected.transactionId,
     tool: expected.tool,
@@ -69,10 +112,12 @@ export async function verifyReceipt(
   return payload as ReceiptClaims;
 }
 
-/** Whether the receipt names a `kid` the JWKS lacks (then refresh the JWKS once). */
+/** Whether the receipt (or a batch receipt's root) names a `kid` the JWKS lacks (then
+ * refresh the JWKS once). */
 export function unknownKid(receipt: string, jwks: JSONWebKeySet): boolean {
   try {
-    const { kid } = decodeProtectedHeader(receipt);
+    const jws = isBatchReceipt(receipt) ? parseBatchReceipt(receipt).root : receipt;
+    const { kid } = decodeProtectedHeader(jws);
     return !jwks.keys.some((k) => k.kid === kid);
   } catch {
     return false;

@@ -17,6 +17,7 @@ import {
 } from "jose";
 import {
   ApprovalPending,
+  BadRequest,
   BATCH_PROOF_TYP,
   HandshakeClient,
   HandshakeError,
@@ -353,7 +354,7 @@ for (const t of TRANSPORTS) {
         [EXCHANGE, { base: "EUR", quote: "GBP" }],
       ];
       const ops = await authorize(hs, calls);
-      const [a, b] = await hs.executeBatch(ops);
+      const [a, b] = await hs.executeBatch(ops, { receipts: "single" });
       assert.ok(isResult(a) && isResult(b));
       const [ga, gb] = ops.map((o) => o.grant);
       assert.equal(
@@ -400,12 +401,102 @@ for (const t of TRANSPORTS) {
         hs,
         quotes.map((quote) => [EXCHANGE, { base: "EUR", quote }]),
       );
-      const outcomes = await hs.executeBatch(ops);
+      const outcomes = await hs.executeBatch(ops, { receipts: "single" });
       assert.ok(outcomes[0] instanceof ValidationFailed, String(outcomes[0]));
       assert.ok(outcomes[1] instanceof InvalidTransaction, String(outcomes[1]));
       assert.ok(outcomes[2] instanceof InvalidTransaction, String(outcomes[2]));
       assert.ok(isResult(outcomes[3]), String(outcomes[3]));
       assert.equal(outcomes[3].claims.txn, ops[3].grant.transaction_id);
+    });
+
+    const QUOTES = ["USD", "GBP", "JPY", "CHF", "CAD"];
+    const flip = (hex) => (hex[0] === "0" ? "1" : "0") + hex.slice(1);
+
+    it("a Merkle batch: one signed root, each receipt verified alone; tampered ones refused alone", async () => {
+      const hs = await use(t, `${t}-public`);
+      const tr = hs.transport;
+      const request = tr.request.bind(tr);
+      const bodies = [];
+      const stranger = await generateKeyPair("Ed25519");
+      tr.request = async (req) => {
+        const reply = await request(req);
+        if (req.op !== "execute.batch") return reply;
+        bodies.push(req.body);
+        if (bodies.length > 1) return reply; // the first batch only
+        const r = reply.results;
+        r[0].inclusion.path[0] = flip(r[0].inclusion.path[0]); // path altered
+        [r[1].result, r[2].result] = [r[2].result, r[1].result]; // results swapped
+        return reply;
+      };
+      const calls = QUOTES.map((quote) => [EXCHANGE, { base: "EUR", quote }]);
+      const ops = await authorize(hs, calls);
+      const outcomes = await hs.executeBatch(ops);
+      assert.equal(bodies[0].receipts, "merkle");
+      assert.ok(outcomes[0] instanceof ValidationFailed, String(outcomes[0]));
+      assert.ok(outcomes[1] instanceof InvalidTransaction, String(outcomes[1]));
+      assert.ok(outcomes[2] instanceof InvalidTransaction, String(outcomes[2]));
+      assert.ok(isResult(outcomes[3]) && isResult(outcomes[4]));
+      const [d, e] = [outcomes[3], outcomes[4]];
+      const [gd, ge] = [ops[3].grant, ops[4].grant];
+      const own = JSON.parse(d.receipt);
+      assert.equal(own.root, JSON.parse(e.receipt).root); // one root for the batch
+      assert.equal(decodeProtectedHeader(own.root).typ, "handshake-batch-receipt+jwt");
+      assert.equal(own.index, 3);
+      assert.equal(decodeJwt(own.root).size, 5);
+      assert.equal(
+        (await hs.verifyReceipt(d.receipt, d.result, gd, EXCHANGE)).txn,
+        gd.transaction_id,
+      );
+      const refused = async (receipt, why) =>
+        assert.rejects(
+          hs.verifyReceipt(JSON.stringify(receipt), d.result, gd, EXCHANGE),
+          ValidationFailed,
+          why,
+        );
+      // the root's claims and header signed by a key the mediator does not hold
+      const resigned = await new SignJWT(decodeJwt(own.root))
+        .setProtectedHeader(decodeProtectedHeader(own.root))
+        .sign(stranger.privateKey);
+      await refused({ ...own, root: resigned }, "root re-signed");
+      await refused({ ...own, index: 4 }, "leaf moved");
+      await refused({ ...own, leaf: JSON.parse(e.receipt).leaf }, "another operation's leaf");
+      // a path from another batch
+      const later = await hs.executeBatch(await authorize(hs, calls));
+      const other = JSON.parse(later[3].receipt);
+      await refused({ ...own, path: other.path }, "another batch's path");
+      await refused({ ...other, root: own.root }, "another batch's leaf and path");
+      // a root is no single receipt, and a single receipt no root
+      await assert.rejects(hs.verifyReceipt(own.root, d.result, gd, EXCHANGE), ValidationFailed);
+      const [single] = await hs.executeBatch(await authorize(hs, calls.slice(0, 1)), {
+        receipts: "single",
+      });
+      await refused({ ...own, root: single.receipt }, "a single receipt as the root");
+      assert.equal(
+        (await hs.verifyReceipt(e.receipt, e.result, ge, EXCHANGE)).txn,
+        ge.transaction_id,
+      );
+    });
+
+    it("a mediator refusing the receipts field: asked again without, and never again", async () => {
+      const hs = await use(t, `${t}-public`);
+      const tr = hs.transport;
+      const request = tr.request.bind(tr);
+      const asked = [];
+      tr.request = async (req) => {
+        if (req.op === "execute.batch") {
+          asked.push(req.body.receipts ?? null);
+          if (req.body.receipts !== undefined) throw new BadRequest("unknown field `receipts`");
+        }
+        return request(req);
+      };
+      const calls = QUOTES.slice(0, 3).map((quote) => [EXCHANGE, { base: "EUR", quote }]);
+      for (const outcomes of [await hs.callMany(calls), await hs.callMany(calls)]) {
+        for (const o of outcomes) {
+          assert.ok(isResult(o), String(o));
+          assert.equal(decodeProtectedHeader(o.receipt).typ, "handshake-receipt+jwt");
+        }
+      }
+      assert.deepEqual(asked, ["merkle", null, null]);
     });
   });
 }

@@ -8,7 +8,14 @@ import { mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { calculateJwkThumbprint, compactVerify, decodeJwt, importJWK, UnsecuredJWT } from "jose";
+import {
+  calculateJwkThumbprint,
+  compactVerify,
+  decodeJwt,
+  importJWK,
+  SignJWT,
+  UnsecuredJWT,
+} from "jose";
 import {
   ApprovalPending,
   BATCH_PROOF_TYP,
@@ -32,6 +39,13 @@ import {
   UseDpopNonce,
   ValidationFailed,
   verifyReceipt,
+  isBatchReceipt,
+  leafHash,
+  nodeHash,
+  rootFromPath,
+  tree,
+  verifyBatchReceipt,
+  verifyRoot,
 } from "../dist/index.js";
 import { hostName, toolName } from "../dist/ai.js";
 import { Batcher, MAX_OPS } from "../dist/batch.js";
@@ -394,6 +408,93 @@ describe("reference vectors", () => {
       const spliced = `${h}.${p}.${other.jws.split(".")[2]}`; // another op's signature
       await assert.rejects(verifyReceipt(spliced, jwks, expect(v)), ValidationFailed);
     }
+  });
+
+  const merkle = batch.merkle;
+  it("RFC 6962's test tree: the root of each prefix (batch.json rfc6962)", () => {
+    const leaves = merkle.rfc6962.leaves.map((x) => leafHash(Buffer.from(x, "hex")));
+    merkle.rfc6962.roots.forEach((want, k) => {
+      const { root, paths } = tree(leaves.slice(0, k + 1));
+      assert.equal(root.toString("hex"), want);
+      paths.forEach((path, i) => assert.deepEqual(rootFromPath(leaves[i], i, k + 1, path), root));
+    });
+  });
+
+  it("an interior node never passes for a leaf; paths of the wrong shape are refused", () => {
+    const leaves = merkle.rfc6962.leaves.slice(0, 4).map((x) => leafHash(Buffer.from(x, "hex")));
+    const { root } = tree(leaves);
+    const [left, right] = [nodeHash(leaves[0], leaves[1]), nodeHash(leaves[2], leaves[3])];
+    assert.deepEqual(root, nodeHash(left, right));
+    const forged = leafHash(Buffer.concat([leaves[0], leaves[1]])); // the left node's children
+    assert.notDeepEqual(forged, left);
+    assert.notDeepEqual(rootFromPath(forged, 0, 2, [right]), root);
+    assert.equal(rootFromPath(leaves[0], 0, 4, [leaves[1]]), null); // too short for 4 leaves
+    assert.equal(rootFromPath(leaves[0], 4, 4, []), null);
+    assert.equal(rootFromPath(leaves[0], -1, 4, []), null);
+  });
+
+  it("a Merkle batch receipt's leaves, root, paths and signed root, byte for byte (batch.json)", async () => {
+    const ran = merkle.reply.results.filter((r) => "inclusion" in r);
+    assert.equal(ran.length, merkle.root_claims.size);
+    const hashes = ran.map((r, i) => {
+      const canonical = canonicalJson(r.inclusion.leaf);
+      assert.equal(canonical, merkle.leaves[i].canonical);
+      const digest = createHash("sha256")
+        .update(Buffer.concat([Buffer.from([0]), Buffer.from(canonical)]))
+        .digest();
+      assert.equal(digest.toString("hex"), merkle.leaves[i].leaf_hash);
+      assert.deepEqual(leafHash(canonical), digest);
+      return digest;
+    });
+    const { root, paths } = tree(hashes);
+    assert.equal(root.toString("hex"), merkle.root_claims.root);
+    assert.deepEqual(
+      paths.map((p) => p.map((n) => n.toString("hex"))),
+      ran.map((r) => r.inclusion.path),
+    );
+    // the root's JWS: jose signs the same header and claims, byte for byte (EdDSA)
+    const jws = merkle.reply.batch_receipt;
+    const key = await importJWK(keys.keys.receipt.private_jwk, "EdDSA");
+    const ours = await new SignJWT(merkle.root_claims)
+      .setProtectedHeader(merkle.root_header)
+      .sign(key);
+    assert.equal(ours, jws);
+    assert.deepEqual(await verifyRoot(jws, merkle.jwks), merkle.root_claims);
+    // each operation's receipt on its own verifies; the tampered ones do not
+    for (const [i, r] of ran.entries()) {
+      const expected = {
+        transactionId: r.transaction_id,
+        tool: r.inclusion.leaf.tool,
+        paramsHash: r.params_hash,
+        result: r.result,
+      };
+      assert.ok(isBatchReceipt(merkle.receipts[i]));
+      assert.deepEqual(
+        await verifyBatchReceipt(merkle.receipts[i], merkle.jwks, expected),
+        r.inclusion.leaf,
+      );
+      const swapped = { ...expected, result: ran[(i + 1) % ran.length].result };
+      await assert.rejects(
+        verifyBatchReceipt(merkle.receipts[i], merkle.jwks, swapped),
+        InvalidTransaction,
+      );
+    }
+    const first = ran[0];
+    const expected = {
+      transactionId: first.transaction_id,
+      tool: first.inclusion.leaf.tool,
+      paramsHash: first.params_hash,
+      result: first.result,
+    };
+    for (const v of merkle.refused) {
+      await assert.rejects(
+        verifyBatchReceipt(v.receipt, merkle.jwks, expected),
+        ValidationFailed,
+        v.case,
+      );
+    }
+    // a batch root is never a single receipt
+    await assert.rejects(verifyReceipt(jws, merkle.jwks, expected), ValidationFailed);
   });
 
   const sessions = load("sessions.json");

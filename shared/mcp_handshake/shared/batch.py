@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from mcp_handshake.shared.batchreceipt import ReceiptMode
 from mcp_handshake.shared.errors import HandshakeError
 from mcp_handshake.shared.wire import (
     AuthorizeRequest,
@@ -64,12 +65,18 @@ class BatchExecuteOp(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 class BatchExecuteRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     ops: list[BatchExecuteOp]
+    #: Additive: ``merkle`` asks for one signed Merkle root for the batch and an
+    #: inclusion path per operation instead of a receipt each (``shared.batchreceipt``).
+    receipts: ReceiptMode = "single"
 
 
-class BatchReply(msgspec.Struct, frozen=True):
+class BatchReply(msgspec.Struct, frozen=True, omit_defaults=True):
     """One result per operation, in the order of the request's ``ops``."""
 
     results: list[Any]
+    #: Additive: the signed Merkle root, when the request asked for ``merkle`` receipts
+    #: and at least one operation ran.
+    batch_receipt: str | None = None
 
 
 def error_result(err: HandshakeError) -> ErrorReply:
@@ -101,7 +108,8 @@ class DispatchBatch(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     items: list[Dispatch]
 
 
-class RawResults(msgspec.Struct, frozen=True):
+class RawResults(msgspec.Struct, frozen=True, omit_defaults=True):
     """A batch reply read lazily: each result's JSON bytes as sent."""
 
     results: list[msgspec.Raw]
+    batch_receipt: str | None = None

@@ -17,6 +17,7 @@ from typing import Any
 import jwt
 import msgspec
 
+from mcp_handshake.shared.batchreceipt import BATCH_RECEIPT_TYP
 from mcp_handshake.shared.keys import (
     PrivateKey,
     algorithm_for,
@@ -34,6 +35,7 @@ class ReceiptSigner:
         self._alg = algorithm_for(key)
         self.jwk = public_jwk(key)
         self._headers = {"typ": RECEIPT_TYP, "kid": self.jwk["kid"]}
+        self._root_headers = {"typ": BATCH_RECEIPT_TYP, "kid": self.jwk["kid"]}
         self.issuer = issuer
 
     @classmethod
@@ -48,6 +50,11 @@ class ReceiptSigner:
         # and signed by PyJWT's JWS layer: the same compact JWT either way.
         payload = msgspec.json.encode({"iss": self.issuer, **claims})
         return jwt.api_jws.encode(payload, self._key, self._alg, self._headers)
+
+    def sign_root(self, claims: Mapping[str, Any]) -> str:
+        """A batch's Merkle root (``typ: handshake-batch-receipt+jwt``), same key."""
+        payload = msgspec.json.encode({"iss": self.issuer, **claims})
+        return jwt.api_jws.encode(payload, self._key, self._alg, self._root_headers)
 
 
 class DispatchSigner:

@@ -2,7 +2,9 @@
 
 Each operation goes through :func:`~.handler.handle_execute` as it would alone:
 its own token (consumed atomically), binding, policy, tier checks, gated intent,
-dispatch, receipt (its own signature: a v1 receipt) and audit events. What the
+dispatch, receipt (its own signature: a v1 receipt; or, when the request asks for
+``merkle`` receipts, its leaf in the batch's tree, whose root is signed once:
+``execute.merkle``) and audit events. What the
 operations share is paid once: the session verification, the batch proof
 (``core.batchproof``), one Redis round trip for every token's consume
 (``store.coalesce``: one consume script per token, in one pipeline), and one
@@ -39,6 +41,7 @@ from mcp_handshake.services.core.proofs import ProofVerifier, VerifiedProof
 from mcp_handshake.services.core.signing import DispatchSigner
 from mcp_handshake.services.execute.dispatches import DispatchRound, Unsigned
 from mcp_handshake.services.execute.handler import ExecuteDeps, handle_execute
+from mcp_handshake.services.execute.merkle import Leaves, merkle_reply
 from mcp_handshake.services.runtime.batch import check_size, op_request, run_batch
 from mcp_handshake.services.runtime.batch_policy import BatchDecisions
 from mcp_handshake.services.runtime.endpoint import AuditHook, Request
@@ -143,8 +146,10 @@ async def handle_execute_batch(
     ops = req.body.ops
     check_size(len(ops), deps.max_batch)
     proofs, proof_header = await _batch_proof(req, deps)
+    leaves = Leaves(deps.single.receipts) if req.body.receipts == "merkle" else None
     single = dataclasses.replace(deps.single, policy=BatchDecisions(deps.single.policy),
-                                 proofs=proofs, dispatcher=_UNSIGNED)  # fmt: skip
+                                 proofs=proofs, dispatcher=_UNSIGNED,
+                                 receipts=leaves or deps.single.receipts)  # fmt: skip
     redis = Coalescer(deps.scripts, len(ops))
     dispatches = DispatchRound(single.nc, single.subjects, deps.batch_signer, len(ops))
     requests = [
@@ -162,4 +167,7 @@ async def handle_execute_batch(
             scripts.leave()
             nc.leave()
 
-    return await run_batch(requests, one, deps.audit, deps.single.audit)
+    reply = await run_batch(requests, one, deps.audit, deps.single.audit)
+    if leaves is None:
+        return reply
+    return merkle_reply(reply, leaves, req.caller.sub)

@@ -27,6 +27,7 @@ from mcp_handshake.services.gateway.errors import (
 from mcp_handshake.services.gateway.examples import ERROR_EXAMPLE, REQUESTS, RESPONSES
 from mcp_handshake.services.runtime.build import VERSION
 from mcp_handshake.shared.batch import BatchAuthorizeRequest, BatchExecuteRequest
+from mcp_handshake.shared.batchreceipt import MerkleExecuteReply
 from mcp_handshake.shared.errors import ERRORS_BY_CODE
 from mcp_handshake.shared.protocol import PROOF_HEADER, TOKEN_HEADER
 from mcp_handshake.shared.wire import (
@@ -198,7 +199,8 @@ def _batch_paths() -> dict[str, Any]:
         "/v1/execute/batch": {"post": _operation(
             "execute_batch", "Phase 2 for many operations, each with its own token",
             _ok("execute_batch", "ExecuteBatchReply", "each operation's result and receipt, "
-                "or its error"),
+                "or its error; with receipts: merkle, one signed root (batch_receipt) and "
+                "each operation's inclusion in place of its receipt"),
             parameters=[
                 _header(DPOP_HEADER, "DPoP proof (RFC 9449) of this request (htu: "
                         "/v1/execute/batch): it proves every operation of the batch"),
@@ -219,15 +221,24 @@ def _restrict(schema: dict[str, Any], values: list[str]) -> None:
 def _components() -> dict[str, Any]:
     structs = (AuthorizeRequest, ExecuteRequest, ReconcileRequest, DecideRequest, Grant,
                ExecuteReply, ToolsReply, StatusReply, Jwks, ApprovalsReply, DecideReply,
-               ErrorReply, BatchAuthorizeRequest, BatchExecuteRequest)  # fmt: skip
+               ErrorReply, BatchAuthorizeRequest, BatchExecuteRequest,
+               MerkleExecuteReply)  # fmt: skip
     _, components = msgspec.json.schema_components(structs, ref_template=_REF)
     for (name, prop), values in _ENUMS.items():
         _restrict(components[name]["properties"][prop], values)
     # A batch's results: each the single route's body or its error body, in order.
-    for name, reply in (("AuthorizeBatchReply", "Grant"), ("ExecuteBatchReply", "ExecuteReply")):
-        one = {"oneOf": [{"$ref": _REF.format(name=n)} for n in (reply, "ErrorReply")]}
+    # With "receipts": "merkle", an execute's is a MerkleExecuteReply (protocol.md).
+    for name, replies in (
+        ("AuthorizeBatchReply", ("Grant",)),
+        ("ExecuteBatchReply", ("ExecuteReply", "MerkleExecuteReply")),
+    ):
+        one = {"oneOf": [{"$ref": _REF.format(name=n)} for n in (*replies, "ErrorReply")]}
         components[name] = {"type": "object", "title": name, "required": ["results"],
                             "properties": {"results": {"type": "array", "items": one}}}  # fmt: skip
+    components["ExecuteBatchReply"]["properties"]["batch_receipt"] = {
+        "type": "string", "description": "the batch's signed Merkle root (a JWS, typ "
+        "handshake-batch-receipt+jwt), when the request asked for merkle receipts and "
+        "an operation ran"}  # fmt: skip
     # The HTTP decide body: NATS's, with the transaction id in the path instead.
     body = json.loads(json.dumps(components["DecideRequest"]))
     body["required"] = [r for r in body.get("required", []) if r != "transaction_id"]
