@@ -9,7 +9,9 @@ echo "== ruff"
 echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"
-.venv/bin/python -m pytest -q "$@"
+# Two processes (HANDSHAKE_TEST_WORKERS), each taking whole modules: most of a test's
+# time is stacks starting and servers answering, which overlap well on two cores.
+.venv/bin/python -m pytest -q -n "${HANDSHAKE_TEST_WORKERS:-2}" --dist loadfile "$@"
 if [ $# -eq 0 ]; then
   # The failure drill on a NATS cluster and a Redis Cluster (the whole of it, suites on
   # both Redis shapes included, is `make test-cluster`).
