@@ -18,6 +18,7 @@ from typing import Any
 import jwt
 
 from mcp_handshake.shared.batchreceipt import (
+    decode_signed,
     is_batch_receipt,
     parse_batch_receipt,
     root_kid,
@@ -74,17 +75,9 @@ class Receipts:
         several = len(await self._keys(False)) > 1
         try:
             kid, key = await self._key(_kid(receipt) if several else None)
-            decoded = jwt.api_jwt.decode_complete(
-                receipt, key.key, algorithms=[key.algorithm_name],
-                options={"require": _REQUIRED}, leeway=60,
-            )  # fmt: skip
         except jwt.PyJWTError:
             raise ValidationFailed("receipt signature does not verify") from None
-        header = decoded["header"]
-        if header.get("typ") != RECEIPT_TYP or header.get("kid") != kid:
-            raise ValidationFailed("receipt header is not a handshake receipt's")
-        claims: dict[str, Any] = decoded["payload"]
-        return claims
+        return decode_signed(receipt, key, kid, RECEIPT_TYP, _REQUIRED, "receipt")
 
     async def _batch(self, receipt: str) -> dict[str, Any]:
         parsed = parse_batch_receipt(receipt)

@@ -32,6 +32,7 @@ __all__ = [
     "Inclusion",
     "MerkleExecuteReply",
     "ReceiptMode",
+    "decode_signed",
     "envelope",
     "is_batch_receipt",
     "parse_batch_receipt",
@@ -117,20 +118,30 @@ def root_kid(root: str) -> str:
         raise ValidationFailed("batch receipt root is not a JWS") from None
 
 
+def decode_signed(
+    jws: str, key: jwt.PyJWK, kid: str, typ: str, required: list[str], what: str
+) -> dict[str, Any]:
+    """The claims of a receipt-key JWS (a single receipt, a batch root) once its
+    signature verifies with ``key`` (the JWKS key ``kid``), its ``required`` claims are
+    present and its header names ``typ`` and ``kid``; ``what`` names it in errors."""
+    try:
+        decoded = jwt.api_jwt.decode_complete(
+            jws, key.key, algorithms=[key.algorithm_name],
+            options={"require": required}, leeway=60,
+        )  # fmt: skip
+    except jwt.PyJWTError:
+        raise ValidationFailed(f"{what} signature does not verify") from None
+    header = decoded["header"]
+    if header.get("typ") != typ or header.get("kid") != kid:
+        raise ValidationFailed(f"{what} is not a handshake {what}'s")
+    claims: dict[str, Any] = decoded["payload"]
+    return claims
+
+
 def verify_root(root: str, key: jwt.PyJWK, kid: str) -> dict[str, Any]:
     """The root's claims once its signature verifies with ``key`` (the JWKS key ``kid``)
     and its header and claims are a batch root's."""
-    try:
-        decoded = jwt.api_jwt.decode_complete(
-            root, key.key, algorithms=[key.algorithm_name],
-            options={"require": _ROOT_CLAIMS}, leeway=60,
-        )  # fmt: skip
-    except jwt.PyJWTError:
-        raise ValidationFailed("batch receipt signature does not verify") from None
-    header = decoded["header"]
-    if header.get("typ") != BATCH_RECEIPT_TYP or header.get("kid") != kid:
-        raise ValidationFailed("batch receipt root is not a handshake batch receipt's")
-    claims: dict[str, Any] = decoded["payload"]
+    claims = decode_signed(root, key, kid, BATCH_RECEIPT_TYP, _ROOT_CLAIMS, "batch receipt")
     size, digest = claims["size"], claims["root"]
     if claims["tree"] != TREE or type(size) is not int or size < 1 or not _hex(digest):
         raise ValidationFailed("batch receipt root is not a handshake batch receipt's")
