@@ -16,6 +16,15 @@ other (run i of A with run i of B): CPU per handshake per process (utime+stime f
 ``/proc`` over the measured window, divided by the handshakes done) and handshakes/s.
 nats-server and redis-server do the same work in both trees: their ratios show how
 much the machine moved between the runs.
+
+``--new-questions`` makes every policy decision a question never asked before, as
+when policies read params that differ on every call (amounts): each worker process
+then forgets Cedar's answers (``ANSWER_CONTEXT_MAX = -1`` in ``policy.prepared``,
+set by a ``sitecustomize`` put first on ``PYTHONPATH``; a tree without that module,
+such as the code before Cedar, is left as it is). ``--forbids`` adds 20 forbids on any
+principal to the bench tool's policy (as ``bench/policy_eval.py``'s 1,000 on one tool
+hold: excluded agents, block lists, a key), so each Cedar call costs what a larger
+policy's does; for trees whose policy is Cedar.
 """
 
 from __future__ import annotations
@@ -26,18 +35,68 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 _RATE = re.compile(r"^(\d+) handshakes/s")
-_PROC = re.compile(r"^\s+(\S+(?: \S+)?)\s+[\d.]+% cpu\s+(\d+) us/handshake")
+_PROC = re.compile(r"^\s+(\S+(?: \S+)?)\s+[\d.]+% cpu\s+(\d+) us/(?:handshake|op)")
 WORKERS = ("authorize-0", "execute-0", "executor-0", "audit-0", "nats-server",
-           "redis-server", "bench client")  # fmt: skip
+           "redis-server", "client", "all")  # fmt: skip
+#: Run first in every Python process of a ``--new-questions`` run (see the docstring).
+_FORGET = """\
+try:
+    import mcp_handshake.services.policy.prepared as _prepared
+except ImportError:
+    pass
+else:
+    _prepared.ANSWER_CONTEXT_MAX = -1
+"""
+#: ``--forbids``: the bench tool's policy gets these too (on any principal, reading the
+#: params, the agent and the time, not the phase: Cedar evaluates them on every call).
+_FORBIDS = [f'context.agent has nats_user && context.agent.nats_user == "agent-{k}"'
+            for k in range(10)]  # fmt: skip
+_FORBIDS += ["[" + ", ".join(f'"X{k}{j:02d}"' for j in range(20))
+             + "].contains(context.params.base)" for k in range(5)]  # fmt: skip
+_FORBIDS += ['context.params.base == context.params.quote', 'context.time.hour == 25',
+             '["XAU", "XAG", "XPT"].contains(context.params.quote)',
+             'context.params.quote == "XXX"',
+             'context.agent has jkt && context.agent.jkt == "revoked-key"']  # fmt: skip
+_HEAVY = """\
+import os, sys
+sys.path.insert(0, os.path.join(os.getcwd(), "bench"))
+try:
+    import benchtools
+except ImportError:
+    pass
+else:
+    benchtools.POLICY += {policies!r}
+"""
 
 
-def start(tree: Path, concurrency: int, seconds: float) -> subprocess.Popen[str]:
-    """A cpu_breakdown run of ``tree`` (its own code, stack and bench config)."""
+def _heavy() -> str:
+    return "".join(f'\n@id("bench.forbid-{k}")\nforbid (principal, action == '
+                   f'Action::"bench.exchange_rate", resource) when {{ {c} }};\n'
+                   for k, c in enumerate(_FORBIDS))  # fmt: skip
+
+
+def _sitecustomize(forget: bool, forbids: bool) -> Path | None:
+    """A directory holding the ``sitecustomize`` of ``--new-questions`` and ``--forbids``."""
+    if not (forget or forbids):
+        return None
+    folder = Path(tempfile.mkdtemp(prefix="compare-trees-"))
+    text = (_FORGET if forget else "") + (_HEAVY.format(policies=_heavy()) if forbids else "")
+    (folder / "sitecustomize.py").write_text(text)
+    return folder
+
+
+def start(
+    tree: Path, concurrency: int, seconds: float, first: Path | None = None
+) -> subprocess.Popen[str]:
+    """A cpu_breakdown run of ``tree`` (its own code, stack and bench config); ``first``:
+    a directory put before it on ``PYTHONPATH``."""
     tree = tree.resolve()
-    path = os.pathsep.join(str(tree / part) for part in ("services", "shared", "client"))
+    parts = [tree / part for part in ("services", "shared", "client")]
+    path = os.pathsep.join(str(p) for p in ([first] if first else []) + parts)
     cmd = [sys.executable, str(tree / "bench" / "cpu_breakdown.py"), "--tool",
            "bench.exchange_rate", "--seconds", str(seconds),
            "--concurrency", str(concurrency)]  # fmt: skip
@@ -55,7 +114,10 @@ def result(proc: subprocess.Popen[str]) -> dict[str, float]:
         if m := _RATE.match(line):
             found["rate"] = float(m.group(1))
         elif m := _PROC.match(line):
-            found[m.group(1)] = float(m.group(2))
+            name = "client" if m.group(1) == "bench client" else m.group(1)  # older trees
+            found[name] = float(m.group(2))
+    # Every process's CPU per handshake, summed here (older trees print no total).
+    found["all"] = sum(v for k, v in found.items() if k not in ("rate", "all"))
     return found
 
 
@@ -76,7 +138,18 @@ def main() -> None:
         action="store_true",
         help="run A and B at the same time (each its own stack), not in turn",
     )
+    parser.add_argument(
+        "--new-questions",
+        action="store_true",
+        help="every policy decision a question not asked before (workers keep no answer)",
+    )
+    parser.add_argument(
+        "--forbids",
+        action="store_true",
+        help="20 forbids on any principal added to the bench tool's policy",
+    )
     args = parser.parse_args()
+    first = _sitecustomize(args.new_questions, args.forbids)
     trees = {"A": args.a, "B": args.b}
     header = "  ".join(f"{w[:8]:>8}" for w in WORKERS)
     print(f"  {'run':<28} {'rate':>9}  {header}   (µs of CPU per handshake)")
@@ -86,7 +159,7 @@ def main() -> None:
             order = "AB" if r % 2 == 0 else "BA"  # A B, B A, A B, ...
             batches = [order] if args.together else list(order)  # together: one batch
             for batch in batches:
-                procs = {n: start(trees[n], c, args.seconds) for n in batch}
+                procs = {n: start(trees[n], c, args.seconds, first) for n in batch}
                 for n, proc in procs.items():
                     got = result(proc)
                     runs.setdefault((c, n), []).append(got)
