@@ -2,7 +2,8 @@
 and keep every property the redis-py rounds had: each consume is its own script, so a
 token raced across two concurrent batches is used up once; Redis gone in the middle of
 a round is ``unavailable`` for every operation of it, and fast; a script Redis forgot is
-sent again (EVAL); the executor's run markers are each claimed once.
+sent again (EVAL); the executor's run markers are each claimed once. And each distinct
+params of a tool is normalized and hashed once per batch, each operation keeping its own.
 
 redis-py is pointed at a port nothing listens on: a step that still went through it
 would fail these tests."""
@@ -18,14 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
 
+from mcp_handshake.services.core.bind import Bound, batch_bindings, bind
+from mcp_handshake.services.core.policy import Rules
+from mcp_handshake.services.core.tools import Tier, Tool
 from mcp_handshake.services.store import DispatchLog, TokenStore, TxRecord
 from mcp_handshake.services.store.coalesce import Coalescer, Member
 from mcp_handshake.services.store.redis import lean_connection
 from mcp_handshake.services.store.resp import Arg, Resp
 from mcp_handshake.services.store.scripts import Scripts
-from mcp_handshake.shared.errors import HandshakeError, Unavailable
+from mcp_handshake.shared.errors import HandshakeError, InvalidParams, Unavailable
 from mcp_handshake.shared.settings import Settings
 from mcp_handshake.shared.subjects import Keys
 from tests.support.redis_topologies import SingleRedis
@@ -156,3 +161,40 @@ async def test_claim_many_over_the_lean_connection(single: SingleRedis, lean: Co
     single.stop()
     with pytest.raises(Unavailable):
         await log.claim_many([("t-" + uuid.uuid4().hex, 30, 0)])
+
+
+class _Rate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    base: str
+    quote: str = "USD"
+    amount: float = 1.0
+
+
+def _decide(params: dict[str, Any]) -> Rules:
+    return Rules("fx.rate", "permit", 60, 60, frozenset())
+
+
+async def test_a_batch_normalizes_and_hashes_each_distinct_params_once() -> None:
+    tool = Tool("fx.rate", "rate", _Rate, Tier.PUBLIC, "fx", lambda p, c: p)
+    twin = Tool("fx.rate", "rate", _Rate, Tier.PUBLIC, "fx", lambda p, c: p)
+    alone = bind(tool, {"base": "EUR"}, _decide)
+    with batch_bindings() as shared:
+
+        async def one(raw: dict[str, Any], of: Tool = tool) -> Bound:
+            await asyncio.sleep(0)  # a task of its own, as each operation of a batch
+            return bind(of, raw, _decide)
+
+        same = await asyncio.gather(*(one({"base": "EUR"}) for _ in range(3)))
+        other = await one({"base": "EUR", "amount": 2})
+        another_tool = await one({"base": "EUR"}, twin)
+        for _ in range(2):
+            with pytest.raises(InvalidParams):
+                await one({"base": "EUR", "extra": 1})
+    assert all(b.ph == alone.ph and b.params == alone.params for b in same)
+    assert len({id(b.params) for b in same}) == 3  # each operation has params of its own
+    same[0].params["base"] = "GBP"
+    assert same[1].params["base"] == "EUR"
+    assert other.ph != alone.ph and another_tool.ph == alone.ph
+    assert (shared.done, shared.reused) == (3, 2)
+    assert bind(tool, {"base": "EUR"}, _decide).ph == alone.ph  # outside: no sharing
+    assert (shared.done, shared.reused) == (3, 2)
