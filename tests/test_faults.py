@@ -11,6 +11,7 @@ from nats.aio.msg import Msg
 
 from mcp_handshake.services.dev.devstack import Stack
 from tests.conftest import Raw, connected
+from tests.test_batch import EXCHANGE, RATE, authorize_many, code, execute_many, op
 
 INVOICE = {"customer_id": "cus_8f3k2m9q", "amount": 12.5, "currency": "EUR"}
 
@@ -50,6 +51,39 @@ async def test_redis_down_fails_closed_and_recovers(own_stack: Stack) -> None:
         assert done.error is None, done.body
         still = {p.name: p.popen.pid for p in own_stack.procs if p.name.endswith("-0")}
         assert still == workers and all(p.popen.poll() is None for p in own_stack.procs)
+
+
+async def test_redis_down_mid_batch_fails_closed_per_operation(own_stack: Stack) -> None:
+    """Redis stopped between a batch's two phases: every operation of ``execute.batch``
+    and ``authorize.batch`` answers ``unavailable`` (fast), nothing runs, and once Redis
+    is back (empty) no token of the batch runs either."""
+    async with connected(own_stack) as raw:
+        alice = raw.session("alice", "billing")
+        grants = await authorize_many(raw, alice, [(EXCHANGE, RATE)] * 3)
+        ops = [op(g, EXCHANGE, RATE) for g in grants]
+        before = await raw.target_stats()
+        own_stack.stop_proc("redis-server")
+        t0 = time.monotonic()
+        assert [code(r) for r in await execute_many(raw, alice, ops)] == ["unavailable"] * 3
+        assert time.monotonic() - t0 < 2.5
+        t0 = time.monotonic()
+        again = await authorize_many(raw, alice, [(EXCHANGE, RATE)] * 2)
+        assert [code(r) for r in again] == ["unavailable"] * 2
+        assert time.monotonic() - t0 < 2.5
+        assert await raw.target_stats() == before, "nothing may execute without the store"
+
+        own_stack.start_redis()
+        deadline = time.monotonic() + 5
+        while True:
+            fresh = await authorize_many(raw, alice, [(EXCHANGE, RATE)])
+            if code(fresh[0]) is None or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        assert code(fresh[0]) is None, fresh
+        replay = await execute_many(raw, alice, [*ops, op(fresh[0], EXCHANGE, RATE)])
+        assert [code(r) for r in replay] == [*["invalid_transaction"] * 3, None]
+        after = await raw.target_stats()
+        assert sum(after["calls"].values()) == sum(before["calls"].values()) + 1
 
 
 async def test_no_executor_is_unavailable_and_burns_nothing_else(own_stack: Stack) -> None:

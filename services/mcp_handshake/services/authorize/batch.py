@@ -4,7 +4,8 @@ Each operation goes through :func:`~.handler.handle_authorize` as it would alone
 (its own policy check, rate limit, token, params hash, approval request and
 audit events); the first store step of every operation (the rate-limit count or
 the token's issue) shares one Redis round trip (``store.coalesce``), each distinct
-policy question is asked once (``runtime.batch_policy``), and the audit events go
+policy question is asked once (``runtime.batch_policy``), each distinct params of a
+tool normalized and hashed once (``core.bind.batch_bindings``), and the audit events go
 to the stream together (``Audit.grouped``).
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 import msgspec
 
 from mcp_handshake.services.authorize.handler import AuthorizeDeps, handle_authorize
+from mcp_handshake.services.core.bind import batch_bindings
 from mcp_handshake.services.runtime.audit import Audit
 from mcp_handshake.services.runtime.batch import check_size, op_request, run_batch
 from mcp_handshake.services.runtime.batch_policy import BatchDecisions
@@ -59,4 +61,5 @@ async def handle_authorize_batch(
         finally:
             member.leave()
 
-    return await run_batch(requests, one, deps.audit, deps.events)
+    with batch_bindings():
+        return await run_batch(requests, one, deps.audit, deps.events)

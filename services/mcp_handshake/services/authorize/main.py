@@ -41,7 +41,10 @@ async def build(settings: Settings, nc: NATS) -> Worker:
         ),
     )
     hook = authorize_audit(audit, kit.metrics)
-    batch = AuthorizeBatchDeps(deps, Scripts(deps.store.redis), settings.max_batch, hook, audit)
+    # The batch rounds over the connection the single path uses (the lean one on a single
+    # Redis, redis-py on Sentinel and Cluster: ``Store.fast`` is None there).
+    rounds = Scripts(deps.store.redis, deps.store.fast)
+    batch = AuthorizeBatchDeps(deps, rounds, settings.max_batch, hook, audit)
     return kit.worker(
         "Handshake phase 1 and the tool catalog",
         [

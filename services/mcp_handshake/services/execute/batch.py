@@ -9,8 +9,9 @@ operations share is paid once: the session verification, the batch proof
 (``core.batchproof``), one Redis round trip for every token's consume
 (``store.coalesce``: one consume script per token, in one pipeline), and one
 signed dispatch message per target (``execute.dispatches``), whose items the
-executor runs concurrently, and each distinct policy question
-(``runtime.batch_policy``). The intents of all operations are published
+executor runs concurrently, each distinct policy question
+(``runtime.batch_policy``), and the normalization and hash of each distinct params
+of a tool (``core.bind.batch_bindings``). The intents of all operations are published
 concurrently, each with its own ``Nats-Msg-Id``; the other audit events of the
 batch go to the stream together (``Audit.grouped``).
 
@@ -30,6 +31,7 @@ from typing import Any
 import msgspec
 
 from mcp_handshake.services.core.batchproof import BatchProof, RequestProof, verify_batch_proof
+from mcp_handshake.services.core.bind import batch_bindings
 from mcp_handshake.services.core.dpop import (
     DPOP_HEADER,
     DPOP_HTU_HEADER,
@@ -167,7 +169,8 @@ async def handle_execute_batch(
             scripts.leave()
             nc.leave()
 
-    reply = await run_batch(requests, one, deps.audit, deps.single.audit)
+    with batch_bindings():
+        reply = await run_batch(requests, one, deps.audit, deps.single.audit)
     if leaves is None:
         return reply
     return merkle_reply(reply, leaves, req.caller.sub)

@@ -62,7 +62,7 @@ async def build(settings: Settings, nc: NATS) -> Worker:
     hook = execute_audit(audit, kit.metrics)
     batch = ExecuteBatchDeps(
         deps,
-        Scripts(store.redis),
+        Scripts(store.redis, store.fast),  # the single path's connection (lean or redis-py)
         DispatchSigner.from_file(cfg.resolve(cfg.keys.dispatch), DISPATCH_BATCH_TYP),
         settings.max_batch,
         hook,

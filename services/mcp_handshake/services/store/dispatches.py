@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Sequence
+from typing import Any
 
 from mcp_handshake.shared.errors import Unavailable
 from mcp_handshake.shared.subjects import Keys
@@ -80,18 +81,52 @@ class DispatchLog:
         keys = [_key(txn, attempt) for txn, _, attempt in claims]
         mine = [secrets.token_hex(8) for _ in claims]
         try:
-            pipe = self._redis.pipeline(transaction=False)
-            for key, value, (_, ttl_s, _) in zip(keys, mine, claims, strict=True):
-                pipe.set(key, value, nx=True, px=_px(ttl_s))
-            won = [bool(ok) for ok in await pipe.execute()]
-            lost = [i for i, ok in enumerate(won) if not ok]
-            if lost:
-                pipe = self._redis.pipeline(transaction=False)
-                for i in lost:
-                    pipe.get(keys[i])
-                for i, held in zip(lost, await pipe.execute(), strict=True):
-                    won[i] = (held.decode() if isinstance(held, bytes) else held) == mine[i]
+            if self._fast is not None:
+                won = await self._claim_lean(self._fast, keys, mine, claims)
+            else:
+                won = await self._claim_pipelined(keys, mine, claims)
         except StoreError:
             log.warning("dispatch log unavailable (%d dispatches)", len(claims))
             raise Unavailable("dispatch log unavailable; nothing was executed") from None
         return won
+
+    async def _claim_pipelined(
+        self, keys: list[str], mine: list[str], claims: Sequence[Claim]
+    ) -> list[bool]:
+        """Through redis-py (Sentinel, Cluster): two pipelines at most."""
+        pipe = self._redis.pipeline(transaction=False)
+        for key, value, (_, ttl_s, _) in zip(keys, mine, claims, strict=True):
+            pipe.set(key, value, nx=True, px=_px(ttl_s))
+        won = [bool(ok) for ok in await pipe.execute()]
+        lost = [i for i, ok in enumerate(won) if not ok]
+        if lost:
+            pipe = self._redis.pipeline(transaction=False)
+            for i in lost:
+                pipe.get(keys[i])
+            for i, held in zip(lost, await pipe.execute(), strict=True):
+                won[i] = (held.decode() if isinstance(held, bytes) else held) == mine[i]
+        return won
+
+    @staticmethod
+    async def _claim_lean(
+        fast: Resp, keys: list[str], mine: list[str], claims: Sequence[Claim]
+    ) -> list[bool]:
+        """Over the lean connection (a single Redis): the same commands, one write each
+        round; an error reply fails the whole claim, as a raising pipeline does."""
+        sets = [("SET", key, value, "NX", "PX", _px(ttl_s))
+                for key, value, (_, ttl_s, _) in zip(keys, mine, claims, strict=True)]  # fmt: skip
+        won = [ok is not None for ok in _checked(await fast.execute_many(sets))]
+        lost = [i for i, ok in enumerate(won) if not ok]
+        if lost:
+            held = _checked(await fast.execute_many([("GET", keys[i]) for i in lost]))
+            for i, value in zip(lost, held, strict=True):
+                won[i] = (value.decode() if isinstance(value, bytes) else value) == mine[i]
+        return won
+
+
+def _checked(replies: list[Any]) -> list[Any]:
+    """``replies``, or the first error reply among them raised."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
