@@ -6,23 +6,33 @@ never an unhandled exception and never an acceptance."""
 
 from __future__ import annotations
 
-import hashlib
 import json
+import os
+import shutil
+import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from mcp_handshake.client import CallResult
 from mcp_handshake.services.console.receipts import check_receipt
+from mcp_handshake.services.core.signing import DispatchSigner, DispatchVerifier, ReceiptSigner
 from mcp_handshake.services.dev.devstack import Stack
 from mcp_handshake.shared.batchreceipt import (
     MAX_BATCH_RECEIPT_BYTES,
+    decode_signed,
     parse_batch_receipt,
     verify_inclusion,
+    verify_root,
 )
 from mcp_handshake.shared.errors import InvalidTransaction, ValidationFailed
+from mcp_handshake.shared.hashing import canonical_json
 from mcp_handshake.shared.merkle import MAX_PATH, leaf_hash, node_hash, root_from_path, tree
+from mcp_handshake.shared.protocol import DISPATCH_TYP, RECEIPT_TYP
 from mcp_handshake.shared.wire import Grant
 from tests.test_batch_merkle import EXCHANGE, RATES
 from tests.test_client import agent
@@ -166,12 +176,76 @@ async def test_hostile_batch_receipts_against_the_client_and_the_console(stack: 
         assert (await check_receipt(hs, a.receipt, a.transaction_id, trail)).ok
 
 
-def test_the_duplicate_key_vector_hashes_as_typescript_reads_it() -> None:
-    """JSON.parse keeps a duplicate key's last value, as msgspec does: the leaf both
-    clients hash is the same object."""
-    text = '{"root":"x","index":0,"path":[],"leaf":{"txn":"a","tool":"t","txn":"b"}}'
-    leaf = parse_batch_receipt(text).leaf
-    assert leaf == {"txn": "b", "tool": "t"}
-    assert hashlib.sha256(b"\x00" + b'{"tool":"t","txn":"b"}').digest() == leaf_hash(
-        b'{"tool":"t","txn":"b"}'
+_PKG = Path(__file__).resolve().parent.parent / "client" / "typescript"
+_NODE = os.environ.get("HANDSHAKE_NODE") or shutil.which("node")
+#: Leaves two JSON readers could read differently: duplicate keys, ``__proto__``,
+#: numbers written in other forms, escapes, a lone surrogate.
+_TRICKY = [
+    '{"txn":"a","tool":"t","txn":"b"}',
+    '{"__proto__":{"txn":"x"},"txn":"a"}',
+    '{"iat":1.0e9,"n":-0.0,"m":1E-7,"k":100000000000000000000}',
+    '{"s":"\\u00e9\\u0000\\ud83d\\ude00","t":"\\ud800"}',
+]
+
+
+@pytest.mark.skipif(
+    _NODE is None or not (_PKG / "dist" / "merkle.js").exists(), reason="no node / built client"
+)
+def test_python_and_typescript_hash_the_same_leaf_or_both_refuse_it() -> None:
+    """Each tricky leaf: parsed by each client's own reader (msgspec; JSON.parse), it
+    hashes to the same leaf hash in both, or neither can hash it: no leaf verifies in
+    one client with claims the other would read differently."""
+    script = (
+        'import { parseBatchReceipt, leafHash } from "./dist/merkle.js";'
+        'import { canonicalJson } from "./dist/hashing.js";'
+        "const out = JSON.parse(process.argv[1]).map((t) => {"
+        "  try { const r = parseBatchReceipt(t);"
+        '    return leafHash(canonicalJson(r.leaf)).toString("hex"); }'
+        "  catch { return null; } });"
+        "console.log(JSON.stringify(out));"
     )
+    texts = ['{"root":"x","index":0,"path":[],"leaf":' + leaf + "}" for leaf in _TRICKY]
+    run = subprocess.run(
+        [_NODE or "node", "--input-type=module", "-e", script, json.dumps(texts)],
+        cwd=_PKG, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    theirs = json.loads(run.stdout)
+    for text, ts in zip(texts, theirs, strict=True):
+        try:
+            py: str | None = leaf_hash(canonical_json(parse_batch_receipt(text).leaf)).hex()
+        except Exception:  # JCS cannot write it: refused as not canonical
+            py = None
+        if py is not None and ts is not None:  # a leaf both can hash: the same to both
+            assert py == ts, text
+    assert theirs[0] is not None and theirs[2] is not None  # not vacuously
+
+
+def test_a_root_is_no_receipt_and_no_dispatch_even_under_one_key() -> None:
+    """Typ confusion with a single key doing every job (worse than any deployment, where
+    dispatches have their own key): a batch root is refused as a dispatch (its payload
+    as the body) and as a single receipt, and a single receipt or a dispatch-typed JWS
+    over root claims is refused as a root."""
+    key = Ed25519PrivateKey.generate()
+    signer = ReceiptSigner(key, "mediator")
+    kid = signer.jwk["kid"]
+    pyjwk = jwt.PyJWK(signer.jwk)
+    claims = {"sub": "alice", "iat": int(time.time()), "tree": "rfc9162-sha256", "size": 1,
+              "root": "ab" * 32}  # fmt: skip
+    root = signer.sign_root(claims)
+    assert verify_root(root, pyjwk, kid)["sub"] == "alice"
+    header_b64, payload_b64, sig = root.split(".")
+    body = jwt.utils.base64url_decode(payload_b64)
+    assert not DispatchVerifier(signer.jwks()).verify(f"{header_b64}..{sig}", body)
+    with pytest.raises(ValidationFailed):
+        decode_signed(root, pyjwk, kid, RECEIPT_TYP, ["iss", "sub", "iat"], "receipt")
+    receipt = signer.sign({**claims, "txn": "t", "tool": "x", "ph": "p", "rh": "r"})
+    dispatch = jwt.api_jws.encode(
+        json.dumps({"iss": "mediator", **claims}).encode(), key, "EdDSA",
+        {"typ": DISPATCH_TYP, "kid": kid},
+    )  # fmt: skip
+    also = DispatchSigner(key).sign(b"{}")
+    for jws in (receipt, dispatch):
+        with pytest.raises(ValidationFailed):
+            verify_root(jws, pyjwk, kid)
+    with pytest.raises(ValidationFailed):
+        verify_root(also, pyjwk, kid)
