@@ -340,3 +340,29 @@ def test_the_writer_refuses_hostile_content_without_raising() -> None:
                   else None) for e in got]  # fmt: skip
         assert len(flags) == len(want), (m.subject, flags)
         assert all(f in w for f, w in zip(flags, want, strict=True)), (m.subject, flags)
+
+
+@pytest.mark.parametrize(
+    ("kind", "body"),
+    [
+        ("stream", ["not", "an", "object"]),
+        ("stream", {**STREAM_ID, "start": "1"}),
+        ("stream", {**STREAM_ID, "start": 1.5}),
+        ("event", {"sseq": 1, "event": {"detail": _nested(995)}}),
+        ("event", {"sseq": 1, "event": {"detail": _nested(5000)}}),
+    ],
+)
+def test_audit_verify_reports_a_hostile_line_instead_of_raising(
+    tmp_path: Path, kind: str, body: Any
+) -> None:
+    """A log line no writer of ours writes (a stream header that is not an object or
+    whose start is not an integer; a line nested too deep for a JSON reader): ``audit
+    verify`` names the line as bad, it does not end in an exception."""
+    from mcp_handshake.services.audit.chain import GENESIS, hashed_line
+
+    key = Ed25519PrivateKey.generate()
+    path = tmp_path / "audit.log"
+    line, _ = hashed_line(1, GENESIS, kind, body)
+    path.write_bytes(line)
+    result = verify_log(path, {"keys": [public_jwk(key)]}, settle_s=0)
+    assert not result.ok and result.bad_line == 1, result
