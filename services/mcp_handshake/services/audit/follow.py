@@ -51,8 +51,10 @@ def entries(msg: Msg, state: WriterState) -> tuple[list[Any], bool]:
 
     Each worker kind may publish only under ``handshake.audit.<kind>.`` (the bus
     enforces it); an event whose content claims another kind, or a kind of event
-    that kind never records, is refused here (in a group, that event alone). A
-    refusal still takes its place in the log, so the stream sequence has no hole.
+    that kind never records, or that is nested deeper than :data:`MAX_DEPTH`, is
+    refused here (in a group, that event alone); a message too deep to decode is
+    unreadable. A refusal still takes its place in the log, so the stream sequence
+    has no hole.
     """
     try:
         events = expand(msg.subject, msg.data)
