@@ -107,7 +107,7 @@ def parse_batch_receipt(receipt: str) -> BatchReceipt:
         raise ValidationFailed("batch receipt too large")
     try:
         return _decode(receipt)
-    except msgspec.DecodeError:  # not JSON, or not its shape (a path's nodes included)
+    except (msgspec.DecodeError, RecursionError):  # not JSON, not its shape, or too deep
         raise ValidationFailed("batch receipt inclusion path does not verify") from None
 
 

@@ -33,6 +33,8 @@ __all__ = ["BATCH", "WriterState", "follow"]
 log = logging.getLogger(__name__)
 
 BATCH = 512
+#: The deepest nesting of lists and objects in an event the writer records.
+MAX_DEPTH = 8
 
 
 @dataclass
@@ -49,12 +51,14 @@ def entries(msg: Msg, state: WriterState) -> tuple[list[Any], bool]:
 
     Each worker kind may publish only under ``handshake.audit.<kind>.`` (the bus
     enforces it); an event whose content claims another kind, or a kind of event
-    that kind never records, is refused here (in a group, that event alone). A
-    refusal still takes its place in the log, so the stream sequence has no hole.
+    that kind never records, or that is nested deeper than :data:`MAX_DEPTH`, is
+    refused here (in a group, that event alone); a message too deep to decode is
+    unreadable. A refusal still takes its place in the log, so the stream sequence
+    has no hole.
     """
     try:
         events = expand(msg.subject, msg.data)
-    except ValueError:  # msgspec's DecodeError too
+    except (ValueError, RecursionError):  # msgspec's DecodeError too; nested too deep
         return [{"unreadable": True, "subject": msg.subject}], False
     kind = msg.subject.removeprefix(f"{SUBJECT_PREFIX}.").partition(".")[0]
     return [_checked(event, kind, msg.subject, state) for event in events], is_group(msg.subject)
@@ -63,11 +67,28 @@ def entries(msg: Msg, state: WriterState) -> tuple[list[Any], bool]:
 def _checked(event: Any, kind: str, subject: str, state: WriterState) -> Any:
     worker = event.get("worker") if isinstance(event, dict) else None
     claimed = worker.partition("@")[0] if isinstance(worker, str) else None
-    if claimed != kind or event.get("kind") not in EVENT_KINDS.get(kind, ()):
-        state.refused += 1
-        log.error("audit event refused: its content does not match its subject %s", subject)
-        return {"refused": True, "subject": subject, "reason": "content does not match subject"}
-    return event
+    what = event.get("kind") if isinstance(event, dict) else None
+    if claimed != kind or not isinstance(what, str) or what not in EVENT_KINDS.get(kind, ()):
+        reason = "content does not match subject"
+    elif _too_deep(event, MAX_DEPTH):
+        reason = "nested deeper than any audit event"
+    else:
+        return event
+    state.refused += 1
+    log.error("audit event refused (%s): subject %s", reason, subject)
+    return {"refused": True, "subject": subject, "reason": reason}
+
+
+def _too_deep(value: Any, depth: int) -> bool:
+    """Lists and objects nested more than ``depth`` deep (an event's are 2 at most;
+    a log line far deeper could overflow the stack of a JSON reader of the log)."""
+    if isinstance(value, dict):
+        children: Any = value.values()
+    elif isinstance(value, list):
+        children = value
+    else:
+        return False
+    return depth == 0 or any(_too_deep(v, depth - 1) for v in children)
 
 
 def halt(writer: AuditLogWriter, state: WriterState, found: Found) -> None:

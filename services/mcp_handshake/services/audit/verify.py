@@ -112,10 +112,11 @@ def _follow(walk: _Walk, record: dict[str, Any]) -> str | None:
     if kind == "stream":
         # Logs name their stream on line 1; one written before that names it once,
         # after its older events, where the next event must continue.
-        if walk.stream is not None or walk.gaps or int(body.get("start", 1)) != walk.last + 1:
+        start = body.get("start", 1) if isinstance(body, dict) else None
+        if type(start) is not int or walk.stream is not None or walk.gaps or start != walk.last + 1:
             return "a second or misplaced stream header"
         walk.stream = {k: v for k, v in body.items() if k != "start"}
-        walk.last = int(body.get("start", 1)) - 1
+        walk.last = start - 1
     elif kind == "event":
         walk.entries += 1
         if walk.open_gap is not None:
@@ -181,7 +182,7 @@ def _check_line(
         record = json.loads(raw)
         fields = {k: record[k] for k in ("seq", "prev", "kind", "body")}
         h = record["h"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):  # nested too deep to read
         return "not a log record"
     if parts is None or set(record) != {"seq", "prev", "kind", "body", "h"} or parts[1] != h:
         return "not a log record"
