@@ -126,8 +126,9 @@ async def ensure_audit_stream(
         duplicate_window=duplicate_window_s,
         num_replicas=replicas,
     )
-    await ensure_stream(js, config, min_duplicate_window=duplicate_window_s,
-                        min_msg_size=MAX_GROUP_BYTES + 4096)  # a group and its headers
+    await ensure_stream(
+        js, config, min_duplicate_window=duplicate_window_s, min_msg_size=MAX_GROUP_BYTES + 4096
+    )  # a group and its headers
 
 
 _encode = msgspec.json.encode
