@@ -36,7 +36,7 @@ from mcp_handshake.services.dev.devhome import mint_session
 from mcp_handshake.services.dev.devstack import Stack, StackSpec
 from mcp_handshake.services.store.redis import redis_client
 from mcp_handshake.shared.subjects import Subjects
-from tests.support.redis_topologies import ClusterTopology, SentinelTopology
+from tests.support.redis_topologies import ClusterTopology, SentinelTopology, SingleRedis
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -92,6 +92,16 @@ def stack_factory(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
     finally:
         for st in made:
             st.stop()
+
+
+@pytest.fixture
+async def single(tmp_path: Path) -> AsyncIterator[SingleRedis]:
+    """A redis-server of the test's own (no stack), for the store's connection tests."""
+    server = SingleRedis(tmp_path / "redis").start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -44,15 +43,6 @@ class CountingResp(Resp):
     async def execute_many(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
         self.rounds.append(len(commands))
         return await super().execute_many(commands)
-
-
-@pytest.fixture
-async def single(tmp_path: Path) -> AsyncIterator[SingleRedis]:
-    server = SingleRedis(tmp_path / "redis").start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

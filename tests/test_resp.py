@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,15 +21,6 @@ from mcp_handshake.services.store.resp import Resp
 from mcp_handshake.shared.settings import Settings
 from tests.support.redis_certs import make_tls
 from tests.support.redis_topologies import SingleRedis
-
-
-@pytest.fixture
-async def single(tmp_path: Path) -> AsyncIterator[SingleRedis]:
-    server = SingleRedis(tmp_path / "redis").start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _lean(server: SingleRedis, **kw: object) -> Resp:
