@@ -53,22 +53,14 @@ class DispatchLog:
         # A unique value tells our own write apart from another executor's, should the
         # client's retry after a broken connection re-send a SET that had landed.
         mine = secrets.token_hex(8)
-        ttl_ms = _px(ttl_s)
         try:
-            if self._fast is not None:
-                if await self._fast.execute("SET", key, mine, "NX", "PX", ttl_ms) is not None:
-                    return True
-                held = await self._fast.execute("GET", key)
-            elif await self._redis.set(key, mine, nx=True, px=ttl_ms):
+            if await self._command("SET", key, mine, "NX", "PX", _px(ttl_s)):
                 return True
-            else:
-                held = await self._redis.get(key)
+            held = await self._command("GET", key)
         except StoreError:
             log.warning("dispatch log unavailable", extra={"txn": txn})
             raise Unavailable("dispatch log unavailable; nothing was executed") from None
-        if isinstance(held, bytes):
-            held = held.decode()
-        return bool(held == mine)
+        return bool(_decoded(held) == mine)
 
     async def claim_many(self, claims: Sequence[Claim]) -> list[bool]:
         """:meth:`claim` for each of ``claims``, in order: every ``SET NX PX`` in one
@@ -80,48 +72,41 @@ class DispatchLog:
             return []
         keys = [_key(txn, attempt) for txn, _, attempt in claims]
         mine = [secrets.token_hex(8) for _ in claims]
+        sets = [("SET", key, value, "NX", "PX", _px(ttl_s))
+                for key, value, (_, ttl_s, _) in zip(keys, mine, claims, strict=True)]  # fmt: skip
         try:
-            if self._fast is not None:
-                won = await self._claim_lean(self._fast, keys, mine, claims)
-            else:
-                won = await self._claim_pipelined(keys, mine, claims)
+            won = [bool(ok) for ok in await self._pipelined(sets)]
+            lost = [i for i, ok in enumerate(won) if not ok]
+            if lost:
+                held = await self._pipelined([("GET", keys[i]) for i in lost])
+                for i, value in zip(lost, held, strict=True):
+                    won[i] = _decoded(value) == mine[i]
         except StoreError:
             log.warning("dispatch log unavailable (%d dispatches)", len(claims))
             raise Unavailable("dispatch log unavailable; nothing was executed") from None
         return won
 
-    async def _claim_pipelined(
-        self, keys: list[str], mine: list[str], claims: Sequence[Claim]
-    ) -> list[bool]:
-        """Through redis-py (Sentinel, Cluster): two pipelines at most."""
-        pipe = self._redis.pipeline(transaction=False)
-        for key, value, (_, ttl_s, _) in zip(keys, mine, claims, strict=True):
-            pipe.set(key, value, nx=True, px=_px(ttl_s))
-        won = [bool(ok) for ok in await pipe.execute()]
-        lost = [i for i, ok in enumerate(won) if not ok]
-        if lost:
-            pipe = self._redis.pipeline(transaction=False)
-            for i in lost:
-                pipe.get(keys[i])
-            for i, held in zip(lost, await pipe.execute(), strict=True):
-                won[i] = (held.decode() if isinstance(held, bytes) else held) == mine[i]
-        return won
+    async def _command(self, *args: Any) -> Any:
+        """One command over the lean connection on a single Redis, redis-py otherwise
+        (``SET NX`` answers ``OK`` or ``True`` when set, nothing when not)."""
+        if self._fast is not None:
+            return await self._fast.execute(*args)
+        return await self._redis.execute_command(*args)
 
-    @staticmethod
-    async def _claim_lean(
-        fast: Resp, keys: list[str], mine: list[str], claims: Sequence[Claim]
-    ) -> list[bool]:
-        """Over the lean connection (a single Redis): the same commands, one write each
-        round; an error reply fails the whole claim, as a raising pipeline does."""
-        sets = [("SET", key, value, "NX", "PX", _px(ttl_s))
-                for key, value, (_, ttl_s, _) in zip(keys, mine, claims, strict=True)]  # fmt: skip
-        won = [ok is not None for ok in _checked(await fast.execute_many(sets))]
-        lost = [i for i, ok in enumerate(won) if not ok]
-        if lost:
-            held = _checked(await fast.execute_many([("GET", keys[i]) for i in lost]))
-            for i, value in zip(lost, held, strict=True):
-                won[i] = (value.decode() if isinstance(value, bytes) else value) == mine[i]
-        return won
+    async def _pipelined(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """``commands`` in one write on the lean connection, or one redis-py pipeline
+        (Sentinel, Cluster); an error reply fails the whole round, as a raising pipeline
+        does."""
+        if self._fast is not None:
+            return _checked(await self._fast.execute_many(commands))
+        pipe = self._redis.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return list(await pipe.execute())
+
+
+def _decoded(value: Any) -> Any:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _checked(replies: list[Any]) -> list[Any]:
