@@ -184,11 +184,16 @@ class Audit:
                           outcome=outcome, **facts)  # fmt: skip
 
     async def _publish(self, event: AuditEvent, timeout: float) -> PubAck:
+        return await self._put(event.kind, _encode(event), event.id, timeout)
+
+    async def _put(self, name: str, data: bytes, msg_id: str, timeout: float) -> PubAck:
+        """One message on ``handshake.audit.<worker kind>.<name>``, de-duplicated by
+        ``msg_id``, acknowledged by the stream."""
         return await self._acks.publish(
-            f"{SUBJECT_PREFIX}.{self.kind}.{event.kind}",
-            _encode(event),
+            f"{SUBJECT_PREFIX}.{self.kind}.{name}",
+            data,
             timeout=timeout,
-            headers={"Nats-Msg-Id": event.id},
+            headers={"Nats-Msg-Id": msg_id},
         )
 
     def emit(self, event: AuditEvent) -> None:
@@ -231,12 +236,7 @@ class Audit:
         if isinstance(message, AuditEvent):
             await self._publish(message, timeout=5.0)
             return
-        await self._acks.publish(
-            f"{SUBJECT_PREFIX}.{self.kind}.{GROUP}",
-            message.data,
-            timeout=5.0,
-            headers={"Nats-Msg-Id": message.msg_id},
-        )
+        await self._put(GROUP, message.data, message.msg_id, timeout=5.0)
 
     async def intent(
         self,
