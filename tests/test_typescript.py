@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -83,7 +84,9 @@ def _key(directory: Path, name: str, alg: str) -> tuple[Path, str]:
 def nonce_gateway_url(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A second gateway, requiring DPoP server nonces."""
     key = tmp_path_factory.mktemp("nonce") / "nonce.key"
-    key.write_bytes(os.urandom(32))
+    # A text secret, as deploy/keys.py writes: the file is read with its surrounding
+    # whitespace stripped, so raw random bytes could come out shorter than 32.
+    key.write_text(secrets.token_urlsafe(48))
     key.chmod(0o600)  # a gateway refuses a key others may read
     port = free_port()
     stack.start_worker("gateway", port, "--port", str(port), "--dpop-nonce-key-file", str(key))
